@@ -1,0 +1,8 @@
+"""Entry point of the clock process: ``python clock.py [COMMAND]`` (see README.md)."""
+
+import sys
+
+from dynoclock.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The command line: ``python clock.py [run|check|next|...]`` (contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .config import Job, Schedule, default_path, load_schedule
+from .errors import ConfigError
+from .triggers import jitter_offset, upcoming
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clock.py", description="A clock process for PaaS apps.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", default=None, help="schedule file (default: $CLOCK_SCHEDULE, ./schedule.yaml)")
+        return p
+
+    with_config(sub.add_parser("check", help="validate the schedule; exit 0 ok, 2 invalid"))
+    nxt = with_config(sub.add_parser("next", help="upcoming fire times per job"))
+    nxt.add_argument("--count", type=int, default=5, help="fire times per job (default 5)")
+    nxt.add_argument("--now", default=None, help="ISO-8601 instant to count from (default: now)")
+    nxt.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "next":
+            return cmd_next(args)
+        build_parser().print_help()
+        return EXIT_INVALID
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
+    schedule = load_schedule(args.config or default_path(), now=now)
+    for warning in schedule.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return schedule
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    schedule = _load(args, now=datetime.now(UTC))
+    enabled = sum(job.enabled for job in schedule.jobs.values())
+    print(f"{schedule.file}: ok, {len(schedule.jobs)} jobs ({enabled} enabled)")
+    return EXIT_OK
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        print("next: --count must be at least 1", file=sys.stderr)
+        return EXIT_INVALID
+    schedule = _load(args)
+    now = datetime.now(UTC)
+    if args.now:
+        try:
+            now = datetime.fromisoformat(args.now)
+        except ValueError:
+            print(
+                f"next: --now: expected an ISO-8601 time like 2026-03-08T06:00:00Z, got {args.now!r}", file=sys.stderr
+            )
+            return EXIT_INVALID
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=schedule.zone)
+    rows = [_next_row(job, now, args.count) for job in schedule.jobs.values()]
+    if args.json:
+        print(json.dumps({"now": now.astimezone(UTC).isoformat(), "jobs": rows}, indent=2))
+        return EXIT_OK
+    for row in rows:
+        state = "" if row["enabled"] else "  [disabled]"
+        print(f"{row['id']}: {row['schedule']} ({row['timezone']}){state}")
+        if not row["next"]:
+            print("    (no upcoming runs)")
+        for i, slot in enumerate(row["next"]):
+            extra = f"  (starts {row['starts'][i]}, jitter)" if "starts" in row else ""
+            print(f"    {slot}{extra}")
+    return EXIT_OK
+
+
+def _next_row(job: Job, now: datetime, count: int) -> dict[str, Any]:
+    slots = upcoming(job.trigger, now, count, job.window) if job.enabled else []
+    row: dict[str, Any] = {
+        "id": job.id,
+        "enabled": job.enabled,
+        "trigger": job.trigger_key,
+        "spec": job.trigger_text,
+        "schedule": job.describe(),
+        "timezone": job.zone.key,
+        "next": [slot.astimezone(job.zone).isoformat() for slot in slots],
+    }
+    if job.jitter:
+        row["starts"] = [(s + jitter_offset(job.id, s, job.jitter)).astimezone(job.zone).isoformat() for s in slots]
+    return row

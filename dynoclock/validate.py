@@ -1,0 +1,205 @@
+"""Collecting problems while reading a schedule, and the small value parsers it uses.
+
+Parsers take a value and raise Invalid with "what was expected, what was found";
+``Report`` adds the file, line and key path and keeps going, so the user sees
+every problem at once rather than one per run of ``check``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .durations import parse_duration
+from .envvars import expand
+from .errors import ConfigError, Invalid, Problem
+from .source import Path, Source, dotted
+
+T = TypeVar("T")
+
+
+class Report:
+    """Problems (fatal) and warnings found in one schedule file."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def _at(self, path: Path, message: str) -> Problem:
+        return Problem(self.source.file, self.source.line(path), dotted(path), message)
+
+    def error(self, path: Path, message: str) -> None:
+        self.problems.append(self._at(path, message))
+
+    def warn(self, path: Path, message: str) -> None:
+        self.warnings.append(self._at(path, message))
+
+    def parse(self, path: Path, value: Any, parser: Callable[[Any], T]) -> T | None:
+        """``parser(value)``, or None after recording its complaint against ``path``."""
+        try:
+            return parser(value)
+        except Invalid as exc:
+            self.error(path, str(exc))
+            return None
+
+    def check_keys(self, path: Path, mapping: Mapping[str, Any], allowed: Collection[str]) -> None:
+        """Unknown keys are errors: a typo must never silently disable a setting."""
+        for key in mapping:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, list(allowed), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(sorted(allowed))}"
+                self.error((*path, key), f"unknown key '{key}'{hint}")
+
+    def raise_if_failed(self) -> None:
+        if self.problems:
+            # A bad default is seen once per job that uses it: report it once, in file order.
+            unique = list(dict.fromkeys(self.problems))
+            raise ConfigError(sorted(unique, key=lambda p: p.line or 0))
+
+
+def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], missing_ok: bool = False) -> Any:
+    """Expand ``${VAR}`` in every string inside ``value``; errors are reported against their path."""
+    if isinstance(value, str):
+        try:
+            return expand(value, env, missing_ok=missing_ok)
+        except Invalid as exc:
+            report.error(path, str(exc))
+            return value
+    if isinstance(value, dict):
+        return {k: interpolate(report, (*path, k), v, env, missing_ok) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(report, (*path, i), v, env, missing_ok) for i, v in enumerate(value)]
+    return value
+
+
+# ---- value parsers -------------------------------------------------------------------------
+
+
+def show(value: Any) -> str:
+    """A found value as the user wrote it, in messages."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def as_str(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise Invalid(f"expected text, got {show(value)}")
+    return str(value)
+
+
+def as_nonempty_str(value: Any) -> str:
+    text = as_str(value)
+    if not text.strip():
+        raise Invalid("expected a value, got an empty string")
+    return text
+
+
+def as_bool(value: Any) -> bool:
+    """YAML booleans, and the strings an interpolated ``${VAR:+true}`` can produce ('' is false)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOLS:
+        return _BOOLS[value.strip().lower()]
+    raise Invalid(f"expected true or false, got {show(value)}")
+
+
+_BOOLS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+    "": False,
+}
+
+
+def as_int(low: int, high: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"expected a whole number, got {show(value)}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise Invalid(f"expected a number {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def as_enum(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise Invalid(f"expected one of {', '.join(choices)}, got {show(value)}")
+        return str(value)
+
+    return parse
+
+
+def as_duration(value: Any) -> timedelta:
+    return parse_duration(value)
+
+
+def as_duration_or_zero(value: Any) -> timedelta:
+    return parse_duration(value, allow_zero=True)
+
+
+def as_zone(value: Any) -> ZoneInfo:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"expected an IANA time zone like UTC or America/New_York, got {show(value)}")
+    try:
+        return ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Invalid(f"unknown time zone {value!r}; expected an IANA name like Europe/London") from None
+
+
+def as_instant(zone: ZoneInfo) -> Callable[[Any], datetime]:
+    """ISO-8601 date or date-time; without an offset it is wall time in ``zone``."""
+
+    def parse(value: Any) -> datetime:
+        if not isinstance(value, str):
+            raise Invalid(f"expected an ISO-8601 time like 2026-12-31T23:00:00Z, got {show(value)}")
+        try:
+            instant = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise Invalid(f"expected an ISO-8601 time like 2026-12-31T23:00:00Z, got {value!r}") from None
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=zone)
+        return instant.astimezone(ZoneInfo("UTC"))
+
+    return parse
+
+
+def as_mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Invalid(f"expected a mapping (key: value lines), got {show(value)}")
+    return value
+
+
+def as_str_map(value: Any) -> dict[str, str]:
+    """A mapping of names to text (headers, env): numbers are accepted and turned to text."""
+    mapping = as_mapping(value)
+    out = {}
+    for key, item in mapping.items():
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise Invalid(f"expected text for '{key}', got {show(item)}")
+        out[key] = str(item)
+    return out
+
+
+def as_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list, got {show(value)}")
+    return value

@@ -1,0 +1,14 @@
+"""Example jobs used by the shipped schedule.yaml; copy one to start your own."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("jobs.examples")
+
+
+def heartbeat(run: Any = None) -> str:
+    """Proves the clock is alive: logs one line per run. ``run`` is the run's context."""
+    slot = getattr(run, "scheduled_for", None)
+    return f"heartbeat for {slot.isoformat() if slot else 'a manual run'}"
