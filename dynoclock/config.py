@@ -69,7 +69,7 @@ class Job:
     trigger: Trigger
     zone: ZoneInfo
     kind: str  # http | sql | python | command | enqueue
-    action: Any
+    action: Any  # None only for a disabled job whose action names unset variables
     enabled: bool = True
     window: Window = field(default_factory=Window)
     description: str = ""
@@ -188,8 +188,10 @@ def _job(
     if "enabled" in spec:
         value = interpolate(report, (*path, "enabled"), spec["enabled"], env)
         enabled = report.parse((*path, "enabled"), value, as_bool) is not False
-    # A disabled job may name variables that are unset where it is disabled (enabled: ${APP_URL:+true}).
-    spec = {k: interpolate(report, (*path, k), v, env, missing_ok=not enabled) for k, v in spec.items()}
+    # A disabled job may name variables that are unset where it is disabled (enabled: ${APP_URL:+true}):
+    # problems in those values are not reported; every other problem is.
+    unset: set[str] | None = None if enabled else set()
+    spec = {k: interpolate(report, (*path, k), v, env, unset) for k, v in spec.items()}
     report.check_keys(path, spec, JOB_KEYS_ALL)
 
     triggers = [k for k in TRIGGER_KEYS if k in spec]
@@ -232,7 +234,12 @@ def _job(
                 extras[key] = (value, where)
         action = KINDS[kind].parse(report, (*path, kind), spec[kind], extras)
 
-    if len(report.problems) > before or trigger is None or action is None or kind is None:
+    if unset:
+        report.problems[before:] = [
+            p for p in report.problems[before:] if not any(p.path == u or p.path.startswith(u + ".") for u in unset)
+        ]
+    # A disabled job whose action names unset variables is still listed, with no action.
+    if len(report.problems) > before or trigger is None or kind is None or (action is None and enabled):
         return None
     return Job(
         id=job_id,

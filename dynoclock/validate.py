@@ -61,18 +61,25 @@ class Report:
             raise ConfigError(sorted(unique, key=lambda p: p.line or 0))
 
 
-def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], missing_ok: bool = False) -> Any:
-    """Expand ``${VAR}`` in every string inside ``value``; errors are reported against their path."""
+def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], unset: set[str] | None = None) -> Any:
+    """Expand ``${VAR}`` in every string inside ``value``; errors are reported against their path.
+
+    With ``unset`` given, an unset variable is not an error: it expands to "" and the
+    dotted path of the value is added to ``unset`` (a disabled job may name them).
+    """
     if isinstance(value, str):
         try:
-            return expand(value, env, missing_ok=missing_ok)
+            return expand(value, env)
         except Invalid as exc:
+            if unset is not None and "is not set" in str(exc):
+                unset.add(dotted(path))
+                return expand(value, env, missing_ok=True)
             report.error(path, str(exc))
             return value
     if isinstance(value, dict):
-        return {k: interpolate(report, (*path, k), v, env, missing_ok) for k, v in value.items()}
+        return {k: interpolate(report, (*path, k), v, env, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(report, (*path, i), v, env, missing_ok) for i, v in enumerate(value)]
+        return [interpolate(report, (*path, i), v, env, unset) for i, v in enumerate(value)]
     return value
 
 
