@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .triggers import jitter_offset, upcoming
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+COMMANDS = ("run", "check", "next")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", default=None, help="schedule file (default: $CLOCK_SCHEDULE, ./schedule.yaml)")
         return p
 
+    run = with_config(sub.add_parser("run", help="run the clock (default), or one job once, now"))
+    run.add_argument("job", nargs="?", help="run only this job, once, in the foreground; exit 0 ok, 1 failed")
     with_config(sub.add_parser("check", help="validate the schedule; exit 0 ok, 2 invalid"))
     nxt = with_config(sub.add_parser("next", help="upcoming fire times per job"))
     nxt.add_argument("--count", type=int, default=5, help="fire times per job (default 5)")
@@ -33,8 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "run")  # `python clock.py [-c FILE]` runs the clock
+    args = parser.parse_args(argv)
     try:
+        if args.command == "run":
+            return cmd_run(args)
         if args.command == "check":
             return cmd_check(args)
         if args.command == "next":
@@ -52,6 +61,37 @@ def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
     for warning in schedule.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return schedule
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    schedule = _load(args)
+    if args.job is None:
+        from .daemon import run_clock
+
+        return run_clock(schedule)
+    return run_once(schedule, args.job)
+
+
+def run_once(schedule: Schedule, job_id: str) -> int:
+    """``run JOB``: one attempt now, in the foreground; Ctrl-C or SIGTERM stops it."""
+    from .runner import Runner
+
+    job = schedule.jobs.get(job_id)
+    if job is None:
+        known = ", ".join(schedule.jobs) or "none"
+        print(f"run: no job {job_id!r} in {schedule.file} (jobs: {known})", file=sys.stderr)
+        return EXIT_INVALID
+    if job.action is None:
+        print(f"run: job {job_id!r} is disabled and its action names unset variables", file=sys.stderr)
+        return EXIT_INVALID
+    runner = Runner(schedule)
+    slot = datetime.now(UTC).replace(microsecond=0)
+    outcome = runner.execute(job, slot, retries=False)
+    print(
+        f"{job_id}: {outcome.status}"
+        + (f" ({outcome.error or outcome.detail})" if outcome.error or outcome.detail else "")
+    )
+    return EXIT_OK if outcome.status == "ok" else EXIT_FAILED
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -77,9 +117,14 @@ def cmd_next(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         if now.tzinfo is None:
             now = now.replace(tzinfo=schedule.zone)
-    rows = [_next_row(job, now, args.count) for job in schedule.jobs.values()]
+    try:
+        rows = [_next_row(job, now, args.count) for job in schedule.jobs.values()]
+        stamp = now.astimezone(UTC).isoformat()
+    except OverflowError:  # slot math past year 9999 or before year 1
+        print(f"next: --now: {args.now!r} is too close to the ends of the calendar", file=sys.stderr)
+        return EXIT_INVALID
     if args.json:
-        print(json.dumps({"now": now.astimezone(UTC).isoformat(), "jobs": rows}, indent=2))
+        print(json.dumps({"now": stamp, "jobs": rows}, indent=2))
         return EXIT_OK
     for row in rows:
         state = "" if row["enabled"] else "  [disabled]"

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
+import subprocess
+import threading
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from ..errors import Invalid
 from ..source import Path
 from ..validate import Report, as_bool, as_nonempty_str, as_str_map, show
+from .base import JobFailed, RunContext
 
 JOB_KEYS = ("shell", "env", "cwd")
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a command must stop
+MAX_LINES = 1000  # output lines logged per run; the rest are counted, not logged
+MAX_LINE = 2000  # characters kept of one output line
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,42 @@ class CommandAction:
     shell: bool = False
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
+
+    def run(self, ctx: RunContext) -> str:
+        """Run the command in its own process group; its output goes to the log line by line."""
+        env = {**os.environ, **self.env, **ctx.env()}
+        argv: list[str] = ["/bin/sh", "-c", self.argv[0]] if self.shell else list(self.argv)
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # its own group: we can stop its children too, and Ctrl-C reaches us only
+            )
+        except OSError as exc:
+            raise JobFailed(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+        ctx.on_cancel(lambda: _stop(proc))
+        tail: deque[str] = deque(maxlen=20)
+        budget = [MAX_LINES]
+        readers = [
+            threading.Thread(target=_pump, args=(pipe, name, ctx, tail, budget), daemon=True)
+            for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
+        ]
+        for reader in readers:
+            reader.start()
+        code = proc.wait()
+        for reader in readers:
+            reader.join(timeout=1.0)
+        if budget[0] < 0:
+            ctx.output("stderr", f"[{-budget[0]} more output lines not logged]")
+        if code != 0:
+            what = f"signal={signal.Signals(-code).name}" if code < 0 else f"exit={code}"
+            last = f": {tail[-1]}" if tail else ""
+            raise JobFailed(f"{what}{last}")
+        return "exit=0"
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CommandAction | None:
@@ -54,3 +100,36 @@ def as_argv(value: Any, shell: bool) -> tuple[str, ...]:
     except ValueError as exc:
         raise Invalid(f"cannot split {text!r} into arguments: {exc}") from None
     return tuple(argv)
+
+
+def _pump(pipe: IO[bytes] | None, name: str, ctx: RunContext, tail: deque[str], budget: list[int]) -> None:
+    """Copy one pipe to the log, line by line, bounded in lines and line length."""
+    if pipe is None:
+        return
+    with pipe:
+        for raw in pipe:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")[:MAX_LINE]
+            tail.append(line)
+            budget[0] -= 1
+            if budget[0] >= 0:
+                ctx.output(name, line)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the command's process group, SIGKILL after KILL_GRACE if it is still there."""
+    if proc.poll() is not None:
+        return
+    _signal_group(proc, signal.SIGTERM)
+
+    def kill() -> None:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGKILL)
+
+    timer = threading.Timer(KILL_GRACE, kill)
+    timer.daemon = True
+    timer.start()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..errors import Invalid
+from ..redact import redact_url
 from ..source import Path
 from ..validate import Report, as_bool, as_duration, as_list, as_mapping, as_nonempty_str
 
@@ -70,5 +71,6 @@ def as_func(value: Any) -> str:
 def as_redis_url(value: Any) -> str:
     url = as_nonempty_str(value).strip()
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise Invalid("expected a Redis URL like redis://localhost:6379/0 or rediss://...")
+        shown = redact_url(url) if "://" in url or "@" not in url else "***@" + url.rsplit("@", 1)[1]
+        raise Invalid(f"expected a Redis URL like redis://localhost:6379/0 or rediss://..., got {shown!r}")
     return url

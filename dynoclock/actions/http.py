@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.cookiejar
+import json as jsonlib
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+
+from .. import __version__
+from ..durations import format_duration
 from ..errors import Invalid
 from ..redact import redact_url
 from ..source import Path
 from ..validate import Report, as_bool, as_duration, as_enum, as_mapping, as_nonempty_str, as_str_map, show
+from .base import JobFailed, RunContext, iso_utc
 
 JOB_KEYS: tuple[str, ...] = ()
 KEYS = (
@@ -18,6 +29,7 @@ KEYS = (
     "connect_timeout", "expect_status", "verify", "follow_redirects", "sign",
 )  # fmt: skip
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+SIGNATURE_HEADER = "X-Clock-Signature"
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,63 @@ class HttpAction:
     verify: bool = True
     follow_redirects: bool = False
     sign: str | None = None
+
+    def run(self, ctx: RunContext) -> str:
+        """Send the request within the run's timeout; a status outside ``expect_status`` fails the run."""
+        body = None
+        if self.json is not None:
+            body = jsonlib.dumps(self.json, separators=(",", ":")).encode()
+        elif self.data is not None:
+            body = self.data.encode()
+        headers = {
+            "User-Agent": f"dynoclock/{__version__}",
+            "Idempotency-Key": f"{ctx.job}:{iso_utc(ctx.scheduled_for)}",
+            "X-Clock-Job": ctx.job,
+            "X-Clock-Scheduled-For": iso_utc(ctx.scheduled_for),
+            "X-Clock-Run-Id": ctx.run_id,
+            "X-Clock-Attempt": str(ctx.attempt),
+        }
+        if self.json is not None:
+            headers["Content-Type"] = "application/json"
+        headers.update(self.headers)
+        if self.sign is not None:
+            headers[SIGNATURE_HEADER] = signature(self.sign, int(time.time()), body or b"")
+        remaining = max(ctx.remaining, 0.001)
+        try:
+            response = session().request(
+                self.method,
+                self.url,
+                params=self.params or None,
+                data=body,
+                headers=headers,
+                timeout=(min(self.connect_timeout.total_seconds(), remaining), remaining),
+                verify=self.verify,
+                allow_redirects=self.follow_redirects,
+                stream=True,
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise JobFailed(f"connect_timeout={format_duration(self.connect_timeout)} exceeded") from None
+        except requests.exceptions.RequestException as exc:
+            raise JobFailed(f"request failed: {_reason(exc)}") from None
+        ctx.on_cancel(response.close)
+        try:
+            # Read the body under the deadline (a server that drips bytes cannot hold the run).
+            chunks, size = [], 0
+            for chunk in response.iter_content(8192):
+                ctx.check()
+                if size < 4096:
+                    chunks.append(chunk)
+                size += len(chunk)
+        except requests.exceptions.RequestException as exc:
+            raise JobFailed(f"reading the response failed: {_reason(exc)}") from None
+        finally:
+            response.close()
+        status = response.status_code
+        if not status_ok(status, self.expect_status):
+            text = b"".join(chunks)[:300].decode("utf-8", "replace").strip()
+            expected = ",".join(self.expect_status)
+            raise JobFailed(f"expect_status={expected}, got {status}" + (f": {text}" if text else ""))
+        return f"status={status} bytes={size}"
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> HttpAction | None:
@@ -71,7 +140,10 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
 
 def as_url(value: Any) -> str:
     url = as_nonempty_str(value)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        raise Invalid(f"expected an http:// or https:// URL, got {redact_url(url)!r} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"expected an http:// or https:// URL, got {redact_url(url)!r}")
     return url
@@ -91,3 +163,40 @@ def as_statuses(value: Any) -> tuple[str, ...]:
     if not out:
         raise Invalid("expected at least one HTTP status, got an empty list")
     return tuple(out)
+
+
+def status_ok(status: int, expected: tuple[str, ...]) -> bool:
+    text = str(status)
+    return any(text == e or (e.endswith("xx") and text[0] == e[0]) for e in expected)
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """``t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``: the app recomputes it to trust the call."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+_session: requests.Session | None = None
+_session_lock = threading.Lock()
+
+
+def session() -> requests.Session:
+    """The one pooled session of the process. It keeps no cookies: one job's must not reach another's."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = requests.Session()
+            _session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64)
+            _session.mount("http://", adapter)
+            _session.mount("https://", adapter)
+        return _session
+
+
+def _reason(exc: Exception) -> str:
+    """A short cause without the URL's query or credentials (they may hold secrets)."""
+    text = str(exc)
+    for marker in ("Caused by ", "(Caused by "):
+        if marker in text:
+            text = text.split(marker, 1)[1].rstrip(")")
+    return f"{type(exc).__name__}: {redact_url(text)}"[:300]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Invalid
 from ..source import Path
 from ..validate import Report, as_list, as_mapping, as_nonempty_str
+from .base import JobFailed, RunContext
 
 JOB_KEYS = ("args", "kwargs", "app")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -20,6 +25,19 @@ class PythonAction:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     app: str | None = None  # package:create_app, for a Flask application context
+
+    def run(self, ctx: RunContext) -> str:
+        """Call the function (inside the Flask app context when ``app`` is set); its return value is logged."""
+        func = resolve(self.target)
+        kwargs = dict(self.kwargs)
+        if _takes_run(func):
+            kwargs["run"] = ctx
+        if self.app is None:
+            result = func(*self.args, **kwargs)
+        else:
+            with flask_app(self.app).app_context():
+                result = func(*self.args, **kwargs)
+        return "" if result is None else str(result)
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> PythonAction | None:
@@ -42,3 +60,48 @@ def as_target(value: Any) -> str:
     if not _TARGET.fullmatch(text):
         raise Invalid(f"expected module:function like jobs.digest:send, got {text!r}")
     return text
+
+
+_cache: dict[str, Any] = {}
+_cache_lock = threading.Lock()
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """Import ``module:attr`` once; JobFailed (in the schedule's words) if that fails."""
+    with _cache_lock:
+        if target in _cache:
+            return _cache[target]  # type: ignore[no-any-return]
+    module_name, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except ImportError as exc:
+        raise JobFailed(f"python={target}: cannot import {module_name}: {exc}") from None
+    except AttributeError:
+        raise JobFailed(f"python={target}: {module_name} has no {attr}") from None
+    if not callable(obj):
+        raise JobFailed(f"python={target}: {attr} is not callable")
+    with _cache_lock:
+        _cache[target] = obj
+    return obj  # type: ignore[no-any-return]
+
+
+def flask_app(factory: str) -> Any:
+    """The app made by ``package:create_app``, made once per process."""
+    key = f"app:{factory}"
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    app = resolve(factory)()
+    if not hasattr(app, "app_context"):
+        raise JobFailed(f"app={factory}: it returned {type(app).__name__}, not a Flask app")
+    with _cache_lock:
+        return _cache.setdefault(key, app)
+
+
+def _takes_run(func: Callable[..., Any]) -> bool:
+    try:
+        return "run" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy.exc
+
+from .. import db
 from ..errors import Invalid
+from ..redact import redact_url
 from ..source import Path
 from ..validate import Report, as_nonempty_str, show
+from .base import JobFailed, JobTimeout, RunContext
 
 JOB_KEYS = ("database",)
 
@@ -16,6 +23,41 @@ JOB_KEYS = ("database",)
 class SqlAction:
     statements: tuple[str, ...]
     database: str | None  # None: $DATABASE_URL at run time
+
+    def run(self, ctx: RunContext) -> str:
+        """Run the statements in one transaction, bounded by the run's timeout; report rows affected."""
+        url = self.database or os.environ.get("DATABASE_URL")
+        if not url:
+            raise JobFailed("no database: set 'database:' on the job or DATABASE_URL")
+        try:
+            engine = db.engine_for(url)
+        except db.DatabaseUrlError as exc:
+            raise JobFailed(str(exc)) from None
+        rows = 0
+        try:
+            with engine.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                with conn.begin():
+                    if db.is_postgres(engine):
+                        # Enforced by the server: a hung statement is cancelled there, not only abandoned here.
+                        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(ctx.remaining * 1000))}")
+                        ctx.on_cancel(getattr(raw, "cancel_safe", getattr(raw, "cancel", lambda: None)))
+                    elif isinstance(raw, sqlite3.Connection):
+                        # SQLite has no statement timeout: abort from its progress handler at the deadline.
+                        raw.set_progress_handler(lambda: int(ctx.remaining <= 0 or ctx.cancelled.is_set()), 1000)
+                        conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(ctx.remaining * 1000))}")
+                    try:
+                        for statement in self.statements:
+                            result = conn.exec_driver_sql(statement)
+                            rows += max(result.rowcount, 0)
+                    finally:
+                        if isinstance(raw, sqlite3.Connection):
+                            raw.set_progress_handler(None, 0)
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise _failure(exc, ctx, url) from None
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise JobFailed(f"sql failed: {type(exc).__name__}: {exc}") from None
+        return f"rows={rows}"
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> SqlAction | None:
@@ -43,5 +85,20 @@ def as_statements(value: Any) -> tuple[str, ...]:
 def as_database_url(value: Any) -> str:
     url = as_nonempty_str(value).strip()
     if "://" not in url:
-        raise Invalid("expected a database URL like postgres://user@host/db or sqlite:///app.db")
+        shown = "***@" + url.rsplit("@", 1)[1] if "@" in url else url  # user:password@host without a scheme
+        raise Invalid(f"expected a database URL like postgres://user@host/db or sqlite:///app.db, got {shown!r}")
     return url
+
+
+def _failure(exc: sqlalchemy.exc.DBAPIError, ctx: RunContext, url: str) -> JobFailed:
+    """The database's own complaint, first line only; a timeout in the schedule's words."""
+    orig = exc.orig
+    name = type(orig).__name__
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else name
+    if name in ("QueryCanceled", "QueryCanceledError") or (
+        isinstance(orig, sqlite3.OperationalError) and text == "interrupted"
+    ):
+        return JobTimeout(ctx.timeout)
+    if exc.connection_invalidated or (name == "OperationalError" and "connect" in text.lower()):
+        return JobFailed(f"cannot reach the database {redact_url(db.normalize_url(url))}: {text}")
+    return JobFailed(f"sql failed: {text}")

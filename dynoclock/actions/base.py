@@ -1,0 +1,99 @@
+"""The small interface every action implements: ``spec.run(ctx) -> detail``, raising JobFailed on failure."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ..durations import format_duration
+
+
+class JobFailed(Exception):
+    """A run failed; the message uses the schedule's own words (``expect_status=2xx, got 503``)."""
+
+
+class JobTimeout(JobFailed):
+    """The run outlived its ``timeout``."""
+
+    def __init__(self, timeout: timedelta):
+        super().__init__(f"timeout={format_duration(timeout)} exceeded")
+
+
+class RunCancelled(BaseException):
+    """Raised inside a Python job's thread when its run is cancelled; a BaseException so
+    that a job's own ``except Exception`` does not swallow it."""
+
+
+@dataclass
+class RunContext:
+    """What a running action knows about its run; a Python job may take it as its ``run`` parameter."""
+
+    job: str
+    scheduled_for: datetime
+    run_id: str
+    attempt: int
+    timeout: timedelta
+    deadline: float = 0.0  # time.monotonic() at which the run times out
+    output: Callable[[str, str], None] = field(default=lambda stream, line: None, repr=False)
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancel_reason: str | None = None  # timeout | shutdown | replaced
+    wake: threading.Event = field(default_factory=threading.Event, repr=False)  # set on end or cancel
+    _hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.deadline:
+            self.deadline = time.monotonic() + self.timeout.total_seconds()
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Register how to stop this run early (kill a process, cancel a query); runs at once if already cancelled."""
+        with self._lock:
+            if not self.cancelled.is_set():
+                self._hooks.append(hook)
+                return
+        _quietly(hook)
+
+    def cancel(self, reason: str) -> None:
+        """Stop the run: on timeout, at shutdown, or when ``overlap: replace`` starts a newer one."""
+        with self._lock:
+            if self.cancelled.is_set():
+                return
+            self.cancel_reason = reason
+            self.cancelled.set()
+            hooks, self._hooks = self._hooks, []
+        self.wake.set()  # the runner stops waiting; the action itself ends through its hooks
+        for hook in hooks:
+            _quietly(hook)
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left before the timeout (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    def check(self) -> None:
+        """Raise if the run was cancelled or ran out of time: long actions call this between steps."""
+        if self.cancelled.is_set() or self.remaining <= 0:
+            raise JobTimeout(self.timeout)
+
+    def env(self) -> dict[str, str]:
+        """The CLOCK_* variables a command job sees (and an HTTP job sends as headers)."""
+        return {
+            "CLOCK_JOB": self.job,
+            "CLOCK_SCHEDULED_FOR": iso_utc(self.scheduled_for),
+            "CLOCK_RUN_ID": self.run_id,
+            "CLOCK_ATTEMPT": str(self.attempt),
+        }
+
+
+def _quietly(hook: Callable[[], None]) -> None:
+    with contextlib.suppress(Exception):  # a process that already exited, a connection already closed
+        hook()
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO-8601 in UTC with a Z: the one spelling of instants in env, headers, logs and history."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

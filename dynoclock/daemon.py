@@ -1,0 +1,127 @@
+"""The clock process: an APScheduler BlockingScheduler wired to our triggers and runner, and signals.
+
+APScheduler keeps the wait loop (sleep until the next fire time, never poll).
+Our trigger hands it the job's slots, and our executor hands each due slot to
+the Runner, which owns timeouts, overlap and retries (APScheduler 3 has none).
+
+Shutdown fits Heroku: SIGTERM or SIGINT, once or many times, stops new runs at
+once, lets running ones finish for ``shutdown_grace``, stops the rest, and
+exits 0 before Heroku's SIGKILL at 30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.schedulers.base import SchedulerNotRunningError
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from .config import Job, Schedule
+from .logs import EventLog, log, redact
+from .runner import STOP_GRACE, Runner
+
+
+class SlotTrigger(BaseTrigger):  # type: ignore[misc]
+    """Feeds APScheduler a job's slots (UTC) from our own triggers: cron semantics, anchored intervals."""
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        if previous_fire_time is None:  # first slot at or after now
+            return self.job.next_after(now - timedelta(microseconds=1))
+        return self.job.next_after(previous_fire_time)
+
+    def __str__(self) -> str:
+        return self.job.describe()
+
+
+class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
+    """Hands every due slot to the Runner, which starts it in its own thread without blocking the loop."""
+
+    def __init__(self, runner: Runner):
+        super().__init__()
+        self.runner = runner
+
+    def submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        for run_time in run_times:  # several when the loop itself was late: each slot runs
+            self.runner.submit(job.id, run_time)
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:  # pragma: no cover - unused
+        raise NotImplementedError
+
+
+def clock_id() -> str:
+    """The dyno name on Heroku (clock.1), else host:pid."""
+    return os.environ.get("DYNO") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_clock(schedule: Schedule, events: EventLog = log) -> int:
+    """Run the schedule until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
+    redact.add_from_env()
+    me = clock_id()
+    runner = Runner(schedule, events, me)
+    scheduler = BlockingScheduler(timezone=UTC, executors={"default": RunnerExecutor(runner)})
+    jobs = [job for job in schedule.jobs.values() if job.enabled and job.action is not None]
+    for job in jobs:
+        scheduler.add_job(
+            _unused, trigger=SlotTrigger(job), id=job.id, name=job.id, misfire_grace_time=None, coalesce=False
+        )
+    stop = _Stopper(scheduler, runner, events)
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
+    events.emit(
+        "clock.start", clock=me, jobs=len(jobs), disabled=len(schedule.jobs) - len(jobs),
+        schedule=schedule.file, workers=schedule.workers, pid=os.getpid(),
+    )  # fmt: skip
+    if stop.first_signal is None:
+        scheduler.start()  # blocks until a signal shuts the scheduler down
+    grace = schedule.shutdown_grace.total_seconds()
+    runner.drain(deadline=(stop.first_signal or time.monotonic()) + grace)
+    events.emit("clock.stop", clock=me, after_signal_s=round(time.monotonic() - (stop.first_signal or 0), 1))
+    return 0
+
+
+def _unused() -> None:  # pragma: no cover - RunnerExecutor never calls the job function
+    raise AssertionError("jobs run through the Runner")
+
+
+class _Stopper:
+    """Signal handler: the first signal stops the scheduler; later ones are logged and change nothing."""
+
+    def __init__(self, scheduler: BlockingScheduler, runner: Runner, events: EventLog):
+        self.scheduler = scheduler
+        self.runner = runner
+        self.events = events
+        self.first_signal: float | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.first_signal is not None:
+            self.events.emit("clock.signal", signal=name, note="already stopping")
+            return
+        self.first_signal = time.monotonic()
+        self.runner.stopping.set()  # no new runs, no retries, from this instant
+        grace = self.runner.schedule.shutdown_grace.total_seconds()
+        running = self.runner.running_count()
+        self.events.emit("clock.stopping", signal=name, running=running, grace_s=grace, kill_after_s=STOP_GRACE)
+        # Shut the scheduler down from another thread: the handler runs inside the scheduler's
+        # own loop, and shutdown() takes the locks that loop may hold.
+        threading.Thread(target=self._shutdown, name="shutdown", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        for _ in range(100):  # a signal just before start(): wait for the scheduler to be running
+            try:
+                self.scheduler.shutdown(wait=False)
+                return
+            except SchedulerNotRunningError:
+                time.sleep(0.05)

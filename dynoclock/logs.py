@@ -1,0 +1,99 @@
+"""One line per event on stdout: logfmt by default, JSON lines with ``LOG_FORMAT=json``.
+
+Every value passes through the redactor first, so secrets (values of
+``*TOKEN*``/``*SECRET*``/``*PASSWORD*``/``*KEY*`` variables, ``sign:`` keys,
+Authorization headers, passwords in URLs) never reach the log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from .envvars import SECRET_NAME
+from .redact import MASK
+
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@\s/]+)(@)", re.IGNORECASE)
+_BAREWORD = re.compile(r"[A-Za-z0-9_./:@+-]+")
+
+
+class Redactor:
+    """Masks known secret values and URL passwords in any text."""
+
+    def __init__(self) -> None:
+        self._secrets: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        with self._lock:
+            # Longest first, so a secret containing another is masked whole. Very short values
+            # would mask ordinary words, so they are not treated as secrets.
+            merged = set(self._secrets) | {s for s in secrets if len(s) >= 4}
+            self._secrets = sorted(merged, key=len, reverse=True)
+
+    def add_from_env(self, env: dict[str, str] | None = None) -> None:
+        """Every value of a secret-named environment variable (CLOCK_TOKEN, AWS_SECRET_ACCESS_KEY, ...)."""
+        env = dict(os.environ) if env is None else env
+        self.add(v for k, v in env.items() if SECRET_NAME.search(k) and v)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
+
+
+redact = Redactor()
+
+
+class EventLog:
+    """Writes events; thread-safe, one flushed line per event."""
+
+    def __init__(self, stream: TextIO | None = None, fmt: str | None = None):
+        self.stream = stream
+        self.fmt = (fmt or os.environ.get("LOG_FORMAT", "logfmt")).lower()
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, level: str = "info", **fields: Any) -> None:
+        record: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": level,
+            "event": event,
+        }
+        for key, value in fields.items():
+            if value is None:
+                continue
+            if isinstance(value, datetime):
+                value = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            elif isinstance(value, str):
+                value = redact(value)
+            record[key] = value
+        line = json.dumps(record, default=str) if self.fmt == "json" else logfmt(record)
+        stream = self.stream or sys.stdout
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
+
+
+def logfmt(record: dict[str, Any]) -> str:
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, float):
+            text = f"{value:.1f}"
+        else:
+            text = str(value)
+        if not _BAREWORD.fullmatch(text):
+            text = json.dumps(text)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+log = EventLog()

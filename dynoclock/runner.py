@@ -1,0 +1,221 @@
+"""Executes runs: overlap policy, jitter, the worker limit, the enforced timeout, retries, and the log line.
+
+Each run gets its own thread, and each attempt another, so the runner can
+always stop waiting: at the timeout it cancels the attempt (the action's hooks
+kill its process or cancel its query; a Python function gets an exception
+raised in its thread) and frees the worker slot even if the attempt cannot be
+stopped, so a hung job never starves the others. All threads are daemons, so
+nothing holds the process past shutdown.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .actions.base import JobFailed, JobTimeout, RunCancelled, RunContext
+from .config import Job, Schedule
+from .durations import format_duration
+from .logs import EventLog, log, redact
+from .triggers import jitter_offset
+
+STOP_GRACE = 3.0  # seconds an attempt gets to stop after its cancel hooks ran (SIGTERM, then SIGKILL)
+
+
+@dataclass
+class Outcome:
+    """How one attempt ended."""
+
+    status: str  # ok | failed | timeout | interrupted | skipped
+    detail: str = ""  # what an ok run reports (status=200, rows=3, exit=0)
+    error: str = ""  # why it failed, in the schedule's words
+    attempt: int = 1
+    duration: timedelta = field(default_factory=timedelta)
+
+
+class Runner:
+    """Runs jobs of one schedule; ``submit`` is called from the scheduler thread and never blocks."""
+
+    def __init__(self, schedule: Schedule, events: EventLog = log, clock_id: str = ""):
+        self.schedule = schedule
+        self.events = events
+        self.clock_id = clock_id
+        self.capacity = threading.BoundedSemaphore(schedule.workers)
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._active: dict[str, list[RunContext]] = {}  # job id -> its running attempts
+        self._threads: set[threading.Thread] = set()
+        redact.add(schedule.secrets)
+
+    # ---- entry points ---------------------------------------------------------------------
+
+    def submit(self, job_id: str, slot: datetime) -> None:
+        """Start the run of ``job_id`` for ``slot`` in its own thread."""
+        job = self.schedule.jobs[job_id]
+        thread = threading.Thread(target=self.execute, args=(job, slot), name=f"run-{job_id}", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def execute(self, job: Job, slot: datetime, retries: bool = True) -> Outcome:
+        """One run of ``job`` for ``slot``: overlap, jitter, attempts with retries. Returns the last outcome."""
+        try:
+            return self._execute(job, slot, retries)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def running_count(self) -> int:
+        with self._lock:
+            return sum(len(contexts) for contexts in self._active.values())
+
+    def drain(self, deadline: float) -> None:
+        """At shutdown: wait for running runs until ``deadline`` (monotonic), then stop what is left."""
+        self.stopping.set()
+        while time.monotonic() < deadline:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                return
+            threads[0].join(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+        with self._lock:
+            running = [ctx for contexts in self._active.values() for ctx in contexts]
+            threads = list(self._threads)
+        for ctx in running:
+            ctx.cancel("shutdown")
+        end = time.monotonic() + STOP_GRACE + 0.5
+        for thread in threads:
+            thread.join(timeout=max(0.0, end - time.monotonic()))
+
+    # ---- one run ---------------------------------------------------------------------------
+
+    def _execute(self, job: Job, slot: datetime, retries: bool) -> Outcome:
+        run_id = uuid.uuid4().hex[:16]
+        fields: dict[str, Any] = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
+        if self.stopping.is_set():
+            return self._report(Outcome("interrupted", error="the clock was stopping"), fields, None)
+        with self._lock:
+            running = list(self._active.get(job.id, []))
+        if running and job.overlap == "skip":
+            return self._report(
+                Outcome("skipped", error="overlap=skip: the previous run is still running"), fields, None
+            )
+        if running and job.overlap == "replace":
+            for ctx in running:
+                ctx.cancel("replaced")
+        delay = jitter_offset(job.id, slot, job.jitter)
+        if delay and self.stopping.wait(max(0.0, (slot + delay - _now()).total_seconds())):
+            return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
+        attempt = 1
+        while True:
+            outcome = self._attempt(job, slot, run_id, attempt, fields)
+            if outcome.status not in ("failed", "timeout") or not retries or attempt > job.retries:
+                return outcome
+            wait = min(job.retry_delay * 2 ** (attempt - 1), job.retry_max_delay)
+            next_slot = job.next_after(slot)
+            if next_slot is not None and _now() + wait >= next_slot:
+                self.events.emit("run.retry_dropped", level="warning", **fields, reason="the next slot comes first")
+                return outcome
+            self.events.emit("run.retry", **fields, attempt=attempt + 1, delay=format_duration(wait))
+            if self.stopping.wait(wait.total_seconds()):
+                return outcome
+            attempt += 1
+
+    def _attempt(self, job: Job, slot: datetime, run_id: str, attempt: int, fields: dict[str, Any]) -> Outcome:
+        while not self.capacity.acquire(timeout=0.25):  # all workers busy: wait, unless stopping
+            if self.stopping.is_set():
+                return self._report(
+                    Outcome("interrupted", error="the clock stopped before the run started"), fields, None
+                )
+        try:
+            started = _now()
+            ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields))
+            with self._lock:
+                self._active.setdefault(job.id, []).append(ctx)
+            self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=_ms(started - slot))
+            outcome = self._run_action(job, ctx)
+            outcome.attempt, outcome.duration = attempt, _now() - started
+            with self._lock:
+                self._active[job.id].remove(ctx)
+                if not self._active[job.id]:
+                    del self._active[job.id]
+            return self._report(outcome, fields, started)
+        finally:
+            self.capacity.release()
+
+    def _run_action(self, job: Job, ctx: RunContext) -> Outcome:
+        result: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                result["detail"] = job.action.run(ctx) or ""
+            except JobFailed as exc:
+                result["error"] = exc
+            except BaseException as exc:  # the job's own bug: report it, never crash the clock
+                result["error"] = JobFailed(f"{type(exc).__name__}: {exc}")
+            finally:
+                ctx.wake.set()
+
+        thread = threading.Thread(target=target, name=f"job-{job.id}", daemon=True)
+        thread.start()
+        if not ctx.wake.wait(timeout=ctx.remaining):
+            ctx.cancel("timeout")
+        if thread.is_alive() or ctx.cancel_reason:
+            thread.join(timeout=STOP_GRACE / 2)
+            if thread.is_alive() and thread.ident is not None:
+                _raise_in_thread(thread.ident, RunCancelled)  # a pure-Python loop stops here
+                thread.join(timeout=STOP_GRACE / 2)
+            if thread.is_alive():
+                self.events.emit("run.abandoned", level="warning", job=job.id, run_id=ctx.run_id,
+                                 reason="still running after its timeout; its result will be ignored")  # fmt: skip
+        if ctx.cancel_reason == "timeout":
+            return Outcome("timeout", error=str(JobTimeout(job.timeout)))
+        if ctx.cancel_reason == "shutdown":
+            return Outcome("interrupted", error="stopped at shutdown")
+        if ctx.cancel_reason == "replaced":
+            return Outcome("interrupted", error="overlap=replace: a newer run started")
+        if "error" in result:
+            return Outcome("failed", error=str(result["error"]))
+        return Outcome("ok", detail=str(result.get("detail", "")))
+
+    # ---- reporting -------------------------------------------------------------------------
+
+    def _report(self, outcome: Outcome, fields: dict[str, Any], started: datetime | None) -> Outcome:
+        level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
+        extra: dict[str, Any] = {"status": outcome.status}
+        if started is not None:
+            extra |= {"attempt": outcome.attempt, "duration_ms": _ms(outcome.duration)}
+        if outcome.detail:
+            extra["detail"] = _clip(outcome.detail)
+        if outcome.error:
+            extra["error"] = _clip(outcome.error)
+        self.events.emit(f"run.{outcome.status}", level=level, **fields, **extra)
+        return outcome
+
+    def _output_logger(self, fields: dict[str, Any]) -> Any:
+        def output(stream: str, line: str) -> None:
+            self.events.emit("run.output", job=fields["job"], run_id=fields["run_id"], stream=stream, line=line)
+
+        return output
+
+
+def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    """Ask CPython to raise ``exc_type`` in thread ``ident`` at its next bytecode (not inside a C call)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
