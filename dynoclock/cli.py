@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
+from . import db
 from .config import Job, Schedule, default_path, load_schedule
 from .errors import ConfigError
+from .ledger import Ledger, clock_id, state_url
+from .logs import redact, short_error
+from .redact import redact_url
+from .report import format_history, format_status, job_statuses
 from .triggers import jitter_offset, upcoming
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-COMMANDS = ("run", "check", "next")
+COMMANDS = ("run", "check", "next", "history", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     nxt.add_argument("--count", type=int, default=5, help="fire times per job (default 5)")
     nxt.add_argument("--now", default=None, help="ISO-8601 instant to count from (default: now)")
     nxt.add_argument("--json", action="store_true", help="machine-readable output")
+    hist = sub.add_parser("history", help="past runs from the run ledger")
+    hist.add_argument("--job", default=None, help="only this job")
+    hist.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    hist.add_argument("--json", action="store_true", help="machine-readable output")
+    status = with_config(sub.add_parser("status", help="per job: schedule, next run, last result, failures in a row"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -48,12 +63,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "next":
             return cmd_next(args)
+        if args.command == "history":
+            return cmd_history(args)
+        if args.command == "status":
+            return cmd_status(args)
         build_parser().print_help()
         return EXIT_INVALID
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
+    except StateUnavailable as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+class StateUnavailable(Exception):
+    """The state database cannot be read (a bad URL, or the server is down)."""
+
+
+def _ledger() -> Ledger:
+    url = state_url()
+    try:
+        ledger = Ledger(url)
+        ledger.ensure_schema()
+    except db.DatabaseUrlError as exc:
+        raise StateUnavailable(str(exc)) from None
+    except Exception as exc:
+        raise StateUnavailable(f"cannot reach the state database {redact_url(url)}: {short_error(exc)}") from None
+    return ledger
 
 
 def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
@@ -84,14 +122,49 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     if job.action is None:
         print(f"run: job {job_id!r} is disabled and its action names unset variables", file=sys.stderr)
         return EXIT_INVALID
-    runner = Runner(schedule)
-    slot = datetime.now(UTC).replace(microsecond=0)
-    outcome = runner.execute(job, slot, retries=False)
+    redact.add_from_env()
+    try:
+        ledger: Ledger | None = _ledger()
+    except StateUnavailable as exc:
+        print(f"warning: {exc}; running without recording the run", file=sys.stderr)
+        ledger = None
+    runner = Runner(schedule, clock_id=f"{clock_id()}:manual", ledger=ledger)
+
+    def stop(signum: int, frame: FrameType | None) -> None:  # Ctrl-C / SIGTERM: stop the run, record it
+        threading.Thread(target=runner.drain, args=(time.monotonic(),), daemon=True).start()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    outcome = runner.execute(job, datetime.now(UTC), retries=False, reason="manual")
     print(
         f"{job_id}: {outcome.status}"
         + (f" ({outcome.error or outcome.detail})" if outcome.error or outcome.detail else "")
     )
     return EXIT_OK if outcome.status == "ok" else EXIT_FAILED
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        print("history: --limit must be at least 1", file=sys.stderr)
+        return EXIT_INVALID
+    runs = _ledger().history(args.job, limit=args.limit)
+    if args.json:
+        keys = ("job", "scheduled_for", "started_at", "finished_at", "status", "attempt", "error", "clock",
+                "run_id", "duration_ms", "reason")  # fmt: skip
+        print(json.dumps({"runs": [{k: run.as_json()[k] for k in keys} for run in runs]}, indent=2))
+    else:
+        print(format_history(runs))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    schedule = _load(args)
+    statuses = job_statuses(schedule, _ledger())
+    if args.json:
+        print(json.dumps({"jobs": [st.as_json() for st in statuses]}, indent=2))
+    else:
+        print(format_status(statuses))
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:

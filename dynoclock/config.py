@@ -183,16 +183,20 @@ def _job(
     spec = report.parse(path, raw, as_mapping)
     if spec is None:
         return None
+    report.check_keys(path, spec, JOB_KEYS_ALL)  # before the filter below: a typo is reported even when disabled
     before = len(report.problems)
     enabled = True
-    if "enabled" in spec:
-        value = interpolate(report, (*path, "enabled"), spec["enabled"], env)
-        enabled = report.parse((*path, "enabled"), value, as_bool) is not False
+    value, where = _pick("enabled", spec, defaults, path)
+    if where is not None:
+        if "enabled" in spec:  # defaults are expanded already
+            value = interpolate(report, where, value, env)
+        enabled = report.parse(where, value, as_bool) is not False
     # A disabled job may name variables that are unset where it is disabled (enabled: ${APP_URL:+true}):
-    # problems in those values are not reported; every other problem is.
+    # problems in those values are not reported; every other problem is. As for ${VAR:+word}, a variable
+    # set to "" counts as unset.
     unset: set[str] | None = None if enabled else set()
-    spec = {k: interpolate(report, (*path, k), v, env, unset) for k, v in spec.items()}
-    report.check_keys(path, spec, JOB_KEYS_ALL)
+    job_env = env if enabled else {k: v for k, v in env.items() if v}
+    spec = {k: interpolate(report, (*path, k), v, job_env, unset) for k, v in spec.items()}
 
     triggers = [k for k in TRIGGER_KEYS if k in spec]
     kinds = [k for k in KINDS if k in spec]

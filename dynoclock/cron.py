@@ -11,7 +11,7 @@ means the same thing here as in a crontab and errors name the field.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
@@ -53,9 +53,9 @@ def normalize(expr: str) -> str:
     fields = text.split(" ")
     if len(fields) != 5:
         raise Invalid(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)} in {expr!r}")
-    for value, (name, low, high, names) in zip(fields, _FIELDS, strict=False):
-        for item in value.split(","):
-            _check_item(item, name, low, high, names)
+    for i, (value, (name, low, high, names)) in enumerate(zip(fields, _FIELDS, strict=False)):
+        fields[i] = ",".join(_check_item(item, name, low, high, names) for item in value.split(","))
+    text = " ".join(fields)
     try:
         CronSim(text, datetime(2000, 1, 1, tzinfo=UTC))
     except CronSimError:  # the only case left: a day that no listed month has
@@ -63,7 +63,8 @@ def normalize(expr: str) -> str:
     return text
 
 
-def _check_item(item: str, name: str, low: int, high: int, names: tuple[str, ...]) -> None:
+def _check_item(item: str, name: str, low: int, high: int, names: tuple[str, ...]) -> str:
+    """Validate one list item and return it, or a plainer spelling that cronsim reads the same as cron."""
     m = _ITEM.fullmatch(item)
     if not m:
         raise Invalid(f"bad {name} {item!r}: expected a number {low}-{high}, a range, a list, */step or *")
@@ -85,6 +86,10 @@ def _check_item(item: str, name: str, low: int, high: int, names: tuple[str, ...
         raise Invalid(f"bad {name} range {item!r}: it runs backwards")
     if m.group("step") is not None and int(m.group("step")) == 0:
         raise Invalid(f"bad {name} step in {item!r}: the step must be at least 1")
+    if len(values) == 2 and values[0] == values[1] and m.group("step") is not None:
+        # In cron "a-a/n" is just a; cronsim reads a one-value range with a step as "a/n" (a to the maximum).
+        return m.group("a")
+    return item
 
 
 def next_after(expr: str, zone: ZoneInfo, after: datetime) -> datetime | None:
@@ -95,12 +100,50 @@ def next_after(expr: str, zone: ZoneInfo, after: datetime) -> datetime | None:
     answer strictly after ``after`` in absolute time.
     """
     after = after.astimezone(UTC)
+    minute, hour = expr.split()[:2]
+    if minute.startswith("*") or hour.startswith("*"):
+        return _next_wildcard(expr, zone, after)
     # Compare in UTC: aware datetimes sharing a tzinfo compare by wall time, ignoring fold.
     for fire in CronSim(expr, after.astimezone(zone)):  # stops after 50 years without a match
         fire_utc = fire.astimezone(UTC)
         if fire_utc > after:
             return fire_utc
     return None
+
+
+def _next_wildcard(expr: str, zone: ZoneInfo, after: datetime) -> datetime | None:
+    """Wildcard jobs (minute or hour starts with ``*``) run at every real instant whose wall time matches.
+
+    A wall time skipped by spring-forward never happens; one repeated by fall-back happens
+    twice. cronsim's own zone handling for these jobs misses or invents runs where the clock
+    changes at midnight (America/Santiago, Africa/Cairo) or by 30 minutes (Australia/Lord_Howe),
+    so cronsim only lists matching wall times here (naive, no zone) and we map each to instants.
+    """
+    wall = after.astimezone(zone).replace(tzinfo=None)
+    # A wall time earlier than ``after``'s can still come after it: on the second pass of a
+    # fall-back within the next day. Start that much earlier (the wall clock's lag a day later).
+    lag = wall + timedelta(days=1) - (after + timedelta(days=1)).astimezone(zone).replace(tzinfo=None)
+    best: datetime | None = None
+    for candidate in CronSim(expr, wall - max(lag, timedelta(0))):  # naive: plain calendar arithmetic
+        instants = _instants(candidate, zone)
+        if not instants:
+            continue  # skipped by spring-forward: no run
+        if best is not None and instants[0] >= best:
+            break  # first-pass instants grow with the wall time: no later wall time can do better
+        best = min([i for i in instants if i > after and (best is None or i < best)], default=best)
+        if best is not None and lag <= timedelta(0):
+            break  # no fall-back ahead: wall times come in the order of their instants
+    return best
+
+
+def _instants(wall: datetime, zone: ZoneInfo) -> list[datetime]:
+    """The UTC instants whose local time in ``zone`` reads ``wall`` (naive): none, one, or two."""
+    found = set()
+    for fold in (0, 1):
+        instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if instant.astimezone(zone).replace(tzinfo=None) == wall:  # a skipped time reads back differently
+            found.add(instant)
+    return sorted(found)
 
 
 def describe(expr: str) -> str:

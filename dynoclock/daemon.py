@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
+import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -25,7 +25,10 @@ from apscheduler.schedulers.base import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 
+from . import db
 from .config import Job, Schedule
+from .leader import Leadership
+from .ledger import Ledger, clock_id, state_url
 from .logs import EventLog, log, redact
 from .runner import STOP_GRACE, Runner
 
@@ -33,13 +36,12 @@ from .runner import STOP_GRACE, Runner
 class SlotTrigger(BaseTrigger):  # type: ignore[misc]
     """Feeds APScheduler a job's slots (UTC) from our own triggers: cron semantics, anchored intervals."""
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, since: datetime):
         self.job = job
+        self.since = since  # slots up to here belong to the catch-up at start
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        if previous_fire_time is None:  # first slot at or after now
-            return self.job.next_after(now - timedelta(microseconds=1))
-        return self.job.next_after(previous_fire_time)
+        return self.job.next_after(previous_fire_time or self.since)
 
     def __str__(self) -> str:
         return self.job.describe()
@@ -60,33 +62,42 @@ class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
         raise NotImplementedError
 
 
-def clock_id() -> str:
-    """The dyno name on Heroku (clock.1), else host:pid."""
-    return os.environ.get("DYNO") or f"{socket.gethostname()}:{os.getpid()}"
-
-
-def run_clock(schedule: Schedule, events: EventLog = log) -> int:
+def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = None) -> int:
     """Run the schedule until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
     redact.add_from_env()
     me = clock_id()
-    runner = Runner(schedule, events, me)
+    try:
+        ledger = Ledger(state or state_url())
+    except db.DatabaseUrlError as exc:
+        print(f"clock: state database: {exc}", file=sys.stderr)
+        return 2
+    if os.environ.get("DYNO") and not ledger.is_postgres:
+        events.emit("clock.warning", level="warning", state=ledger.location,
+                    note="SQLite state on a Heroku dyno is lost at every restart and cannot keep two clocks "
+                    "from running the same slot: attach Postgres (DATABASE_URL or CLOCK_DATABASE_URL)")  # fmt: skip
+    leadership: Leadership | None = None
+    runner = Runner(schedule, events, me, ledger, is_leader=lambda: leadership is not None and leadership.is_leader())
+    leadership = Leadership(schedule, ledger, runner, events, me)
+    since = datetime.now(UTC)
     scheduler = BlockingScheduler(timezone=UTC, executors={"default": RunnerExecutor(runner)})
     jobs = [job for job in schedule.jobs.values() if job.enabled and job.action is not None]
     for job in jobs:
         scheduler.add_job(
-            _unused, trigger=SlotTrigger(job), id=job.id, name=job.id, misfire_grace_time=None, coalesce=False
+            _unused, trigger=SlotTrigger(job, since), id=job.id, name=job.id, misfire_grace_time=None, coalesce=False
         )
-    stop = _Stopper(scheduler, runner, events)
+    stop = _Stopper(scheduler, runner, events, leadership)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
     events.emit(
         "clock.start", clock=me, jobs=len(jobs), disabled=len(schedule.jobs) - len(jobs),
-        schedule=schedule.file, workers=schedule.workers, pid=os.getpid(),
+        schedule=schedule.file, workers=schedule.workers, pid=os.getpid(), state=ledger.location,
     )  # fmt: skip
+    leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
     if stop.first_signal is None:
         scheduler.start()  # blocks until a signal shuts the scheduler down
     grace = schedule.shutdown_grace.total_seconds()
     runner.drain(deadline=(stop.first_signal or time.monotonic()) + grace)
+    leadership.forget()
     events.emit("clock.stop", clock=me, after_signal_s=round(time.monotonic() - (stop.first_signal or 0), 1))
     return 0
 
@@ -98,7 +109,8 @@ def _unused() -> None:  # pragma: no cover - RunnerExecutor never calls the job 
 class _Stopper:
     """Signal handler: the first signal stops the scheduler; later ones are logged and change nothing."""
 
-    def __init__(self, scheduler: BlockingScheduler, runner: Runner, events: EventLog):
+    def __init__(self, scheduler: BlockingScheduler, runner: Runner, events: EventLog, leadership: Leadership):
+        self.leadership = leadership
         self.scheduler = scheduler
         self.runner = runner
         self.events = events
@@ -111,6 +123,8 @@ class _Stopper:
             return
         self.first_signal = time.monotonic()
         self.runner.stopping.set()  # no new runs, no retries, from this instant
+        # Hand over at once: release the lease so a standby leads while our running jobs finish.
+        threading.Thread(target=self.leadership.step_down, name="step-down", daemon=True).start()
         grace = self.runner.schedule.shutdown_grace.total_seconds()
         running = self.runner.running_count()
         self.events.emit("clock.stopping", signal=name, running=running, grace_s=grace, kill_after_s=STOP_GRACE)

@@ -17,6 +17,8 @@ _UNITS = {
     "ms": timedelta(milliseconds=1),
 }
 _ORDER = ["w", "d", "h", "m", "s", "ms"]
+# Far beyond any sensible interval or timeout, and small enough that slot math stays inside the calendar.
+MAX = timedelta(days=3650)
 
 
 def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:
@@ -32,10 +34,15 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:
         if m.start() != pos or unit_rank <= seen:
             break
         seen = unit_rank
-        total += int(m.group(1)) * _UNITS[m.group(2)]
+        try:
+            total += int(m.group(1)) * _UNITS[m.group(2)]
+        except OverflowError:
+            total = MAX * 2
         pos = m.end()
     if not text or pos != len(text):
         raise Invalid(f"expected a duration like 30s, 10m or 1h30m, got {_show(value)}")
+    if total > MAX:
+        raise Invalid(f"expected a duration of at most 3650d (about 10 years), got {_show(value)}")
     if total <= timedelta(0) and not allow_zero:
         raise Invalid(f"expected a duration greater than zero, got {_show(value)}")
     return total

@@ -81,6 +81,13 @@ class EventLog:
             stream.flush()
 
 
+def short_error(exc: BaseException) -> str:
+    """``Type: first line of the message``, bounded: for log lines about infrastructure errors."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
 def logfmt(record: dict[str, Any]) -> str:
     parts = []
     for key, value in record.items():

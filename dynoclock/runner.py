@@ -14,6 +14,7 @@ import ctypes
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 from .actions.base import JobFailed, JobTimeout, RunCancelled, RunContext
 from .config import Job, Schedule
 from .durations import format_duration
-from .logs import EventLog, log, redact
+from .ledger import Ledger, Run
+from .logs import EventLog, log, redact, short_error
 from .triggers import jitter_offset
 
 STOP_GRACE = 3.0  # seconds an attempt gets to stop after its cancel hooks ran (SIGTERM, then SIGKILL)
@@ -41,10 +43,19 @@ class Outcome:
 class Runner:
     """Runs jobs of one schedule; ``submit`` is called from the scheduler thread and never blocks."""
 
-    def __init__(self, schedule: Schedule, events: EventLog = log, clock_id: str = ""):
+    def __init__(
+        self,
+        schedule: Schedule,
+        events: EventLog = log,
+        clock_id: str = "",
+        ledger: Ledger | None = None,
+        is_leader: Callable[[], bool] | None = None,
+    ):
         self.schedule = schedule
         self.events = events
         self.clock_id = clock_id
+        self.ledger = ledger  # None: no state (e.g. `run JOB` when the database is down)
+        self.is_leader = is_leader  # None: always claim (a single clock, or `run JOB`)
         self.capacity = threading.BoundedSemaphore(schedule.workers)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -54,18 +65,23 @@ class Runner:
 
     # ---- entry points ---------------------------------------------------------------------
 
-    def submit(self, job_id: str, slot: datetime) -> None:
-        """Start the run of ``job_id`` for ``slot`` in its own thread."""
+    def submit(self, job_id: str, slot: datetime, reason: str = "schedule", reclaimed: Run | None = None) -> None:
+        """Start the run of ``job_id`` for ``slot`` in its own thread (``reclaimed``: a row already taken over)."""
         job = self.schedule.jobs[job_id]
-        thread = threading.Thread(target=self.execute, args=(job, slot), name=f"run-{job_id}", daemon=True)
+        kwargs = {"reason": reason, "reclaimed": reclaimed}
+        thread = threading.Thread(
+            target=self.execute, args=(job, slot), kwargs=kwargs, name=f"run-{job_id}", daemon=True
+        )
         with self._lock:
             self._threads.add(thread)
         thread.start()
 
-    def execute(self, job: Job, slot: datetime, retries: bool = True) -> Outcome:
-        """One run of ``job`` for ``slot``: overlap, jitter, attempts with retries. Returns the last outcome."""
+    def execute(
+        self, job: Job, slot: datetime, retries: bool = True, reason: str = "schedule", reclaimed: Run | None = None
+    ) -> Outcome:
+        """One run of ``job`` for ``slot``: claim, overlap, jitter, attempts with retries. Returns the last outcome."""
         try:
-            return self._execute(job, slot, retries)
+            return self._execute(job, slot, retries, reason, reclaimed)
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
@@ -94,11 +110,19 @@ class Runner:
 
     # ---- one run ---------------------------------------------------------------------------
 
-    def _execute(self, job: Job, slot: datetime, retries: bool) -> Outcome:
-        run_id = uuid.uuid4().hex[:16]
+    def _execute(self, job: Job, slot: datetime, retries: bool, reason: str, reclaimed: Run | None) -> Outcome:
+        if self.is_leader is not None and not self.is_leader():
+            return Outcome("standby")  # the leader runs this slot; standbys only keep time
+        run_id = reclaimed.run_id if reclaimed else uuid.uuid4().hex[:16]
         fields: dict[str, Any] = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
+        if reason != "schedule":
+            fields["reason"] = reason
         if self.stopping.is_set():
-            return self._report(Outcome("interrupted", error="the clock was stopping"), fields, None)
+            return Outcome("interrupted", error="the clock was stopping")  # not claimed: the next leader runs it
+        if self.ledger is not None and reclaimed is None:
+            claimed = self._claim(job, slot, run_id, reason, fields)
+            if claimed is not True:
+                return Outcome("duplicate" if claimed is False else "missed")
         with self._lock:
             running = list(self._active.get(job.id, []))
         if running and job.overlap == "skip":
@@ -111,10 +135,11 @@ class Runner:
         delay = jitter_offset(job.id, slot, job.jitter)
         if delay and self.stopping.wait(max(0.0, (slot + delay - _now()).total_seconds())):
             return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
-        attempt = 1
+        attempt = reclaimed.attempt + 1 if reclaimed else 1
+        first = attempt
         while True:
             outcome = self._attempt(job, slot, run_id, attempt, fields)
-            if outcome.status not in ("failed", "timeout") or not retries or attempt > job.retries:
+            if outcome.status not in ("failed", "timeout") or not retries or attempt - first >= job.retries:
                 return outcome
             wait = min(job.retry_delay * 2 ** (attempt - 1), job.retry_max_delay)
             next_slot = job.next_after(slot)
@@ -137,6 +162,7 @@ class Runner:
             ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields))
             with self._lock:
                 self._active.setdefault(job.id, []).append(ctx)
+            self._ledger("started", fields, run_id, attempt, self.clock_id)
             self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=_ms(started - slot))
             outcome = self._run_action(job, ctx)
             outcome.attempt, outcome.duration = attempt, _now() - started
@@ -180,16 +206,22 @@ class Runner:
         if ctx.cancel_reason == "replaced":
             return Outcome("interrupted", error="overlap=replace: a newer run started")
         if "error" in result:
-            return Outcome("failed", error=str(result["error"]))
+            # The action may notice its deadline a moment before we do (SQLite's progress handler,
+            # Postgres' statement_timeout, an HTTP read timeout): still a timeout, not a failure.
+            status = "timeout" if isinstance(result["error"], JobTimeout) else "failed"
+            return Outcome(status, error=str(result["error"]))
         return Outcome("ok", detail=str(result.get("detail", "")))
 
     # ---- reporting -------------------------------------------------------------------------
 
     def _report(self, outcome: Outcome, fields: dict[str, Any], started: datetime | None) -> Outcome:
+        duration = _ms(outcome.duration) if started is not None else None
+        self._ledger("finished", fields, fields["run_id"], outcome.status, outcome.error, duration)
         level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
         extra: dict[str, Any] = {"status": outcome.status}
         if started is not None:
-            extra |= {"attempt": outcome.attempt, "duration_ms": _ms(outcome.duration)}
+            lateness = _ms(started - fields["scheduled_for"])
+            extra |= {"attempt": outcome.attempt, "lateness_ms": lateness, "duration_ms": _ms(outcome.duration)}
         if outcome.detail:
             extra["detail"] = _clip(outcome.detail)
         if outcome.error:
@@ -202,6 +234,62 @@ class Runner:
             self.events.emit("run.output", job=fields["job"], run_id=fields["run_id"], stream=stream, line=line)
 
         return output
+
+    # ---- the ledger --------------------------------------------------------------------------
+
+    def _claim(self, job: Job, slot: datetime, run_id: str, reason: str, fields: dict[str, Any]) -> bool | None:
+        """Claim the slot; while the database is unreachable, retry with backoff until the slot's grace ends.
+
+        True: ours to run. False: another claim won (never run it). None: gave up (recorded missed when possible).
+        """
+        assert self.ledger is not None
+        delay = 0.5
+        while True:
+            try:
+                if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason):
+                    return True
+                self.events.emit("run.duplicate", **fields, note="already claimed; not run here")
+                return False
+            except Exception as exc:
+                late = _now() > slot + job.misfire_grace
+                if late or self.stopping.is_set():
+                    error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"
+                    self.events.emit("run.missed", level="error", **fields, status="missed", error=error)
+                    self._record_later(job, slot, error)
+                    return None
+                self.events.emit(
+                    "ledger.unreachable", level="warning", **fields, retry_in_s=delay, error=short_error(exc)
+                )
+                if self.stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, 10.0)
+
+    def _record_later(self, job: Job, slot: datetime, error: str) -> None:
+        """Write a ``missed`` row once the database is back (a bounded number of tries, off every hot path)."""
+        ledger = self.ledger
+        assert ledger is not None
+
+        def record() -> None:
+            delay = 1.0
+            for _ in range(30):
+                try:
+                    ledger.record(job.id, slot, "missed", self.clock_id, error)
+                    return
+                except Exception:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+        threading.Thread(target=record, name=f"record-{job.id}", daemon=True).start()
+
+    def _ledger(self, method: str, fields: dict[str, Any], *args: Any) -> None:
+        """A ledger write that must never break the run: failures are logged and the run goes on."""
+        if self.ledger is None:
+            return
+        try:
+            getattr(self.ledger, method)(*args)
+        except Exception as exc:
+            self.events.emit("ledger.error", level="warning", job=fields["job"], run_id=fields["run_id"],
+                             operation=method, error=short_error(exc))  # fmt: skip
 
 
 def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Collection, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,8 +26,10 @@ class Report:
 
     def __init__(self, source: Source):
         self.source = source
-        self.problems: list[Problem] = []
+        self.problems: list[Problem] = list(source.problems)
         self.warnings: list[Problem] = []
+        # Values already reported (unreadable YAML, a ${VAR} that failed): one problem per cause, not parsed.
+        self.reported: set[Path] = set(source.unreadable)
 
     def _at(self, path: Path, message: str) -> Problem:
         return Problem(self.source.file, self.source.line(path), dotted(path), message)
@@ -40,6 +42,8 @@ class Report:
 
     def parse(self, path: Path, value: Any, parser: Callable[[Any], T]) -> T | None:
         """``parser(value)``, or None after recording its complaint against ``path``."""
+        if path in self.reported:
+            return None
         try:
             return parser(value)
         except Invalid as exc:
@@ -75,6 +79,7 @@ def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], 
                 unset.add(dotted(path))
                 return expand(value, env, missing_ok=True)
             report.error(path, str(exc))
+            report.reported.add(path)
             return value
     if isinstance(value, dict):
         return {k: interpolate(report, (*path, k), v, env, unset) for k, v in value.items()}
@@ -184,7 +189,10 @@ def as_instant(zone: ZoneInfo) -> Callable[[Any], datetime]:
             raise Invalid(f"expected an ISO-8601 time like 2026-12-31T23:00:00Z, got {value!r}") from None
         if instant.tzinfo is None:
             instant = instant.replace(tzinfo=zone)
-        return instant.astimezone(ZoneInfo("UTC"))
+        # Slot math adds intervals to instants: keep them well inside the calendar (year 1 to 9999).
+        if not datetime(1000, 1, 1, tzinfo=UTC) <= instant <= datetime(9000, 1, 1, tzinfo=UTC):
+            raise Invalid(f"expected a time between the years 1000 and 9000, got {value!r}")
+        return instant.astimezone(UTC)
 
     return parse
 

@@ -21,7 +21,7 @@ from ..errors import Invalid
 from ..redact import redact_url
 from ..source import Path
 from ..validate import Report, as_bool, as_duration, as_enum, as_mapping, as_nonempty_str, as_str_map, show
-from .base import JobFailed, RunContext, iso_utc
+from .base import JobFailed, JobTimeout, RunContext, iso_utc
 
 JOB_KEYS: tuple[str, ...] = ()
 KEYS = (
@@ -79,9 +79,11 @@ class HttpAction:
                 allow_redirects=self.follow_redirects,
                 stream=True,
             )
-        except requests.exceptions.ConnectTimeout:
-            raise JobFailed(f"connect_timeout={format_duration(self.connect_timeout)} exceeded") from None
         except requests.exceptions.RequestException as exc:
+            if ctx.remaining <= 0:  # the socket noticed the run's deadline a moment before the runner did
+                raise JobTimeout(ctx.timeout) from None
+            if isinstance(exc, requests.exceptions.ConnectTimeout):
+                raise JobFailed(f"connect_timeout={format_duration(self.connect_timeout)} exceeded") from None
             raise JobFailed(f"request failed: {_reason(exc)}") from None
         ctx.on_cancel(response.close)
         try:
@@ -93,6 +95,8 @@ class HttpAction:
                     chunks.append(chunk)
                 size += len(chunk)
         except requests.exceptions.RequestException as exc:
+            if ctx.remaining <= 0 or ctx.cancelled.is_set():
+                raise JobTimeout(ctx.timeout) from None
             raise JobFailed(f"reading the response failed: {_reason(exc)}") from None
         finally:
             response.close()

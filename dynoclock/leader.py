@@ -1,0 +1,183 @@
+"""Who runs the slots: the lease loop of one clock, in a thread of its own.
+
+A standby polls the lease every second. On becoming leader a clock catches up
+on what passed with no leader (catchup.plan), and from then on the runner
+claims each due slot. The leader checks its lease every few seconds; if it is
+lost (database gone, connection killed) the clock stops claiming at once. It
+also closes runs left behind by clocks that died, and prunes old history in
+small batches. No database round trip happens on the scheduler's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from . import catchup
+from .config import Schedule
+from .lease import FileLease, Lease, PostgresLease
+from .ledger import Ledger
+from .logs import EventLog, short_error
+from .runner import Runner
+
+STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
+LEADER_CHECK = 5.0  # seconds between the leader's lease checks and heartbeats
+DEAD_AFTER = timedelta(seconds=20)  # a clock silent this long is dead: its unfinished runs are closed
+PRUNE_EVERY = 3600.0
+
+
+def make_lease(ledger: Ledger) -> Lease:
+    if ledger.is_postgres:
+        return PostgresLease(ledger.engine)
+    return FileLease(f"{ledger.sqlite_path or 'state/clock.db'}.leader")
+
+
+class Leadership:
+    def __init__(self, schedule: Schedule, ledger: Ledger, runner: Runner, events: EventLog, clock: str):
+        self.schedule = schedule
+        self.ledger = ledger
+        self.runner = runner
+        self.events = events
+        self.clock = clock
+        self.lease = make_lease(ledger)
+        self.leader = threading.Event()
+        self.stopped = threading.Event()
+        self.started_at = datetime.now(UTC)
+        self._ready = False  # schema exists
+        self._said_standby = False
+        self._last_prune = 0.0
+        self._failures = 0
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the lease's connection is used by the loop and by step_down
+
+    def is_leader(self) -> bool:
+        return self.leader.is_set()
+
+    def start(self, now: datetime | None = None) -> None:
+        """One step at once (so a lone clock leads before its first slot), then the loop in a thread.
+
+        ``now`` bounds the first catch-up; the scheduler takes the slots after it.
+        """
+        self.step(now)
+        self._thread = threading.Thread(target=self._loop, name="leadership", daemon=True)
+        self._thread.start()
+
+    def step_down(self) -> None:
+        """At SIGTERM: stop claiming and release the lease now, so a standby takes over while our runs finish."""
+        self.stopped.set()
+        was_leader = self.leader.is_set()
+        self.leader.clear()
+        with self._lock:
+            self.lease.release()
+        if was_leader:
+            self.events.emit("clock.lease_released", clock=self.clock)
+        with contextlib.suppress(Exception):
+            self.ledger.heartbeat(self.clock, "stopping", self.started_at)
+
+    def forget(self) -> None:
+        """At exit: remove this clock from the clocks table."""
+        with contextlib.suppress(Exception):
+            self.ledger.forget_clock(self.clock)
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            wait = LEADER_CHECK if self.leader.is_set() else STANDBY_POLL
+            if self._failures:
+                wait = min(STANDBY_POLL * 2**self._failures, 15.0)
+            if self.stopped.wait(wait):
+                return
+            self.step()
+
+    def step(self, now: datetime | None = None) -> None:
+        """One round: ensure the schema, heartbeat, take or check the lease, housekeeping."""
+        with self._lock:
+            self._step(now)
+
+    def _step(self, now: datetime | None) -> None:
+        try:
+            if not self._ready:
+                self.ledger.ensure_schema()
+                self._ready = True
+            if self.stopped.is_set():
+                return
+            if self.leader.is_set():
+                if not self.lease.still_held():
+                    self.leader.clear()
+                    self.events.emit("clock.lease_lost", level="error", clock=self.clock,
+                                     note="stopped claiming; will try to lead again")  # fmt: skip
+                else:
+                    self._housekeeping()
+            elif self.lease.try_acquire():
+                if self.stopped.is_set():
+                    self.lease.release()
+                    return
+                self.leader.set()
+                self._said_standby = False
+                self.events.emit("clock.leader", clock=self.clock, state=self.ledger.location)
+                self._catch_up(now or datetime.now(UTC))
+                self._housekeeping()
+            elif not self._said_standby:
+                self._said_standby = True
+                self.events.emit("clock.standby", clock=self.clock, note="another clock leads; taking over if it stops")
+            self.ledger.heartbeat(self.clock, "leader" if self.leader.is_set() else "standby", self.started_at)
+            if self._failures:
+                self.events.emit("ledger.reachable", clock=self.clock)
+            self._failures = 0
+        except Exception as exc:
+            self._failures = min(self._failures + 1, 4)
+            if self.leader.is_set() and not self.lease.still_held():
+                self.leader.clear()
+                self.events.emit("clock.lease_lost", level="error", clock=self.clock, note="database unreachable")
+            self.events.emit("ledger.unreachable", level="warning", clock=self.clock, error=short_error(exc))
+
+    def _catch_up(self, now: datetime) -> None:
+        """Slots that passed while no clock led: run within misfire_grace, record the rest."""
+        last = self.ledger.last_slots()
+        for job in self.schedule.jobs.values():
+            if not job.enabled or job.action is None:
+                continue
+            plan = catchup.plan(job, last.get(job.id), now)
+            for slot in plan.missed:
+                self.ledger.record(job.id, slot, "missed", self.clock, "no clock was leading within misfire_grace")
+            for slot in plan.skipped:
+                self.ledger.record(job.id, slot, "skipped", self.clock, "catch_up=one: coalesced into a later run")
+            if plan.missed or plan.skipped or plan.run:
+                self.events.emit("clock.catch_up", job=job.id, run=len(plan.run), skipped=len(plan.skipped),
+                                 missed=len(plan.missed) + plan.uncounted, since=last.get(job.id))  # fmt: skip
+            for slot in plan.run:
+                self.runner.submit(job.id, slot, reason="catch_up")
+
+    def _housekeeping(self) -> None:
+        """Close runs of dead clocks (or run them again), and prune old history a batch at a time."""
+        for run in self.ledger.unfinished(datetime.now(UTC) - DEAD_AFTER):
+            job = self.schedule.jobs.get(run.job)
+            if job is not None and job.enabled and job.on_interrupted == "retry" and job.action is not None:
+                if self.ledger.reclaim(run, self.clock):
+                    self.events.emit("run.reclaimed", job=run.job, run_id=run.run_id, scheduled_for=run.scheduled_for,
+                                     previous_clock=run.clock)  # fmt: skip
+                    self.runner.submit(run.job, run.scheduled_for, reason="retry", reclaimed=run)
+            elif self.ledger.interrupt(run, f"clock {run.clock} stopped during the run"):
+                self.events.emit("run.interrupted", level="error", job=run.job, run_id=run.run_id,
+                                 scheduled_for=run.scheduled_for, status="interrupted",
+                                 error=f"clock {run.clock} stopped during the run")  # fmt: skip
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = time.monotonic()
+            threading.Thread(target=self._prune, name="prune", daemon=True).start()
+
+    def _prune(self) -> None:
+        """Delete history older than history_keep, in batches with pauses, never holding the scheduler."""
+        before = datetime.now(UTC) - self.schedule.history_keep
+        total = 0
+        try:
+            while not self.stopped.is_set():
+                deleted = self.ledger.prune(before)
+                total += deleted
+                if deleted == 0:
+                    break
+                time.sleep(0.05)
+        except Exception as exc:
+            self.events.emit("ledger.prune_failed", level="warning", error=short_error(exc))
+        if total:
+            self.events.emit("ledger.pruned", rows=total, before=before)

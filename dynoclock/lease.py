@@ -1,0 +1,113 @@
+"""The leader lease: one clock claims and runs slots, the others stand by.
+
+Postgres: a session-level advisory lock on a connection of its own. It goes
+the moment that connection does (the process died, or the server dropped it),
+so a standby takes over within its poll interval. SQLite: an exclusive
+``flock`` on a file beside the database, which the kernel releases when the
+holder dies (kill -9 included); two processes on one machine respect it.
+
+The lease keeps duplicates rare; the ledger's unique claim is what forbids them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+LEASE_KEY = 0x636C6F636B000002  # advisory lock key, distinct from the schema lock
+
+
+class Lease(Protocol):
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free; True if this clock holds it now."""
+        ...
+
+    def still_held(self) -> bool:
+        """Check (with a round trip where there is one) that the lease was not lost."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease up at once (at shutdown), so a standby can take over."""
+        ...
+
+
+class PostgresLease:
+    def __init__(self, engine: Engine, key: int = LEASE_KEY):
+        # Its own engine without a pool: the lock lives and dies with exactly this connection.
+        self.engine = sa.create_engine(engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+        self.key = key
+        self.conn: Connection | None = None
+
+    def try_acquire(self) -> bool:
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        try:
+            got = bool(self.conn.execute(sa.select(sa.func.pg_try_advisory_lock(self.key))).scalar())
+            self.conn.commit()  # ends the transaction; a session-level lock stays
+        except Exception:
+            self._drop()
+            raise
+        return got
+
+    def still_held(self) -> bool:
+        if self.conn is None:
+            return False
+        try:
+            held = self.conn.execute(
+                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            ).scalar()
+            self.conn.commit()
+            return bool(held)
+        except Exception:
+            self._drop()
+            return False
+
+    def release(self) -> None:
+        if self.conn is None:
+            return
+        with contextlib.suppress(Exception):
+            self.conn.execute(sa.select(sa.func.pg_advisory_unlock(self.key)))
+            self.conn.commit()
+        self._drop()
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.invalidate()
+                self.conn.close()
+        self.conn = None
+
+
+class FileLease:
+    def __init__(self, path: str):
+        self.path = path
+        self.fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self.fd is not None:
+            return True
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def still_held(self) -> bool:
+        return self.fd is not None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,284 @@
+"""The run ledger: one row per (job, scheduled_for), claimed before the run starts.
+
+The unique key on (job, scheduled_for) is what makes a run happen exactly once:
+whichever clock inserts the row first runs the slot; every other claim of it
+loses. The same tables hold run history, the clocks' heartbeats and the schema
+version, in Postgres or SQLite alike (SQLAlchemy Core).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from . import db
+from .redact import redact_url
+
+SCHEMA_VERSION = 1
+DEFAULT_SQLITE = "sqlite:///state/clock.db"
+
+metadata = sa.MetaData()
+runs = sa.Table(
+    "clock_runs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("job", sa.String(100), nullable=False),
+    sa.Column("scheduled_for", sa.DateTime, nullable=False),  # naive UTC, as every DateTime here
+    sa.Column("claimed_at", sa.DateTime, nullable=False),
+    sa.Column("started_at", sa.DateTime),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text),
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("clock", sa.String(200), nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False, server_default="schedule"),  # schedule|catch_up|manual|retry
+    sa.UniqueConstraint("job", "scheduled_for", name="clock_runs_slot"),
+)
+sa.Index("clock_runs_scheduled_for", runs.c.scheduled_for)
+sa.Index("clock_runs_status", runs.c.status)
+clocks = sa.Table(
+    "clock_clocks",
+    metadata,
+    sa.Column("clock", sa.String(200), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),  # leader | standby | stopping
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+)
+meta = sa.Table(
+    "clock_meta",
+    metadata,
+    sa.Column("key", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
+SCHEMA_LOCK = 0x636C6F636B000001  # advisory lock key (Postgres) serializing schema creation and migration
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of history."""
+
+    run_id: str
+    job: str
+    scheduled_for: datetime
+    claimed_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    status: str
+    attempt: int
+    error: str | None
+    duration_ms: int | None
+    clock: str
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            out[key] = _iso(value) if isinstance(value, datetime) else value
+        return out
+
+
+def state_url(env: Mapping[str, str] | None = None) -> str:
+    """Where state lives: $CLOCK_DATABASE_URL, else $DATABASE_URL, else an embedded SQLite file."""
+    env = os.environ if env is None else env
+    return env.get("CLOCK_DATABASE_URL") or env.get("DATABASE_URL") or DEFAULT_SQLITE
+
+
+def clock_id() -> str:
+    """The dyno name on Heroku (clock.1), else host:pid; a short random tag tells apart two processes
+    that share a name (Heroku's old and new clock.1 overlap during a restart)."""
+    name = os.environ.get("DYNO") or f"{socket.gethostname()}:{os.getpid()}"
+    return f"{name}#{uuid.uuid4().hex[:4]}"
+
+
+class Ledger:
+    """Claims, outcomes and history of runs, in the state database."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = db.engine_for(url)
+        if self.engine.dialect.name not in ("postgresql", "sqlite"):
+            raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {self.engine.dialect.name}")
+        self.is_postgres = db.is_postgres(self.engine)
+
+    @property
+    def location(self) -> str:
+        """The state URL with any password masked, for logs."""
+        return redact_url(self.url)
+
+    @property
+    def sqlite_path(self) -> str | None:
+        return None if self.is_postgres else self.engine.url.database
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # ---- schema ----------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create or migrate the tables; safe when several clocks start at once on an empty database."""
+        with self._tx() as conn:
+            if self.is_postgres:  # CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type); serialize it
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+            for table in metadata.sorted_tables:
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            if version is None:
+                self._upsert_meta(conn, "schema_version", str(SCHEMA_VERSION))
+            elif int(version) > SCHEMA_VERSION:
+                raise RuntimeError(f"the state database has schema {version}, newer than this clock's {SCHEMA_VERSION}")
+
+    def _upsert_meta(self, conn: Connection, key: str, value: str) -> None:
+        stmt = self._insert(meta).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def _insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table) if self.is_postgres else sqlite.insert(table)
+
+    # ---- runs ------------------------------------------------------------------------------
+
+    def claim(self, run_id: str, job: str, slot: datetime, clock: str, reason: str = "schedule") -> bool:
+        """Insert the run's row; False when another claim of (job, slot) got there first."""
+        row = {
+            "run_id": run_id, "job": job, "scheduled_for": _naive(slot), "claimed_at": _naive(_now()),
+            "status": "claimed", "attempt": 0, "clock": clock, "reason": reason,
+        }  # fmt: skip
+        with self._tx() as conn:
+            # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
+            stmt = self._insert(runs).values(**row).on_conflict_do_nothing().returning(runs.c.run_id)
+            return conn.execute(stmt).scalar() is not None
+
+    def record(self, job: str, slot: datetime, status: str, clock: str, error: str, reason: str = "schedule") -> bool:
+        """A slot that did not run (missed, skipped), recorded unless it already has a row."""
+        row = {
+            "run_id": uuid.uuid4().hex[:16], "job": job, "scheduled_for": _naive(slot), "claimed_at": _naive(_now()),
+            "finished_at": _naive(_now()), "status": status, "attempt": 0, "clock": clock, "reason": reason,
+            "error": error,
+        }  # fmt: skip
+        with self._tx() as conn:
+            # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
+            stmt = self._insert(runs).values(**row).on_conflict_do_nothing().returning(runs.c.run_id)
+            return conn.execute(stmt).scalar() is not None
+
+    def started(self, run_id: str, attempt: int, clock: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(status="running", attempt=attempt, started_at=_naive(_now()), finished_at=None, clock=clock)
+            )
+
+    def finished(self, run_id: str, status: str, error: str | None, duration_ms: int | None) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(status=status, error=error or None, duration_ms=duration_ms, finished_at=_naive(_now()))
+            )
+
+    def last_slots(self) -> dict[str, datetime]:
+        """Each job's latest scheduled slot with a row (manual runs do not count)."""
+        query = (
+            sa.select(runs.c.job, sa.func.max(runs.c.scheduled_for))
+            .where(runs.c.reason != "manual")
+            .group_by(runs.c.job)
+        )
+        with self.engine.connect() as conn:
+            return {job: _aware(slot) for job, slot in conn.execute(query)}
+
+    def unfinished(self, dead_clocks_before: datetime) -> list[Run]:
+        """Runs left claimed/running by clocks whose last heartbeat is older than the given instant (or gone)."""
+        alive = sa.select(clocks.c.clock).where(clocks.c.heartbeat_at >= _naive(dead_clocks_before))
+        query = sa.select(runs).where(runs.c.status.in_(("claimed", "running")), runs.c.clock.not_in(alive))
+        with self.engine.connect() as conn:
+            return [_run(row) for row in conn.execute(query)]
+
+    def reclaim(self, run: Run, clock: str) -> bool:
+        """Take over an interrupted run to run it again (``on_interrupted: retry``); False if someone else did."""
+        with self._tx() as conn:
+            result = conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
+                .values(status="claimed", clock=clock, reason="retry", error=None)
+            )
+            return bool(result.rowcount == 1)
+
+    def interrupt(self, run: Run, error: str) -> bool:
+        with self._tx() as conn:
+            result = conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
+                .values(status="interrupted", error=error, finished_at=_naive(_now()))
+            )
+            return bool(result.rowcount == 1)
+
+    def history(self, job: str | None = None, limit: int = 50, offset: int = 0) -> list[Run]:
+        query = sa.select(runs).order_by(runs.c.scheduled_for.desc(), runs.c.claimed_at.desc())
+        if job is not None:
+            query = query.where(runs.c.job == job)
+        with self.engine.connect() as conn:
+            return [_run(row) for row in conn.execute(query.limit(limit).offset(offset))]
+
+    def prune(self, before: datetime, batch: int = 500) -> int:
+        """Delete one batch of finished rows older than ``before``; returns how many went."""
+        old = (
+            sa.select(runs.c.run_id)
+            .where(runs.c.scheduled_for < _naive(before), runs.c.status.not_in(("claimed", "running")))
+            .limit(batch)
+        )
+        with self._tx() as conn:
+            return int(conn.execute(runs.delete().where(runs.c.run_id.in_(old))).rowcount or 0)
+
+    # ---- clocks ----------------------------------------------------------------------------
+
+    def heartbeat(self, clock: str, role: str, started_at: datetime) -> None:
+        now = _naive(_now())
+        stmt = self._insert(clocks).values(clock=clock, role=role, started_at=_naive(started_at), heartbeat_at=now)
+        with self._tx() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=["clock"], set_={"role": role, "heartbeat_at": now}))
+
+    def forget_clock(self, clock: str) -> None:
+        with self._tx() as conn:
+            conn.execute(clocks.delete().where(clocks.c.clock == clock))
+
+    def clocks(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(clocks).order_by(clocks.c.heartbeat_at.desc()))
+            return [{k: _aware(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()} for row in rows]
+
+
+def _run(row: Any) -> Run:
+    values = dict(row._mapping)
+    for key in ("scheduled_for", "claimed_at", "started_at", "finished_at"):
+        values[key] = _aware(values[key]) if values[key] is not None else None
+    return Run(**values)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
