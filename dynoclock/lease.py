@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-LEASE_KEY = 0x636C6F636B000002  # advisory lock key, distinct from the schema lock
+LEASE_CLASS = 0x636C6F63  # first half of the advisory lock key; the second is the tables' schema, so that
+# clocks of different apps keeping state in different schemas of one database do not share a lease
 
 
 class Lease(Protocol):
@@ -37,18 +38,21 @@ class Lease(Protocol):
         ...
 
 
+_LOCK = sa.text("SELECT pg_try_advisory_lock(:cls, hashtext(current_schema()))")
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(:cls, hashtext(current_schema()))")
+
+
 class PostgresLease:
-    def __init__(self, engine: Engine, key: int = LEASE_KEY):
+    def __init__(self, engine: Engine):
         # Its own engine without a pool: the lock lives and dies with exactly this connection.
         self.engine = sa.create_engine(engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5})
-        self.key = key
         self.conn: Connection | None = None
 
     def try_acquire(self) -> bool:
         if self.conn is None:
             self.conn = self.engine.connect()
         try:
-            got = bool(self.conn.execute(sa.select(sa.func.pg_try_advisory_lock(self.key))).scalar())
+            got = bool(self.conn.execute(_LOCK, {"cls": LEASE_CLASS}).scalar())
             self.conn.commit()  # ends the transaction; a session-level lock stays
         except Exception:
             self._drop()
@@ -72,7 +76,7 @@ class PostgresLease:
         if self.conn is None:
             return
         with contextlib.suppress(Exception):
-            self.conn.execute(sa.select(sa.func.pg_advisory_unlock(self.key)))
+            self.conn.execute(_UNLOCK, {"cls": LEASE_CLASS})
             self.conn.commit()
         self._drop()
 

@@ -61,7 +61,7 @@ meta = sa.Table(
     sa.Column("key", sa.String(50), primary_key=True),
     sa.Column("value", sa.String(200), nullable=False),
 )
-SCHEMA_LOCK = 0x636C6F636B000001  # advisory lock key (Postgres) serializing schema creation and migration
+SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema creation, per schema
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,9 @@ class Ledger:
         """Create or migrate the tables; safe when several clocks start at once on an empty database."""
         with self._tx() as conn:
             if self.is_postgres:  # CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type); serialize it
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": SCHEMA_LOCK}
+                )
             for table in metadata.sorted_tables:
                 conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                 for index in table.indexes:

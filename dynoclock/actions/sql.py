@@ -46,6 +46,10 @@ class SqlAction:
                         # SQLite has no statement timeout: abort from its progress handler at the deadline.
                         raw.set_progress_handler(lambda: int(ctx.remaining <= 0 or ctx.cancelled.is_set()), 1000)
                         conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(ctx.remaining * 1000))}")
+                        # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE, so a
+                        # leading CREATE or ALTER would commit on its own: open it ourselves.
+                        if not raw.in_transaction:
+                            conn.exec_driver_sql("BEGIN")
                     try:
                         for statement in self.statements:
                             result = conn.exec_driver_sql(statement)
