@@ -45,7 +45,9 @@ _UNLOCK = sa.text("SELECT pg_advisory_unlock(:cls, hashtext(current_schema()))")
 class PostgresLease:
     def __init__(self, engine: Engine):
         # Its own engine without a pool: the lock lives and dies with exactly this connection.
-        self.engine = sa.create_engine(engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+        self.engine = sa.create_engine(
+            engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5, "application_name": "dynoclock-lease"}
+        )
         self.conn: Connection | None = None
 
     def try_acquire(self) -> bool:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # imported lazily: a broken engine module must not break every test's collection
+    from tests.run_support import ClockProcess, Loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,3 +43,51 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+# ---- real services for the runtime tests --------------------------------------------------
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The machine's PostgreSQL as a URL. Unreachable: the test is skipped, or fails under CI=true."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # no driver, refused, bad credentials: all mean "no Postgres here"
+        reason = f"PostgreSQL unreachable at {POSTGRES_URL} (set TEST_POSTGRES_URL): {exc}".strip()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
+        pytest.skip(reason)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def loopback() -> Iterator[Loopback]:
+    """A real HTTP server on 127.0.0.1 (see tests/run_support.py for its paths)."""
+    from tests.run_support import Loopback
+
+    server = Loopback().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_clock(tmp_path: Path) -> Iterator[Callable[..., ClockProcess]]:
+    """Start ``python clock.py -c FILE`` as a real process; killed at teardown if a test left it running."""
+    from tests.run_support import ClockProcess
+
+    started: list[ClockProcess] = []
+
+    def start(schedule: Path, env: dict[str, str] | None = None) -> ClockProcess:
+        clock = ClockProcess(schedule, tmp_path / f"clock-{len(started)}.log", env)
+        started.append(clock)
+        return clock
+
+    yield start
+    for clock in started:
+        clock.kill()
