@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from .config import Job, Schedule, default_path, load_schedule
 from .errors import ConfigError
 from .ledger import Ledger, clock_id, state_url
 from .logs import redact, short_error
+from .preflight import check_environment
 from .redact import redact_url
 from .report import format_history, format_status, job_statuses
 from .triggers import jitter_offset, upcoming
@@ -95,7 +97,12 @@ def _ledger() -> Ledger:
 
 
 def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
-    schedule = load_schedule(args.config or default_path(), now=now)
+    file = args.config or default_path()
+    # python: jobs import from the schedule's folder (jobs/ beside schedule.yaml) and from the current one.
+    for folder in (os.getcwd(), os.path.dirname(os.path.abspath(file))):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    schedule = load_schedule(file, now=now)
     for warning in schedule.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return schedule
@@ -103,6 +110,7 @@ def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
 
 def cmd_run(args: argparse.Namespace) -> int:
     schedule = _load(args)
+    check_environment(schedule)
     if args.job is None:
         from .daemon import run_clock
 
@@ -169,6 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     schedule = _load(args, now=datetime.now(UTC))
+    check_environment(schedule)
     enabled = sum(job.enabled for job in schedule.jobs.values())
     print(f"{schedule.file}: ok, {len(schedule.jobs)} jobs ({enabled} enabled)")
     return EXIT_OK

@@ -101,6 +101,7 @@ class Schedule:
     workers: int = 20
     warnings: list[Problem] = field(default_factory=list)
     secrets: frozenset[str] = frozenset()  # values to mask wherever they might be printed
+    lines: dict[Path, int] = field(default_factory=dict, repr=False)  # key path -> line, for later problems
 
 
 def default_path(env: Mapping[str, str] | None = None) -> str:
@@ -163,6 +164,7 @@ def load_schedule(file: str, env: Mapping[str, str] | None = None, now: datetime
         jobs=jobs,
         warnings=report.warnings,
         secrets=_secrets(src.data, env),
+        lines=src.lines,
         **{k: v for k, v in settings.items() if v is not None},
     )
 

@@ -1,0 +1,69 @@
+"""Checks of the environment a valid schedule names, made by ``check`` and at start.
+
+A schedule can be well formed and still unable to run here: ``python:`` names
+a module that does not import, ``command:`` a program that is not installed,
+an ``sql:`` job has no database to talk to. These problems are reported like
+schedule errors (file, line, key path), before any job runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+
+from .actions.base import JobFailed
+from .actions.command import CommandAction
+from .actions.enqueue import EnqueueAction
+from .actions.python import PythonAction, resolve
+from .actions.sql import SqlAction
+from .config import Job, Schedule
+from .errors import ConfigError, Problem
+from .source import dotted
+
+
+def environment_problems(schedule: Schedule, env: Mapping[str, str] | None = None) -> list[Problem]:
+    """Problems of the enabled jobs with the environment: imports, programs, databases, queues."""
+    env = os.environ if env is None else env
+    problems = []
+    for job in schedule.jobs.values():
+        if not job.enabled or job.action is None:
+            continue
+        message = _problem(job, env)
+        if message:
+            path = ("jobs", job.id, job.kind)
+            problems.append(Problem(schedule.file, schedule.lines.get(path), dotted(path), message))
+    return problems
+
+
+def check_environment(schedule: Schedule, env: Mapping[str, str] | None = None) -> None:
+    problems = environment_problems(schedule, env)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _problem(job: Job, env: Mapping[str, str]) -> str | None:
+    action = job.action
+    if isinstance(action, PythonAction):
+        for target in (action.target, action.app):
+            if target is None:
+                continue
+            try:
+                resolve(target)
+            except JobFailed as exc:
+                return str(exc).split(": ", 1)[1]
+    elif isinstance(action, CommandAction) and not action.shell:
+        program = action.argv[0]
+        cwd = action.cwd or "."
+        if os.sep in program:
+            if not os.access(os.path.join(cwd, program), os.X_OK):
+                return f"{program!r} is not an executable file"
+        elif shutil.which(program, path={**os.environ, **action.env}.get("PATH")) is None:
+            return f"{program!r} is not on PATH"
+        if action.cwd and not os.path.isdir(action.cwd):
+            return f"cwd {action.cwd!r} is not a directory"
+    elif isinstance(action, SqlAction) and not action.database and not env.get("DATABASE_URL"):
+        return "no database: set 'database:' on the job, or DATABASE_URL"
+    elif isinstance(action, EnqueueAction) and not action.redis and not env.get("REDIS_URL"):
+        return "no Redis: set 'redis:' in enqueue, or REDIS_URL"
+    return None
