@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from ..errors import Invalid
 from ..redact import redact_url
 from ..source import Path
 from ..validate import Report, as_bool, as_duration, as_list, as_mapping, as_nonempty_str
+from .base import JobFailed, RunContext
 
 JOB_KEYS: tuple[str, ...] = ()
-KEYS = ("func", "queue", "args", "kwargs", "job_timeout", "result_ttl", "meta", "redis", "wait")
+KEYS = ("func", "queue", "args", "kwargs", "job_timeout", "result_ttl", "meta", "redis", "verify", "wait")
 _FUNC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
 
 
@@ -28,7 +31,52 @@ class EnqueueAction:
     result_ttl: timedelta | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     redis: str | None = None  # None: $REDIS_URL at run time
+    verify: bool = True  # TLS certificate check for rediss:// (Heroku Redis uses self-signed certificates)
     wait: bool = False
+
+    def run(self, ctx: RunContext) -> str:
+        """Enqueue on RQ under an id derived from (job, slot): a repeated enqueue of one slot adds nothing."""
+        from rq import Queue  # imported here: only enqueue jobs need rq
+        from rq.job import Job as RqJob
+        from rq.results import Result
+
+        url = self.redis or os.environ.get("REDIS_URL")
+        if not url:
+            raise JobFailed("no Redis: set 'redis:' in enqueue, or REDIS_URL")
+        job_id = rq_job_id(ctx.job, ctx.scheduled_for)
+        try:
+            conn = _redis(url, self.verify)
+            existing = RqJob.exists(job_id, connection=conn)
+            if existing:
+                job = RqJob.fetch(job_id, connection=conn)
+                detail = f"rq_job={job_id} already enqueued"
+            else:
+                job = Queue(self.queue, connection=conn).enqueue(
+                    self.func,
+                    args=self.args,
+                    kwargs=self.kwargs,
+                    job_id=job_id,
+                    job_timeout=int(self.job_timeout.total_seconds()) if self.job_timeout else None,
+                    result_ttl=int(self.result_ttl.total_seconds()) if self.result_ttl else None,
+                    meta={**self.meta, "clock_job": ctx.job, "clock_run_id": ctx.run_id},
+                )
+                detail = f"rq_job={job_id} queue={self.queue}"
+            if not self.wait:
+                return detail
+            result = None
+            while result is None and ctx.remaining > 0:  # blocks on Redis, a second at a time
+                result = job.latest_result(timeout=max(1, min(5, int(ctx.remaining))))
+        except JobFailed:
+            raise
+        except Exception as exc:  # redis.ConnectionError, TimeoutError, auth: the clock keeps going
+            raise JobFailed(f"enqueue failed: {type(exc).__name__}: {redact_url(str(exc))}"[:300]) from None
+        if result is None:
+            ctx.check()
+            raise JobFailed(f"wait=true: no result for {job_id}")
+        if result.type == Result.Type.SUCCESSFUL:
+            return f"{detail} result=ok"
+        last = (result.exc_string or "").strip().splitlines()[-1:] or [result.type.name.lower()]
+        raise JobFailed(f"wait=true: the worker's job failed: {last[0]}"[:300])
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> EnqueueAction | None:
@@ -49,6 +97,7 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
         "result_ttl": as_duration,
         "meta": as_mapping,
         "redis": as_redis_url,
+        "verify": as_bool,
         "wait": as_bool,
     }
     kw: dict[str, Any] = {
@@ -74,3 +123,26 @@ def as_redis_url(value: Any) -> str:
         shown = redact_url(url) if "://" in url or "@" not in url else "***@" + url.rsplit("@", 1)[1]
         raise Invalid(f"expected a Redis URL like redis://localhost:6379/0 or rediss://..., got {shown!r}")
     return url
+
+
+def rq_job_id(job: str, slot: Any) -> str:
+    """``clock-<job>-<slot as 20261231T230000000000Z>``: RQ ids allow letters, digits, '_' and '-' only."""
+    return f"clock-{job}-{slot.astimezone(UTC).strftime('%Y%m%dT%H%M%S%f')}Z"
+
+
+_clients: dict[tuple[str, bool], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _redis(url: str, verify: bool) -> Any:
+    """One client (with its connection pool) per URL."""
+    from redis import Redis
+
+    with _clients_lock:
+        client = _clients.get((url, verify))
+        if client is None:
+            options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
+            if url.startswith("rediss://") and not verify:
+                options["ssl_cert_reqs"] = None
+            client = _clients[(url, verify)] = Redis.from_url(url, **options)
+        return client
