@@ -16,6 +16,7 @@ from typing import Any
 
 from . import db
 from .config import Job, Schedule, default_path, load_schedule
+from .crontab import render
 from .errors import ConfigError
 from .ledger import Ledger, clock_id, state_url
 from .logs import redact, short_error
@@ -25,7 +26,7 @@ from .report import format_history, format_status, job_statuses
 from .triggers import jitter_offset, upcoming
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-COMMANDS = ("run", "check", "next", "history", "status")
+COMMANDS = ("run", "check", "next", "history", "status", "crontab")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--json", action="store_true", help="machine-readable output")
     status = with_config(sub.add_parser("status", help="per job: schedule, next run, last result, failures in a row"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    cron = with_config(sub.add_parser("crontab", help="the schedule as crontab lines; exit 1 if some jobs cannot be"))
+    cron.add_argument("--prefix", default="", help="put before 'python clock.py', e.g. 'cd /app && .venv/bin/'")
     return parser
 
 
@@ -69,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_history(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "crontab":
+            return cmd_crontab(args)
         build_parser().print_help()
         return EXIT_INVALID
     except ConfigError as exc:
@@ -173,6 +178,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(format_status(statuses))
     return EXIT_OK
+
+
+def cmd_crontab(args: argparse.Namespace) -> int:
+    schedule = _load(args)
+    text, left_out = render(schedule, args.prefix, args.config)
+    print(text, end="")
+    for item in left_out:
+        print(f"crontab: {item.job.id} left out: {item.reason}", file=sys.stderr)
+    return EXIT_FAILED if left_out else EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
