@@ -149,6 +149,7 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     outcome = runner.execute(job, datetime.now(UTC), retries=False, reason="manual")
+    runner.notifier.flush(timeout=10.0)
     print(
         f"{job_id}: {outcome.status}"
         + (f" ({outcome.error or outcome.detail})" if outcome.error or outcome.detail else "")

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from . import cron
 from .actions import ALL_JOB_KEYS, JOB_KEYS, KINDS
+from .actions.http import as_url
 from .envvars import SECRET_NAME, variables
 from .errors import ConfigError, Invalid, Problem
 from .source import Path, load
@@ -52,6 +53,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "catch_up": (as_enum("one", "all"), "one"),
     "on_interrupted": (as_enum("skip", "retry"), "skip"),
     "jitter": (as_duration_or_zero, timedelta(0)),
+    "ping": (as_url, None),
+    "ping_style": (as_enum("healthchecks", "cronitor"), "healthchecks"),
+    "on_failure": (as_url, None),
+    "on_recovery": (as_url, None),
 }
 # Keys that need the job's zone or trigger to be read; handled in _job.
 SPECIAL = ("enabled", "timezone", "start", "end", "anchor")
@@ -82,6 +87,10 @@ class Job:
     catch_up: str = "one"
     on_interrupted: str = "skip"
     jitter: timedelta = timedelta(0)
+    ping: str | None = None  # monitoring URL (healthchecks.io conventions, or Cronitor's)
+    ping_style: str = "healthchecks"
+    on_failure: str | None = None  # webhook (Slack-compatible JSON) after the last attempt failed
+    on_recovery: str | None = None  # webhook when a run succeeds after a failed one
 
     def next_after(self, after: datetime) -> datetime | None:
         """The job's first slot strictly after ``after``, inside its start/end window."""

@@ -98,6 +98,7 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     grace = schedule.shutdown_grace.total_seconds()
     runner.drain(deadline=(stop.first_signal or time.monotonic()) + grace)
     leadership.forget()
+    runner.notifier.flush(timeout=1.0)  # last pings and alerts, within Heroku's 30 s
     events.emit("clock.stop", clock=me, after_signal_s=round(time.monotonic() - (stop.first_signal or 0), 1))
     return 0
 

@@ -167,7 +167,7 @@ class Ledger:
     def record(self, job: str, slot: datetime, status: str, clock: str, error: str, reason: str = "schedule") -> bool:
         """A slot that did not run (missed, skipped), recorded unless it already has a row."""
         row = {
-            "run_id": uuid.uuid4().hex[:16], "job": job, "scheduled_for": _naive(slot), "claimed_at": _naive(_now()),
+            "run_id": uuid.uuid4().hex, "job": job, "scheduled_for": _naive(slot), "claimed_at": _naive(_now()),
             "finished_at": _naive(_now()), "status": status, "attempt": 0, "clock": clock, "reason": reason,
             "error": error,
         }  # fmt: skip

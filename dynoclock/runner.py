@@ -14,8 +14,9 @@ import ctypes
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from .config import Job, Schedule
 from .durations import format_duration
 from .ledger import Ledger, Run
 from .logs import EventLog, log, redact, short_error
+from .notify import Notifier, RunInfo
 from .triggers import jitter_offset
 
 STOP_GRACE = 3.0  # seconds an attempt gets to stop after its cancel hooks ran (SIGTERM, then SIGKILL)
@@ -50,12 +52,15 @@ class Runner:
         clock_id: str = "",
         ledger: Ledger | None = None,
         is_leader: Callable[[], bool] | None = None,
+        notifier: Notifier | None = None,
     ):
         self.schedule = schedule
         self.events = events
         self.clock_id = clock_id
         self.ledger = ledger  # None: no state (e.g. `run JOB` when the database is down)
         self.is_leader = is_leader  # None: always claim (a single clock, or `run JOB`)
+        self.notifier = notifier or Notifier(events)
+        self._last_final: dict[str, str] = {}  # job id -> status of its last finished run
         self.capacity = threading.BoundedSemaphore(schedule.workers)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -113,7 +118,7 @@ class Runner:
     def _execute(self, job: Job, slot: datetime, retries: bool, reason: str, reclaimed: Run | None) -> Outcome:
         if self.is_leader is not None and not self.is_leader():
             return Outcome("standby")  # the leader runs this slot; standbys only keep time
-        run_id = reclaimed.run_id if reclaimed else uuid.uuid4().hex[:16]
+        run_id = reclaimed.run_id if reclaimed else uuid.uuid4().hex
         fields: dict[str, Any] = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
         if reason != "schedule":
             fields["reason"] = reason
@@ -135,10 +140,22 @@ class Runner:
         delay = jitter_offset(job.id, slot, job.jitter)
         if delay and self.stopping.wait(max(0.0, (slot + delay - _now()).total_seconds())):
             return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
-        attempt = reclaimed.attempt + 1 if reclaimed else 1
-        first = attempt
+        first = reclaimed.attempt + 1 if reclaimed else 1
+        tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
+        info = RunInfo(job.id, run_id, slot, first, "running")
+        self.notifier.run_started(job.ping, job.ping_style, info)
+        outcome = self._attempts(job, slot, run_id, first, retries, fields, tail)
+        if outcome.status in ("ok", "failed", "timeout"):
+            self._notify_finished(job, outcome, info, tail)
+        return outcome
+
+    def _attempts(
+        self, job: Job, slot: datetime, run_id: str, first: int, retries: bool, fields: dict[str, Any], tail: deque[str]
+    ) -> Outcome:
+        """The first attempt and its retries, with doubling delays that never pass the job's next slot."""
+        attempt = first
         while True:
-            outcome = self._attempt(job, slot, run_id, attempt, fields)
+            outcome = self._attempt(job, slot, run_id, attempt, fields, tail)
             if outcome.status not in ("failed", "timeout") or not retries or attempt - first >= job.retries:
                 return outcome
             wait = min(job.retry_delay * 2 ** (attempt - 1), job.retry_max_delay)
@@ -151,7 +168,9 @@ class Runner:
                 return outcome
             attempt += 1
 
-    def _attempt(self, job: Job, slot: datetime, run_id: str, attempt: int, fields: dict[str, Any]) -> Outcome:
+    def _attempt(
+        self, job: Job, slot: datetime, run_id: str, attempt: int, fields: dict[str, Any], tail: deque[str]
+    ) -> Outcome:
         while not self.capacity.acquire(timeout=0.25):  # all workers busy: wait, unless stopping
             if self.stopping.is_set():
                 return self._report(
@@ -159,7 +178,7 @@ class Runner:
                 )
         try:
             started = _now()
-            ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields))
+            ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail))
             with self._lock:
                 self._active.setdefault(job.id, []).append(ctx)
             self._ledger("started", fields, run_id, attempt, self.clock_id)
@@ -229,8 +248,33 @@ class Runner:
         self.events.emit(f"run.{outcome.status}", level=level, **fields, **extra)
         return outcome
 
-    def _output_logger(self, fields: dict[str, Any]) -> Any:
+    def _notify_finished(self, job: Job, outcome: Outcome, info: RunInfo, tail: deque[str]) -> None:
+        """Pings and alerts once the run is over (after its last retry)."""
+        with self._lock:
+            previous = self._last_final.get(job.id)
+            self._last_final[job.id] = outcome.status
+        if previous is None and self.ledger is not None and job.on_recovery:
+            previous = self._previous_final(job.id, info.run_id)
+        final = replace(
+            info, status=outcome.status, attempt=outcome.attempt, error=outcome.error, detail=outcome.detail,
+            duration_ms=_ms(outcome.duration), output="\n".join(tail),
+        )  # fmt: skip
+        self.notifier.run_finished(job, final, previous_failed=previous in ("failed", "timeout"))
+
+    def _previous_final(self, job_id: str, run_id: str) -> str | None:
+        """The status of the job's run before this one, from the ledger (for on_recovery after a restart)."""
+        assert self.ledger is not None
+        try:
+            for run in self.ledger.history(job_id, limit=10):
+                if run.run_id != run_id and run.status in ("ok", "failed", "timeout"):
+                    return run.status
+        except Exception:
+            return None
+        return None
+
+    def _output_logger(self, fields: dict[str, Any], tail: deque[str]) -> Any:
         def output(stream: str, line: str) -> None:
+            tail.append(line)
             self.events.emit("run.output", job=fields["job"], run_id=fields["run_id"], stream=stream, line=line)
 
         return output
