@@ -58,7 +58,9 @@ class EventLog:
     def __init__(self, stream: TextIO | None = None, fmt: str | None = None):
         self.stream = stream
         self.fmt = (fmt or os.environ.get("LOG_FORMAT", "logfmt")).lower()
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler (a second SIGTERM) may log while the main thread it interrupted
+        # holds the lock mid-line; a plain Lock would deadlock the clock there, until SIGKILL.
+        self._lock = threading.RLock()
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         record: dict[str, Any] = {

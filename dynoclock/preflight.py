@@ -8,11 +8,13 @@ schedule errors (file, line, key path), before any job runs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Mapping
 
 from .actions.base import JobFailed
+from .actions.celery import CeleryAction
 from .actions.command import CommandAction
 from .actions.enqueue import EnqueueAction
 from .actions.python import PythonAction, resolve
@@ -66,4 +68,9 @@ def _problem(job: Job, env: Mapping[str, str]) -> str | None:
         return "no database: set 'database:' on the job, or DATABASE_URL"
     elif isinstance(action, EnqueueAction) and not action.redis and not env.get("REDIS_URL"):
         return "no Redis: set 'redis:' in enqueue, or REDIS_URL"
+    elif isinstance(action, CeleryAction):
+        if importlib.util.find_spec("celery") is None:
+            return "celery: jobs need the celery package: pip install celery"
+        if not action.broker and not env.get("CELERY_BROKER_URL") and not env.get("REDIS_URL"):
+            return "no broker: set 'broker:' in celery, or CELERY_BROKER_URL / REDIS_URL"
     return None

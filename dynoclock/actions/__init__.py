@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import command, enqueue, http, python, sql
+from . import celery, command, enqueue, http, python, sql
 
 KINDS: dict[str, ModuleType] = {
     "http": http,
@@ -17,6 +17,7 @@ KINDS: dict[str, ModuleType] = {
     "python": python,
     "command": command,
     "enqueue": enqueue,
+    "celery": celery,
 }
 
 JOB_KEYS: dict[str, frozenset[str]] = {kind: frozenset(module.JOB_KEYS) for kind, module in KINDS.items()}
