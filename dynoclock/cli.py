@@ -150,9 +150,11 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     signal.signal(signal.SIGTERM, stop)
     outcome = runner.execute(job, datetime.now(UTC), retries=False, reason="manual")
     runner.notifier.flush(timeout=10.0)
-    print(
-        f"{job_id}: {outcome.status}"
-        + (f" ({outcome.error or outcome.detail})" if outcome.error or outcome.detail else "")
+    print(  # the run's text may quote a secret (an error page echoing a header): mask it as the log does
+        redact(
+            f"{job_id}: {outcome.status}"
+            + (f" ({outcome.error or outcome.detail})" if outcome.error or outcome.detail else "")
+        )
     )
     return EXIT_OK if outcome.status == "ok" else EXIT_FAILED
 

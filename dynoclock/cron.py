@@ -64,7 +64,7 @@ def normalize(expr: str) -> str:
 
 
 def _check_item(item: str, name: str, low: int, high: int, names: tuple[str, ...]) -> str:
-    """Validate one list item and return it, or a plainer spelling that cronsim reads the same as cron."""
+    """Validate one list item; return it, or a plainer spelling that means the same to cron and to cronsim."""
     m = _ITEM.fullmatch(item)
     if not m:
         raise Invalid(f"bad {name} {item!r}: expected a number {low}-{high}, a range, a list, */step or *")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from . import catchup
 from .config import Schedule
 from .lease import FileLease, Lease, PostgresLease
-from .ledger import Ledger
+from .ledger import Controls, Ledger
 from .logs import EventLog, short_error
 from .runner import Runner
 
@@ -42,6 +42,7 @@ class Leadership:
         self.events = events
         self.clock = clock
         self.lease = make_lease(ledger)
+        self.controls = Controls(ledger)
         self.leader = threading.Event()
         self.stopped = threading.Event()
         self.started_at = datetime.now(UTC)
@@ -103,6 +104,8 @@ class Leadership:
             if self.stopped.is_set():
                 return
             if self.leader.is_set():
+                if self.lease.still_held():
+                    self._controls()
                 if not self.lease.still_held():
                     self.leader.clear()
                     self.events.emit("clock.lease_lost", level="error", clock=self.clock,
@@ -116,6 +119,7 @@ class Leadership:
                 self.leader.set()
                 self._said_standby = False
                 self.events.emit("clock.leader", clock=self.clock, state=self.ledger.location)
+                self._controls()
                 self._catch_up(now or datetime.now(UTC))
                 self._housekeeping()
             elif not self._said_standby:
@@ -131,6 +135,17 @@ class Leadership:
                 self.leader.clear()
                 self.events.emit("clock.lease_lost", level="error", clock=self.clock, note="database unreachable")
             self.events.emit("ledger.unreachable", level="warning", clock=self.clock, error=short_error(exc))
+
+    def _controls(self) -> None:
+        """Pauses and "run now" requests from the status page (read each round, a few seconds apart)."""
+        self.runner.paused = set(self.controls.paused())
+        for request_id, job_id, requested_at in self.controls.take_requests(self.clock):
+            if job_id not in self.schedule.jobs or self.schedule.jobs[job_id].action is None:
+                self.events.emit("request.ignored", level="warning", job=job_id, request_id=request_id,
+                                 reason="no such runnable job in this clock's schedule")  # fmt: skip
+                continue
+            self.events.emit("request.taken", job=job_id, request_id=request_id)
+            self.runner.submit(job_id, requested_at, reason="manual")
 
     def _catch_up(self, now: datetime) -> None:
         """Slots that passed while no clock led: run within misfire_grace, record the rest."""

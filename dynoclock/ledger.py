@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from . import db
 from .redact import redact_url
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: runs, clocks, meta; 2: + requests ("run now") and paused jobs
 DEFAULT_SQLITE = "sqlite:///state/clock.db"
 
 metadata = sa.MetaData()
@@ -61,6 +61,25 @@ meta = sa.Table(
     sa.Column("key", sa.String(50), primary_key=True),
     sa.Column("value", sa.String(200), nullable=False),
 )
+requests = sa.Table(  # "run now" asks from the status page, picked up by the leader
+    "clock_requests",
+    metadata,
+    sa.Column("request_id", sa.String(32), primary_key=True),
+    sa.Column("job", sa.String(100), nullable=False),
+    sa.Column("requested_at", sa.DateTime, nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("taken_at", sa.DateTime),
+    sa.Column("taken_by", sa.String(200)),
+)
+paused = sa.Table(
+    "clock_paused",
+    metadata,
+    sa.Column("job", sa.String(100), primary_key=True),
+    sa.Column("paused_at", sa.DateTime, nullable=False),
+    sa.Column("paused_by", sa.String(200), nullable=False),
+)
+# Changes to existing tables, by the version that brings them (new tables are created above as needed).
+MIGRATIONS: dict[int, list[str]] = {2: []}
 SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema creation, per schema
 
 
@@ -139,10 +158,14 @@ class Ledger:
                 for index in table.indexes:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-            if version is None:
-                self._upsert_meta(conn, "schema_version", str(SCHEMA_VERSION))
-            elif int(version) > SCHEMA_VERSION:
+            if version is not None and int(version) > SCHEMA_VERSION:
                 raise RuntimeError(f"the state database has schema {version}, newer than this clock's {SCHEMA_VERSION}")
+            if version is not None:
+                for step in range(int(version) + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS.get(step, []):
+                        conn.exec_driver_sql(statement)
+            if version is None or int(version) < SCHEMA_VERSION:
+                self._upsert_meta(conn, "schema_version", str(SCHEMA_VERSION))
 
     def _upsert_meta(self, conn: Connection, key: str, value: str) -> None:
         stmt = self._insert(meta).values(key=key, value=value)
@@ -261,6 +284,57 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(clocks).order_by(clocks.c.heartbeat_at.desc()))
             return [{k: _aware(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()} for row in rows]
+
+
+class Controls:
+    """What the status page asks of the clock: run a job now, pause or resume it."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def request_run(self, job: str, by: str) -> str:
+        request_id = uuid.uuid4().hex
+        row = {"request_id": request_id, "job": job, "requested_at": _naive(_now()), "requested_by": by}
+        with self.ledger._tx() as conn:
+            conn.execute(requests.insert().values(**row))
+        return request_id
+
+    def take_requests(self, clock: str) -> list[tuple[str, str, datetime]]:
+        """Pending requests, each taken by exactly one clock: (request id, job, requested at)."""
+        with self.ledger.engine.connect() as conn:
+            pending = list(conn.execute(sa.select(requests.c.request_id).where(requests.c.taken_at.is_(None))))
+        taken = []
+        for (request_id,) in pending:
+            with self.ledger._tx() as conn:
+                row = conn.execute(
+                    requests.update()
+                    .where(requests.c.request_id == request_id, requests.c.taken_at.is_(None))
+                    .values(taken_at=_naive(_now()), taken_by=clock)
+                    .returning(requests.c.job, requests.c.requested_at)
+                ).first()
+            if row is not None:
+                taken.append((request_id, row.job, _aware(row.requested_at)))
+        return taken
+
+    def pending_requests(self) -> list[dict[str, Any]]:
+        with self.ledger.engine.connect() as conn:
+            rows = conn.execute(sa.select(requests).where(requests.c.taken_at.is_(None)))
+            return [dict(row._mapping) for row in rows]
+
+    def pause(self, job: str, by: str) -> None:
+        stmt = self.ledger._insert(paused).values(job=job, paused_at=_naive(_now()), paused_by=by)
+        with self.ledger._tx() as conn:
+            conn.execute(stmt.on_conflict_do_nothing())
+
+    def resume(self, job: str) -> None:
+        with self.ledger._tx() as conn:
+            conn.execute(paused.delete().where(paused.c.job == job))
+
+    def paused(self) -> dict[str, tuple[datetime, str]]:
+        """Paused jobs: job -> (since, by whom)."""
+        with self.ledger.engine.connect() as conn:
+            rows = conn.execute(sa.select(paused))
+            return {row.job: (_aware(row.paused_at), row.paused_by) for row in rows}
 
 
 def _run(row: Any) -> Run:

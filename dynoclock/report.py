@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .config import Job, Schedule
-from .ledger import Ledger, Run
+from .ledger import Controls, Ledger, Run
 
 FAILED = ("failed", "timeout", "interrupted", "missed")
 
@@ -19,6 +19,7 @@ class JobStatus:
     next_run: datetime | None
     last: Run | None
     failures_in_a_row: int
+    paused: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -29,11 +30,13 @@ class JobStatus:
             "next": self.next_run.astimezone(self.job.zone).isoformat() if self.next_run else None,
             "last": self.last.as_json() if self.last else None,
             "failures_in_a_row": self.failures_in_a_row,
+            "paused": self.paused,
         }
 
 
 def job_statuses(schedule: Schedule, ledger: Ledger, now: datetime | None = None) -> list[JobStatus]:
     now = now or datetime.now(UTC)
+    paused = Controls(ledger).paused()
     out = []
     for job in schedule.jobs.values():
         recent = [run for run in ledger.history(job.id, limit=50) if run.status not in ("claimed", "skipped")]
@@ -44,7 +47,8 @@ def job_statuses(schedule: Schedule, ledger: Ledger, now: datetime | None = None
             if run.status not in FAILED:
                 break
             streak += 1
-        out.append(JobStatus(job, job.next_after(now) if job.enabled else None, recent[0] if recent else None, streak))
+        next_run = job.next_after(now) if job.enabled else None
+        out.append(JobStatus(job, next_run, recent[0] if recent else None, streak, job.id in paused))
     return out
 
 
@@ -73,6 +77,7 @@ def format_status(statuses: list[JobStatus]) -> str:
     rows = [header]
     for st in statuses:
         schedule = f"{st.job.describe()} ({st.job.zone.key})" + ("" if st.job.enabled else " [disabled]")
+        schedule += " [paused]" if st.paused else ""
         if st.last is None:
             last = "never ran"
         else:

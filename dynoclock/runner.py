@@ -61,6 +61,7 @@ class Runner:
         self.is_leader = is_leader  # None: always claim (a single clock, or `run JOB`)
         self.notifier = notifier or Notifier(events)
         self._last_final: dict[str, str] = {}  # job id -> status of its last finished run
+        self.paused: set[str] = set()  # jobs paused from the status page (the leader refreshes this)
         self.capacity = threading.BoundedSemaphore(schedule.workers)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -128,6 +129,8 @@ class Runner:
             claimed = self._claim(job, slot, run_id, reason, fields)
             if claimed is not True:
                 return Outcome("duplicate" if claimed is False else "missed")
+        if job.id in self.paused and reason != "manual":
+            return self._report(Outcome("skipped", error="paused"), fields, None)
         with self._lock:
             running = list(self._active.get(job.id, []))
         if running and job.overlap == "skip":

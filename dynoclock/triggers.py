@@ -56,9 +56,11 @@ class EveryTrigger:
     anchor: datetime = EPOCH
 
     def next_after(self, after: datetime) -> datetime | None:
+        # In UTC: adding a timedelta to a datetime in a DST zone is wall-clock arithmetic.
+        anchor = self.anchor.astimezone(UTC)
         # timedelta // timedelta is exact integer arithmetic on microseconds.
-        k = (after.astimezone(UTC) - self.anchor) // self.interval + 1
-        return self.anchor + k * self.interval
+        k = (after.astimezone(UTC) - anchor) // self.interval + 1
+        return anchor + k * self.interval
 
     def describe(self) -> str:
         text = f"Every {format_duration(self.interval)}"
@@ -74,7 +76,7 @@ class AtTrigger:
     instant: datetime
 
     def next_after(self, after: datetime) -> datetime | None:
-        return self.instant if self.instant > after else None
+        return self.instant.astimezone(UTC) if self.instant > after else None
 
     def describe(self) -> str:
         return f"Once at {self.instant.strftime('%Y-%m-%d %H:%M:%S')} UTC"
