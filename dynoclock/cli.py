@@ -12,18 +12,18 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import db
 from .config import Job, Schedule, default_path, load_schedule
 from .crontab import render
 from .errors import ConfigError
-from .ledger import Ledger, clock_id, state_url
 from .logs import redact, short_error
 from .preflight import check_environment
 from .redact import redact_url
-from .report import format_history, format_status, job_statuses
 from .triggers import jitter_offset, upcoming
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 COMMANDS = ("run", "check", "next", "history", "status", "crontab")
@@ -90,6 +90,10 @@ class StateUnavailable(Exception):
 
 
 def _ledger() -> Ledger:
+    """The state database, schema ensured (imported here: check and next need no database driver)."""
+    from . import db
+    from .ledger import Ledger, state_url
+
     url = state_url()
     try:
         ledger = Ledger(url)
@@ -135,6 +139,8 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     if job.action is None:
         print(f"run: job {job_id!r} is disabled and its action names unset variables", file=sys.stderr)
         return EXIT_INVALID
+    from .ledger import clock_id
+
     redact.add_from_env()
     try:
         ledger: Ledger | None = _ledger()
@@ -163,6 +169,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.limit < 1:
         print("history: --limit must be at least 1", file=sys.stderr)
         return EXIT_INVALID
+    from .report import format_history
+
     runs = _ledger().history(args.job, limit=args.limit)
     if args.json:
         keys = ("job", "scheduled_for", "started_at", "finished_at", "status", "attempt", "error", "clock",
@@ -174,6 +182,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .report import format_status, job_statuses
+
     schedule = _load(args)
     statuses = job_statuses(schedule, _ledger())
     if args.json:

@@ -132,6 +132,8 @@ def load_schedule(file: str, env: Mapping[str, str] | None = None, now: datetime
     if top is None:
         report.raise_if_failed()
     assert top is not None
+    # Top-level keys starting with "x-" are free for YAML anchors (x-common: &common {...}), as in Compose files.
+    top = {k: v for k, v in top.items() if not k.startswith("x-")}
     report.check_keys((), top, TOP_KEYS)
     top = {k: interpolate(report, (k,), v, env) for k, v in top.items() if k != "jobs"} | {"jobs": top.get("jobs")}
 

@@ -161,13 +161,18 @@ class Leadership:
             if plan.missed or plan.skipped or plan.run:
                 self.events.emit("clock.catch_up", job=job.id, run=len(plan.run), skipped=len(plan.skipped),
                                  missed=len(plan.missed) + plan.uncounted, since=last.get(job.id))  # fmt: skip
-            for slot in plan.run:
-                self.runner.submit(job.id, slot, reason="catch_up")
+            if plan.run:
+                self.runner.submit_in_order(job.id, plan.run, reason="catch_up")
 
     def _housekeeping(self) -> None:
         """Close runs of dead clocks (or run them again), and prune old history a batch at a time."""
-        for run in self.ledger.unfinished(datetime.now(UTC) - DEAD_AFTER):
+        now = datetime.now(UTC)
+        for run in self.ledger.unfinished(now - DEAD_AFTER):
             job = self.schedule.jobs.get(run.job)
+            if run.clock == self.clock:  # ours, in flight (on the first round our heartbeat is not written yet)
+                continue
+            if run.reason == "manual" and job is not None and run.claimed_at > now - job.timeout - DEAD_AFTER:
+                continue  # `run JOB` keeps no heartbeat, but its timeout bounds it: dead only once past that
             if job is not None and job.enabled and job.on_interrupted == "retry" and job.action is not None:
                 if self.ledger.reclaim(run, self.clock):
                     self.events.emit("run.reclaimed", job=run.job, run_id=run.run_id, scheduled_for=run.scheduled_for,

@@ -82,6 +82,24 @@ class Runner:
             self._threads.add(thread)
         thread.start()
 
+    def submit_in_order(self, job_id: str, slots: list[datetime], reason: str) -> None:
+        """Start the runs of several slots of one job (``catch_up: all``) in one thread, oldest first:
+        started together, all but one would be dropped by ``overlap: skip``."""
+        job = self.schedule.jobs[job_id]
+
+        def run_in_order() -> None:
+            try:
+                for slot in slots:
+                    self._execute(job, slot, True, reason, None)
+            finally:
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run_in_order, name=f"run-{job_id}", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
     def execute(
         self, job: Job, slot: datetime, retries: bool = True, reason: str = "schedule", reclaimed: Run | None = None
     ) -> Outcome:

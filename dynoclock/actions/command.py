@@ -91,6 +91,8 @@ def as_argv(value: Any, shell: bool) -> tuple[str, ...]:
         for item in value:
             if isinstance(item, (dict, list)) or item is None:
                 raise Invalid(f"expected each argument as text, got {show(item)}")
+            if isinstance(item, bool):  # YAML reads [true] or [yes] as a boolean
+                raise Invalid(f"an argument was read as the YAML boolean {item}; quote it, e.g. ['true']")
         return tuple(str(item) for item in value)
     text = as_nonempty_str(value)
     if shell:

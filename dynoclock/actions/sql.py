@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy.exc
-
-from .. import db
 from ..errors import Invalid
 from ..redact import redact_url
 from ..source import Path
 from ..validate import Report, as_nonempty_str, show
 from .base import JobFailed, JobTimeout, RunContext
+
+if TYPE_CHECKING:
+    import sqlalchemy.exc
 
 JOB_KEYS = ("database",)
 
@@ -26,6 +26,10 @@ class SqlAction:
 
     def run(self, ctx: RunContext) -> str:
         """Run the statements in one transaction, bounded by the run's timeout; report rows affected."""
+        import sqlalchemy.exc  # here, not at the top: check and next need no database driver
+
+        from .. import db
+
         url = self.database or os.environ.get("DATABASE_URL")
         if not url:
             raise JobFailed("no database: set 'database:' on the job or DATABASE_URL")
@@ -96,6 +100,8 @@ def as_database_url(value: Any) -> str:
 
 def _failure(exc: sqlalchemy.exc.DBAPIError, ctx: RunContext, url: str) -> JobFailed:
     """The database's own complaint, first line only; a timeout in the schedule's words."""
+    from .. import db
+
     orig = exc.orig
     name = type(orig).__name__
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else name
