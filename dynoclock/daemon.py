@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.base import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -85,6 +86,10 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
         scheduler.add_job(
             _unused, trigger=SlotTrigger(job, since), id=job.id, name=job.id, misfire_grace_time=None, coalesce=False
         )
+    scheduler.add_listener(
+        lambda event: events.emit("clock.ready", clock=me, jobs=len(jobs), leader=leadership.is_leader()),
+        EVENT_SCHEDULER_STARTED,
+    )
     stop = _Stopper(scheduler, runner, events, leadership)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
