@@ -79,8 +79,11 @@ class EventLog:
         line = json.dumps(record, default=str) if self.fmt == "json" else logfmt(record)
         stream = self.stream or sys.stdout
         with self._lock:
-            stream.write(line + "\n")
-            stream.flush()
+            try:
+                stream.write(line + "\n")
+                stream.flush()
+            except (OSError, ValueError):  # stdout closed or its reader gone: logging must not stop the clock
+                pass
 
 
 def short_error(exc: BaseException) -> str:
