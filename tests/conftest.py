@@ -59,7 +59,8 @@ def postgres_url() -> str:
         with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
     except Exception as exc:  # no driver, refused, bad credentials: all mean "no Postgres here"
-        reason = f"PostgreSQL unreachable at {POSTGRES_URL} (set TEST_POSTGRES_URL): {exc}".strip()
+        cause = " ".join(str(exc).split())  # psycopg's message spans lines
+        reason = f"PostgreSQL unreachable at {POSTGRES_URL} (set TEST_POSTGRES_URL): {cause}"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
         pytest.skip(reason)
@@ -84,6 +85,8 @@ def start_clock(tmp_path: Path) -> Iterator[Callable[..., ClockProcess]]:
     started: list[ClockProcess] = []
 
     def start(schedule: Path, env: dict[str, str] | None = None) -> ClockProcess:
+        # Its own state database: runs, claims and the leader lease of other tests stay out of it.
+        env = {"CLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/clock-state.db", **(env or {})}
         clock = ClockProcess(schedule, tmp_path / f"clock-{len(started)}.log", env)
         started.append(clock)
         return clock

@@ -1,0 +1,88 @@
+"""Python job functions for the runtime tests, named in schedules as ``tests.jobs_for_tests:NAME``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from dynoclock.actions.base import RunContext, iso_utc
+
+_barriers: dict[str, threading.Barrier] = {}
+_gates: dict[str, threading.Event] = {}
+_lock = threading.Lock()
+
+
+def echo_args(*args: Any, **kwargs: Any) -> str:
+    """Returns what it was called with, as JSON: the run's detail shows it."""
+    return json.dumps({"args": list(args), "kwargs": kwargs}, sort_keys=True)
+
+
+def describe_run(run: RunContext) -> str:
+    """Takes the run's context as ``run`` and reports it."""
+    return f"job={run.job} scheduled_for={iso_utc(run.scheduled_for)} run_id={run.run_id} attempt={run.attempt}"
+
+
+def explode(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+def exit_interpreter() -> None:
+    """A job that calls sys.exit: it must fail the run, not end the clock."""
+    sys.exit(3)
+
+
+def interrupt() -> None:
+    raise KeyboardInterrupt("job pressed Ctrl-C")
+
+
+def leak_env(name: str) -> None:
+    """Fails with the value of an environment variable in its message (redaction must hide it)."""
+    raise RuntimeError(f"could not use {os.environ.get(name)}")
+
+
+def spin_forever(marker: str) -> None:
+    """A pure-Python loop that never ends on its own; writes ``marker`` when something stops it."""
+    n = 0
+    try:
+        while True:
+            n += 1
+    finally:
+        Path(marker).write_text(f"stopped after {n} iterations")
+
+
+def hold_first(run: RunContext, marker: str) -> str:
+    """The first call (no ``marker`` file yet) runs until its run is cancelled; later calls return at once."""
+    path = Path(marker)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return "quick run"
+    os.close(fd)
+    run.cancelled.wait(60)
+    return "held run ended"
+
+
+def rendezvous(name: str, parties: int = 2) -> str:
+    """Returns only once ``parties`` runs are inside it at the same time (fails after 20 s)."""
+    with _lock:
+        barrier = _barriers.setdefault(name, threading.Barrier(parties, timeout=20))
+    barrier.wait()
+    return f"met at {name}"
+
+
+def gate(name: str) -> threading.Event:
+    """The gate ``hold`` waits for; a test opens it with ``gate(name).set()``."""
+    with _lock:
+        return _gates.setdefault(name, threading.Event())
+
+
+def hold(run: RunContext, name: str) -> str:
+    """Runs until the test opens gate ``name`` (or the run is cancelled)."""
+    while not gate(name).wait(0.05):
+        if run.cancelled.is_set():
+            return "cancelled while held"
+    return f"released by {name}"

@@ -1,0 +1,108 @@
+"""``command:`` jobs as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dynoclock.actions.base import iso_utc
+from tests.run_support import PYTHON, Harness, now_slot
+
+Write = Callable[[str], Path]
+
+
+def command_job(command: list[str] | str, extra: str = "", timeout: str = "30s") -> str:
+    """A one-job schedule; a list is written as a YAML flow list of JSON strings (no quoting surprises)."""
+    value = json.dumps(command)
+    return f"jobs:\n  task:\n    every: 1h\n    timeout: {timeout}\n    command: {value}\n{extra}"
+
+
+def output(h: Harness, stream: str | None = None) -> list[str]:
+    return [e["line"] for e in h.captured.of("run.output", job="task") if stream in (None, e["stream"])]
+
+
+def test_an_argv_list_runs_without_a_shell(write_schedule: Write) -> None:
+    args = ["a b", "$HOME", "*", "; echo injected"]
+    h = Harness.load(
+        write_schedule(command_job([PYTHON, "-c", "import json,sys; print(json.dumps(sys.argv[1:]))", *args]))
+    )
+    outcome = h.run("task")
+    assert (outcome.status, outcome.detail) == ("ok", "exit=0")
+    assert [json.loads(line) for line in output(h, "stdout")] == [args]  # passed literally, one by one
+
+
+def test_a_string_with_shell_true_runs_in_sh_and_both_streams_are_logged(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule(command_job('echo "$((6 * 7))"; echo to-stderr >&2', "    shell: true\n")))
+    assert h.run("task").status == "ok"
+    assert output(h, "stdout") == ["42"]
+    assert output(h, "stderr") == ["to-stderr"]
+    [start] = h.captured.of("run.start", job="task")
+    assert {e["run_id"] for e in h.captured.of("run.output")} == {start["run_id"]}
+
+
+def test_env_and_cwd_apply_to_the_command(write_schedule: Write, tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    script = "import os; print(os.getcwd()); print(os.environ['GREETING'])"
+    h = Harness.load(
+        write_schedule(
+            command_job([PYTHON, "-c", script], f"    env: {{GREETING: hello there}}\n    cwd: '{workdir}'\n")
+        )
+    )
+    assert h.run("task").status == "ok"
+    assert output(h, "stdout") == [str(workdir), "hello there"]
+
+
+def test_the_run_is_described_in_clock_variables(write_schedule: Write) -> None:
+    h = Harness.load(
+        write_schedule(command_job('echo "$CLOCK_JOB|$CLOCK_SCHEDULED_FOR|$CLOCK_RUN_ID"', "    shell: true\n"))
+    )
+    slot = now_slot()
+    assert h.run("task", slot).status == "ok"
+    [start] = h.captured.of("run.start", job="task")
+    assert output(h) == [f"task|{iso_utc(slot)}|{start['run_id']}"]
+
+
+def test_a_nonzero_exit_fails_the_run(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule(command_job([PYTHON, "-c", "import sys; print('half done'); sys.exit(3)"])))
+    outcome = h.run("task")
+    assert (outcome.status, outcome.error) == ("failed", "exit=3: half done")
+    assert output(h) == ["half done"]
+    [failed] = h.captured.of("run.failed", job="task")
+    assert failed["error"] == "exit=3: half done"
+
+
+def test_a_missing_program_fails_the_run(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule(command_job(["no-such-program-for-clock-tests"])))
+    outcome = h.run("task")
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("cannot start 'no-such-program-for-clock-tests'")
+
+
+def test_a_command_ignoring_sigterm_is_killed_at_its_timeout(write_schedule: Write, tmp_path: Path) -> None:
+    got_term = tmp_path / "got-term"
+    # In schedule.yaml "$$" is a literal "$", so the shell's own $$ (its pid) is written "$$$$".
+    script = f"trap 'echo TERM >> {got_term}' TERM; echo $$$$; while :; do sleep 0.1; done"
+    h = Harness.load(write_schedule(command_job(script, "    shell: true\n", timeout="1s")))
+    outcome = h.run("task")
+    assert (outcome.status, outcome.error) == ("timeout", "timeout=1s exceeded")
+    assert h.captured.names(job="task")[0] == "run.start"
+    assert h.captured.names(job="task")[-1] == "run.timeout"
+    assert not h.captured.of("run.abandoned")
+    assert got_term.read_text().split() == ["TERM"]  # it was asked to stop, and refused
+    pid = int(output(h, "stdout")[0])
+    assert process_gone(pid)  # so it was killed (SIGKILL)
+
+
+def process_gone(pid: int, wait: float = 10) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False

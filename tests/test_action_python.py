@@ -1,0 +1,79 @@
+"""``python:`` jobs calling functions in tests/jobs_for_tests.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from dynoclock.actions.base import iso_utc
+from tests.run_support import Harness, now_slot
+
+Write = Callable[[str], Path]
+JOBS = "tests.jobs_for_tests"
+
+
+def python_job(func: str, extra: str = "", timeout: str = "30s") -> str:
+    return f"jobs:\n  task:\n    every: 1h\n    timeout: {timeout}\n    python: {JOBS}:{func}\n{extra}"
+
+
+def test_args_and_kwargs_reach_the_function(write_schedule: Write) -> None:
+    h = Harness.load(
+        write_schedule(python_job("echo_args", "    args: [1, two]\n    kwargs: {limit: 100, dry_run: true}\n"))
+    )
+    outcome = h.run("task")
+    assert outcome.status == "ok"
+    assert json.loads(outcome.detail) == {"args": [1, "two"], "kwargs": {"dry_run": True, "limit": 100}}
+    [ok] = h.captured.of("run.ok", job="task")
+    assert json.loads(ok["detail"]) == json.loads(outcome.detail)  # the return value is logged
+
+
+def test_a_run_parameter_receives_the_runs_context(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule(python_job("describe_run")))
+    slot = now_slot()
+    outcome = h.run("task", slot)
+    [start] = h.captured.of("run.start", job="task")
+    assert outcome.detail == f"job=task scheduled_for={iso_utc(slot)} run_id={start['run_id']} attempt=1"
+
+
+def test_an_exception_fails_the_run_with_its_text(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule(python_job("explode", "    kwargs: {message: no feeds today}\n")))
+    outcome = h.run("task")
+    assert (outcome.status, outcome.error) == ("failed", "ValueError: no feeds today")
+    [failed] = h.captured.of("run.failed", job="task")
+    assert failed["error"] == "ValueError: no feeds today"
+
+
+def test_sys_exit_and_keyboard_interrupt_in_a_job_only_fail_that_run(write_schedule: Write) -> None:
+    h = Harness.load(
+        write_schedule(
+            f"""
+jobs:
+  exits: {{every: 1h, python: "{JOBS}:exit_interpreter"}}
+  interrupts: {{every: 1h, python: "{JOBS}:interrupt"}}
+  fine: {{every: 1h, python: "{JOBS}:echo_args"}}
+"""
+        )
+    )
+    exits, interrupts = h.run("exits"), h.run("interrupts")
+    assert (exits.status, exits.error) == ("failed", "SystemExit: 3")
+    assert (interrupts.status, interrupts.error) == ("failed", "KeyboardInterrupt: job pressed Ctrl-C")
+    assert h.run("fine").status == "ok"  # the runner is unharmed
+
+
+def test_a_missing_function_fails_the_run_in_the_schedules_words(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule(python_job("no_such_function")))
+    outcome = h.run("task")
+    assert (outcome.status, outcome.error) == (
+        "failed",
+        f"python={JOBS}:no_such_function: {JOBS} has no no_such_function",
+    )
+
+
+def test_a_pure_python_endless_loop_is_stopped_at_its_timeout(write_schedule: Write, tmp_path: Path) -> None:
+    marker = tmp_path / "stopped"
+    h = Harness.load(write_schedule(python_job("spin_forever", f"    kwargs: {{marker: '{marker}'}}\n", "1s")))
+    outcome = h.run("task")
+    assert (outcome.status, outcome.error) == ("timeout", "timeout=1s exceeded")
+    assert marker.read_text().startswith("stopped after")  # the loop itself ended: nothing left spinning
+    assert h.captured.names(job="task") == ["run.start", "run.timeout"]

@@ -1,0 +1,185 @@
+"""``sql:`` jobs against the real PostgreSQL and a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.run_support import Harness
+
+Write = Callable[[str], Path]
+
+
+@dataclass
+class Database:
+    """A database with a fresh table ``table`` (id integer, note text); ``query`` reads it directly."""
+
+    url: str  # as a schedule would name it
+    table: str
+    query: Callable[[str], list[tuple[object, ...]]]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Database]:
+    table = unique("clock_sql")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, note text)")
+
+        def query(sql: str) -> list[tuple[object, ...]]:
+            return list(conn.execute(sql).fetchall())
+
+        yield Database(postgres_url, table, query)
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.fixture
+def lite(tmp_path: Path) -> Iterator[Database]:
+    path = tmp_path / "app.db"
+    table = unique("clock_sql")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, note text)")
+
+    def query(sql: str) -> list[tuple[object, ...]]:
+        return list(conn.execute(sql).fetchall())
+
+    yield Database(f"sqlite:///{path}", table, query)
+    conn.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request: pytest.FixtureRequest) -> Database:
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+        db: Database = request.getfixturevalue("pg")
+    else:
+        db = request.getfixturevalue("lite")
+    return db
+
+
+def sql_job(database: str | None, statements: str, timeout: str = "30s") -> str:
+    db_line = f"    database: {database}\n" if database else ""
+    return f"jobs:\n  housekeeping:\n    every: 1h\n    timeout: {timeout}\n{db_line}    sql: {statements}\n"
+
+
+def test_statements_report_rows_affected(write_schedule: Write, database: Database) -> None:
+    t = database.table
+    h = Harness.load(
+        write_schedule(
+            sql_job(
+                database.url,
+                f"""
+      - INSERT INTO {t} (id, note) VALUES (1, 'a'), (2, 'b'), (3, 'c')
+      - UPDATE {t} SET note = 'seen' WHERE id <= 2
+      - DELETE FROM {t} WHERE id = 1""",
+            )
+        )
+    )
+    outcome = h.run("housekeeping")
+    assert (outcome.status, outcome.detail) == ("ok", "rows=6")  # 3 inserted + 2 updated + 1 deleted
+    assert database.query(f"SELECT id, note FROM {database.table} ORDER BY id") == [(2, "seen"), (3, "c")]
+    [ok] = h.captured.of("run.ok", job="housekeeping")
+    assert ok["detail"] == "rows=6"
+
+
+def test_a_failing_statement_rolls_back_the_ones_before(write_schedule: Write, database: Database) -> None:
+    t = database.table
+    created = unique("clock_sql_new")
+    h = Harness.load(
+        write_schedule(
+            sql_job(
+                database.url,
+                f"""
+      - CREATE TABLE {created} (id integer)
+      - INSERT INTO {t} (id, note) VALUES (1, 'first')
+      - INSERT INTO {t} (id, note) VALUES (1, 'duplicate key')""",
+            )
+        )
+    )
+    outcome = h.run("housekeeping")
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("sql failed:")
+    assert "unique" in outcome.error.lower() or "duplicate" in outcome.error.lower()
+    assert database.query(f"SELECT * FROM {t}") == []  # the first INSERT was rolled back
+    if database.url.startswith("sqlite"):
+        tables = database.query(f"SELECT name FROM sqlite_master WHERE name = '{created}'")
+    else:
+        tables = database.query(f"SELECT tablename FROM pg_tables WHERE tablename = '{created}'")
+    assert tables == []  # and so was the CREATE TABLE
+
+
+@pytest.mark.postgres
+def test_heroku_postgres_scheme_is_translated(write_schedule: Write, pg: Database) -> None:
+    heroku_url = pg.url.replace("postgresql://", "postgres://", 1)
+    h = Harness.load(write_schedule(sql_job(heroku_url, f"INSERT INTO {pg.table} (id) VALUES (7)")))
+    outcome = h.run("housekeeping")
+    assert (outcome.status, outcome.detail) == ("ok", "rows=1")
+    assert pg.query(f"SELECT id FROM {pg.table}") == [(7,)]
+
+
+@pytest.mark.postgres
+def test_database_url_from_the_environment(
+    write_schedule: Write, pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", pg.url.replace("postgresql://", "postgres://", 1))
+    h = Harness.load(write_schedule(sql_job(None, f"INSERT INTO {pg.table} (id) VALUES (8)")))
+    assert h.run("housekeeping").status == "ok"
+    assert pg.query(f"SELECT id FROM {pg.table}") == [(8,)]
+
+
+def test_no_database_anywhere_fails_with_what_to_set(write_schedule: Write, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    h = Harness.load(write_schedule(sql_job(None, "SELECT 1")))
+    outcome = h.run("housekeeping")
+    assert (outcome.status, outcome.error) == ("failed", "no database: set 'database:' on the job or DATABASE_URL")
+
+
+@pytest.mark.postgres
+def test_pg_sleep_past_the_timeout_is_cancelled_on_the_server(write_schedule: Write, postgres_url: str) -> None:
+    marker = unique("hung")
+    h = Harness.load(write_schedule(sql_job(postgres_url, f'"SELECT pg_sleep(60) AS {marker}"', timeout="1s")))
+    outcome = h.run("housekeeping")
+    assert (outcome.status, outcome.error) == ("timeout", "timeout=1s exceeded")
+    assert h.captured.names(job="housekeeping") == ["run.start", "run.timeout"]
+    # The server stopped the statement too: it is not left running in a pooled connection.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for _ in range(100):
+            active = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
+                (f"%{marker}%",),
+            ).fetchone()
+            if active == (0,):
+                break
+            time.sleep(0.05)
+        assert active == (0,)
+
+
+def test_sqlite_long_query_past_the_timeout_ends_as_timeout(write_schedule: Write, lite: Database) -> None:
+    endless = (
+        '"WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000000000) '
+        'SELECT count(*) FROM n"'
+    )
+    h = Harness.load(write_schedule(sql_job(lite.url, endless, timeout="1s")))
+    outcome = h.run("housekeeping")
+    assert (outcome.status, outcome.error) == ("timeout", "timeout=1s exceeded")
+    assert h.captured.names(job="housekeeping") == ["run.start", "run.timeout"]
+    assert not h.captured.of("run.abandoned")  # the query itself was interrupted
+
+
+def test_unreachable_database_fails_without_showing_the_password(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule(sql_job("postgresql://user:hunter2pass@127.0.0.1:1/x", "SELECT 1")))
+    outcome = h.run("housekeeping")
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("cannot reach the database postgresql+psycopg://user:***@127.0.0.1:1/x")
+    assert "hunter2pass" not in outcome.error

@@ -1,0 +1,145 @@
+"""One log line per event, logfmt or JSON; and secrets that never reach any output."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from dynoclock.actions.base import iso_utc
+from dynoclock.config import load_schedule
+from dynoclock.logs import EventLog
+from dynoclock.runner import Runner
+from tests.conftest import run_cli
+from tests.run_support import ClockProcess, Loopback, logfmt_fields, now_slot
+
+Write = Callable[[str], Path]
+StartClock = Callable[..., ClockProcess]
+JOBS = "tests.jobs_for_tests"
+
+
+def test_a_run_logs_one_logfmt_line_per_event(write_schedule: Write) -> None:
+    path = write_schedule(
+        f"""
+jobs:
+  digest: {{every: 1h, python: "{JOBS}:echo_args", args: [1]}}
+  broken: {{every: 1h, python: "{JOBS}:explode", kwargs: {{message: "first line\\nsecond line"}}}}
+"""
+    )
+    schedule = load_schedule(str(path))
+    stream = io.StringIO()
+    runner = Runner(schedule, EventLog(stream, fmt="logfmt"))
+    slot = now_slot()
+    runner.execute(schedule.jobs["digest"], slot)
+    runner.execute(schedule.jobs["broken"], slot)
+    lines = stream.getvalue().splitlines()
+    assert [logfmt_fields(line)["event"] for line in lines] == ["run.start", "run.ok", "run.start", "run.failed"]
+    assert all(line.startswith("ts=") and " level=" in line for line in lines)
+    ok = logfmt_fields(lines[1])
+    assert ok["job"] == "digest"
+    assert ok["scheduled_for"] == iso_utc(slot)
+    assert ok["status"] == "ok"
+    assert ok["attempt"] == "1"
+    assert re.fullmatch(r"-?\d+", ok["lateness_ms"])
+    assert re.fullmatch(r"\d+", ok["duration_ms"])
+    assert ok["run_id"] == logfmt_fields(lines[0])["run_id"]
+    assert logfmt_fields(lines[3])["error"] == "ValueError: first line\nsecond line"  # quoted, still one line
+
+
+def test_log_format_json_gives_json_lines(write_schedule: Write, tmp_path: Path) -> None:
+    path = write_schedule(f'jobs:\n  digest: {{every: 1h, python: "{JOBS}:echo_args", args: [1]}}\n')
+    result = run_cli(
+        "run", "digest", "-c", str(path),
+        env={"LOG_FORMAT": "json", "CLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/state.db"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    *log_lines, outcome = result.stdout.splitlines()
+    records = [json.loads(line) for line in log_lines]
+    events = [r["event"] for r in records]
+    assert events[-2:] == ["run.start", "run.ok"]
+    ok = records[-1]
+    assert ok["job"] == "digest"
+    assert isinstance(ok["duration_ms"], int) and isinstance(ok["attempt"], int)
+    assert {"ts", "level", "scheduled_for", "run_id", "lateness_ms"} <= ok.keys()
+    assert outcome.startswith("digest: ok")
+
+
+# ---- secrets ---------------------------------------------------------------------------------
+
+TOKEN = "s3cr3t-token-value"
+SIGNING = "sig-secret-value-123"
+DB_PASSWORD = "hunter2pass"
+SECRETS = (TOKEN, SIGNING, DB_PASSWORD)
+
+
+def leaky_schedule(url: str) -> str:
+    """Jobs that each try to put a secret into the output."""
+    return f"""
+jobs:
+  call-app:
+    every: 1s
+    http:
+      url: {url}/echo500
+      headers: {{Authorization: "Bearer ${{CLOCK_TOKEN}}"}}
+      json: {{note: "token ${{CLOCK_TOKEN}}"}}
+      sign: ${{SIGNING_SECRET}}
+  print-token:
+    every: 1s
+    shell: true
+    command: echo "token=$CLOCK_TOKEN secret=$SIGNING_SECRET"; echo "$CLOCK_TOKEN" >&2; exit 1
+  prune:
+    every: 1s
+    database: postgresql://user:{DB_PASSWORD}@127.0.0.1:1/x
+    sql: SELECT 1
+  leak:
+    every: 1s
+    python: {JOBS}:leak_env
+    kwargs: {{name: CLOCK_TOKEN}}
+"""
+
+
+def assert_no_secrets(output: str) -> None:
+    for secret in SECRETS:
+        assert secret not in output, f"{secret!r} leaked:\n{output}"
+
+
+def test_secrets_never_reach_the_clocks_output(
+    write_schedule: Write, start_clock: StartClock, loopback: Loopback
+) -> None:
+    clock = start_clock(
+        write_schedule(leaky_schedule(loopback.url)), env={"CLOCK_TOKEN": TOKEN, "SIGNING_SECRET": SIGNING}
+    )
+    for job in ("call-app", "print-token", "prune", "leak"):
+        clock.wait_for(rf"event=run\.failed job={job} ")
+    clock.signal(signal.SIGTERM)
+    assert clock.wait(timeout=35) == 0
+    output = clock.text
+    assert_no_secrets(output)
+    # They were there to leak, and were masked:
+    assert any(req.headers.get("Authorization") == f"Bearer {TOKEN}" for req in loopback.requests)
+    assert "Bearer ***" in output
+    assert "token=*** secret=***" in output
+    assert "user:***@127.0.0.1:1/x" in output
+    assert "could not use ***" in output
+
+
+def test_secrets_never_reach_the_output_of_run_job(write_schedule: Write, loopback: Loopback, tmp_path: Path) -> None:
+    path = write_schedule(leaky_schedule(loopback.url))
+    env = {"CLOCK_TOKEN": TOKEN, "SIGNING_SECRET": SIGNING, "CLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/state.db"}
+    for job in ("call-app", "print-token", "prune", "leak"):
+        result = run_cli("run", job, "-c", str(path), env=env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert_no_secrets(result.stdout + result.stderr)
+        assert result.stdout.splitlines()[-1].startswith(f"{job}: failed")
+
+
+def test_an_env_secret_the_schedule_never_names_is_masked_too(write_schedule: Write, tmp_path: Path) -> None:
+    path = write_schedule("jobs:\n  show-env:\n    every: 1h\n    shell: true\n    command: echo $API_KEY; exit 1\n")
+    env = {"API_KEY": "key-from-the-env-only", "CLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/state.db"}
+    result = run_cli("run", "show-env", "-c", str(path), env=env)
+    assert result.returncode == 1
+    assert "key-from-the-env-only" not in result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "show-env: failed (exit=1: ***)"
