@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .ledger import Ledger
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-COMMANDS = ("run", "check", "next", "history", "status", "crontab")
+COMMANDS = ("run", "check", "next", "history", "status", "crontab", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     cron = with_config(sub.add_parser("crontab", help="the schedule as crontab lines; exit 1 if some jobs cannot be"))
     cron.add_argument("--prefix", default="", help="put before 'python clock.py', e.g. 'cd /app && .venv/bin/'")
+    ui = with_config(sub.add_parser("ui", help="the status page, standalone (normally mounted in the web app)"))
+    ui.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     return parser
 
 
@@ -74,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "crontab":
             return cmd_crontab(args)
+        if args.command == "ui":
+            from .ui import serve
+
+            return serve(args.config, args.host, args.port)
         build_parser().print_help()
         return EXIT_INVALID
     except ConfigError as exc:
@@ -232,11 +239,15 @@ def cmd_next(args: argparse.Namespace) -> int:
     except OverflowError:  # slot math past year 9999 or before year 1
         print(f"next: --now: {args.now!r} is too close to the ends of the calendar", file=sys.stderr)
         return EXIT_INVALID
+    paused = _paused_jobs()
+    if paused is not None:
+        for row in rows:
+            row["paused"] = row["id"] in paused
     if args.json:
         print(json.dumps({"now": stamp, "jobs": rows}, indent=2))
         return EXIT_OK
     for row in rows:
-        state = "" if row["enabled"] else "  [disabled]"
+        state = ("" if row["enabled"] else "  [disabled]") + ("  [paused]" if row.get("paused") else "")
         print(f"{row['id']}: {row['schedule']} ({row['timezone']}){state}")
         if not row["next"]:
             print("    (no upcoming runs)")
@@ -244,6 +255,28 @@ def cmd_next(args: argparse.Namespace) -> int:
             extra = f"  (starts {row['starts'][i]}, jitter)" if "starts" in row else ""
             print(f"    {slot}{extra}")
     return EXIT_OK
+
+
+def _paused_jobs() -> set[str] | None:
+    """Jobs paused from the status page; None (say nothing about pauses) when the state cannot be read.
+
+    An SQLite state file is read with the stdlib, read-only: `next` stays fast and creates nothing."""
+    # As ledger.state_url, which is not imported here: it loads SQLAlchemy.
+    url = os.environ.get("CLOCK_DATABASE_URL") or os.environ.get("DATABASE_URL") or "sqlite:///state/clock.db"
+    try:
+        if url.startswith("sqlite:///"):
+            import sqlite3
+            from contextlib import closing
+            from pathlib import Path
+
+            uri = Path(url[len("sqlite:///") :].split("?")[0]).absolute().as_uri() + "?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True, timeout=2)) as conn:
+                return {job for (job,) in conn.execute("SELECT job FROM clock_paused")}
+        from .ledger import Controls, Ledger
+
+        return set(Controls(Ledger(url)).paused())
+    except Exception:
+        return None
 
 
 def _next_row(job: Job, now: datetime, count: int) -> dict[str, Any]:
