@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from . import catchup
 from .config import Schedule
 from .lease import FileLease, Lease, PostgresLease
-from .ledger import Controls, Ledger
+from .ledger import Controls, Ledger, SchemaTooNew
 from .logs import EventLog, short_error
 from .runner import Runner
 
@@ -118,6 +118,8 @@ class Leadership:
                     return
                 self.leader.set()
                 self._said_standby = False
+                # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
+                self.ledger.heartbeat(self.clock, "leader", self.started_at)
                 self.events.emit("clock.leader", clock=self.clock, state=self.ledger.location)
                 self._controls()
                 self._catch_up(now or datetime.now(UTC))
@@ -134,6 +136,10 @@ class Leadership:
             if self.leader.is_set() and not self.lease.still_held():
                 self.leader.clear()
                 self.events.emit("clock.lease_lost", level="error", clock=self.clock, note="database unreachable")
+            if isinstance(exc, SchemaTooNew):  # not a network blip: say what is wrong (an older clock after a deploy)
+                self.events.emit("ledger.schema_too_new", level="error", clock=self.clock, error=str(exc),
+                                 note="this clock stands by until it is upgraded")  # fmt: skip
+                return
             self.events.emit("ledger.unreachable", level="warning", clock=self.clock, error=short_error(exc))
 
     def _controls(self) -> None:
@@ -150,17 +156,24 @@ class Leadership:
     def _catch_up(self, now: datetime) -> None:
         """Slots that passed while no clock led: run within misfire_grace, record the rest."""
         last = self.ledger.last_slots()
+        led_until = self.ledger.led_until()
         for job in self.schedule.jobs.values():
             if not job.enabled or job.action is None:
                 continue
-            plan = catchup.plan(job, last.get(job.id), now)
+            since = last.get(job.id)
+            if since is None and led_until is not None:
+                # No row yet (a new job, an `at:` job, rows pruned): a leader would have claimed its slots
+                # while it led, so only those after the last leader's heartbeat can have been missed. The
+                # margin covers a slot fired just before that heartbeat and not yet claimed.
+                since = led_until - timedelta(seconds=LEADER_CHECK)
+            plan = catchup.plan(job, since, now)
             for slot in plan.missed:
                 self.ledger.record(job.id, slot, "missed", self.clock, "no clock was leading within misfire_grace")
             for slot in plan.skipped:
                 self.ledger.record(job.id, slot, "skipped", self.clock, "catch_up=one: coalesced into a later run")
             if plan.missed or plan.skipped or plan.run:
                 self.events.emit("clock.catch_up", job=job.id, run=len(plan.run), skipped=len(plan.skipped),
-                                 missed=len(plan.missed) + plan.uncounted, since=last.get(job.id))  # fmt: skip
+                                 missed=len(plan.missed) + plan.uncounted, since=since)  # fmt: skip
             if plan.run:
                 self.runner.submit_in_order(job.id, plan.run, reason="catch_up")
 

@@ -84,6 +84,17 @@ SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema cr
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A slot to claim: the run id this clock will use for it, if it wins."""
+
+    run_id: str
+    job: str
+    slot: datetime
+    clock: str
+    reason: str = "schedule"
+
+
+@dataclass(frozen=True)
 class Run:
     """One row of history."""
 
@@ -105,6 +116,10 @@ class Run:
         for key, value in self.__dict__.items():
             out[key] = _iso(value) if isinstance(value, datetime) else value
         return out
+
+
+class SchemaTooNew(RuntimeError):
+    """A newer clock migrated the state database: this one must not read or write it."""
 
 
 def state_url(env: Mapping[str, str] | None = None) -> str:
@@ -159,7 +174,7 @@ class Ledger:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
             if version is not None and int(version) > SCHEMA_VERSION:
-                raise RuntimeError(f"the state database has schema {version}, newer than this clock's {SCHEMA_VERSION}")
+                raise SchemaTooNew(f"the state database has schema {version}, newer than this clock's {SCHEMA_VERSION}")
             if version is not None:
                 for step in range(int(version) + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS.get(step, []):
@@ -178,14 +193,31 @@ class Ledger:
 
     def claim(self, run_id: str, job: str, slot: datetime, clock: str, reason: str = "schedule") -> bool:
         """Insert the run's row; False when another claim of (job, slot) got there first."""
-        row = {
-            "run_id": run_id, "job": job, "scheduled_for": _naive(slot), "claimed_at": _naive(_now()),
-            "status": "claimed", "attempt": 0, "clock": clock, "reason": reason,
-        }  # fmt: skip
+        return run_id in self.claim_many([Claim(run_id, job, slot, clock, reason)])
+
+    def claim_many(self, claims: list[Claim]) -> set[str]:
+        """Claim several slots in one transaction (a burst of due jobs); returns the run ids won.
+
+        A row that already carries our run id counts as won: the reply to an earlier try of this
+        same claim may have been lost with the connection after the insert committed.
+        """
+        if not claims:
+            return set()
+        now = _naive(_now())
+        rows = [
+            {"run_id": c.run_id, "job": c.job, "scheduled_for": _naive(c.slot), "claimed_at": now,
+             "status": "claimed", "attempt": 0, "clock": c.clock, "reason": c.reason}
+            for c in claims
+        ]  # fmt: skip
         with self._tx() as conn:
             # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
-            stmt = self._insert(runs).values(**row).on_conflict_do_nothing().returning(runs.c.run_id)
-            return conn.execute(stmt).scalar() is not None
+            stmt = self._insert(runs).values(rows).on_conflict_do_nothing().returning(runs.c.run_id)
+            won = {run_id for (run_id,) in conn.execute(stmt)}
+            lost = [c.run_id for c in claims if c.run_id not in won]
+            if lost:
+                mine = sa.select(runs.c.run_id).where(runs.c.run_id.in_(lost))
+                won.update(run_id for (run_id,) in conn.execute(mine))
+        return won
 
     def record(self, job: str, slot: datetime, status: str, clock: str, error: str, reason: str = "schedule") -> bool:
         """A slot that did not run (missed, skipped), recorded unless it already has a row."""
@@ -271,10 +303,20 @@ class Ledger:
     # ---- clocks ----------------------------------------------------------------------------
 
     def heartbeat(self, clock: str, role: str, started_at: datetime) -> None:
+        """This clock is alive; a leader's heartbeat also marks until when some clock led (see ``led_until``)."""
         now = _naive(_now())
         stmt = self._insert(clocks).values(clock=clock, role=role, started_at=_naive(started_at), heartbeat_at=now)
         with self._tx() as conn:
             conn.execute(stmt.on_conflict_do_update(index_elements=["clock"], set_={"role": role, "heartbeat_at": now}))
+            if role == "leader":
+                self._upsert_meta(conn, "led_until", _iso(_aware(now)))
+
+    def led_until(self) -> datetime | None:
+        """The last leader heartbeat on this database (None: no clock ever led here). A job with no row
+        yet had every slot up to about then covered by a leader, so its catch-up starts there."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "led_until")).scalar()
+        return None if value is None else _aware(datetime.fromisoformat(value))
 
     def forget_clock(self, clock: str) -> None:
         with self._tx() as conn:

@@ -1,0 +1,480 @@
+"""Exactly once with real clock processes, real signals and the real databases.
+
+Every test runs ``python clock.py`` processes (cwd = tmp_path, their own state) whose job appends its
+``$CLOCK_SCHEDULED_FOR`` to ticks.txt, then compares three records: the file (what ran), the ledger (what
+was decided), and the clocks' logs. Waits are on state (a log line, a line in the file); assertions are
+on slots and rows, never on how long the clock took.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dynoclock import ledger as ledger_module
+from dynoclock.config import load_schedule
+from dynoclock.leader import STANDBY_POLL, Leadership
+from dynoclock.ledger import SCHEMA_VERSION, Ledger, Run, meta
+from dynoclock.logs import EventLog
+from dynoclock.runner import Runner
+from tests.state_support import (  # noqa: F401  (fixtures)
+    TICK_COMMAND,
+    Clock,
+    cli,
+    clocks_fixture,
+    forget_engine,
+    parse_ts,
+    pg_admin_fixture,
+    pg_clocks_fixture,
+    pg_schema_url_fixture,
+    pg_schemas_fixture,
+    rows_by_slot,
+    slot_floor,
+    state_db_fixture,
+    store_fixture,
+    terminate_backends_of,
+    tick_slots,
+    wait_until,
+    write_schedule,
+)
+
+SECOND = timedelta(seconds=1)
+
+# How many slots of an ``every: 1s`` job a takeover may leave unrun in ticks.txt (they are recorded
+# ``skipped``, coalesced into the catch-up run, never lost):
+#   1  the slot the old leader had in flight when it died (claimed, maybe not yet written);
+#   ceil(STANDBY_POLL / 1 s)  the standby tries the lease once per STANDBY_POLL, so it may notice the
+#      free lease up to that long after the kill or the SIGTERM;
+#   1  the catch-up runs the latest slot at or before the takeover instant, not the ones before it;
+#   1  headroom for a loaded machine (the standby's poll and the old leader's last claim are not instant).
+TAKEOVER_GAP = 1 + math.ceil(STANDBY_POLL) + 1 + 1
+
+
+def tick_schedule(folder: Path, every: str = "1s") -> Path:
+    return write_schedule(folder, f"jobs:\n  tick:\n    every: {every}\n    {TICK_COMMAND}\n")
+
+
+def wait_ticks_after(folder: Path, moment: datetime, count: int) -> None:
+    """Wait until ticks.txt holds ``count`` slots after ``moment``."""
+    wait_until(lambda: sum(s > moment for s in tick_slots(folder)) >= count, f"{count} ticks after {moment}")
+
+
+def slots_in(first: datetime, last: datetime, step: timedelta) -> list[datetime]:
+    """The slots of an epoch-anchored ``every: step`` in [first, last]."""
+    slot = slot_floor(first, step)
+    slot = slot if slot >= first else slot + step
+    out = []
+    while slot <= last:
+        out.append(slot)
+        slot += step
+    return out
+
+
+def sleep_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+
+
+def just_before_a_slot(step: timedelta, after: datetime, lead: timedelta = timedelta(milliseconds=300)) -> datetime:
+    """The first moment at or after ``after`` that lies ``lead`` before a slot of ``every: step``."""
+    return slot_floor(after + lead, step) + step - lead
+
+
+def assert_no_slot_twice(slots: list[datetime]) -> None:
+    doubled = sorted(s for s, n in Counter(slots).items() if n > 1)
+    assert doubled == [], f"slots run twice: {doubled}"
+
+
+def clock_name(clock: Clock) -> str:
+    return clock.wait_for("clock.start")["clock"]
+
+
+# ---- takeovers -----------------------------------------------------------------------------
+
+
+def test_takeovers_run_each_slot_at_most_once_and_leave_none_without_a_row(
+    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
+) -> None:
+    schedule = tick_schedule(tmp_path)
+    a = clocks(schedule)
+    a.wait_for("clock.leader")
+    b = clocks(schedule)
+    b.wait_for("clock.standby")
+    a.wait_for("run.ok", count=2)
+    killed_at = a.kill()  # kill -9 the leader: no handover, its lease goes with the process
+    b.wait_for("clock.leader")
+    wait_ticks_after(tmp_path, killed_at, 2)
+    c = clocks(schedule)
+    c.wait_for("clock.standby")
+    termed_at = b.signal(signal.SIGTERM)  # a clean stop: b hands over at once
+    c.wait_for("clock.leader")
+    wait_ticks_after(tmp_path, termed_at, 2)
+    assert b.proc.wait(timeout=40) == 0
+    assert c.stop() == 0
+
+    slots = tick_slots(tmp_path)
+    assert_no_slot_twice(slots)
+    rows = rows_by_slot(Ledger(state_db), "tick")
+    window = slots_in(min(slots), max(slots), SECOND)
+    assert [s for s in window if s not in rows] == [], "slots with no ledger row"
+    dead = clock_name(a)
+
+    def in_flight_when_killed(run: Run) -> bool:
+        """The run the killed leader had claimed or started: left claimed/running (interrupted once it is
+        found dead), whether or not its command got to write."""
+        near = killed_at - 2 * SECOND <= run.scheduled_for <= killed_at
+        return near and run.clock == dead and run.status in ("claimed", "running", "interrupted")
+
+    ran = set(slots)
+    for slot in window:
+        run = rows[slot]
+        if slot in ran:
+            assert run.status == "ok" or in_flight_when_killed(run), run
+        else:
+            assert run.status in ("skipped", "missed") or in_flight_when_killed(run), run
+    assert {s for s, r in rows.items() if r.status == "ok"} <= ran
+    assert sum(in_flight_when_killed(r) for r in rows.values()) <= 1
+
+    # Slots not run lie only around the two takeovers, and only a few of them (TAKEOVER_GAP above).
+    unrun = [s for s in window if s not in ran]
+    for event in (killed_at, termed_at):
+        near = [s for s in unrun if event - 2 * SECOND < s <= event + TAKEOVER_GAP * SECOND]
+        assert len(near) <= TAKEOVER_GAP, f"{len(near)} slots not run around {event}: {near}"
+    elsewhere = [
+        s
+        for s in unrun
+        if not any(event - 2 * SECOND < s <= event + TAKEOVER_GAP * SECOND for event in (killed_at, termed_at))
+    ]
+    assert elsewhere == []
+
+
+# ---- restarts -------------------------------------------------------------------------------
+
+
+def restart_repeatedly(
+    clocks: Callable[..., Clock], schedule: Path, cycles: int, hold: Callable[[Clock, int], None]
+) -> tuple[list[Clock], datetime]:
+    """Start a clock; then ``cycles`` times: ``hold``, SIGTERM it and start the next one at once (Heroku starts
+    the new dyno as it signals the old: they overlap). Returns the clocks and the moment of the final SIGTERM."""
+    started = [clocks(schedule)]
+    started[0].wait_for("clock.leader")
+    for cycle in range(cycles):
+        hold(started[-1], cycle)
+        started[-1].signal(signal.SIGTERM)
+        started.append(clocks(schedule))
+        started[-1].wait_for("clock.leader")
+    hold(started[-1], cycles)
+    stopped_at = started[-1].signal(signal.SIGTERM)
+    for clock in started:
+        assert clock.proc.wait(timeout=40) == 0, clock.text()
+    return started, stopped_at
+
+
+def assert_every_slot_once(
+    folder: Path, state: str, step: timedelta, started: list[Clock], stopped_at: datetime
+) -> None:
+    """Every slot from the first clock's start to one interval before the final stop has a row (none lost),
+    ran at most once, and the slots that ran are exactly the ``ok`` rows."""
+    slots = tick_slots(folder)
+    assert_no_slot_twice(slots)
+    rows = rows_by_slot(Ledger(state), "tick")
+    first = parse_ts(started[0].wait_for("clock.start")["ts"])  # the first clock's slots come after this
+    window = slots_in(first + timedelta(microseconds=1), stopped_at - step, step)
+    assert len(window) >= 2
+    assert [s for s in window if s not in rows] == [], "lost slots (no ledger row)"
+    assert {s: r.status for s, r in rows.items() if r.status not in ("ok", "skipped")} == {}
+    assert {s for s, r in rows.items() if r.status == "ok"} == set(slots)
+    for slot in rows:
+        assert slot == slot_floor(slot, step), f"{slot} is not on the {step} grid"
+
+
+def test_a_clock_restarted_again_and_again_neither_doubles_nor_loses_a_slot(
+    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
+) -> None:
+    cycles = 6
+
+    def hold(clock: Clock, cycle: int) -> None:
+        if cycle == cycles:
+            clock.wait_for("run.ok", count=2)  # the last clock: two runs, then the final stop
+        elif cycle % 3 == 0:
+            clock.wait_for("run.ok")  # restart after a run,
+        elif cycle % 3 == 1:
+            pass  # right after it became leader (its catch-up may still be running),
+        else:
+            # or just before a slot, so that the slot falls between the two clocks (the new one's catch-up runs it)
+            sleep_until(just_before_a_slot(2 * SECOND, datetime.now(UTC), lead=timedelta(milliseconds=100)))
+
+    schedule = tick_schedule(tmp_path, every="2s")
+    started, stopped_at = restart_repeatedly(clocks, schedule, cycles=cycles, hold=hold)
+    assert_every_slot_once(tmp_path, state_db, 2 * SECOND, started, stopped_at)
+
+
+@pytest.mark.slow
+def test_restart_every_20s_for_two_minutes_with_an_every_30s_job(
+    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
+) -> None:
+    """The issue's own words: restarts never lose or double a slot, even when they come faster than the job."""
+    step = 30 * SECOND
+    restarts: list[datetime] = []
+
+    def hold(clock: Clock, cycle: int) -> None:
+        # Every 20 s; the first one just before a slot, so that every third restart straddles a slot.
+        target = restarts[-1] + 20 * SECOND if restarts else just_before_a_slot(step, clock.started + 10 * SECOND)
+        sleep_until(target)
+        restarts.append(target)
+
+    schedule = tick_schedule(tmp_path, every="30s")
+    started, stopped_at = restart_repeatedly(clocks, schedule, cycles=5, hold=hold)  # 6 clocks, 20 s each
+    assert_every_slot_once(tmp_path, state_db, step, started, stopped_at)
+
+
+# ---- catching up after downtime ----------------------------------------------------------------
+
+
+def test_a_clock_started_after_ten_minutes_down_catches_up_and_records_the_rest_missed(
+    tmp_path: Path, store: Ledger, clocks: Callable[..., Clock]
+) -> None:
+    minute = timedelta(minutes=1)
+    now = datetime.now(UTC)
+    if now.second >= 55:  # the clock must start in the minute we write its past for: not near its end
+        time.sleep(61 - now.second)
+    current = slot_floor(datetime.now(UTC), minute)  # M: the latest slot when the clock starts
+    stopped = current - 10 * minute
+    for job in ("one", "all"):  # the last rows a clock wrote before it stopped, 10 minutes ago
+        run_id = f"{job}-before-downtime"
+        assert store.claim(run_id, job, stopped, "old-clock")
+        store.started(run_id, 1, "old-clock")
+        store.finished(run_id, "ok", None, 5)
+    command = "command: [sh, -c, 'echo $CLOCK_JOB $CLOCK_SCHEDULED_FOR >> ticks.txt']"
+    schedule = write_schedule(
+        tmp_path,
+        f"defaults:\n  misfire_grace: 3m\njobs:\n"
+        f"  one:\n    every: 1m\n    on_interrupted: retry\n    {command}\n"
+        f"  all:\n    every: 1m\n    catch_up: all\n    {command}\n",
+    )
+    clock = clocks(schedule)
+    clock.wait_for("run.ok", count=4, reason="catch_up")  # one for `one`, three for `all`
+    assert clock.stop() == 0
+
+    # The catch-up runs are this clock's own, in flight: never taken for a dead clock's runs.
+    assert clock.events("run.interrupted") == clock.events("run.reclaimed") == []
+    assert clock.events("run.skipped") == []  # catch_up: all runs them one after another, not over each other
+    summary = {e["job"]: (e["run"], e["skipped"], e["missed"]) for e in clock.events("clock.catch_up")}
+    assert summary == {"one": ("1", "2", "7"), "all": ("3", "0", "7")}
+    missed = [current - n * minute for n in range(9, 2, -1)]  # M-9m .. M-3m: past misfire_grace=3m
+    within = [current - 2 * minute, current - minute, current]
+    for job, expected in (
+        ("one", {**dict.fromkeys(missed, "missed"), within[0]: "skipped", within[1]: "skipped", within[2]: "ok"}),
+        ("all", {**dict.fromkeys(missed, "missed"), **dict.fromkeys(within, "ok")}),
+    ):
+        rows = rows_by_slot(store, job)
+        got = {slot: run.status for slot, run in rows.items() if stopped < slot <= current}
+        assert got == expected, job
+        assert rows[stopped].status == "ok"
+        assert all(rows[s].reason == "catch_up" for s in within if rows[s].status == "ok")
+    ran = sorted((tmp_path / "ticks.txt").read_text().splitlines())
+    expected_ran = [f"all {s:%Y-%m-%dT%H:%M:%SZ}" for s in within] + [f"one {current:%Y-%m-%dT%H:%M:%SZ}"]
+    assert ran == sorted(expected_ran)
+
+
+@pytest.mark.parametrize("state_db", ["sqlite"], indirect=True)  # the leader's logic: one backend is enough
+def test_a_manual_run_while_a_clock_leads_is_neither_interrupted_nor_run_again(
+    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
+) -> None:
+    # `run JOB` keeps no heartbeat. The leader closes runs of clocks without a recent heartbeat every
+    # LEADER_CHECK (5 s); a manual run lasting longer than that must not look like a dead clock's run.
+    schedule = write_schedule(
+        tmp_path,
+        "jobs:\n  slow:\n    every: 1h\n    on_interrupted: retry\n"
+        "    command: [sh, -c, 'echo $CLOCK_RUN_ID >> manual.txt; sleep 6']\n",
+    )
+    clock = clocks(schedule)
+    clock.wait_for("clock.leader")
+    done = cli(tmp_path, state_db, "run", "slow", "-c", str(schedule))
+    assert done.returncode == 0, done.stderr
+    assert clock.alive()
+    assert clock.stop() == 0
+    assert clock.events("run.reclaimed") == clock.events("run.interrupted") == []
+    (run_id,) = (tmp_path / "manual.txt").read_text().split()  # ran once
+    (run,) = Ledger(state_db).history("slow")
+    assert (run.run_id, run.status, run.reason) == (run_id, "ok", "manual")
+
+
+def test_a_clock_on_a_state_database_of_a_newer_schema_says_so_and_never_leads(
+    tmp_path: Path, store: Ledger, clocks: Callable[..., Clock]
+) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION + 1)))
+    clock = clocks(tick_schedule(tmp_path))
+    refused = clock.wait_for("ledger.schema_too_new")
+    assert refused["level"] == "error"
+    assert (
+        refused["error"]
+        == f"the state database has schema {SCHEMA_VERSION + 1}, newer than this clock's {SCHEMA_VERSION}"
+    )
+    assert clock.alive()
+    assert clock.stop() == 0
+    assert clock.events("clock.leader") == clock.events("run.start") == clock.events("ledger.unreachable") == []
+    assert store.history() == []
+
+
+# ---- runs of dead clocks ------------------------------------------------------------------------
+
+
+def test_the_leader_closes_runs_of_dead_clocks_but_not_its_own_nor_a_manual_run_within_its_timeout(
+    tmp_path: Path, store: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule = load_schedule(
+        str(write_schedule(tmp_path, "jobs:\n  tick:\n    every: 1h\n    timeout: 1m\n    command: ['true']\n"))
+    )
+    events = EventLog(io.StringIO(), fmt="json")
+    leadership = Leadership(schedule, store, Runner(schedule, events, "me", store), events, "me")
+    leadership._last_prune = time.monotonic()  # no prune thread in this test
+    now = datetime.now(UTC)
+    for slot, (run_id, clock, claimed_ago) in enumerate((
+        ("dead-clock", "gone", timedelta(seconds=30)),  # no heartbeat at all: its clock died
+        ("own", "me", timedelta(seconds=30)),  # ours, on our first round: no heartbeat of ours yet
+        ("manual-now", "host:1#ab:manual", timedelta(seconds=30)),  # `run tick`: no heartbeat, within timeout
+        ("manual-long-ago", "host:2#cd:manual", timedelta(minutes=5)),  # past timeout=1m: its process died
+    )):  # fmt: skip
+        monkeypatch.setattr(ledger_module, "_now", lambda ago=claimed_ago: now - ago)
+        reason = "manual" if "manual" in clock else "schedule"
+        assert store.claim(run_id, "tick", now - timedelta(hours=slot), clock, reason=reason)
+        store.started(run_id, 1, clock)
+    monkeypatch.undo()
+    leadership._housekeeping()
+    status = {run.run_id: run.status for run in store.history()}
+    assert status == {"dead-clock": "interrupted", "own": "running", "manual-now": "running",
+                      "manual-long-ago": "interrupted"}  # fmt: skip
+
+
+# ---- jobs with no row yet ------------------------------------------------------------------------
+
+
+def test_a_job_with_no_row_yet_is_caught_up_from_the_last_leader_heartbeat(
+    tmp_path: Path, store: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A leader beat 2 minutes ago and stopped; an `at:` job (never a row before its instant) came due
+    # 1 minute ago, and a daily job new in this schedule had a slot 3 hours ago, before that heartbeat.
+    now = datetime.now(UTC).replace(microsecond=0)
+    due = now - timedelta(minutes=1)
+    monkeypatch.setattr(ledger_module, "_now", lambda: now - timedelta(minutes=2))
+    store.heartbeat("old-leader", "leader", now - timedelta(hours=1))
+    monkeypatch.undo()
+    path = write_schedule(
+        tmp_path,
+        f"jobs:\n  once:\n    at: '{due:%Y-%m-%dT%H:%M:%SZ}'\n    command: [sh, -c, 'echo once >> {tmp_path}/ticks']\n"
+        f"  daily:\n    every: 1d\n    anchor: '{now - timedelta(hours=3):%Y-%m-%dT%H:%M:%SZ}'\n"
+        f"    command: [sh, -c, 'echo daily >> {tmp_path}/ticks']\n",
+    )
+    schedule = load_schedule(str(path))
+    events = EventLog(io.StringIO(), fmt="json")
+    runner = Runner(schedule, events, "me", store)
+    leadership = Leadership(schedule, store, runner, events, "me")
+    leadership._catch_up(now)
+    wait_until(lambda: [r for r in store.history("once") if r.status not in ("claimed", "running")], "the run")
+    (once,) = store.history("once")
+    assert (once.scheduled_for, once.status, once.reason) == (due, "ok", "catch_up")
+    assert (tmp_path / "ticks").read_text().split() == ["once"]
+    assert store.history("daily") == []  # its slots before the last heartbeat were never its to run
+
+
+@pytest.mark.parametrize("state_db", ["sqlite"], indirect=True)  # the leader's logic: one backend is enough
+def test_an_at_job_due_while_the_clock_restarts_runs_once(
+    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
+) -> None:
+    due = datetime.now(UTC).replace(microsecond=0) + 4 * SECOND
+    schedule = write_schedule(tmp_path, f"jobs:\n  once:\n    at: '{due:%Y-%m-%dT%H:%M:%SZ}'\n    {TICK_COMMAND}\n")
+    first = clocks(schedule)
+    first.wait_for("clock.leader")
+    assert first.stop() == 0  # a deploy: the old clock stops before the job is due (unless this machine is
+    sleep_until(due + SECOND)  # very slow: then the old clock ran it, and it must still run only once)
+    second = clocks(schedule)  # ... and the new one starts after it: its catch-up runs the job
+    second.wait_for("clock.leader")
+    ledger = Ledger(state_db)
+    wait_until(lambda: [r for r in ledger.history("once") if r.status not in ("claimed", "running")], "the run")
+    assert second.stop() == 0
+    assert tick_slots(tmp_path) == [due]
+    (run,) = ledger.history("once")
+    assert (run.scheduled_for, run.status) == (due, "ok")
+
+
+# ---- database trouble ---------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_clock_survives_its_database_connections_being_killed(
+    tmp_path: Path, pg_schema_url: str, pg_clocks: Callable[..., Clock]
+) -> None:
+    clock = pg_clocks(tick_schedule(tmp_path))
+    clock.wait_for("run.ok", count=2)
+    terminated = 0
+    trouble_ends = time.monotonic() + 8
+    while time.monotonic() < trouble_ends:  # the lease's connection and the pooled ones, again and again
+        terminated += terminate_backends_of(clock.pid)
+        time.sleep(0.1)
+    trouble_over = datetime.now(UTC)
+    assert terminated > 0
+    wait_ticks_after(tmp_path, trouble_over, 3)  # slots after the trouble run again
+    assert clock.alive()
+    assert clock.stop() == 0
+    slots = tick_slots(tmp_path)
+    assert_no_slot_twice(slots)
+    rows = rows_by_slot(Ledger(pg_schema_url), "tick")
+    # An outcome write can die with its connection: the run went on, logged ledger.error, and its row
+    # says running. Every other slot that ran says ok.
+    lost_writes = {e["run_id"] for e in clock.events("ledger.error")}
+    assert all(rows[s].status == "ok" or rows[s].run_id in lost_writes for s in slots)
+    after = [s for s in slots_in(trouble_over + SECOND, max(slots), SECOND)]
+    assert after and all(s in set(slots) for s in after)
+
+
+def test_a_claim_that_cannot_reach_the_database_gives_up_past_misfire_grace_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    path = write_schedule(
+        tmp_path, f"jobs:\n  touch:\n    every: 1h\n    misfire_grace: 1s\n    command: [touch, '{marker}']\n"
+    )
+    schedule = load_schedule(str(path))
+    stream = io.StringIO()
+    unreachable = "postgresql://postgres@127.0.0.1:1/x"
+    runner = Runner(schedule, EventLog(stream, fmt="json"), "test", Ledger(unreachable))
+    try:
+        outcome = runner.execute(schedule.jobs["touch"], datetime.now(UTC).replace(microsecond=0), retries=False)
+    finally:
+        runner.stopping.set()
+        forget_engine(unreachable)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    names = [e["event"] for e in events]
+    assert outcome.status == "missed"
+    assert names.count("run.missed") == 1
+    assert names[-1] == "run.missed"
+    assert names[:-1] and set(names[:-1]) == {"ledger.unreachable"}
+    assert "misfire_grace=1s" in events[-1]["error"]
+    assert "run.start" not in names
+    assert not marker.exists()
+
+
+# ---- the start log ---------------------------------------------------------------------------------
+
+
+def test_dyno_with_sqlite_state_warns_at_start(tmp_path: Path, state_db: str, clocks: Callable[..., Clock]) -> None:
+    clock = clocks(tick_schedule(tmp_path, every="1h"), env={"DYNO": "clock.1"})
+    clock.wait_for("clock.leader")
+    assert clock.stop() == 0
+    warnings = clock.events("clock.warning")
+    if state_db.startswith("sqlite"):
+        assert len(warnings) == 1
+        assert "SQLite" in warnings[0]["note"]
+        assert warnings[0]["level"] == "warning"
+        assert clock.events()[0]["event"] == "clock.warning"  # before anything else
+    else:
+        assert warnings == []
+    assert clock_name(clock).startswith("clock.1#")
