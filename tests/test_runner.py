@@ -75,6 +75,9 @@ def test_overlap_replace_interrupts_the_running_run(write_schedule: Write, tmp_p
     first, second = now_slot(), now_slot() + timedelta(seconds=1)
     h.runner.submit("task", first)
     h.wait_running("task")
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:  # the first run is inside the function
+        time.sleep(0.01)
     outcome = h.run("task", second)
     assert (outcome.status, outcome.detail) == ("ok", "quick run")
     interrupted = wait_for_event(h, "run.interrupted", job="task")

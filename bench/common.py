@@ -1,0 +1,433 @@
+"""Shared pieces of the benchmarks: the machine, statistics, state stores, processes, tables, JSON.
+
+Nothing here changes the product: the clock runs as ``python clock.py`` in a
+subprocess (cwd = the repo), and its ledger is read afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+READY = "event=clock.ready"
+START = "event=clock.start"
+FINAL_RUN = re.compile(r"event=run\.(ok|failed|timeout|skipped|interrupted|missed)\b")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- the machine ------------------------------------------------------------------------------
+
+
+def load_average() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
+        return out.stdout.strip()
+    except OSError:
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, with the load average at the start of the benchmark."""
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "mem_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "apscheduler": _version("APScheduler"),
+        "sqlalchemy": _version("SQLAlchemy"),
+        "psycopg": _version("psycopg"),
+        "load_average_at_start": load_average(),
+        "git_head": _git("rev-parse", "--short", "HEAD"),
+        "dynoclock_modified": bool(_git("status", "--porcelain", "--", "dynoclock", "clock.py")),
+    }
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    load = " ".join(f"{x:.2f}" for x in info["load_average_at_start"])
+    busy = (
+        "  (BUSY: other processes load the machine)" if info["load_average_at_start"][0] > 0.5 * info["cores"] else ""
+    )
+    dirty = " +uncommitted dynoclock changes" if info["dynoclock_modified"] else ""
+    print(f"machine: {info['cores']} cores, {info['cpu_model']}, {info['mem_gb']} GB, Linux {info['kernel']}")
+    print(
+        f"python {info['python']}, APScheduler {info['apscheduler']}, SQLAlchemy {info['sqlalchemy']}, "
+        f"psycopg {info['psycopg']}; dynoclock at {info['git_head']}{dirty}"
+    )
+    print(f"date {info['date']}, load average at start: {load}{busy}")
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 1,000 values is the 990th smallest)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(values: Sequence[float]) -> dict[str, float | int]:
+    """n, median, p99 (nearest rank), max (and min, mean) of a list of figures; NaN when empty."""
+    if not values:
+        return {"n": 0, "median": math.nan, "p99": math.nan, "max": math.nan, "min": math.nan, "mean": math.nan}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "p99": percentile(values, 99),
+        "max": max(values),
+        "min": min(values),
+        "mean": sum(values) / len(values),
+    }
+
+
+def fmt(value: float | int | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+@dataclass
+class Target:
+    """A target from the issue: ``value <= limit``; printed next to the figure, never asserted."""
+
+    limit: float
+    unit: str = "ms"
+
+    def text(self) -> str:
+        return f"<= {self.limit:g} {self.unit}"
+
+    def met(self, value: float | int | None) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "?"
+        return "yes" if value <= self.limit else "NO"
+
+
+# ---- tables and JSON ------------------------------------------------------------------------------
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def _clean(value: Any) -> Any:
+    """NaN is not JSON: write null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(_clean(payload), indent=2, default=str) + "\n")
+    print(f"\nwrote {path}")
+
+
+# ---- state stores -----------------------------------------------------------------------------
+
+
+@dataclass
+class Store:
+    """A fresh state database for one clock run: an SQLite file or a Postgres schema of its own."""
+
+    kind: str  # sqlite | postgres
+    url: str
+
+
+@contextlib.contextmanager
+def fresh_store(kind: str, workdir: Path, pg_url: str = DEFAULT_PG) -> Iterator[Store]:
+    """An empty state database; a Postgres schema ``bench_<random>`` is dropped afterwards."""
+    if kind == "sqlite":
+        path = workdir / f"state-{uuid.uuid4().hex[:8]}.db"
+        yield Store("sqlite", f"sqlite:///{path}")
+        return
+    import sqlalchemy as sa
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(_psycopg(pg_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in pg_url else "?"
+        yield Store("postgres", f"{pg_url}{sep}options=-csearch_path%3D{schema}")
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+def _psycopg(url: str) -> str:
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def postgres_version(pg_url: str) -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_psycopg(pg_url))
+    try:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("SHOW server_version").scalar())
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__})"
+    finally:
+        engine.dispose()
+
+
+def ledger_rows(url: str) -> list[dict[str, Any]]:
+    """Every row of clock_runs, through the product's own table definition."""
+    import sqlalchemy as sa
+
+    from dynoclock.ledger import Ledger, runs
+
+    ledger = Ledger(url)
+    try:
+        with ledger.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(sa.select(runs))]
+    finally:
+        ledger.engine.dispose()
+
+
+def ms_between(later: datetime | None, earlier: datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return (later - earlier).total_seconds() * 1000
+
+
+# ---- processes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A child process whose stdout is read line by line in a thread (so it never blocks on a full pipe)."""
+
+    popen: subprocess.Popen[str]
+    spawned: float  # time.monotonic() just before the spawn
+    log_path: Path
+    on_line: Callable[[str, float], None] | None = None
+    marks: dict[str, float] = field(default_factory=dict)  # first monotonic time a marker was seen
+    markers: tuple[str, ...] = ()
+    lines: int = 0
+    _reader: threading.Thread | None = None
+    _seen: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        with self.log_path.open("w") as log:
+            for line in self.popen.stdout:
+                now = time.monotonic()
+                log.write(line)
+                self.lines += 1
+                if self.on_line is not None:
+                    self.on_line(line, now)
+                for marker in self.markers:
+                    if marker not in self.marks and marker in line:
+                        with self._seen:
+                            self.marks[marker] = now
+                            self._seen.notify_all()
+        with self._seen:
+            self._seen.notify_all()
+
+    def wait_for(self, marker: str, timeout: float) -> float | None:
+        """Seconds from the spawn to the first line containing ``marker``; None on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while marker not in self.marks:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.popen.poll() is not None and self._reader_done()):
+                    return None
+                self._seen.wait(min(left, 0.05))
+            return self.marks[marker] - self.spawned
+
+    def since_spawn(self, marker: str) -> float | None:
+        return self.marks[marker] - self.spawned if marker in self.marks else None
+
+    def _reader_done(self) -> bool:
+        return self._reader is None or not self._reader.is_alive()
+
+    def stop(self, timeout: float = 40.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        if self._reader is not None:
+            self._reader.join(5)
+        return self.popen.returncode
+
+
+def spawn(
+    argv: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    markers: Sequence[str] = (),
+    on_line: Callable[[str, float], None] | None = None,
+) -> Proc:
+    """Start ``argv`` with cwd = the repo; stderr goes to ``<log>.err``."""
+    child_env = {k: v for k, v in os.environ.items() if k not in ("DYNO", "CLOCK_SCHEDULE")}
+    child_env |= {"PYTHONUNBUFFERED": "1", "LOG_FORMAT": "logfmt"} | (env or {})
+    err = log_path.with_suffix(".err").open("w")
+    spawned = time.monotonic()
+    popen = subprocess.Popen(
+        list(argv), cwd=REPO, env=child_env, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1
+    )
+    err.close()
+    proc = Proc(popen, spawned, log_path, on_line=on_line, markers=tuple(markers))
+    proc._reader = threading.Thread(target=proc._read, name=f"read-{popen.pid}", daemon=True)
+    proc._reader.start()
+    return proc
+
+
+def clock_argv(schedule: Path, *extra: str) -> list[str]:
+    return [PYTHON, str(REPO / "clock.py"), *extra, "-c", str(schedule)]
+
+
+def plain_argv(*args: str) -> list[str]:
+    return [PYTHON, "-m", "bench.plain_apscheduler", *args]
+
+
+def stderr_tail(proc: Proc, lines: int = 5) -> str:
+    path = proc.log_path.with_suffix(".err")
+    try:
+        return "\n".join(path.read_text().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def ready_marker() -> tuple[str, str]:
+    """The log event that says the scheduler runs, and a note when this clock has none yet.
+
+    ``clock.ready`` is emitted once APScheduler has started; a clock without it is timed to ``clock.start``
+    (emitted before the ledger schema, the lease and the scheduler start, so an underestimate).
+    """
+    daemon = (REPO / "dynoclock" / "daemon.py").read_text()
+    if "clock.ready" in daemon:
+        return READY, ""
+    return START, "this clock prints no clock.ready: time-to-ready measured to clock.start (an underestimate)"
+
+
+# ---- /proc --------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads, dead ones too), in seconds (resolution 1/CLK_TCK)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def thread_cpu_ns(pid: int) -> int:
+    """On-CPU nanoseconds summed over the live threads (/proc/PID/task/*/schedstat): finer than utime+stime."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches summed over the live threads: each wakeup counts."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmHWM (peak RSS) and VmRSS from /proc/PID/status, in MB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(line.split()[1]) / 1024
+    return out
+
+
+def thread_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+@contextlib.contextmanager
+def workdir(keep: bool = False) -> Iterator[Path]:
+    """A temp directory for schedules, state files and logs (kept with --keep)."""
+    path = Path(tempfile.mkdtemp(prefix="dynoclock-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path}")
+        else:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,181 @@
+"""Footprint: peak RSS with 10,000 jobs loaded, and CPU used over 60 s with nothing due.
+
+The schedule has 10,000 jobs of mixed triggers none of which is due before 2035 (``start:`` on cron and
+every jobs, ``at`` in 2035-2036). From the ready line, the clock is left alone for 60 s; then:
+- peak RSS = VmHWM from /proc/PID/status (includes start-up);
+- CPU seconds = utime + stime from /proc/PID/stat (all threads, resolution 1/CLK_TCK = 10 ms), over the 60 s;
+- also the on-CPU time of the live threads (/proc/PID/task/*/schedstat, ns) and their context switches
+  (wakeups), which show polling that the 10 ms ticks may hide.
+The same for a plain APScheduler script holding the same 10,000 jobs (MemoryJobStore).
+
+    .venv/bin/python -m bench.footprint [--jobs 10000] [--duration 60] [--stores sqlite postgres] [--json FILE]
+
+Targets (issue): peak RSS <= 120 MB; CPU <= 0.05 s over the 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common, gen
+
+RSS_TARGET = common.Target(120, "MB")
+CPU_TARGET = common.Target(0.05, "s")
+
+
+def per_minute(cpu_s: float, duration: float) -> float:
+    """The target is per 60 s: a shorter run (--duration) is scaled to it."""
+    return cpu_s * 60.0 / duration
+
+
+def sample(pid: int) -> dict[str, float]:
+    return {
+        "cpu_s": common.cpu_seconds(pid),
+        "thread_cpu_ns": common.thread_cpu_ns(pid),
+        "ctx_switches": common.context_switches(pid),
+    }
+
+
+def idle(proc: common.Proc, duration: float) -> dict[str, Any]:
+    """CPU, wakeups and memory of ``proc`` over ``duration`` seconds from now."""
+    before = sample(proc.pid)
+    time.sleep(duration)
+    after = sample(proc.pid)
+    mem = common.memory_mb(proc.pid)
+    return {
+        "cpu_s": round(after["cpu_s"] - before["cpu_s"], 3),
+        "thread_cpu_s": round((after["thread_cpu_ns"] - before["thread_cpu_ns"]) / 1e9, 4),
+        "wakeups": int(after["ctx_switches"] - before["ctx_switches"]),
+        "peak_rss_mb": round(mem["VmHWM"], 1),
+        "rss_mb": round(mem["VmRSS"], 1),
+        "threads": common.thread_count(proc.pid),
+    }
+
+
+def run_clock(schedule: Path, store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[str, Any]:
+    marker, note = common.ready_marker()
+    with common.fresh_store(store_kind, wd, pg_url) as store:
+        proc = common.spawn(
+            common.clock_argv(schedule),
+            wd / f"footprint-{store_kind}.log",
+            env={"CLOCK_DATABASE_URL": store.url},
+            markers=(marker,),
+        )
+        ready = proc.wait_for(marker, timeout=120)
+        if ready is None:
+            proc.stop()
+            return {"label": f"dynoclock {store_kind}", "error": common.stderr_tail(proc) or "never ready"}
+        figures = idle(proc, duration)
+        proc.stop()
+        runs = len(common.ledger_rows(store.url))
+    return {
+        "label": f"dynoclock {store_kind}",
+        "subject": "clock",
+        "store": store_kind,
+        "ready_s": ready,
+        "ledger_rows": runs,
+        "note": note,
+        **figures,
+    }
+
+
+def run_plain(schedule: Path, duration: float, wd: Path) -> dict[str, Any]:
+    proc = common.spawn(common.plain_argv("ready", "-c", str(schedule)), wd / "footprint-plain.log", markers=("ready",))
+    ready = proc.wait_for("ready", timeout=120)
+    if ready is None:
+        proc.stop()
+        return {"label": "plain APScheduler", "error": common.stderr_tail(proc) or "never ready"}
+    figures = idle(proc, duration)
+    proc.stop()
+    return {"label": "plain APScheduler (MemoryJobStore)", "subject": "plain", "ready_s": ready, **figures}
+
+
+def print_results(results: list[dict[str, Any]], jobs: int, duration: float) -> None:
+    headers = [
+        "subject",
+        "peak RSS MB",
+        f"({RSS_TARGET.text()})",
+        f"CPU s in {duration:g} s",
+        f"({CPU_TARGET.text()} per 60 s)",
+        "thread CPU s",
+        "wakeups",
+        "threads",
+    ]
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["label"], "ERROR", r["error"][:60], "", "", "", "", ""])
+            continue
+        clock = r["subject"] == "clock"
+        rows.append(
+            [
+                r["label"],
+                common.fmt(r["peak_rss_mb"]),
+                RSS_TARGET.met(r["peak_rss_mb"]) if clock else "-",
+                common.fmt(r["cpu_s"], 2),
+                CPU_TARGET.met(per_minute(r["cpu_s"], duration)) if clock else "-",
+                common.fmt(r["thread_cpu_s"], 4),
+                str(r["wakeups"]),
+                str(r["threads"]),
+            ]
+        )
+    common.print_table(f"Footprint: {jobs} jobs loaded, nothing due, {duration:g} s after ready", headers, rows)
+    print("CPU s: utime+stime of all threads (10 ms ticks); thread CPU s: schedstat of live threads (ns);")
+    print("wakeups: context switches of live threads over the interval.")
+    for r in results:
+        if r.get("ledger_rows"):
+            print(f"warning: {r['label']}: {r['ledger_rows']} runs happened although nothing was due")
+        if r.get("note"):
+            print(f"note: {r['note']}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = common.machine()
+    common.print_machine(info)
+    results = []
+    with common.workdir(args.keep) as wd:
+        schedule = gen.mixed(wd / f"far-{args.jobs}.yaml", args.jobs, far_future=True)
+        for store in args.stores:
+            print(f"  dynoclock {store}: {args.jobs} jobs, {args.duration:g} s idle ...", flush=True)
+            results.append(run_clock(schedule, store, args.duration, wd, args.pg_url))
+        print(f"  plain APScheduler: {args.jobs} jobs, {args.duration:g} s idle ...", flush=True)
+        results.append(run_plain(schedule, args.duration, wd))
+    for r in results:
+        if r.get("subject") == "clock":
+            r["targets_met"] = {
+                "peak_rss": RSS_TARGET.met(r["peak_rss_mb"]) == "yes",
+                "idle_cpu": CPU_TARGET.met(per_minute(r["cpu_s"], args.duration)) == "yes",
+            }
+    print_results(results, args.jobs, args.duration)
+    payload = {
+        "benchmark": "footprint",
+        "machine": info,
+        "jobs": args.jobs,
+        "duration_s": args.duration,
+        "targets": {"peak_rss_mb": RSS_TARGET.limit, "idle_cpu_s": CPU_TARGET.limit},
+        "results": results,
+    }
+    common.write_json(args.json, payload)
+    return payload
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.footprint", description=__doc__.split("\n\n")[0])
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--duration", type=float, default=60.0, help="idle seconds measured after ready (default 60)")
+    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    p.add_argument("--pg-url", default=common.DEFAULT_PG)
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--json", default=None, metavar="PATH")
+    return p
+
+
+def main() -> None:
+    run(parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Ledger cost: claim() + started() + finished() of one run, in-process, on SQLite and on Postgres.
+
+``dynoclock.ledger.Ledger`` on a fresh store (SQLite temp file; Postgres schema of its own), N rounds
+after a warm-up, each round a new run of one job: median / p99 / max per round and per call, in ms.
+Beside it, what a plain APScheduler pays to persist one fire with ``SQLAlchemyJobStore`` on the same
+database (``update_job``: one UPDATE and commit per fire, done in the scheduler's loop; the default
+MemoryJobStore persists nothing), and floors: a ``SELECT 1`` through the ledger's engine (whose pool
+pre-pings each checkout) and through a pool without pre-ping (one round trip).
+
+    .venv/bin/python -m bench.ledger_cost [--rounds 500] [--stores sqlite postgres] [--json FILE]
+
+Target (issue): median <= 2 ms per run on Postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench import common
+
+TARGET = common.Target(2.0)
+WARMUP = 20
+
+
+def timed(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1000
+
+
+def ledger_rounds(url: str, rounds: int) -> dict[str, list[float]]:
+    """Per round: claim, started, finished, and their sum (ms)."""
+    from dynoclock.ledger import Ledger
+
+    ledger = Ledger(url)
+    ledger.ensure_schema()
+    base = datetime(2030, 1, 1, tzinfo=UTC)
+    bare = sa.create_engine(ledger.engine.url)  # the same database, without the pool's pre-ping
+    out: dict[str, list[float]] = {
+        "round": [],
+        "claim": [],
+        "started": [],
+        "finished": [],
+        "select_1": [],
+        "round_trip": [],
+    }
+    try:
+        for i in range(WARMUP + rounds):
+            run_id = uuid.uuid4().hex
+            slot = base + timedelta(seconds=i)
+            claim = timed(partial(ledger.claim, run_id, "bench-ledger", slot, "bench"))
+            started = timed(partial(ledger.started, run_id, 1, "bench"))
+            finished = timed(partial(ledger.finished, run_id, "ok", None, 20))
+            floor = timed(partial(_select_1, ledger.engine))
+            round_trip = timed(partial(_select_1, bare))
+            if i >= WARMUP:
+                for key, value in (("claim", claim), ("started", started), ("finished", finished)):
+                    out[key].append(value)
+                out["round"].append(claim + started + finished)
+                out["select_1"].append(floor)
+                out["round_trip"].append(round_trip)
+    finally:
+        ledger.engine.dispose()
+        bare.dispose()
+    return out
+
+
+def _select_1(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1").scalar()
+
+
+def jobstore_rounds(url: str, rounds: int) -> list[float]:
+    """APScheduler's per-fire persistence: SQLAlchemyJobStore.update_job after moving next_run_time."""
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    store = SQLAlchemyJobStore(engine=engine)
+    sched = BackgroundScheduler(jobstores={"default": store}, timezone=UTC)
+    sched.start(paused=True)
+    try:
+        job = sched.add_job("bench.jobs:noop", "interval", hours=1, id="bench-jobstore")
+        base = datetime(2030, 1, 1, tzinfo=UTC)
+        times = []
+        for i in range(WARMUP + rounds):
+            job._modify(next_run_time=base + timedelta(seconds=i))
+            elapsed = timed(partial(store.update_job, job))
+            if i >= WARMUP:
+                times.append(elapsed)
+        return times
+    finally:
+        sched.shutdown(wait=False)
+        engine.dispose()
+
+
+def measure(kind: str, rounds: int, wd: Path, pg_url: str) -> list[dict[str, Any]]:
+    with common.fresh_store(kind, wd, pg_url) as store:
+        print(f"  {kind}: ledger x{rounds} ...", flush=True)
+        ledger = ledger_rounds(store.url, rounds)
+    with common.fresh_store(kind, wd, pg_url) as store:
+        print(f"  {kind}: SQLAlchemyJobStore x{rounds} ...", flush=True)
+        jobstore = jobstore_rounds(store.url, rounds)
+    rows = [
+        {
+            "label": f"dynoclock {kind}: claim+started+finished",
+            "store": kind,
+            "subject": "clock",
+            "stats": common.summary(ledger["round"]),
+        }
+    ]
+    for key in ("claim", "started", "finished"):
+        rows.append(
+            {
+                "label": f"  dynoclock {kind}: {key}()",
+                "store": kind,
+                "subject": "clock-part",
+                "stats": common.summary(ledger[key]),
+            }
+        )
+    rows.append(
+        {
+            "label": f"plain APScheduler {kind}: SQLAlchemyJobStore.update_job",
+            "store": kind,
+            "subject": "plain",
+            "stats": common.summary(jobstore),
+        }
+    )
+    rows.append(
+        {
+            "label": f"floor {kind}: SELECT 1 via the ledger's engine (pre-ping on)",
+            "store": kind,
+            "subject": "floor",
+            "stats": common.summary(ledger["select_1"]),
+        }
+    )
+    rows.append(
+        {
+            "label": f"floor {kind}: SELECT 1, pool without pre-ping",
+            "store": kind,
+            "subject": "floor",
+            "stats": common.summary(ledger["round_trip"]),
+        }
+    )
+    return rows
+
+
+def print_results(rows: list[dict[str, Any]], rounds: int) -> None:
+    headers = ["measure", "median ms", "p99 ms", "max ms", "target", "met"]
+    table = []
+    for r in rows:
+        s = r["stats"]
+        targeted = r["subject"] == "clock" and r["store"] == "postgres"
+        table.append(
+            [
+                r["label"],
+                common.fmt(s["median"], 3),
+                common.fmt(s["p99"], 3),
+                common.fmt(s["max"], 3),
+                TARGET.text() + " (median)" if targeted else "-",
+                TARGET.met(s["median"]) if targeted else "-",
+            ]
+        )
+    common.print_table(f"Ledger cost per run, {rounds} rounds (after {WARMUP} warm-up), in-process", headers, table)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = common.machine()
+    common.print_machine(info)
+    if "postgres" in args.stores:
+        info["postgres"] = common.postgres_version(args.pg_url)
+    rows: list[dict[str, Any]] = []
+    with common.workdir(args.keep) as wd:
+        for kind in args.stores:
+            rows += measure(kind, args.rounds, wd, args.pg_url)
+    for r in rows:
+        if r["subject"] == "clock" and r["store"] == "postgres":
+            r["target_met"] = TARGET.met(r["stats"]["median"]) == "yes"
+    print_results(rows, args.rounds)
+    payload = {
+        "benchmark": "ledger_cost",
+        "machine": info,
+        "rounds": args.rounds,
+        "targets": {"postgres_median_ms": TARGET.limit},
+        "results": rows,
+    }
+    common.write_json(args.json, payload)
+    return payload
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.ledger_cost", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=500)
+    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    p.add_argument("--pg-url", default=common.DEFAULT_PG)
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--json", default=None, metavar="PATH")
+    return p
+
+
+def main() -> None:
+    run(parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()

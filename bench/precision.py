@@ -1,0 +1,142 @@
+"""Precision: one ``every: 1s`` job for 60 s; lateness of each run = started_at - scheduled_for (ledger).
+
+Only runs with reason=schedule count (not a catch-up the clock may run at start).
+
+Beside it, a plain APScheduler BlockingScheduler script with ``IntervalTrigger(seconds=1)``
+(lateness = the job's start - its scheduled run time).
+
+    .venv/bin/python -m bench.precision [--duration 60] [--stores sqlite postgres] [--json FILE]
+
+Target (issue): p99 lateness <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common, gen
+
+TARGET = common.Target(5)
+
+
+def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[str, Any]:
+    marker, note = common.ready_marker()
+    with common.fresh_store(store_kind, wd, pg_url) as store:
+        schedule = gen.precision(wd / f"precision-{store_kind}.yaml")
+        proc = common.spawn(
+            common.clock_argv(schedule),
+            wd / f"precision-{store_kind}.log",
+            env={"CLOCK_DATABASE_URL": store.url},
+            markers=(marker,),
+        )
+        ready = proc.wait_for(marker, timeout=60)
+        time.sleep(duration)
+        exit_code = proc.stop()
+        rows = common.ledger_rows(store.url)
+    # Only slots the scheduler fired: a catch-up at start (reason=catch_up) is late by design.
+    timed = [r for r in rows if r["started_at"] and r["reason"] == "schedule"]
+    lateness = [common.ms_between(r["started_at"], r["scheduled_for"]) for r in timed]
+    return {
+        "subject": "clock",
+        "store": store_kind,
+        "label": f"dynoclock {store_kind}",
+        "lateness_ms": [round(x, 3) for x in lateness if x is not None],
+        "statuses": {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
+        "excluded_not_scheduled": len(rows) - len(timed),
+        "ready_s": ready,
+        "ready_marker": marker,
+        "note": note,
+        "exit_code": exit_code,
+    }
+
+
+def run_plain(duration: float, wd: Path) -> dict[str, Any]:
+    out = wd / "plain-precision.json"
+    proc = common.spawn(
+        common.plain_argv("precision", "--duration", str(duration), "--out", str(out)),
+        out.with_suffix(".log"),
+        markers=("ready",),
+    )
+    ready = proc.wait_for("ready", timeout=60)
+    proc.popen.wait(duration + 60)
+    empty = {"lateness_ms": [], "missed": 0, "errors": 0}
+    data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else empty
+    return {
+        "subject": "plain",
+        "store": "memory",
+        "label": "plain APScheduler, IntervalTrigger(seconds=1)",
+        "lateness_ms": [round(x, 3) for x in data["lateness_ms"]],
+        "missed": data["missed"],
+        "errors": data["errors"],
+        "ready_s": ready,
+        "exit_code": proc.popen.returncode,
+    }
+
+
+def print_results(results: list[dict[str, Any]], duration: float) -> None:
+    headers = ["subject", "runs", "median ms", "p99 ms", "max ms", "target p99", "met"]
+    rows = []
+    for r in results:
+        s = r["lateness"]
+        rows.append(
+            [
+                r["label"],
+                str(s["n"]),
+                common.fmt(s["median"], 2),
+                common.fmt(s["p99"], 2),
+                common.fmt(s["max"], 2),
+                TARGET.text(),
+                TARGET.met(s["p99"]),
+            ]
+        )
+    common.print_table(f"Precision: one every-1s job for {duration:g} s", headers, rows)
+    for r in results:
+        if r.get("note"):
+            print(f"note: {r['note']}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = common.machine()
+    common.print_machine(info)
+    results = []
+    with common.workdir(args.keep) as wd:
+        for store in args.stores:
+            print(f"  dynoclock {store}: {args.duration:g} s ...", flush=True)
+            results.append(run_clock(store, args.duration, wd, args.pg_url))
+        print(f"  plain APScheduler: {args.duration:g} s ...", flush=True)
+        results.append(run_plain(args.duration, wd))
+    for r in results:
+        r["lateness"] = common.summary(r["lateness_ms"])
+        r["target_met"] = TARGET.met(r["lateness"]["p99"]) == "yes"
+    print_results(results, args.duration)
+    payload = {
+        "benchmark": "precision",
+        "machine": info,
+        "duration_s": args.duration,
+        "targets": {"p99_ms": TARGET.limit},
+        "results": results,
+    }
+    common.write_json(args.json, payload)
+    return payload
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.precision", description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of running after ready (default 60)")
+    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    p.add_argument("--pg-url", default=common.DEFAULT_PG)
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--json", default=None, metavar="PATH")
+    return p
+
+
+def main() -> None:
+    run(parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Start-up: ``clock.py check`` and time-to-ready with 1,000 and 10,000 jobs of mixed triggers.
+
+- check: wall time of ``python clock.py check -c FILE`` (process spawn to exit).
+- ready: from the spawn of ``python clock.py -c FILE`` (fresh state database) to its first stdout line
+  with ``event=clock.ready`` (or ``event=clock.start`` on a clock that has no clock.ready; said in the output).
+- plain APScheduler: ``bench.plain_apscheduler load`` (yaml.safe_load + build every trigger, exit) as the
+  analog of check, and ``... ready`` (add every job, start, EVENT_SCHEDULER_STARTED) as time-to-ready.
+- floor: ``python -c pass``, the interpreter's own start.
+
+    .venv/bin/python -m bench.startup [--jobs 1000 10000] [--repeat 5] [--json FILE]
+
+Targets (issue): 10,000 jobs ready in <= 2 s; check <= 1.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common, gen
+
+READY_TARGET = common.Target(2.0, "s")
+CHECK_TARGET = common.Target(1.5, "s")
+
+
+def wall(argv: list[str]) -> tuple[float, int, str]:
+    """Seconds from spawn to exit, the exit code, and stderr's tail."""
+    start = time.monotonic()
+    done = subprocess.run(argv, cwd=common.REPO, capture_output=True, text=True, timeout=300, check=False)
+    return time.monotonic() - start, done.returncode, done.stderr[-500:]
+
+
+def time_command(argv: list[str], repeat: int) -> dict[str, Any]:
+    times, codes, errors = [], [], []
+    for _ in range(repeat):
+        seconds, code, err = wall(argv)
+        times.append(seconds)
+        codes.append(code)
+        if code:
+            errors.append(err)
+    return {"seconds": times, "exit_codes": codes, "errors": errors[:1]}
+
+
+def clock_ready(schedule: Path, store_kind: str, wd: Path, pg_url: str, tag: str) -> dict[str, Any]:
+    """One start of the clock on a fresh store: seconds to clock.start and to ready."""
+    marker, note = common.ready_marker()
+    with common.fresh_store(store_kind, wd, pg_url) as store:
+        proc = common.spawn(
+            common.clock_argv(schedule),
+            wd / f"ready-{tag}.log",
+            env={"CLOCK_DATABASE_URL": store.url},
+            markers=(marker, common.START),
+        )
+        ready = proc.wait_for(marker, timeout=120)
+        start = proc.since_spawn(common.START)
+        code = proc.stop()
+    return {
+        "ready_s": ready,
+        "start_event_s": start,
+        "marker": marker,
+        "note": note,
+        "exit_code": code,
+        "stderr": common.stderr_tail(proc) if ready is None else "",
+    }
+
+
+def plain_ready(schedule: Path, wd: Path, tag: str) -> dict[str, Any]:
+    proc = common.spawn(
+        common.plain_argv("ready", "-c", str(schedule)), wd / f"plain-ready-{tag}.log", markers=("ready",)
+    )
+    ready = proc.wait_for("ready", timeout=120)
+    proc.stop()
+    return {"ready_s": ready, "stderr": common.stderr_tail(proc) if ready is None else ""}
+
+
+def measure(jobs: int, args: argparse.Namespace, wd: Path) -> list[dict[str, Any]]:
+    schedule = gen.mixed(wd / f"mixed-{jobs}.yaml", jobs)
+    out: list[dict[str, Any]] = []
+    print(f"  {jobs} jobs: check x{args.repeat} ...", flush=True)
+    out.append(
+        {
+            "what": "check",
+            "subject": "clock",
+            "jobs": jobs,
+            "label": "dynoclock: clock.py check",
+            **time_command(common.clock_argv(schedule, "check"), args.repeat),
+        }
+    )
+    out.append(
+        {
+            "what": "check",
+            "subject": "plain",
+            "jobs": jobs,
+            "label": "plain: yaml.safe_load + build triggers, exit",
+            **time_command(common.plain_argv("load", "-c", str(schedule)), args.repeat),
+        }
+    )
+    out.append(
+        {
+            "what": "check",
+            "subject": "plain",
+            "jobs": jobs,
+            "label": "plain: same, with yaml.CSafeLoader (libyaml)",
+            **time_command(common.plain_argv("load", "--c-yaml", "-c", str(schedule)), args.repeat),
+        }
+    )
+    for store in args.stores:
+        print(f"  {jobs} jobs: ready on {store} x{args.repeat} ...", flush=True)
+        runs = [clock_ready(schedule, store, wd, args.pg_url, f"{jobs}-{store}-{i}") for i in range(args.repeat)]
+        out.append(
+            {
+                "what": "ready",
+                "subject": "clock",
+                "jobs": jobs,
+                "store": store,
+                "label": f"dynoclock {store}: spawn -> {runs[0]['marker'].split('=')[1]}",
+                "seconds": [r["ready_s"] for r in runs if r["ready_s"] is not None],
+                "start_event_s": common.summary([r["start_event_s"] for r in runs if r["start_event_s"]]),
+                "note": runs[0]["note"],
+                "failures": [r for r in runs if r["ready_s"] is None][:1],
+            }
+        )
+    print(f"  {jobs} jobs: plain ready x{args.repeat} ...", flush=True)
+    runs = [plain_ready(schedule, wd, f"{jobs}-{i}") for i in range(args.repeat)]
+    out.append(
+        {
+            "what": "ready",
+            "subject": "plain",
+            "jobs": jobs,
+            "label": "plain: spawn -> EVENT_SCHEDULER_STARTED",
+            "seconds": [r["ready_s"] for r in runs if r["ready_s"] is not None],
+            "failures": [r for r in runs if r["ready_s"] is None][:1],
+        }
+    )
+    return out
+
+
+def target_for(row: dict[str, Any]) -> common.Target | None:
+    if row["subject"] != "clock" or row["what"] == "floor":
+        return None
+    return CHECK_TARGET if row["what"] == "check" else READY_TARGET if row["jobs"] >= 10_000 else None
+
+
+def print_results(rows: list[dict[str, Any]], repeat: int) -> None:
+    headers = ["jobs", "measure", "median s", "p99 s", "max s", "target", "met"]
+    table = []
+    for r in rows:
+        s = r["stats"]
+        target = target_for(r)
+        table.append(
+            [
+                str(r["jobs"]),
+                r["label"],
+                common.fmt(s["median"], 3),
+                common.fmt(s["p99"], 3),
+                common.fmt(s["max"], 3),
+                target.text() if target else "-",
+                target.met(s["median"]) if target else "-",
+            ]
+        )
+    common.print_table(f"Start-up, {repeat} repetitions each (met: on the median)", headers, table)
+    for r in rows:
+        if r.get("note"):
+            print(f"note: {r['note']}")
+            break
+    for r in rows:
+        if r.get("errors") or r.get("failures"):
+            print(f"problem in {r['label']} ({r['jobs']} jobs): {r.get('errors') or r.get('failures')}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = common.machine()
+    common.print_machine(info)
+    rows: list[dict[str, Any]] = []
+    with common.workdir(args.keep) as wd:
+        rows.append(
+            {
+                "what": "floor",
+                "subject": "python",
+                "jobs": 0,
+                "label": "floor: python -c pass",
+                **time_command([common.PYTHON, "-c", "pass"], args.repeat),
+            }
+        )
+        for jobs in args.jobs:
+            rows += measure(jobs, args, wd)
+    for r in rows:
+        r["stats"] = common.summary(r["seconds"])
+        target = target_for(r)
+        if target is not None:
+            r["target"] = target.text()
+            r["target_met"] = target.met(r["stats"]["median"]) == "yes"
+    print_results(rows, args.repeat)
+    payload = {
+        "benchmark": "startup",
+        "machine": info,
+        "repeat": args.repeat,
+        "targets": {"ready_10k_s": READY_TARGET.limit, "check_s": CHECK_TARGET.limit},
+        "results": rows,
+    }
+    common.write_json(args.json, payload)
+    return payload
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.startup", description=__doc__.split("\n\n")[0])
+    p.add_argument("--jobs", nargs="+", type=int, default=[1000, 10000])
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    p.add_argument("--pg-url", default=common.DEFAULT_PG)
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--json", default=None, metavar="PATH")
+    return p
+
+
+def main() -> None:
+    run(parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()
