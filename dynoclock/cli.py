@@ -162,6 +162,8 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     outcome = runner.execute(job, datetime.now(UTC), retries=False, reason="manual")
+    if runner.recorder is not None:
+        runner.recorder.flush(timeout=10.0)
     runner.notifier.flush(timeout=10.0)
     print(  # the run's text may quote a secret (an error page echoing a header): mask it as the log does
         redact(

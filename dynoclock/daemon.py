@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -28,6 +29,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from . import db
 from .config import Job, Schedule
+from .dispatch import LEAD, Dispatcher
 from .leader import Leadership
 from .ledger import Ledger, clock_id, state_url
 from .logs import EventLog, log, redact
@@ -42,7 +44,10 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]
         self.since = since  # slots up to here belong to the catch-up at start
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        return self.job.next_after(previous_fire_time or self.since)
+        # Fire LEAD ahead of each slot, so that its claim is done when the slot comes.
+        previous_slot = previous_fire_time + LEAD if previous_fire_time else self.since
+        slot = self.job.next_after(previous_slot)
+        return None if slot is None else slot - LEAD
 
     def __str__(self) -> str:
         return self.job.describe()
@@ -51,13 +56,13 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]
 class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
     """Hands every due slot to the Runner, which starts it in its own thread without blocking the loop."""
 
-    def __init__(self, runner: Runner):
+    def __init__(self, dispatcher: Dispatcher):
         super().__init__()
-        self.runner = runner
+        self.dispatcher = dispatcher
 
     def submit_job(self, job: Any, run_times: list[datetime]) -> None:
         for run_time in run_times:  # several when the loop itself was late: each slot runs
-            self.runner.submit(job.id, run_time)
+            self.dispatcher.due(job.id, run_time + LEAD)
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:  # pragma: no cover - unused
         raise NotImplementedError
@@ -80,7 +85,8 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     runner = Runner(schedule, events, me, ledger, is_leader=lambda: leadership is not None and leadership.is_leader())
     leadership = Leadership(schedule, ledger, runner, events, me)
     since = datetime.now(UTC)
-    scheduler = BlockingScheduler(timezone=UTC, executors={"default": RunnerExecutor(runner)})
+    dispatcher = Dispatcher(runner)
+    scheduler = BlockingScheduler(timezone=UTC, executors={"default": RunnerExecutor(dispatcher)})
     jobs = [job for job in schedule.jobs.values() if job.enabled and job.action is not None]
     for job in jobs:
         scheduler.add_job(
@@ -100,12 +106,25 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
     if stop.first_signal is None:
         scheduler.start()  # blocks until a signal shuts the scheduler down
+    first = stop.first_signal or time.monotonic()
     grace = schedule.shutdown_grace.total_seconds()
-    runner.drain(deadline=(stop.first_signal or time.monotonic()) + grace)
-    leadership.forget()
-    runner.notifier.flush(timeout=1.0)  # last pings and alerts, within Heroku's 30 s
+    runner.drain(deadline=first + grace)
+    # What is left is bounded so that the clock exits before Heroku's SIGKILL (30 s after the first
+    # signal with the default grace), even if the database or a webhook does not answer.
+    end = first + grace + STOP_GRACE + 1.5
+    if runner.recorder is not None:
+        runner.recorder.flush(timeout=max(0.0, end - time.monotonic() - 0.5))
+    _bounded(leadership.forget, timeout=max(0.0, min(0.5, end - time.monotonic())))
+    runner.notifier.flush(timeout=max(0.0, end - time.monotonic()))
     events.emit("clock.stop", clock=me, after_signal_s=round(time.monotonic() - (stop.first_signal or 0), 1))
     return 0
+
+
+def _bounded(task: Callable[[], None], timeout: float) -> None:
+    """Run ``task`` in a daemon thread and wait at most ``timeout`` for it."""
+    thread = threading.Thread(target=task, daemon=True)
+    thread.start()
+    thread.join(timeout)
 
 
 def _unused() -> None:  # pragma: no cover - RunnerExecutor never calls the job function

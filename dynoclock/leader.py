@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from . import catchup
 from .config import Schedule
+from .dispatch import LEAD
 from .lease import FileLease, Lease, PostgresLease
 from .ledger import Controls, Ledger, SchemaTooNew
 from .logs import EventLog, short_error
@@ -118,11 +119,16 @@ class Leadership:
                     return
                 self.leader.set()
                 self._said_standby = False
+                # Until when the previous leader led: read before our own heartbeat moves the mark.
+                led_until = self.ledger.led_until()
                 # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
                 self.ledger.heartbeat(self.clock, "leader", self.started_at)
                 self.events.emit("clock.leader", clock=self.clock, state=self.ledger.location)
                 self._controls()
-                self._catch_up(now or datetime.now(UTC))
+                # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the
+                # catch-up of a takeover reaches LEAD ahead too. At start (``now`` given), the scheduler
+                # has not fired yet and takes every slot after ``now``.
+                self._catch_up(now or datetime.now(UTC) + LEAD, led_until)
                 self._housekeeping()
             elif not self._said_standby:
                 self._said_standby = True
@@ -153,10 +159,9 @@ class Leadership:
             self.events.emit("request.taken", job=job_id, request_id=request_id)
             self.runner.submit(job_id, requested_at, reason="manual")
 
-    def _catch_up(self, now: datetime) -> None:
+    def _catch_up(self, now: datetime, led_until: datetime | None) -> None:
         """Slots that passed while no clock led: run within misfire_grace, record the rest."""
         last = self.ledger.last_slots()
-        led_until = self.ledger.led_until()
         for job in self.schedule.jobs.values():
             if not job.enabled or job.action is None:
                 continue

@@ -140,7 +140,7 @@ class Ledger:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = db.engine_for(url)
+        self.engine = db.engine_for(url, state=True)
         if self.engine.dialect.name not in ("postgresql", "sqlite"):
             raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {self.engine.dialect.name}")
         self.is_postgres = db.is_postgres(self.engine)
@@ -219,6 +219,14 @@ class Ledger:
                 won.update(run_id for (run_id,) in conn.execute(mine))
         return won
 
+    def unclaim(self, run_id: str) -> bool:
+        """Delete a claim that never started (the clock is stopping), so the next leader runs the slot."""
+        with self._tx() as conn:
+            gone = conn.execute(
+                runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed").returning(runs.c.run_id)
+            )
+            return gone.first() is not None
+
     def record(self, job: str, slot: datetime, status: str, clock: str, error: str, reason: str = "schedule") -> bool:
         """A slot that did not run (missed, skipped), recorded unless it already has a row."""
         row = {
@@ -246,6 +254,17 @@ class Ledger:
                 .where(runs.c.run_id == run_id)
                 .values(status=status, error=error or None, duration_ms=duration_ms, finished_at=_naive(_now()))
             )
+
+    def update_runs(self, updates: dict[str, dict[str, Any]]) -> None:
+        """Apply many row updates (run id -> column values) in one transaction, one statement per shape."""
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for run_id, values in updates.items():
+            row = {k: _naive(v) if isinstance(v, datetime) else v for k, v in values.items()}
+            shapes.setdefault(tuple(sorted(row)), []).append({"rid": run_id, **row})
+        with self._tx() as conn:
+            for columns, rows in shapes.items():
+                stmt = runs.update().where(runs.c.run_id == sa.bindparam("rid"))
+                conn.execute(stmt.values({c: sa.bindparam(c) for c in columns}), rows)
 
     def last_slots(self) -> dict[str, datetime]:
         """Each job's latest scheduled slot with a row (manual runs do not count)."""

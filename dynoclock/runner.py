@@ -26,6 +26,7 @@ from .durations import format_duration
 from .ledger import Ledger, Run
 from .logs import EventLog, log, redact, short_error
 from .notify import Notifier, RunInfo
+from .recorder import Recorder
 from .triggers import jitter_offset
 
 STOP_GRACE = 3.0  # seconds an attempt gets to stop after its cancel hooks ran (SIGTERM, then SIGKILL)
@@ -60,6 +61,7 @@ class Runner:
         self.ledger = ledger  # None: no state (e.g. `run JOB` when the database is down)
         self.is_leader = is_leader  # None: always claim (a single clock, or `run JOB`)
         self.notifier = notifier or Notifier(events)
+        self.recorder = Recorder(ledger, events) if ledger is not None else None
         self._last_final: dict[str, str] = {}  # job id -> status of its last finished run
         self.paused: set[str] = set()  # jobs paused from the status page (the leader refreshes this)
         self.capacity = threading.BoundedSemaphore(schedule.workers)
@@ -71,10 +73,21 @@ class Runner:
 
     # ---- entry points ---------------------------------------------------------------------
 
-    def submit(self, job_id: str, slot: datetime, reason: str = "schedule", reclaimed: Run | None = None) -> None:
-        """Start the run of ``job_id`` for ``slot`` in its own thread (``reclaimed``: a row already taken over)."""
+    def submit(
+        self,
+        job_id: str,
+        slot: datetime,
+        reason: str = "schedule",
+        reclaimed: Run | None = None,
+        claimed_as: str | None = None,
+    ) -> None:
+        """Start the run of ``job_id`` for ``slot`` in its own thread.
+
+        ``claimed_as``: the slot is already claimed under this run id (the dispatcher claims in batches);
+        ``reclaimed``: a dead clock's row taken over to run again.
+        """
         job = self.schedule.jobs[job_id]
-        kwargs = {"reason": reason, "reclaimed": reclaimed}
+        kwargs = {"reason": reason, "reclaimed": reclaimed, "claimed_as": claimed_as}
         thread = threading.Thread(
             target=self.execute, args=(job, slot), kwargs=kwargs, name=f"run-{job_id}", daemon=True
         )
@@ -90,7 +103,7 @@ class Runner:
         def run_in_order() -> None:
             try:
                 for slot in slots:
-                    self._execute(job, slot, True, reason, None)
+                    self._execute(job, slot, True, reason, None, None)
             finally:
                 with self._lock:
                     self._threads.discard(threading.current_thread())
@@ -101,11 +114,17 @@ class Runner:
         thread.start()
 
     def execute(
-        self, job: Job, slot: datetime, retries: bool = True, reason: str = "schedule", reclaimed: Run | None = None
+        self,
+        job: Job,
+        slot: datetime,
+        retries: bool = True,
+        reason: str = "schedule",
+        reclaimed: Run | None = None,
+        claimed_as: str | None = None,
     ) -> Outcome:
         """One run of ``job`` for ``slot``: claim, overlap, jitter, attempts with retries. Returns the last outcome."""
         try:
-            return self._execute(job, slot, retries, reason, reclaimed)
+            return self._execute(job, slot, retries, reason, reclaimed, claimed_as)
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
@@ -134,16 +153,18 @@ class Runner:
 
     # ---- one run ---------------------------------------------------------------------------
 
-    def _execute(self, job: Job, slot: datetime, retries: bool, reason: str, reclaimed: Run | None) -> Outcome:
-        if self.is_leader is not None and not self.is_leader():
+    def _execute(
+        self, job: Job, slot: datetime, retries: bool, reason: str, reclaimed: Run | None, claimed_as: str | None
+    ) -> Outcome:
+        if claimed_as is None and self.is_leader is not None and not self.is_leader():
             return Outcome("standby")  # the leader runs this slot; standbys only keep time
-        run_id = reclaimed.run_id if reclaimed else uuid.uuid4().hex
+        run_id = claimed_as or (reclaimed.run_id if reclaimed else uuid.uuid4().hex)
         fields: dict[str, Any] = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
         if reason != "schedule":
             fields["reason"] = reason
         if self.stopping.is_set():
             return Outcome("interrupted", error="the clock was stopping")  # not claimed: the next leader runs it
-        if self.ledger is not None and reclaimed is None:
+        if self.ledger is not None and reclaimed is None and claimed_as is None:
             claimed = self._claim(job, slot, run_id, reason, fields)
             if claimed is not True:
                 return Outcome("duplicate" if claimed is False else "missed")
@@ -158,9 +179,10 @@ class Runner:
         if running and job.overlap == "replace":
             for ctx in running:
                 ctx.cancel("replaced")
-        delay = jitter_offset(job.id, slot, job.jitter)
-        if delay and self.stopping.wait(max(0.0, (slot + delay - _now()).total_seconds())):
-            return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
+        # Slots are claimed a moment ahead (daemon.LEAD), and jitter delays a start: wait for the start time.
+        start_at = slot + jitter_offset(job.id, slot, job.jitter)
+        if start_at > _now() and self.stopping.wait((start_at - _now()).total_seconds()):
+            return self._release(fields)
         first = reclaimed.attempt + 1 if reclaimed else 1
         tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
         info = RunInfo(job.id, run_id, slot, first, "running")
@@ -194,15 +216,16 @@ class Runner:
     ) -> Outcome:
         while not self.capacity.acquire(timeout=0.25):  # all workers busy: wait, unless stopping
             if self.stopping.is_set():
-                return self._report(
-                    Outcome("interrupted", error="the clock stopped before the run started"), fields, None
-                )
+                if attempt == 1:
+                    return self._release(fields)
+                return self._report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
         try:
             started = _now()
             ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail))
             with self._lock:
                 self._active.setdefault(job.id, []).append(ctx)
-            self._ledger("started", fields, run_id, attempt, self.clock_id)
+            if self.recorder is not None:
+                self.recorder.started(run_id, attempt, self.clock_id, started)
             self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=_ms(started - slot))
             outcome = self._run_action(job, ctx)
             outcome.attempt, outcome.duration = attempt, _now() - started
@@ -256,7 +279,8 @@ class Runner:
 
     def _report(self, outcome: Outcome, fields: dict[str, Any], started: datetime | None) -> Outcome:
         duration = _ms(outcome.duration) if started is not None else None
-        self._ledger("finished", fields, fields["run_id"], outcome.status, outcome.error, duration)
+        if self.recorder is not None:
+            self.recorder.finished(fields["run_id"], outcome.status, outcome.error, duration, _now())
         level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
         extra: dict[str, Any] = {"status": outcome.status}
         if started is not None:
@@ -329,6 +353,17 @@ class Runner:
                     return None
                 delay = min(delay * 2, 10.0)
 
+    def _release(self, fields: dict[str, Any]) -> Outcome:
+        """Stopping before a claimed run started: give the slot back, so the next leader runs it."""
+        if self.ledger is not None:
+            try:
+                if self.ledger.unclaim(fields["run_id"]):
+                    self.events.emit("run.released", **fields, note="the clock stopped before it started")
+                    return Outcome("released")
+            except Exception as exc:
+                self.events.emit("ledger.error", level="warning", operation="unclaim", error=short_error(exc), **fields)
+        return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
+
     def _record_later(self, job: Job, slot: datetime, error: str) -> None:
         """Write a ``missed`` row once the database is back (a bounded number of tries, off every hot path)."""
         ledger = self.ledger
@@ -345,16 +380,6 @@ class Runner:
                     delay = min(delay * 2, 30.0)
 
         threading.Thread(target=record, name=f"record-{job.id}", daemon=True).start()
-
-    def _ledger(self, method: str, fields: dict[str, Any], *args: Any) -> None:
-        """A ledger write that must never break the run: failures are logged and the run goes on."""
-        if self.ledger is None:
-            return
-        try:
-            getattr(self.ledger, method)(*args)
-        except Exception as exc:
-            self.events.emit("ledger.error", level="warning", job=fields["job"], run_id=fields["run_id"],
-                             operation=method, error=short_error(exc))  # fmt: skip
 
 
 def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:

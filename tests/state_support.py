@@ -63,9 +63,10 @@ def schema_url(schema: str, url: str = PG_URL) -> str:
 
 def forget_engine(url: str) -> None:
     """Close the pooled engine the test process made for ``url`` (db.engine_for caches one per URL)."""
-    engine = db._engines.pop(db.normalize_url(url), None)
-    if engine is not None:
-        engine.dispose()
+    for state in (False, True):
+        engine = db._engines.pop((db.normalize_url(url), state), None)
+        if engine is not None:
+            engine.dispose()
 
 
 @pytest.fixture(name="pg_schemas")
