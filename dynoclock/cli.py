@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_once(schedule: Schedule, job_id: str) -> int:
     """``run JOB``: one attempt now, in the foreground; Ctrl-C or SIGTERM stops it."""
-    from .runner import Runner
+    from .runner import Outcome, Runner
 
     job = schedule.jobs.get(job_id)
     if job is None:
@@ -161,7 +161,18 @@ def run_once(schedule: Schedule, job_id: str) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    outcome = runner.execute(job, datetime.now(UTC), retries=False, reason="manual")
+    # In a thread of its own: if the job will not stop (a Python function stuck in C code past its
+    # timeout), the watchdog reports it and this command still ends.
+    result: list[Outcome] = []
+    worker = threading.Thread(
+        target=lambda: result.append(runner.execute(job, datetime.now(UTC), retries=False, reason="manual")),
+        daemon=True,
+    )
+    worker.start()
+    while worker.is_alive() and runner.written_off is None:
+        worker.join(0.1)
+    outcome = result[0] if result else runner.written_off
+    assert outcome is not None
     if runner.recorder is not None:
         runner.recorder.flush(timeout=10.0)
     runner.notifier.flush(timeout=10.0)

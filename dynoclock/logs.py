@@ -46,6 +46,8 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
+        if "://" not in text:  # the common case, and a cheap test: no URL, no password in one
+            return text
         return _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
 
 

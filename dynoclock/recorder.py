@@ -18,6 +18,7 @@ from typing import Any
 from .ledger import Ledger
 from .logs import EventLog, short_error
 
+BATCH_WINDOW = 0.05  # seconds the writer lets updates gather before a commit
 MAX_QUEUED = 100_000  # updates kept while the database is away; older ones are dropped (and said so)
 
 
@@ -57,7 +58,8 @@ class Recorder:
                 self._queue.popleft()
                 self.events.emit("ledger.dropped", level="warning", note="history queue full; oldest update dropped")
             self._queue.append((run_id, values))
-            self._cond.notify_all()
+            if len(self._queue) == 1:  # wake the writer once per batch, not once per update
+                self._cond.notify_all()
 
     def _loop(self) -> None:
         delay = 0.5
@@ -65,6 +67,8 @@ class Recorder:
             with self._cond:
                 while not self._queue:
                     self._cond.wait()
+            time.sleep(BATCH_WINDOW)  # let a burst gather: one commit for many runs
+            with self._cond:
                 batch = list(self._queue)
                 self._queue.clear()
                 self._busy = True

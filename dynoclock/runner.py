@@ -1,16 +1,13 @@
-"""Executes runs: overlap policy, jitter, the worker limit, the enforced timeout, retries, and the log line.
+"""Executes runs: claim, overlap policy, jitter, the enforced timeout, retries, the log line and the record.
 
-Each run gets its own thread, and each attempt another, so the runner can
-always stop waiting: at the timeout it cancels the attempt (the action's hooks
-kill its process or cancel its query; a Python function gets an exception
-raised in its thread) and frees the worker slot even if the attempt cannot be
-stopped, so a hung job never starves the others. All threads are daemons, so
-nothing holds the process past shutdown.
+Runs wait for their start time in a timer heap, then run on the worker pool
+(pool.py), whose watchdog enforces each attempt's timeout and stops cancelled
+ones: a hung job never starves the others and never holds the process past
+shutdown.
 """
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import time
 import uuid
@@ -26,17 +23,18 @@ from .durations import format_duration
 from .ledger import Ledger, Run
 from .logs import EventLog, log, redact, short_error
 from .notify import Notifier, RunInfo
+from .pool import STOP_GRACE, Timer, Watch, Watchdog, WorkerPool
 from .recorder import Recorder
 from .triggers import jitter_offset
 
-STOP_GRACE = 3.0  # seconds an attempt gets to stop after its cancel hooks ran (SIGTERM, then SIGKILL)
+__all__ = ["STOP_GRACE", "Outcome", "Runner"]
 
 
 @dataclass
 class Outcome:
     """How one attempt ended."""
 
-    status: str  # ok | failed | timeout | interrupted | skipped
+    status: str  # ok | failed | timeout | interrupted | skipped (and, unreported: released, abandoned, ...)
     detail: str = ""  # what an ok run reports (status=200, rows=3, exit=0)
     error: str = ""  # why it failed, in the schedule's words
     attempt: int = 1
@@ -64,11 +62,16 @@ class Runner:
         self.recorder = Recorder(ledger, events) if ledger is not None else None
         self._last_final: dict[str, str] = {}  # job id -> status of its last finished run
         self.paused: set[str] = set()  # jobs paused from the status page (the leader refreshes this)
-        self.capacity = threading.BoundedSemaphore(schedule.workers)
         self.stopping = threading.Event()
+        self.pool = WorkerPool(schedule.workers)
+        self.timer = Timer()
+        self.watchdog = Watchdog(self.timer)
+        self.written_off: Outcome | None = None  # the last run whose worker had to be written off
         self._lock = threading.Lock()
         self._active: dict[str, list[RunContext]] = {}  # job id -> its running attempts
-        self._threads: set[threading.Thread] = set()
+        self._pending = 0  # runs submitted and not yet over (waiting, queued or running)
+        self._idle = threading.Condition(self._lock)
+        self._waiting: dict[str, dict[str, Any]] = {}  # claimed runs waiting for their start: run id -> fields
         redact.add(schedule.secrets)
 
     # ---- entry points ---------------------------------------------------------------------
@@ -87,31 +90,49 @@ class Runner:
         ``reclaimed``: a dead clock's row taken over to run again.
         """
         job = self.schedule.jobs[job_id]
-        kwargs = {"reason": reason, "reclaimed": reclaimed, "claimed_as": claimed_as}
-        thread = threading.Thread(
-            target=self.execute, args=(job, slot), kwargs=kwargs, name=f"run-{job_id}", daemon=True
-        )
-        with self._lock:
-            self._threads.add(thread)
-        thread.start()
+        if claimed_as is not None:
+            fields = {"job": job.id, "run_id": claimed_as, "scheduled_for": slot}
+            with self._lock:
+                self._waiting[claimed_as] = fields
+
+        def task() -> None:
+            if claimed_as is not None:
+                with self._lock:
+                    if self._waiting.pop(claimed_as, None) is None:
+                        return  # released at shutdown while it waited
+            self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as)
+
+        self._schedule(task, slot + jitter_offset(job.id, slot, job.jitter))
 
     def submit_in_order(self, job_id: str, slots: list[datetime], reason: str) -> None:
-        """Start the runs of several slots of one job (``catch_up: all``) in one thread, oldest first:
+        """Run several slots of one job (``catch_up: all``) one after another, oldest first:
         started together, all but one would be dropped by ``overlap: skip``."""
         job = self.schedule.jobs[job_id]
 
-        def run_in_order() -> None:
+        def task() -> None:
+            for slot in slots:
+                self.execute(job, slot, reason=reason)
+
+        self._schedule(task, _now())
+
+    def _schedule(self, task: Callable[[], None], start_at: datetime) -> None:
+        """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread."""
+        with self._lock:
+            self._pending += 1
+
+        def counted() -> None:
             try:
-                for slot in slots:
-                    self._execute(job, slot, True, reason, None, None)
+                task()
             finally:
                 with self._lock:
-                    self._threads.discard(threading.current_thread())
+                    self._pending -= 1
+                    self._idle.notify_all()
 
-        thread = threading.Thread(target=run_in_order, name=f"run-{job_id}", daemon=True)
-        with self._lock:
-            self._threads.add(thread)
-        thread.start()
+        delay = (start_at - _now()).total_seconds()
+        if delay > 0.001:
+            self.timer.at(time.monotonic() + delay, lambda: self.pool.submit(counted))
+        else:
+            self.pool.submit(counted)
 
     def execute(
         self,
@@ -123,33 +144,31 @@ class Runner:
         claimed_as: str | None = None,
     ) -> Outcome:
         """One run of ``job`` for ``slot``: claim, overlap, jitter, attempts with retries. Returns the last outcome."""
-        try:
-            return self._execute(job, slot, retries, reason, reclaimed, claimed_as)
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
+        return self._execute(job, slot, retries, reason, reclaimed, claimed_as)
 
     def running_count(self) -> int:
         with self._lock:
             return sum(len(contexts) for contexts in self._active.values())
 
     def drain(self, deadline: float) -> None:
-        """At shutdown: wait for running runs until ``deadline`` (monotonic), then stop what is left."""
+        """At shutdown: release claimed runs still waiting to start, wait for running ones until ``deadline``
+        (monotonic), then stop what is left."""
         self.stopping.set()
-        while time.monotonic() < deadline:
-            with self._lock:
-                threads = list(self._threads)
-            if not threads:
-                return
-            threads[0].join(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
         with self._lock:
+            waiting = list(self._waiting.values())
+            self._waiting.clear()
+        for fields in waiting:
+            self._release(fields)
+        with self._lock:
+            while self._pending and time.monotonic() < deadline:
+                self._idle.wait(min(0.5, max(0.0, deadline - time.monotonic())))
             running = [ctx for contexts in self._active.values() for ctx in contexts]
-            threads = list(self._threads)
         for ctx in running:
             ctx.cancel("shutdown")
         end = time.monotonic() + STOP_GRACE + 0.5
-        for thread in threads:
-            thread.join(timeout=max(0.0, end - time.monotonic()))
+        with self._lock:
+            while self._pending and time.monotonic() < end:
+                self._idle.wait(min(0.1, max(0.0, end - time.monotonic())))
 
     # ---- one run ---------------------------------------------------------------------------
 
@@ -188,6 +207,8 @@ class Runner:
         info = RunInfo(job.id, run_id, slot, first, "running")
         self.notifier.run_started(job.ping, job.ping_style, info)
         outcome = self._attempts(job, slot, run_id, first, retries, fields, tail)
+        if outcome.status == "abandoned":
+            return self.written_off or outcome
         if outcome.status in ("ok", "failed", "timeout"):
             self._notify_finished(job, outcome, info, tail)
         return outcome
@@ -214,66 +235,77 @@ class Runner:
     def _attempt(
         self, job: Job, slot: datetime, run_id: str, attempt: int, fields: dict[str, Any], tail: deque[str]
     ) -> Outcome:
-        while not self.capacity.acquire(timeout=0.25):  # all workers busy: wait, unless stopping
-            if self.stopping.is_set():
-                if attempt == 1:
-                    return self._release(fields)
-                return self._report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
+        if self.stopping.is_set():
+            if attempt == 1:
+                return self._release(fields)
+            return self._report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
+        started = _now()
+        ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail))
+        with self._lock:
+            self._active.setdefault(job.id, []).append(ctx)
+        if self.recorder is not None:
+            self.recorder.started(run_id, attempt, self.clock_id, started)
+        self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=_ms(started - slot))
+        watch = self.watchdog.watch(ctx, lambda w: self._written_off(w, job, fields, attempt, started))
+        outcome = self._run_action(job, ctx, watch)
+        self._forget(ctx)
+        if outcome.status == "abandoned":
+            return outcome  # written off by the watchdog, which reported it
+        outcome.attempt, outcome.duration = attempt, _now() - started
+        return self._report(outcome, fields, started)
+
+    def _run_action(self, job: Job, ctx: RunContext, watch: Watch) -> Outcome:
+        """The action, in this thread; the watchdog may cancel it, interrupt it, or write it off."""
+        detail, error = "", None
         try:
-            started = _now()
-            ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail))
-            with self._lock:
-                self._active.setdefault(job.id, []).append(ctx)
-            if self.recorder is not None:
-                self.recorder.started(run_id, attempt, self.clock_id, started)
-            self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=_ms(started - slot))
-            outcome = self._run_action(job, ctx)
-            outcome.attempt, outcome.duration = attempt, _now() - started
-            with self._lock:
-                self._active[job.id].remove(ctx)
-                if not self._active[job.id]:
-                    del self._active[job.id]
-            return self._report(outcome, fields, started)
-        finally:
-            self.capacity.release()
-
-    def _run_action(self, job: Job, ctx: RunContext) -> Outcome:
-        result: dict[str, Any] = {}
-
-        def target() -> None:
             try:
-                result["detail"] = job.action.run(ctx) or ""
+                detail = job.action.run(ctx) or ""
             except JobFailed as exc:
-                result["error"] = exc
+                error = exc
+            except RunCancelled:
+                error = JobFailed("cancelled")
             except BaseException as exc:  # the job's own bug: report it, never crash the clock
-                result["error"] = JobFailed(f"{type(exc).__name__}: {exc}")
+                error = JobFailed(f"{type(exc).__name__}: {exc}")
             finally:
-                ctx.wake.set()
-
-        thread = threading.Thread(target=target, name=f"job-{job.id}", daemon=True)
-        thread.start()
-        if not ctx.wake.wait(timeout=ctx.remaining):
-            ctx.cancel("timeout")
-        if thread.is_alive() or ctx.cancel_reason:
-            thread.join(timeout=STOP_GRACE / 2)
-            if thread.is_alive() and thread.ident is not None:
-                _raise_in_thread(thread.ident, RunCancelled)  # a pure-Python loop stops here
-                thread.join(timeout=STOP_GRACE / 2)
-            if thread.is_alive():
-                self.events.emit("run.abandoned", level="warning", job=job.id, run_id=ctx.run_id,
-                                 reason="still running after its timeout; its result will be ignored")  # fmt: skip
+                kept = watch.finish()
+        except RunCancelled:  # the watchdog's exception landed just as the action returned
+            kept = watch.finish()
+        if not kept:
+            return Outcome("abandoned")
         if ctx.cancel_reason == "timeout":
             return Outcome("timeout", error=str(JobTimeout(job.timeout)))
         if ctx.cancel_reason == "shutdown":
             return Outcome("interrupted", error="stopped at shutdown")
         if ctx.cancel_reason == "replaced":
             return Outcome("interrupted", error="overlap=replace: a newer run started")
-        if "error" in result:
+        if error is not None:
             # The action may notice its deadline a moment before we do (SQLite's progress handler,
             # Postgres' statement_timeout, an HTTP read timeout): still a timeout, not a failure.
-            status = "timeout" if isinstance(result["error"], JobTimeout) else "failed"
-            return Outcome(status, error=str(result["error"]))
-        return Outcome("ok", detail=str(result.get("detail", "")))
+            return Outcome("timeout" if isinstance(error, JobTimeout) else "failed", error=str(error))
+        return Outcome("ok", detail=str(detail))
+
+    def _written_off(self, watch: Watch, job: Job, fields: dict[str, Any], attempt: int, started: datetime) -> None:
+        """The watchdog gave up on an attempt that would not stop: report it for it, and replace its worker."""
+        reason = watch.ctx.cancel_reason
+        if reason == "timeout":
+            outcome = Outcome("timeout", error=str(JobTimeout(job.timeout)))
+        else:
+            outcome = Outcome("interrupted", error="stopped at shutdown" if reason == "shutdown" else "replaced")
+        outcome.attempt, outcome.duration = attempt, _now() - started
+        self.events.emit("run.abandoned", level="warning", job=job.id, run_id=watch.ctx.run_id,
+                         reason="still running after it was stopped; its result will be ignored")  # fmt: skip
+        self._forget(watch.ctx)
+        self._report(outcome, fields, started)
+        self.written_off = outcome
+        self.pool.write_off(watch.ident)
+
+    def _forget(self, ctx: RunContext) -> None:
+        with self._lock:
+            contexts = self._active.get(ctx.job, [])
+            if ctx in contexts:
+                contexts.remove(ctx)
+            if not contexts:
+                self._active.pop(ctx.job, None)
 
     # ---- reporting -------------------------------------------------------------------------
 
@@ -380,11 +412,6 @@ class Runner:
                     delay = min(delay * 2, 30.0)
 
         threading.Thread(target=record, name=f"record-{job.id}", daemon=True).start()
-
-
-def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
-    """Ask CPython to raise ``exc_type`` in thread ``ident`` at its next bytecode (not inside a C call)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
 def _now() -> datetime:

@@ -30,7 +30,7 @@ class PythonAction:
         """Call the function (inside the Flask app context when ``app`` is set); its return value is logged."""
         func = resolve(self.target)
         kwargs = dict(self.kwargs)
-        if _takes_run(func):
+        if _takes_run(self.target, func):
             kwargs["run"] = ctx
         if self.app is None:
             result = func(*self.args, **kwargs)
@@ -100,8 +100,16 @@ def flask_app(factory: str) -> Any:
         return _cache.setdefault(key, app)
 
 
-def _takes_run(func: Callable[..., Any]) -> bool:
+def _takes_run(target: str, func: Callable[..., Any]) -> bool:
+    """Whether ``func`` has a ``run`` parameter (looked up once per target: inspect is slow)."""
+    key = f"takes_run:{target}"
+    with _cache_lock:
+        if key in _cache:
+            return bool(_cache[key])
     try:
-        return "run" in inspect.signature(func).parameters
+        takes = "run" in inspect.signature(func).parameters
     except (TypeError, ValueError):
-        return False
+        takes = False
+    with _cache_lock:
+        _cache[key] = takes
+    return takes
