@@ -8,6 +8,7 @@ schedule errors (file, line, key path), before any job runs.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -44,6 +45,12 @@ def check_environment(schedule: Schedule, env: Mapping[str, str] | None = None) 
         raise ConfigError(problems)
 
 
+@functools.lru_cache(maxsize=4096)
+def _which(program: str, path: str) -> str | None:
+    """shutil.which, once per (program, PATH): a schedule may name the same program thousands of times."""
+    return shutil.which(program, path=path)
+
+
 def _problem(job: Job, env: Mapping[str, str]) -> str | None:
     action = job.action
     if isinstance(action, PythonAction):
@@ -60,7 +67,7 @@ def _problem(job: Job, env: Mapping[str, str]) -> str | None:
         if os.sep in program:
             if not os.access(os.path.join(cwd, program), os.X_OK):
                 return f"{program!r} is not an executable file"
-        elif shutil.which(program, path={**os.environ, **action.env}.get("PATH")) is None:
+        elif _which(program, action.env.get("PATH", os.environ.get("PATH", ""))) is None:
             return f"{program!r} is not on PATH"
         if action.cwd and not os.path.isdir(action.cwd):
             return f"cwd {action.cwd!r} is not a directory"
