@@ -144,6 +144,7 @@ class Ledger:
         if self.engine.dialect.name not in ("postgresql", "sqlite"):
             raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {self.engine.dialect.name}")
         self.is_postgres = db.is_postgres(self.engine)
+        self._claim_stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.run_id)
 
     @property
     def location(self) -> str:
@@ -211,8 +212,9 @@ class Ledger:
         ]  # fmt: skip
         with self._tx() as conn:
             # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
-            stmt = self._insert(runs).values(rows).on_conflict_do_nothing().returning(runs.c.run_id)
-            won = {run_id for (run_id,) in conn.execute(stmt)}
+            # One statement built once, executed for all rows: SQLAlchemy's insertmanyvalues batches them
+            # into multi-row INSERTs and keeps the compiled form cached (a fresh .values(rows) compiles anew).
+            won = {run_id for (run_id,) in conn.execute(self._claim_stmt, rows)}
             lost = [c.run_id for c in claims if c.run_id not in won]
             if lost:
                 mine = sa.select(runs.c.run_id).where(runs.c.run_id.in_(lost))
