@@ -71,6 +71,7 @@ class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
 def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = None) -> int:
     """Run the schedule until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
     redact.add_from_env()
+    events.write_behind()
     me = clock_id()
     try:
         ledger = Ledger(state or state_url())
@@ -117,6 +118,7 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     _bounded(leadership.forget, timeout=max(0.0, min(0.5, end - time.monotonic())))
     runner.notifier.flush(timeout=max(0.0, end - time.monotonic()))
     events.emit("clock.stop", clock=me, after_signal_s=round(time.monotonic() - (stop.first_signal or 0), 1))
+    events.flush(timeout=1.0)
     return 0
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -63,6 +64,9 @@ class EventLog:
         # Reentrant: a signal handler (a second SIGTERM) may log while the main thread it interrupted
         # holds the lock mid-line; a plain Lock would deadlock the clock there, until SIGKILL.
         self._lock = threading.RLock()
+        self._pending: list[str] | None = None  # set by write_behind(): lines waiting for the writer thread
+        self._writing = False
+        self._cond = threading.Condition(self._lock)
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         record: dict[str, Any] = {
@@ -79,13 +83,48 @@ class EventLog:
                 value = redact(value)
             record[key] = value
         line = json.dumps(record, default=str) if self.fmt == "json" else logfmt(record)
-        stream = self.stream or sys.stdout
         with self._lock:
-            try:
-                stream.write(line + "\n")
-                stream.flush()
-            except (OSError, ValueError):  # stdout closed or its reader gone: logging must not stop the clock
-                pass
+            if self._pending is not None:
+                self._pending.append(line)
+                if len(self._pending) == 1:
+                    self._cond.notify()
+                return
+            self._write([line])
+
+    def write_behind(self) -> None:
+        """From now on, lines are written by a thread of their own, as many per write as are waiting:
+        in a burst of 1,000 runs, 2,000 flushed writes on the workers' path cost more than the runs."""
+        with self._lock:
+            if self._pending is None:
+                self._pending = []
+                threading.Thread(target=self._writer, name="log-writer", daemon=True).start()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until the lines emitted so far are written."""
+        end = time.monotonic() + timeout
+        with self._lock:
+            while (self._pending or self._writing) and time.monotonic() < end:
+                self._cond.wait(0.01)
+
+    def _writer(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._cond.wait()
+                lines, self._pending = self._pending, []
+                self._writing = True
+            self._write(lines)
+            with self._lock:
+                self._writing = False
+                self._cond.notify_all()
+
+    def _write(self, lines: list[str]) -> None:
+        stream = self.stream or sys.stdout
+        try:
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # stdout closed or its reader gone: logging must not stop the clock
+            pass
 
 
 def short_error(exc: BaseException) -> str:
