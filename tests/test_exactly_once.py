@@ -218,6 +218,7 @@ def test_a_clock_restarted_again_and_again_neither_doubles_nor_loses_a_slot(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("state_db", ["postgres"], indirect=True)  # production's store; the fast test covers both
 def test_restart_every_20s_for_two_minutes_with_an_every_30s_job(
     tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
 ) -> None:
