@@ -215,7 +215,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_crontab(args: argparse.Namespace) -> int:
     schedule = _load(args)
-    text, left_out = render(schedule, args.prefix, args.config)
+    # Cron has no $CLOCK_SCHEDULE: a schedule chosen through it must be named on each line.
+    text, left_out = render(schedule, args.prefix, args.config or os.environ.get("CLOCK_SCHEDULE"))
     print(text, end="")
     for item in left_out:
         print(f"crontab: {item.job.id} left out: {item.reason}", file=sys.stderr)

@@ -49,7 +49,7 @@ def _every_fields(trigger: EveryTrigger) -> tuple[str | None, str]:
         if 60 % minutes:
             return None, "the interval does not divide an hour evenly"
         return f"*/{minutes} * * * *", ""
-    if interval % HOUR == 0 and interval < DAY:
+    if not interval % HOUR and interval < DAY:  # a timedelta remainder: timedelta(0) == 0 is False
         hours = interval // HOUR
         if 24 % hours:
             return None, "the interval does not divide a day evenly"
@@ -81,11 +81,17 @@ def render(schedule: Schedule, prefix: str = "", config: str | None = None) -> t
         if item.zone != zone:
             zone = item.zone
             lines.append(f"CRON_TZ={zone}")
-        note = f" ({job.description})" if job.description else ""
+        note = f" ({' '.join(job.description.split())})" if job.description else ""  # one line: `>` adds a \n
         if job.jitter:
             note += " [jitter is not applied under cron]"
         lines.append(f"# {job.id}: {job.describe()}{note}")
-        lines.append(f"{item.fields} {prefix}python clock.py run {job.id}{config_arg} >> clock.log 2>&1")
+        command = _cron_escape(f"{prefix}python clock.py run {job.id}{config_arg} >> clock.log 2>&1")
+        lines.append(f"{item.fields} {command}")
     for item in left_out:
         lines.append(f"# {item.job.id}: left out: {item.reason}")
     return "\n".join(lines) + "\n", left_out
+
+
+def _cron_escape(text: str) -> str:
+    """In a crontab command, an unescaped % ends the command (the rest becomes its standard input)."""
+    return text.replace("%", "\\%")

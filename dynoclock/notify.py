@@ -26,6 +26,7 @@ from .logs import EventLog, short_error
 
 PING_TIMEOUT = 5.0
 PING_TRIES = 3
+START_WAIT = PING_TIMEOUT * PING_TRIES + 5  # how long a run's last ping waits for its start ping to be done
 BODY_LIMIT = 10_000  # bytes of output or error sent with a ping (healthchecks.io keeps 100 kB)
 
 
@@ -49,6 +50,8 @@ class Notifier:
         self.events = events
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=10_000)
         self._session = requests.Session()
+        self._lock = threading.Lock()
+        self._starts: dict[str, threading.Event] = {}  # run id -> set once its start ping is done
         for i in range(workers):
             threading.Thread(target=self._work, name=f"notify-{i}", daemon=True).start()
         self.sentry = _sentry()
@@ -57,13 +60,21 @@ class Notifier:
 
     def run_started(self, ping: str | None, style: str, info: RunInfo) -> None:
         if ping:
-            self._send("ping.start", info, *_ping_request(ping, style, "start", info))
+            done = threading.Event()
+            with self._lock:
+                self._starts[info.run_id] = done
+                while len(self._starts) > 1_000:  # runs that never finished (interrupted): forget the oldest
+                    self._starts.pop(next(iter(self._starts))).set()
+            self._send("ping.start", info, *_ping_request(ping, style, "start", info), done=done)
 
     def run_finished(self, job: Any, info: RunInfo, previous_failed: bool) -> None:
         """After a run's last attempt: ping success/fail, on_failure, on_recovery, Sentry."""
         ok = info.status == "ok"
         if job.ping:
-            self._send("ping.finish", info, *_ping_request(job.ping, job.ping_style, "ok" if ok else "fail", info))
+            with self._lock:
+                started = self._starts.pop(info.run_id, None)
+            state = "ok" if ok else "fail"
+            self._send("ping.finish", info, *_ping_request(job.ping, job.ping_style, state, info), after=started)
         if not ok and job.on_failure:
             self._send("alert.failure", info, "POST", job.on_failure, None, _slack("failed", info))
         if ok and previous_failed and job.on_recovery:
@@ -72,36 +83,56 @@ class Notifier:
             self._put(lambda: self._capture(info))
 
     def flush(self, timeout: float) -> None:
-        """Wait (bounded) for queued notifications, e.g. before exit."""
+        """Wait (bounded) for queued notifications to be delivered, retries included, e.g. before exit."""
         end = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < end:
-            time.sleep(0.05)
+        with self._queue.all_tasks_done:  # unfinished_tasks counts the ones being sent, not only the queued
+            while self._queue.unfinished_tasks and time.monotonic() < end:
+                self._queue.all_tasks_done.wait(end - time.monotonic())
 
     # ---- delivery ------------------------------------------------------------------------------
 
-    def _send(self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: Any = None) -> None:
+    def _send(
+        self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: Any = None,
+        done: threading.Event | None = None, after: threading.Event | None = None,
+    ) -> None:  # fmt: skip
+        """Deliver in the background; ``after``: wait for that delivery first (a run's start ping, even when
+        it is being retried, must arrive before its success or failure ping); ``done``: set when finished."""
+
         def deliver() -> None:
-            error = ""
-            for attempt in range(1, PING_TRIES + 1):
-                try:
-                    response = self._session.request(
-                        method, url, data=body, json=payload, timeout=PING_TIMEOUT, allow_redirects=True
-                    )
-                    if response.status_code < 400:
-                        return
-                    error = f"HTTP {response.status_code}"
-                except requests.RequestException as exc:
-                    error = short_error(exc)
+            try:
+                if after is not None:
+                    after.wait(START_WAIT)
+                self._deliver(what, info, method, url, body, payload)
+            finally:
+                if done is not None:
+                    done.set()
+
+        if not self._put(deliver) and done is not None:
+            done.set()
+
+    def _deliver(self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: Any) -> None:
+        error = ""
+        for attempt in range(1, PING_TRIES + 1):
+            try:
+                response = self._session.request(
+                    method, url, data=body, json=payload, timeout=PING_TIMEOUT, allow_redirects=True
+                )
+                if response.status_code < 400:
+                    return
+                error = f"HTTP {response.status_code}"
+            except requests.RequestException as exc:
+                error = short_error(exc)
+            if attempt < PING_TRIES:  # no pause after the last try
                 time.sleep(0.5 * attempt)
-            self.events.emit(f"{what}.failed", level="warning", job=info.job, run_id=info.run_id, error=error)
+        self.events.emit(f"{what}.failed", level="warning", job=info.job, run_id=info.run_id, error=error)
 
-        self._put(deliver)
-
-    def _put(self, task: Callable[[], None]) -> None:
+    def _put(self, task: Callable[[], None]) -> bool:
         try:
             self._queue.put_nowait(task)
+            return True
         except queue.Full:
             self.events.emit("notify.dropped", level="warning", note="notification queue full")
+            return False
 
     def _work(self) -> None:
         while True:
@@ -131,7 +162,7 @@ def _ping_request(url: str, style: str, state: str, info: RunInfo) -> tuple[str,
         if state == "fail" and info.error:
             params["message"] = info.error[:2000]
         if info.duration_ms is not None and state != "start":
-            params["duration"] = f"{info.duration_ms / 1000:.3f}"
+            params["metric"] = f"duration:{info.duration_ms / 1000:.3f}"  # Cronitor's metric=duration:<seconds>
         return "GET", f"{url}{'&' if '?' in url else '?'}{urlencode(params)}", None
     suffix = {"start": "/start", "ok": "", "fail": "/fail"}[state]
     base, _, query = url.partition("?")

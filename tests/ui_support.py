@@ -31,9 +31,10 @@ UI_ENV = ("CLOCK_UI_TOKEN", "CLOCK_UI_READ_TOKEN", "CLOCK_UI_SECRET", "CLOCK_DAT
 
 
 def _forget_engine(url: str) -> None:
-    engine = db._engines.pop(db.normalize_url(url), None)
-    if engine is not None:
-        engine.dispose()
+    for state in (False, True):
+        engine = db._engines.pop((db.normalize_url(url), state), None)
+        if engine is not None:
+            engine.dispose()
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import Invalid
@@ -46,10 +47,15 @@ class EnqueueAction:
         job_id = rq_job_id(ctx.job, ctx.scheduled_for)
         try:
             conn = _redis(url, self.verify)
+            now = datetime.now(UTC)
+            since = now.replace(microsecond=now.microsecond // 1000 * 1000)  # RQ stamps results to the ms
             existing = RqJob.exists(job_id, connection=conn)
             if existing:
                 job = RqJob.fetch(job_id, connection=conn)
                 detail = f"rq_job={job_id} already enqueued"
+                if self.wait and job.is_failed:  # a retry of this slot: the worker runs it again
+                    job.requeue()
+                    detail = f"rq_job={job_id} requeued"
             else:
                 job = Queue(self.queue, connection=conn).enqueue(
                     self.func,
@@ -66,6 +72,10 @@ class EnqueueAction:
             result = None
             while result is None and ctx.remaining > 0:  # blocks on Redis, a second at a time
                 result = job.latest_result(timeout=max(1, min(5, int(ctx.remaining))))
+                if result is not None and existing and result.created_at < since:
+                    result = None  # the result of an earlier try of this slot: wait for the new one
+                    ctx.check()
+                    time.sleep(0.2)
         except JobFailed:
             raise
         except Exception as exc:  # redis.ConnectionError, TimeoutError, auth: the clock keeps going
