@@ -105,9 +105,7 @@ def test_each_send_of_one_slot_carries_the_same_task_id(
 def test_an_unreachable_broker_fails_the_run_quickly_without_its_password(write_schedule: Write) -> None:
     broker = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
     h = Harness.load(write_schedule(schedule("digest", f"task: tests.record, broker: '{broker}'", timeout="8s")))
-    started = time.monotonic()
     outcome = h.run("digest")
-    assert time.monotonic() - started < 5
-    assert outcome.status == "failed"
+    assert outcome.status == "failed"  # not "timeout": it gave up on its own, well within its 8 s
     assert outcome.error.startswith("send_task failed: OperationalError: ")
     assert "hunter2-secret" not in h.captured.stream.getvalue()
