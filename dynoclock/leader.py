@@ -27,6 +27,7 @@ STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
 LEADER_CHECK = 5.0  # seconds between the leader's lease checks and heartbeats
 DEAD_AFTER = timedelta(seconds=20)  # a clock silent this long is dead: its unfinished runs are closed
 PRUNE_EVERY = 3600.0
+HOUSEKEEPING_EVERY = 14.0  # seconds between looks for runs left behind by dead clocks
 
 
 def make_lease(ledger: Ledger) -> Lease:
@@ -50,6 +51,7 @@ class Leadership:
         self._ready = False  # schema exists
         self._said_standby = False
         self._last_prune = 0.0
+        self._last_housekeeping = float("-inf")
         self._failures = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the lease's connection is used by the loop and by step_down
@@ -105,14 +107,16 @@ class Leadership:
             if self.stopped.is_set():
                 return
             if self.leader.is_set():
-                if self.lease.still_held():
-                    self._controls()
                 if not self.lease.still_held():
                     self.leader.clear()
                     self.events.emit("clock.lease_lost", level="error", clock=self.clock,
                                      note="stopped claiming; will try to lead again")  # fmt: skip
                 else:
+                    paused_jobs, requested = self.ledger.leader_round(self.clock, self.started_at)
+                    self._controls(paused_jobs, requested)
                     self._housekeeping()
+                    self._healthy()
+                    return
             elif self.lease.try_acquire():
                 if self.stopped.is_set():
                     self.lease.release()
@@ -124,7 +128,7 @@ class Leadership:
                 # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
                 self.ledger.heartbeat(self.clock, "leader", self.started_at)
                 self.events.emit("clock.leader", clock=self.clock, state=self.ledger.location)
-                self._controls()
+                self._controls(set(self.controls.paused()), requested=True)
                 # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the
                 # catch-up of a takeover reaches LEAD ahead too. At start (``now`` given), the scheduler
                 # has not fired yet and takes every slot after ``now``.
@@ -134,9 +138,7 @@ class Leadership:
                 self._said_standby = True
                 self.events.emit("clock.standby", clock=self.clock, note="another clock leads; taking over if it stops")
             self.ledger.heartbeat(self.clock, "leader" if self.leader.is_set() else "standby", self.started_at)
-            if self._failures:
-                self.events.emit("ledger.reachable", clock=self.clock)
-            self._failures = 0
+            self._healthy()
         except Exception as exc:
             self._failures = min(self._failures + 1, 4)
             if self.leader.is_set() and not self.lease.still_held():
@@ -148,9 +150,16 @@ class Leadership:
                 return
             self.events.emit("ledger.unreachable", level="warning", clock=self.clock, error=short_error(exc))
 
-    def _controls(self) -> None:
+    def _healthy(self) -> None:
+        if self._failures:
+            self.events.emit("ledger.reachable", clock=self.clock)
+        self._failures = 0
+
+    def _controls(self, paused_jobs: set[str], requested: bool) -> None:
         """Pauses and "run now" requests from the status page (read each round, a few seconds apart)."""
-        self.runner.paused = set(self.controls.paused())
+        self.runner.paused = paused_jobs
+        if not requested:
+            return
         for request_id, job_id, requested_at in self.controls.take_requests(self.clock):
             if job_id not in self.schedule.jobs or self.schedule.jobs[job_id].action is None:
                 self.events.emit("request.ignored", level="warning", job=job_id, request_id=request_id,
@@ -183,7 +192,13 @@ class Leadership:
                 self.runner.submit_in_order(job.id, plan.run, reason="catch_up")
 
     def _housekeeping(self) -> None:
-        """Close runs of dead clocks (or run them again), and prune old history a batch at a time."""
+        """Close runs of dead clocks (or run them again), and prune old history a batch at a time.
+
+        Every third round or so (HOUSEKEEPING_EVERY): a dead clock is only declared after DEAD_AFTER anyway,
+        and an idle clock's CPU is mostly these rounds."""
+        if time.monotonic() - self._last_housekeeping < HOUSEKEEPING_EVERY:
+            return
+        self._last_housekeeping = time.monotonic()
         now = datetime.now(UTC)
         for run in self.ledger.unfinished(now - DEAD_AFTER):
             job = self.schedule.jobs.get(run.job)

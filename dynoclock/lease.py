@@ -49,27 +49,27 @@ class PostgresLease:
             engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5, "application_name": "dynoclock-lease"}
         )
         self.conn: Connection | None = None
+        self.held = False
 
     def try_acquire(self) -> bool:
         if self.conn is None:
-            self.conn = self.engine.connect()
+            # Autocommit: the lock is the session's, and no BEGIN/COMMIT round trips are needed around it.
+            self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             got = bool(self.conn.execute(_LOCK, {"cls": LEASE_CLASS}).scalar())
-            self.conn.commit()  # ends the transaction; a session-level lock stays
         except Exception:
             self._drop()
             raise
+        self.held = self.held or got
         return got
 
     def still_held(self) -> bool:
-        if self.conn is None:
+        if self.conn is None or not self.held:
             return False
         try:
-            held = self.conn.execute(
-                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
-            ).scalar()
-            self.conn.commit()
-            return bool(held)
+            # A session-level advisory lock lasts as long as its session: a live connection still holds it.
+            self.conn.exec_driver_sql("SELECT 1")
+            return True
         except Exception:
             self._drop()
             return False
@@ -79,10 +79,10 @@ class PostgresLease:
             return
         with contextlib.suppress(Exception):
             self.conn.execute(_UNLOCK, {"cls": LEASE_CLASS})
-            self.conn.commit()
         self._drop()
 
     def _drop(self) -> None:
+        self.held = False
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.invalidate()

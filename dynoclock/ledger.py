@@ -325,12 +325,24 @@ class Ledger:
 
     def heartbeat(self, clock: str, role: str, started_at: datetime) -> None:
         """This clock is alive; a leader's heartbeat also marks until when some clock led (see ``led_until``)."""
+        with self._tx() as conn:
+            self._heartbeat(conn, clock, role, started_at)
+
+    def leader_round(self, clock: str, started_at: datetime) -> tuple[set[str], bool]:
+        """A leader's periodic round in one transaction: its heartbeat, the paused jobs, and whether any
+        "run now" request waits. An idle clock's CPU is mostly these rounds: one round trip set, not four."""
+        with self._tx() as conn:
+            self._heartbeat(conn, clock, "leader", started_at)
+            paused_jobs = {job for (job,) in conn.execute(sa.select(paused.c.job))}
+            waiting = sa.select(requests.c.request_id).where(requests.c.taken_at.is_(None)).limit(1)
+            return paused_jobs, conn.execute(waiting).first() is not None
+
+    def _heartbeat(self, conn: Connection, clock: str, role: str, started_at: datetime) -> None:
         now = _naive(_now())
         stmt = self._insert(clocks).values(clock=clock, role=role, started_at=_naive(started_at), heartbeat_at=now)
-        with self._tx() as conn:
-            conn.execute(stmt.on_conflict_do_update(index_elements=["clock"], set_={"role": role, "heartbeat_at": now}))
-            if role == "leader":
-                self._upsert_meta(conn, "led_until", _iso(_aware(now)))
+        conn.execute(stmt.on_conflict_do_update(index_elements=["clock"], set_={"role": role, "heartbeat_at": now}))
+        if role == "leader":
+            self._upsert_meta(conn, "led_until", _iso(_aware(now)))
 
     def led_until(self) -> datetime | None:
         """The last leader heartbeat on this database (None: no clock ever led here). A job with no row
