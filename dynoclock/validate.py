@@ -88,6 +88,23 @@ def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], 
     return value
 
 
+def parse_fields(
+    report: Report, path: Path, value: Any, parsers: Mapping[str, Callable[[Any], Any]], required: str, example: str
+) -> dict[str, Any] | None:
+    """An action's mapping of options: known keys only, ``required`` present, each value parsed by its parser.
+    None after any problem (all of them reported)."""
+    spec = report.parse(path, value, as_mapping)
+    if spec is None:
+        return None
+    before = len(report.problems)
+    report.check_keys(path, spec, parsers)
+    if required not in spec:
+        report.error(path, f"missing '{required}': expected {required}: {example}")
+        return None
+    fields = {key: report.parse((*path, key), spec[key], parser) for key, parser in parsers.items() if key in spec}
+    return None if len(report.problems) > before else fields
+
+
 # ---- value parsers -------------------------------------------------------------------------
 
 

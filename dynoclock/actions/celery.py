@@ -12,11 +12,10 @@ from typing import Any
 from ..errors import Invalid
 from ..redact import redact_url
 from ..source import Path
-from ..validate import Report, as_list, as_mapping, as_nonempty_str
+from ..validate import Report, as_list, as_mapping, as_nonempty_str, parse_fields
 from .base import JobFailed, RunContext, iso_utc
 
 JOB_KEYS: tuple[str, ...] = ()
-KEYS = ("task", "broker", "args", "kwargs", "queue")
 
 
 @dataclass(frozen=True)
@@ -47,27 +46,12 @@ class CeleryAction:
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CeleryAction | None:
-    spec = report.parse(path, value, as_mapping)
-    if spec is None:
+    fields = parse_fields(report, path, value, PARSERS, "task", "app.tasks.export_posts")
+    if fields is None:
         return None
-    before = len(report.problems)
-    report.check_keys(path, spec, KEYS)
-    if "task" not in spec:
-        report.error(path, "missing 'task': expected task: app.tasks.export_posts")
-        return None
-    parsers: dict[str, Callable[[Any], Any]] = {
-        "task": as_nonempty_str,
-        "broker": as_broker_url,
-        "args": as_list,
-        "kwargs": as_mapping,
-        "queue": as_nonempty_str,
-    }
-    kw: dict[str, Any] = {key: report.parse((*path, key), spec[key], fn) for key, fn in parsers.items() if key in spec}
-    if len(report.problems) > before:
-        return None
-    if "args" in kw:
-        kw["args"] = tuple(kw["args"])
-    return CeleryAction(**kw)
+    if "args" in fields:
+        fields["args"] = tuple(fields["args"])
+    return CeleryAction(**fields)
 
 
 def as_broker_url(value: Any) -> str:
@@ -93,3 +77,12 @@ def _app(broker: str) -> Any:
             app.conf.broker_connection_retry_on_startup = False
             app.conf.broker_connection_timeout = 5
         return app
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "task": as_nonempty_str,
+    "broker": as_broker_url,
+    "args": as_list,
+    "kwargs": as_mapping,
+    "queue": as_nonempty_str,
+}

@@ -14,11 +14,10 @@ from typing import Any
 from ..errors import Invalid
 from ..redact import redact_url
 from ..source import Path
-from ..validate import Report, as_bool, as_duration, as_list, as_mapping, as_nonempty_str
+from ..validate import Report, as_bool, as_duration, as_list, as_mapping, as_nonempty_str, parse_fields
 from .base import JobFailed, RunContext
 
 JOB_KEYS: tuple[str, ...] = ()
-KEYS = ("func", "queue", "args", "kwargs", "job_timeout", "result_ttl", "meta", "redis", "verify", "wait")
 _FUNC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
 
 
@@ -90,34 +89,12 @@ class EnqueueAction:
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> EnqueueAction | None:
-    spec = report.parse(path, value, as_mapping)
-    if spec is None:
+    fields = parse_fields(report, path, value, PARSERS, "func", "app.tasks.export_posts")
+    if fields is None:
         return None
-    before = len(report.problems)
-    report.check_keys(path, spec, KEYS)
-    if "func" not in spec:
-        report.error(path, "missing 'func': expected func: app.tasks.export_posts")
-        return None
-    parsers: dict[str, Callable[[Any], Any]] = {
-        "func": as_func,
-        "queue": as_nonempty_str,
-        "args": as_list,
-        "kwargs": as_mapping,
-        "job_timeout": as_duration,
-        "result_ttl": as_duration,
-        "meta": as_mapping,
-        "redis": as_redis_url,
-        "verify": as_bool,
-        "wait": as_bool,
-    }
-    kw: dict[str, Any] = {
-        key: report.parse((*path, key), spec[key], parser) for key, parser in parsers.items() if key in spec
-    }
-    if len(report.problems) > before:
-        return None
-    if "args" in kw:
-        kw["args"] = tuple(kw["args"])
-    return EnqueueAction(**kw)
+    if "args" in fields:
+        fields["args"] = tuple(fields["args"])
+    return EnqueueAction(**fields)
 
 
 def as_func(value: Any) -> str:
@@ -156,3 +133,17 @@ def _redis(url: str, verify: bool) -> Any:
                 options["ssl_cert_reqs"] = None
             client = _clients[(url, verify)] = Redis.from_url(url, **options)
         return client
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "func": as_func,
+    "queue": as_nonempty_str,
+    "args": as_list,
+    "kwargs": as_mapping,
+    "job_timeout": as_duration,
+    "result_ttl": as_duration,
+    "meta": as_mapping,
+    "redis": as_redis_url,
+    "verify": as_bool,
+    "wait": as_bool,
+}
