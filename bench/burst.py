@@ -38,7 +38,7 @@ class Config:
     @property
     def label(self) -> str:
         if self.subject == "clock":
-            return f"dynoclock {self.store}, workers={self.workers or '20 (default)'}"
+            return f"dynoclock {self.store}, workers={self.workers or 'default (200)'}"
         threads = f"{self.workers} threads" if self.workers else "defaults (10 threads, grace 1 s)"
         return f"plain APScheduler, {threads}"
 
@@ -264,7 +264,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3, help="repetitions of every configuration (default 3)")
     p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
-    p.add_argument("--workers", nargs="+", type=int, default=[0, 100], help="clock workers; 0 = default (20)")
+    p.add_argument(
+        "--workers", nargs="+", type=int, default=[0, 100], help="clock workers; 0 = the schedule's default (200)"
+    )
     p.add_argument("--plain-threads", nargs="*", type=int, default=[0, 100], help="0 = APScheduler's default (10)")
     p.add_argument(
         "--lead", type=float, default=6.0, help="seconds from start to the instant (the clock must be ready)"

@@ -107,7 +107,7 @@ class Schedule:
     jobs: dict[str, Job]
     shutdown_grace: timedelta = timedelta(seconds=25)
     history_keep: timedelta = timedelta(days=30)
-    workers: int = 100  # runs executing at once: threads, mostly waiting on I/O
+    workers: int = 200  # runs executing at once: threads, mostly waiting on I/O
     warnings: list[Problem] = field(default_factory=list)
     secrets: frozenset[str] = frozenset()  # values to mask wherever they might be printed
     lines: dict[Path, int] = field(default_factory=dict, repr=False)  # key path -> line, for later problems

@@ -108,6 +108,7 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
     # The schedule's objects live as long as the process: keep the cyclic GC from walking them again and
     # again (with 10,000 jobs, those walks were most of an idle clock's CPU).
+    runner.pool.prestart(len(jobs))  # at most `workers`: one per job is as many as can be due at once
     gc.collect()
     gc.freeze()
     if stop.first_signal is None:

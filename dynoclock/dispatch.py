@@ -57,9 +57,10 @@ class Dispatcher:
         try:
             won = runner.ledger.claim_many(claims)
         except Exception:
-            # The database is away: each run retries its own claim with backoff, within its misfire_grace.
-            for job_id, slot in batch:
-                runner.submit(job_id, slot)
+            # The database is away: each run retries its own claim with backoff, within its misfire_grace, under
+            # the same run id, since the batch may have committed before its answer was lost.
+            for claim in claims:
+                runner.submit(claim.job, claim.slot, run_id=claim.run_id)
             return
         for claim in claims:
             if claim.run_id in won:

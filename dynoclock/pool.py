@@ -56,6 +56,14 @@ class WorkerPool:
         if grow:
             self._start()
 
+    def prestart(self, count: int) -> None:
+        """Start ``count`` workers now (idle threads cost no CPU), so a burst does not wait on thread creation."""
+        with self._lock:
+            count = max(0, min(count, self.size - self._threads))
+            self._threads += count
+        for _ in range(count):
+            self._start()
+
     def write_off(self, ident: int) -> None:
         """A worker is stuck in a job that cannot be stopped: stop counting it, and start a replacement."""
         with self._lock:

@@ -83,10 +83,12 @@ class Runner:
         reason: str = "schedule",
         reclaimed: Run | None = None,
         claimed_as: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         """Start the run of ``job_id`` for ``slot`` in its own thread.
 
         ``claimed_as``: the slot is already claimed under this run id (the dispatcher claims in batches);
+        ``run_id``: claim under this id (a batch claim whose answer was lost may have committed it);
         ``reclaimed``: a dead clock's row taken over to run again.
         """
         job = self.schedule.jobs[job_id]
@@ -100,7 +102,7 @@ class Runner:
                 with self._lock:
                     if self._waiting.pop(claimed_as, None) is None:
                         return  # released at shutdown while it waited
-            self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as)
+            self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id)
 
         self._schedule(task, slot + jitter_offset(job.id, slot, job.jitter))
 
@@ -142,9 +144,10 @@ class Runner:
         reason: str = "schedule",
         reclaimed: Run | None = None,
         claimed_as: str | None = None,
+        run_id: str | None = None,
     ) -> Outcome:
         """One run of ``job`` for ``slot``: claim, overlap, jitter, attempts with retries. Returns the last outcome."""
-        return self._execute(job, slot, retries, reason, reclaimed, claimed_as)
+        return self._execute(job, slot, retries, reason, reclaimed, claimed_as, run_id)
 
     def running_count(self) -> int:
         with self._lock:
@@ -173,11 +176,18 @@ class Runner:
     # ---- one run ---------------------------------------------------------------------------
 
     def _execute(
-        self, job: Job, slot: datetime, retries: bool, reason: str, reclaimed: Run | None, claimed_as: str | None
+        self,
+        job: Job,
+        slot: datetime,
+        retries: bool,
+        reason: str,
+        reclaimed: Run | None,
+        claimed_as: str | None,
+        run_id: str | None = None,
     ) -> Outcome:
         if claimed_as is None and self.is_leader is not None and not self.is_leader():
             return Outcome("standby")  # the leader runs this slot; standbys only keep time
-        run_id = claimed_as or (reclaimed.run_id if reclaimed else uuid.uuid4().hex)
+        run_id = claimed_as or (reclaimed.run_id if reclaimed else run_id or uuid.uuid4().hex)
         fields: dict[str, Any] = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
         if reason != "schedule":
             fields["reason"] = reason
