@@ -41,7 +41,6 @@ class RunContext:
     output: Callable[[str, str], None] = field(default=lambda stream, line: None, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_reason: str | None = None  # timeout | shutdown | replaced
-    wake: threading.Event = field(default_factory=threading.Event, repr=False)  # set on end or cancel
     _hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -65,7 +64,6 @@ class RunContext:
             self.cancel_reason = reason
             self.cancelled.set()
             hooks, self._hooks = self._hooks, []
-        self.wake.set()  # the runner stops waiting; the action itself ends through its hooks
         for hook in hooks:
             _quietly(hook)
 
