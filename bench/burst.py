@@ -263,7 +263,6 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.burst", description=__doc__.split("\n\n")[0])
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3, help="repetitions of every configuration (default 3)")
-    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
     p.add_argument(
         "--workers", nargs="+", type=int, default=[0, 100], help="clock workers; 0 = the schedule's default (200)"
     )
@@ -272,11 +271,9 @@ def parser() -> argparse.ArgumentParser:
         "--lead", type=float, default=6.0, help="seconds from start to the instant (the clock must be ready)"
     )
     p.add_argument("--timeout", type=float, default=120.0, help="give up this long after the instant")
-    p.add_argument("--pg-url", default=common.DEFAULT_PG)
     p.add_argument("--py-spy", default=None, metavar="BIN", help="also profile one extra clock run per store")
     p.add_argument("--py-spy-gil", action="store_true", help="profile only the GIL holder (CPU), not wall time")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (schedules, logs)")
-    p.add_argument("--json", default=None, metavar="PATH")
+    common.add_store_args(p)
     return p
 
 

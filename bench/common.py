@@ -6,6 +6,7 @@ subprocess (cwd = the repo), and its ledger is read afterwards.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -37,6 +38,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---- the machine ------------------------------------------------------------------------------
+
+
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    """The options every benchmark takes: which stores, the Postgres URL, keeping the temp dir, JSON output."""
+    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    p.add_argument("--pg-url", default=DEFAULT_PG)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (schedules, logs)")
+    p.add_argument("--json", default=None, metavar="PATH")
 
 
 def load_average() -> list[float]:

@@ -209,10 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.ledger_cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=500)
-    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
-    p.add_argument("--pg-url", default=common.DEFAULT_PG)
-    p.add_argument("--keep", action="store_true")
-    p.add_argument("--json", default=None, metavar="PATH")
+    common.add_store_args(p)
     return p
 
 

@@ -209,10 +209,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.startup", description=__doc__.split("\n\n")[0])
     p.add_argument("--jobs", nargs="+", type=int, default=[1000, 10000])
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
-    p.add_argument("--pg-url", default=common.DEFAULT_PG)
-    p.add_argument("--keep", action="store_true")
-    p.add_argument("--json", default=None, metavar="PATH")
+    common.add_store_args(p)
     return p
 
 
