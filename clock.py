@@ -2,7 +2,7 @@
 
 import sys
 
-from dynoclock.cli import main
+from dynoclock.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

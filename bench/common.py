@@ -249,7 +249,8 @@ def ledger_rows(url: str) -> list[dict[str, Any]]:
     """Every row of clock_runs, through the product's own table definition."""
     import sqlalchemy as sa
 
-    from dynoclock.ledger import Ledger, runs
+    from dynoclock.state.ledger import Ledger
+    from dynoclock.state.tables import runs
 
     ledger = Ledger(url)
     try:

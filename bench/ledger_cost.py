@@ -4,7 +4,7 @@ The claim is the only write a run waits for; its history (started, finished) goe
 recorder, which merges the two updates of a short run into one and commits batches. So a run costs
 claim() + one record (Ledger.update_runs of the merged row). The three separate calls are timed too.
 
-``dynoclock.ledger.Ledger`` on a fresh store (SQLite temp file; Postgres schema of its own), N rounds
+``dynoclock.state.ledger.Ledger`` on a fresh store (SQLite temp file; Postgres schema of its own), N rounds
 after a warm-up, each round a new run of one job: median / p99 / max per round and per call, in ms.
 Beside it, what a plain APScheduler pays to persist one fire with ``SQLAlchemyJobStore`` on the same
 database (``update_job``: one UPDATE and commit per fire, done in the scheduler's loop; the default
@@ -43,7 +43,7 @@ def timed(call: Callable[[], Any]) -> float:
 
 def ledger_rounds(url: str, rounds: int) -> dict[str, list[float]]:
     """Per round: claim, started, finished, and their sum (ms)."""
-    from dynoclock.ledger import Ledger
+    from dynoclock.state.ledger import Ledger
 
     ledger = Ledger(url)
     ledger.ensure_schema()

@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dynoclock.actions.base import RunContext, iso_utc
+from dynoclock.actions.base import RunContext
+from dynoclock.observe.timefmt import iso_utc
 
 _barriers: dict[str, threading.Barrier] = {}
 _gates: dict[str, threading.Event] = {}

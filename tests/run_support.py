@@ -21,9 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from dynoclock.config import Schedule, load_schedule
-from dynoclock.logs import EventLog
-from dynoclock.runner import Outcome, Runner
+from dynoclock.config.loader import Schedule, load_schedule
+from dynoclock.observe.logs import EventLog
+from dynoclock.run.outcome import Outcome
+from dynoclock.run.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

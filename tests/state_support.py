@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dynoclock import db
-from dynoclock.ledger import Ledger, Run
+from dynoclock.state import engines as db
+from dynoclock.state.ledger import Ledger, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

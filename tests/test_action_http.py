@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from dynoclock.actions.base import iso_utc
+from dynoclock.observe.timefmt import iso_utc
 from tests.run_support import Harness, Loopback, now_slot
 
 Write = Callable[[str], Path]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from dynoclock.actions.base import iso_utc
+from dynoclock.observe.timefmt import iso_utc
 from tests.run_support import Harness, now_slot
 
 Write = Callable[[str], Path]

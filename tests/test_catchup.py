@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dynoclock import catchup
-from dynoclock.config import Job, load_schedule
+from dynoclock.config.loader import Job, load_schedule
+from dynoclock.schedule import catchup
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LoadJob = Callable[[str], Job]

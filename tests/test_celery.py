@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dynoclock.actions.base import iso_utc
+from dynoclock.observe.timefmt import iso_utc
 from tests.conftest import ROOT
 from tests.redis_support import (  # noqa: F401  (fixtures)
     RedisSpace,

@@ -1,4 +1,4 @@
-"""dynoclock.cron against Debian cron: a generated comparison with an independent oracle,
+"""dynoclock.schedule.cron against Debian cron: a generated comparison with an independent oracle,
 a table of classic crontab(5) examples with exact instants, and the expressions cron refuses."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dynoclock.cron import next_after, normalize
-from dynoclock.errors import Invalid
+from dynoclock.config.problems import Invalid
+from dynoclock.schedule.cron import next_after, normalize
 from tests import cron_oracle
 
 SEED = 20250309

@@ -165,7 +165,7 @@ def test_a_log_line_from_a_signal_handler_never_deadlocks_the_log(tmp_path: Path
     own line must not wait forever for the lock the interrupted write holds."""
     script = """
 import os, signal, sys
-from dynoclock.logs import EventLog
+from dynoclock.observe.logs import EventLog
 
 class Stream:
     sent = False

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dynoclock.cron import next_after, normalize
-from dynoclock.triggers import CronTrigger, upcoming
+from dynoclock.schedule.cron import next_after, normalize
+from dynoclock.schedule.triggers import CronTrigger, upcoming
 from tests import cron_oracle
 
 NY, LONDON, SYDNEY = "America/New_York", "Europe/London", "Australia/Sydney"
@@ -209,7 +209,7 @@ def test_daily_job_keeps_its_wall_clock_time_across_transitions(zone, after, exp
     assert {t.astimezone(ZoneInfo(zone)).strftime("%H:%M") for t in got} == {"09:00"}
 
 
-# Zones where cronsim's own handling of wildcard jobs went wrong (fixed in dynoclock.cron):
+# Zones where cronsim's own handling of wildcard jobs went wrong (fixed in dynoclock.schedule.cron):
 # Chile changes clocks at midnight (00:00 -04 -> 01:00 -03 on Sunday 2025-09-07; 24:00 -03 ->
 # 23:00 -04 on Saturday 2026-04-04), Lord Howe Island by 30 minutes (02:00 +11 -> 01:30 +10:30
 # on 2025-04-06; 02:00 +10:30 -> 02:30 +11 on 2025-10-05).

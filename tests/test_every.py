@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dynoclock.cron import normalize
-from dynoclock.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Window, jitter_offset, upcoming
+from dynoclock.schedule.cron import normalize
+from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Window, jitter_offset, upcoming
 
 NY = ZoneInfo("America/New_York")
 
@@ -250,7 +250,7 @@ def test_jitter_is_the_same_in_another_process() -> None:
     """Every clock process must pick the same delay: nothing may depend on hash randomization."""
     slots = QUARTER_HOURS[:20]
     code = (
-        "import json, sys; from datetime import datetime, timedelta; from dynoclock.triggers import jitter_offset; "
+        "import json, sys; from datetime import datetime, timedelta; from dynoclock.schedule.triggers import jitter_offset; "
         "print(json.dumps([jitter_offset('import-feeds', datetime.fromisoformat(s), timedelta(minutes=1))"
         ".total_seconds() for s in json.loads(sys.argv[1])]))"
     )

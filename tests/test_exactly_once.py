@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from dynoclock import ledger as ledger_module
-from dynoclock.config import load_schedule
-from dynoclock.leader import STANDBY_POLL, Leadership
-from dynoclock.ledger import SCHEMA_VERSION, Ledger, Run, meta
-from dynoclock.logs import EventLog
-from dynoclock.runner import Runner
+from dynoclock.config.loader import load_schedule
+from dynoclock.daemon.leadership import STANDBY_POLL, Leadership
+from dynoclock.observe.logs import EventLog
+from dynoclock.run.runner import Runner
+from dynoclock.state import ledger as ledger_module
+from dynoclock.state.ledger import Ledger, Run
+from dynoclock.state.tables import SCHEMA_VERSION, meta
 from tests.state_support import (  # noqa: F401  (fixtures)
     TICK_COMMAND,
     Clock,

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from dynoclock.ledger import SCHEMA_VERSION, Ledger, meta
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.tables import SCHEMA_VERSION, meta
 from tests.state_support import (  # noqa: F401  (fixtures)
     cli,
     forget_engine,

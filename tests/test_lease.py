@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dynoclock import db
-from dynoclock.leader import make_lease
-from dynoclock.lease import LEASE_CLASS, FileLease, Lease, PostgresLease
-from dynoclock.ledger import Ledger
+from dynoclock.state import engines as db
+from dynoclock.state.lease import LEASE_CLASS, FileLease, Lease, PostgresLease, make_lease
+from dynoclock.state.ledger import Ledger
 from tests.state_support import (  # noqa: F401  (fixtures)
     ROOT,
     _admin,
@@ -29,7 +28,7 @@ from tests.state_support import (  # noqa: F401  (fixtures)
 
 HOLDER = """
 import sys, time
-from dynoclock.lease import FileLease
+from dynoclock.state.lease import FileLease
 lease = FileLease(sys.argv[1])
 print("held" if lease.try_acquire() else "busy", flush=True)
 if sys.argv[2] == "hold":

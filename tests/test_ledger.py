@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from dynoclock import ledger as ledger_module
-from dynoclock.ledger import SCHEMA_VERSION, Ledger, SchemaTooNew, meta
+from dynoclock.state import ledger as ledger_module
+from dynoclock.state.ledger import Ledger, SchemaTooNew
+from dynoclock.state.tables import SCHEMA_VERSION, meta
 from tests.state_support import (  # noqa: F401  (fixtures)
     all_runs,
     forget_engine,

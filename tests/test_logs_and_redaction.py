@@ -9,10 +9,10 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from dynoclock.actions.base import iso_utc
-from dynoclock.config import load_schedule
-from dynoclock.logs import EventLog
-from dynoclock.runner import Runner
+from dynoclock.config.loader import load_schedule
+from dynoclock.observe.logs import EventLog
+from dynoclock.observe.timefmt import iso_utc
+from dynoclock.run.runner import Runner
 from tests.conftest import run_cli
 from tests.run_support import ClockProcess, Loopback, logfmt_fields, now_slot
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dynoclock.actions.base import iso_utc
+from dynoclock.observe.timefmt import iso_utc
 from tests.conftest import run_cli
 from tests.recorder import Received, Recorder, recording
 from tests.redis_support import free_port

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dynoclock.actions.base import iso_utc
+from dynoclock.observe.timefmt import iso_utc
 from tests import jobs_for_tests
 from tests.run_support import Harness, now_slot
 

@@ -20,7 +20,8 @@ import pytest
 from flask import Flask, session
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from dynoclock.ledger import Controls, Ledger
+from dynoclock.state.controls import Controls
+from dynoclock.state.ledger import Ledger
 from dynoclock.ui import make_app
 from tests.conftest import ROOT, run_cli
 from tests.ui_support import _no_ui_env, add_run, free_port, hours_ago, mount, pg_url, state_url  # noqa: F401

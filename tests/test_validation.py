@@ -17,9 +17,9 @@ from textwrap import dedent
 
 import pytest
 
-from dynoclock.config import load_schedule
-from dynoclock.errors import ConfigError
-from dynoclock.triggers import EveryTrigger
+from dynoclock.config.loader import load_schedule
+from dynoclock.config.problems import ConfigError
+from dynoclock.schedule.triggers import EveryTrigger
 
 from .conftest import run_cli
 

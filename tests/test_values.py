@@ -8,10 +8,10 @@ from textwrap import dedent
 
 import pytest
 
-from dynoclock.durations import format_duration, parse_duration
-from dynoclock.envvars import expand, variables
-from dynoclock.errors import ConfigError, Invalid
-from dynoclock.source import dotted, load
+from dynoclock.config.durations import format_duration, parse_duration
+from dynoclock.config.envvars import expand, variables
+from dynoclock.config.problems import ConfigError, Invalid
+from dynoclock.config.source import dotted, load
 
 # ---- durations -------------------------------------------------------------------------------
 

@@ -22,8 +22,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from dynoclock import db
-from dynoclock.ledger import Ledger
+from dynoclock.state import engines as db
+from dynoclock.state.ledger import Ledger
 from dynoclock.ui import make_app
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import celery, command, enqueue, http, python, sql
+from dynoclock.actions import celery, command, enqueue, http, python, sql
 
 KINDS: dict[str, ModuleType] = {
     "http": http,

@@ -7,9 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from ..durations import format_duration
+from dynoclock.config.durations import format_duration
+from dynoclock.observe.timefmt import iso_utc
 
 
 class JobFailed(Exception):
@@ -90,8 +91,3 @@ class RunContext:
 def _quietly(hook: Callable[[], None]) -> None:
     with contextlib.suppress(Exception):  # a process that already exited, a connection already closed
         hook()
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO-8601 in UTC with a Z: the one spelling of instants in env, headers, logs and history."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Invalid
-from ..redact import redact_url
-from ..source import Path
-from ..validate import Report, as_list, as_mapping, as_nonempty_str, parse_fields
-from .base import JobFailed, RunContext, iso_utc
+from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.config.problems import Invalid, Report
+from dynoclock.config.source import Path
+from dynoclock.config.values import as_list, as_mapping, as_nonempty_str, parse_fields
+from dynoclock.observe.redact import redact_url
+from dynoclock.observe.timefmt import iso_utc
 
 JOB_KEYS: tuple[str, ...] = ()
 

@@ -12,10 +12,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ..errors import Invalid
-from ..source import Path
-from ..validate import Report, as_bool, as_nonempty_str, as_str_map, show
-from .base import JobFailed, RunContext
+from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.config.problems import Invalid, Report
+from dynoclock.config.source import Path
+from dynoclock.config.values import as_bool, as_nonempty_str, as_str_map, show
 
 JOB_KEYS = ("shell", "env", "cwd")
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a command must stop

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import Invalid
-from ..redact import redact_url
-from ..source import Path
-from ..validate import Report, as_bool, as_duration, as_list, as_mapping, as_nonempty_str, parse_fields
-from .base import JobFailed, RunContext
+from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.config.problems import Invalid, Report
+from dynoclock.config.source import Path
+from dynoclock.config.values import as_bool, as_duration, as_list, as_mapping, as_nonempty_str, parse_fields
+from dynoclock.observe.redact import redact_url
 
 JOB_KEYS: tuple[str, ...] = ()
 _FUNC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")

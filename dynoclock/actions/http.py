@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .. import __version__
-from ..durations import format_duration
-from ..errors import Invalid
-from ..redact import redact_url
-from ..source import Path
-from ..validate import Report, as_bool, as_duration, as_enum, as_mapping, as_nonempty_str, as_str_map, show
-from .base import JobFailed, JobTimeout, RunContext, iso_utc
+from dynoclock import __version__
+from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
+from dynoclock.config.durations import format_duration
+from dynoclock.config.problems import Invalid, Report
+from dynoclock.config.source import Path
+from dynoclock.config.values import as_bool, as_duration, as_enum, as_mapping, as_nonempty_str, as_str_map, show
+from dynoclock.observe.redact import redact_url
+from dynoclock.observe.timefmt import iso_utc
 
 JOB_KEYS: tuple[str, ...] = ()
 KEYS = (

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Invalid
-from ..source import Path
-from ..validate import Report, as_list, as_mapping, as_nonempty_str
-from .base import JobFailed, RunContext
+from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.config.problems import Invalid, Report
+from dynoclock.config.source import Path
+from dynoclock.config.values import as_list, as_mapping, as_nonempty_str
 
 JOB_KEYS = ("args", "kwargs", "app")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")

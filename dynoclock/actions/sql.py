@@ -7,11 +7,11 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Invalid
-from ..redact import redact_url
-from ..source import Path
-from ..validate import Report, as_nonempty_str, show
-from .base import JobFailed, JobTimeout, RunContext
+from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
+from dynoclock.config.problems import Invalid, Report
+from dynoclock.config.source import Path
+from dynoclock.config.values import as_nonempty_str, show
+from dynoclock.observe.redact import redact_url
 
 if TYPE_CHECKING:
     import sqlalchemy.exc
@@ -28,7 +28,7 @@ class SqlAction:
         """Run the statements in one transaction, bounded by the run's timeout; report rows affected."""
         import sqlalchemy.exc  # here, not at the top: check and next need no database driver
 
-        from .. import db
+        from dynoclock.state import engines as db
 
         url = self.database or os.environ.get("DATABASE_URL")
         if not url:
@@ -100,7 +100,7 @@ def as_database_url(value: Any) -> str:
 
 def _failure(exc: sqlalchemy.exc.DBAPIError, ctx: RunContext, url: str) -> JobFailed:
     """The database's own complaint, first line only; a timeout in the schedule's words."""
-    from .. import db
+    from dynoclock.state import engines as db
 
     orig = exc.orig
     name = type(orig).__name__

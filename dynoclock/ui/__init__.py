@@ -7,8 +7,8 @@ import signal
 import sys
 from types import FrameType
 
-from .access import AuthCallable
-from .app import StatusApp, make_app
+from dynoclock.ui.access import AuthCallable
+from dynoclock.ui.app import StatusApp, make_app
 
 __all__ = ["AuthCallable", "StatusApp", "make_app", "serve"]
 
@@ -17,7 +17,7 @@ def serve(config: str | None, host: str = "127.0.0.1", port: int = 8000) -> int:
     """``python clock.py ui``: the status page on its own, for local use; Ctrl-C or SIGTERM stops it (exit 0)."""
     from werkzeug.serving import run_simple
 
-    from ..config import default_path, load_schedule
+    from dynoclock.config.loader import default_path, load_schedule
 
     path = config or default_path()
     load_schedule(path)  # a broken schedule is reported as by `check` (exit 2), not only on the page

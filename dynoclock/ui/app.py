@@ -24,15 +24,17 @@ from werkzeug.routing import Map, MapAdapter, RequestRedirect, Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from ..config import Job, Schedule, default_path, load_schedule
-from ..errors import ConfigError
-from ..ledger import Controls, Ledger, state_url
-from ..logs import redact, short_error
-from ..redact import redact_url
-from ..report import job_statuses
-from . import views
-from .access import Access, AuthCallable, Identity, browser_id, same_origin, set_browser_id
-from .chart import durations_chart
+from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
+from dynoclock.config.problems import ConfigError
+from dynoclock.observe.logs import short_error
+from dynoclock.observe.redact import redact, redact_url
+from dynoclock.observe.status import job_statuses
+from dynoclock.state.controls import Controls
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.location import state_url
+from dynoclock.ui import views
+from dynoclock.ui.access import Access, AuthCallable, Identity, browser_id, same_origin, set_browser_id
+from dynoclock.ui.chart import durations_chart
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

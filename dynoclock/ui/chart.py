@@ -7,7 +7,7 @@ from datetime import UTC
 
 from markupsafe import Markup, escape
 
-from ..ledger import Run
+from dynoclock.state.ledger import Run
 
 WIDTH, HEIGHT, TOP, BOTTOM, LEFT = 640, 150, 16, 22, 44
 COLOURS = {

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..config import Job
-from ..ledger import Run
-from ..logs import redact
-from ..report import JobStatus
-from .chart import duration_text
+from dynoclock.config.loader import Job
+from dynoclock.observe.redact import redact
+from dynoclock.observe.status import JobStatus
+from dynoclock.state.ledger import Run
+from dynoclock.ui.chart import duration_text
 
 SILENT_AFTER = timedelta(seconds=20)  # as leader.DEAD_AFTER: a clock silent this long is taken for dead
 

@@ -1,0 +1,1 @@
+"""The command line: ``python clock.py`` / ``dynoclock`` and its commands."""

@@ -1,0 +1,313 @@
+"""The command line: ``python clock.py [run|check|next|...]`` (contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from dynoclock.cli.crontab import render
+from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
+from dynoclock.config.preflight import check_environment
+from dynoclock.config.problems import ConfigError
+from dynoclock.observe.logs import short_error
+from dynoclock.observe.redact import redact, redact_url
+from dynoclock.schedule.triggers import jitter_offset, upcoming
+
+if TYPE_CHECKING:
+    from dynoclock.state.ledger import Ledger
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+COMMANDS = ("run", "check", "next", "history", "status", "crontab", "ui")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clock.py", description="A clock process for PaaS apps.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", default=None, help="schedule file (default: $CLOCK_SCHEDULE, ./schedule.yaml)")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the clock (default), or one job once, now"))
+    run.add_argument("job", nargs="?", help="run only this job, once, in the foreground; exit 0 ok, 1 failed")
+    with_config(sub.add_parser("check", help="validate the schedule; exit 0 ok, 2 invalid"))
+    nxt = with_config(sub.add_parser("next", help="upcoming fire times per job"))
+    nxt.add_argument("--count", type=int, default=5, help="fire times per job (default 5)")
+    nxt.add_argument("--now", default=None, help="ISO-8601 instant to count from (default: now)")
+    nxt.add_argument("--json", action="store_true", help="machine-readable output")
+    hist = sub.add_parser("history", help="past runs from the run ledger")
+    hist.add_argument("--job", default=None, help="only this job")
+    hist.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    hist.add_argument("--json", action="store_true", help="machine-readable output")
+    status = with_config(sub.add_parser("status", help="per job: schedule, next run, last result, failures in a row"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    cron = with_config(sub.add_parser("crontab", help="the schedule as crontab lines; exit 1 if some jobs cannot be"))
+    cron.add_argument("--prefix", default="", help="put before 'python clock.py', e.g. 'cd /app && .venv/bin/'")
+    ui = with_config(sub.add_parser("ui", help="the status page, standalone (normally mounted in the web app)"))
+    ui.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "run")  # `python clock.py [-c FILE]` runs the clock
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "next":
+            return cmd_next(args)
+        if args.command == "history":
+            return cmd_history(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "crontab":
+            return cmd_crontab(args)
+        if args.command == "ui":
+            from dynoclock.ui import serve
+
+            return serve(args.config, args.host, args.port)
+        build_parser().print_help()
+        return EXIT_INVALID
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    except StateUnavailable as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+class StateUnavailable(Exception):
+    """The state database cannot be read (a bad URL, or the server is down)."""
+
+
+def _ledger() -> Ledger:
+    """The state database, schema ensured (imported here: check and next need no database driver)."""
+    from dynoclock.state import engines as db
+    from dynoclock.state.ledger import Ledger
+    from dynoclock.state.location import state_url
+
+    url = state_url()
+    try:
+        ledger = Ledger(url)
+        ledger.ensure_schema()
+    except db.DatabaseUrlError as exc:
+        raise StateUnavailable(str(exc)) from None
+    except Exception as exc:
+        raise StateUnavailable(f"cannot reach the state database {redact_url(url)}: {short_error(exc)}") from None
+    return ledger
+
+
+def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
+    file = args.config or default_path()
+    # python: jobs import from the schedule's folder (jobs/ beside schedule.yaml) and from the current one.
+    for folder in (os.getcwd(), os.path.dirname(os.path.abspath(file))):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    schedule = load_schedule(file, now=now)
+    for warning in schedule.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return schedule
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    schedule = _load(args)
+    check_environment(schedule)
+    if args.job is None:
+        from dynoclock.daemon.process import run_clock
+
+        return run_clock(schedule)
+    return run_once(schedule, args.job)
+
+
+def run_once(schedule: Schedule, job_id: str) -> int:
+    """``run JOB``: one attempt now, in the foreground; Ctrl-C or SIGTERM stops it."""
+    from dynoclock.run.outcome import Outcome
+    from dynoclock.run.runner import Runner
+
+    job = schedule.jobs.get(job_id)
+    if job is None:
+        known = ", ".join(schedule.jobs) or "none"
+        print(f"run: no job {job_id!r} in {schedule.file} (jobs: {known})", file=sys.stderr)
+        return EXIT_INVALID
+    if job.action is None:
+        print(f"run: job {job_id!r} is disabled and its action names unset variables", file=sys.stderr)
+        return EXIT_INVALID
+    from dynoclock.state.location import clock_id
+
+    redact.add_from_env()
+    try:
+        ledger: Ledger | None = _ledger()
+    except StateUnavailable as exc:
+        print(f"warning: {exc}; running without recording the run", file=sys.stderr)
+        ledger = None
+    runner = Runner(schedule, clock_id=f"{clock_id()}:manual", ledger=ledger)
+
+    def stop(signum: int, frame: FrameType | None) -> None:  # Ctrl-C / SIGTERM: stop the run, record it
+        threading.Thread(target=runner.drain, args=(time.monotonic(),), daemon=True).start()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    # In a thread of its own: if the job will not stop (a Python function stuck in C code past its
+    # timeout), the watchdog reports it and this command still ends.
+    result: list[Outcome] = []
+    worker = threading.Thread(
+        target=lambda: result.append(runner.execute(job, datetime.now(UTC), retries=False, reason="manual")),
+        daemon=True,
+    )
+    worker.start()
+    while worker.is_alive() and runner.written_off is None:
+        worker.join(0.1)
+    outcome = result[0] if result else runner.written_off
+    assert outcome is not None
+    if runner.recorder is not None:
+        runner.recorder.flush(timeout=10.0)
+    runner.notifier.flush(timeout=10.0)
+    print(  # the run's text may quote a secret (an error page echoing a header): mask it as the log does
+        redact(
+            f"{job_id}: {outcome.status}"
+            + (f" ({outcome.error or outcome.detail})" if outcome.error or outcome.detail else "")
+        )
+    )
+    return EXIT_OK if outcome.status == "ok" else EXIT_FAILED
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        print("history: --limit must be at least 1", file=sys.stderr)
+        return EXIT_INVALID
+    from dynoclock.cli.tables import format_history
+
+    runs = _ledger().history(args.job, limit=args.limit)
+    if args.json:
+        keys = ("job", "scheduled_for", "started_at", "finished_at", "status", "attempt", "error", "clock",
+                "run_id", "duration_ms", "reason")  # fmt: skip
+        print(json.dumps({"runs": [{k: run.as_json()[k] for k in keys} for run in runs]}, indent=2))
+    else:
+        print(format_history(runs))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dynoclock.cli.tables import format_status
+    from dynoclock.observe.status import job_statuses
+
+    schedule = _load(args)
+    statuses = job_statuses(schedule, _ledger())
+    if args.json:
+        print(json.dumps({"jobs": [st.as_json() for st in statuses]}, indent=2))
+    else:
+        print(format_status(statuses))
+    return EXIT_OK
+
+
+def cmd_crontab(args: argparse.Namespace) -> int:
+    schedule = _load(args)
+    # Cron has no $CLOCK_SCHEDULE: a schedule chosen through it must be named on each line.
+    text, left_out = render(schedule, args.prefix, args.config or os.environ.get("CLOCK_SCHEDULE"))
+    print(text, end="")
+    for item in left_out:
+        print(f"crontab: {item.job.id} left out: {item.reason}", file=sys.stderr)
+    return EXIT_FAILED if left_out else EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    schedule = _load(args, now=datetime.now(UTC))
+    check_environment(schedule)
+    enabled = sum(job.enabled for job in schedule.jobs.values())
+    print(f"{schedule.file}: ok, {len(schedule.jobs)} jobs ({enabled} enabled)")
+    return EXIT_OK
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        print("next: --count must be at least 1", file=sys.stderr)
+        return EXIT_INVALID
+    schedule = _load(args)
+    now = datetime.now(UTC)
+    if args.now:
+        try:
+            now = datetime.fromisoformat(args.now)
+        except ValueError:
+            print(
+                f"next: --now: expected an ISO-8601 time like 2026-03-08T06:00:00Z, got {args.now!r}", file=sys.stderr
+            )
+            return EXIT_INVALID
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=schedule.zone)
+    try:
+        rows = [_next_row(job, now, args.count) for job in schedule.jobs.values()]
+        stamp = now.astimezone(UTC).isoformat()
+    except OverflowError:  # slot math past year 9999 or before year 1
+        print(f"next: --now: {args.now!r} is too close to the ends of the calendar", file=sys.stderr)
+        return EXIT_INVALID
+    paused = _paused_jobs()
+    if paused is not None:
+        for row in rows:
+            row["paused"] = row["id"] in paused
+    if args.json:
+        print(json.dumps({"now": stamp, "jobs": rows}, indent=2))
+        return EXIT_OK
+    for row in rows:
+        state = ("" if row["enabled"] else "  [disabled]") + ("  [paused]" if row.get("paused") else "")
+        print(f"{row['id']}: {row['schedule']} ({row['timezone']}){state}")
+        if not row["next"]:
+            print("    (no upcoming runs)")
+        for i, slot in enumerate(row["next"]):
+            extra = f"  (starts {row['starts'][i]}, jitter)" if "starts" in row else ""
+            print(f"    {slot}{extra}")
+    return EXIT_OK
+
+
+def _paused_jobs() -> set[str] | None:
+    """Jobs paused from the status page; None (say nothing about pauses) when the state cannot be read.
+
+    An SQLite state file is read with the stdlib, read-only: `next` stays fast and creates nothing."""
+    # As ledger.state_url, which is not imported here: it loads SQLAlchemy.
+    url = os.environ.get("CLOCK_DATABASE_URL") or os.environ.get("DATABASE_URL") or "sqlite:///state/clock.db"
+    try:
+        if url.startswith("sqlite:///"):
+            import sqlite3
+            from contextlib import closing
+            from pathlib import Path
+
+            uri = Path(url[len("sqlite:///") :].split("?")[0]).absolute().as_uri() + "?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True, timeout=2)) as conn:
+                return {job for (job,) in conn.execute("SELECT job FROM clock_paused")}
+        from dynoclock.state.controls import Controls
+        from dynoclock.state.ledger import Ledger
+
+        return set(Controls(Ledger(url)).paused())
+    except Exception:
+        return None
+
+
+def _next_row(job: Job, now: datetime, count: int) -> dict[str, Any]:
+    slots = upcoming(job.trigger, now, count, job.window) if job.enabled else []
+    row: dict[str, Any] = {
+        "id": job.id,
+        "enabled": job.enabled,
+        "trigger": job.trigger_key,
+        "spec": job.trigger_text,
+        "schedule": job.describe(),
+        "timezone": job.zone.key,
+        "next": [slot.astimezone(job.zone).isoformat() for slot in slots],
+    }
+    if job.jitter:
+        row["starts"] = [(s + jitter_offset(job.id, s, job.jitter)).astimezone(job.zone).isoformat() for s in slots]
+    return row

@@ -1,0 +1,342 @@
+"""Load schedule.yaml into a validated ``Schedule``, or a ConfigError listing every problem.
+
+Everything is checked here, at load time, so that a schedule that loads runs:
+known keys only, exactly one trigger and one action per job, durations, zones,
+instants, cron fields, ``${VAR}`` references. Problems carry file, line and key
+path (``schedule.yaml:14: jobs.import-feeds.every: expected ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS
+from dynoclock.actions.http import as_url
+from dynoclock.config.envvars import SECRET_NAME, variables
+from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
+from dynoclock.config.source import Path, load
+from dynoclock.config.values import (
+    as_bool,
+    as_duration,
+    as_duration_or_zero,
+    as_enum,
+    as_instant,
+    as_int,
+    as_mapping,
+    as_str,
+    as_zone,
+    interpolate,
+)
+from dynoclock.schedule import cron
+from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Trigger, Window
+
+JOB_ID = re.compile(r"[a-z0-9_-]{1,100}")
+TRIGGER_KEYS = ("cron", "every", "at")
+TOP_KEYS = ("timezone", "defaults", "jobs", "shutdown_grace", "history_keep", "workers")
+
+# Job options that every kind of job has, with their parsers and defaults.
+OPTIONS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "description": (as_str, ""),
+    "timeout": (as_duration, timedelta(minutes=5)),
+    "overlap": (as_enum("skip", "allow", "replace"), "skip"),
+    "retries": (as_int(0, 100), 0),
+    "retry_delay": (as_duration, timedelta(seconds=10)),
+    "retry_max_delay": (as_duration, timedelta(minutes=5)),
+    "misfire_grace": (as_duration_or_zero, timedelta(minutes=5)),
+    "catch_up": (as_enum("one", "all"), "one"),
+    "on_interrupted": (as_enum("skip", "retry"), "skip"),
+    "jitter": (as_duration_or_zero, timedelta(0)),
+    "ping": (as_url, None),
+    "ping_style": (as_enum("healthchecks", "cronitor"), "healthchecks"),
+    "on_failure": (as_url, None),
+    "on_recovery": (as_url, None),
+}
+# Keys that need the job's zone or trigger to be read; handled in _job.
+SPECIAL = ("enabled", "timezone", "start", "end", "anchor")
+JOB_KEYS_ALL = frozenset((*OPTIONS, *SPECIAL, *TRIGGER_KEYS, *KINDS, *ALL_JOB_KEYS))
+DEFAULT_KEYS = JOB_KEYS_ALL - set(TRIGGER_KEYS) - set(KINDS)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated job: when (trigger, window, zone), what (action), and how (options)."""
+
+    id: str
+    trigger_key: str  # cron | every | at
+    trigger_text: str  # as written, for messages
+    trigger: Trigger
+    zone: ZoneInfo
+    kind: str  # http | sql | python | command | enqueue
+    action: Any  # None only for a disabled job whose action names unset variables
+    enabled: bool = True
+    window: Window = field(default_factory=Window)
+    description: str = ""
+    timeout: timedelta = timedelta(minutes=5)
+    overlap: str = "skip"
+    retries: int = 0
+    retry_delay: timedelta = timedelta(seconds=10)
+    retry_max_delay: timedelta = timedelta(minutes=5)
+    misfire_grace: timedelta = timedelta(minutes=5)
+    catch_up: str = "one"
+    on_interrupted: str = "skip"
+    jitter: timedelta = timedelta(0)
+    ping: str | None = None  # monitoring URL (healthchecks.io conventions, or Cronitor's)
+    ping_style: str = "healthchecks"
+    on_failure: str | None = None  # webhook (Slack-compatible JSON) after the last attempt failed
+    on_recovery: str | None = None  # webhook when a run succeeds after a failed one
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """The job's first slot strictly after ``after``, inside its start/end window."""
+        return self.window.next_after(self.trigger, after)
+
+    def describe(self) -> str:
+        return self.trigger.describe()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    file: str
+    zone: ZoneInfo
+    jobs: dict[str, Job]
+    shutdown_grace: timedelta = timedelta(seconds=25)
+    history_keep: timedelta = timedelta(days=30)
+    workers: int = 200  # runs executing at once: threads, mostly waiting on I/O
+    warnings: list[Problem] = field(default_factory=list)
+    secrets: frozenset[str] = frozenset()  # values to mask wherever they might be printed
+    lines: dict[Path, int] = field(default_factory=dict, repr=False)  # key path -> line, for later problems
+
+
+def default_path(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("CLOCK_SCHEDULE") or "schedule.yaml"
+
+
+def load_schedule(file: str, env: Mapping[str, str] | None = None, now: datetime | None = None) -> Schedule:
+    """Read and validate ``file``; ``now`` (if given) enables the "at lies in the past" warning."""
+    env = os.environ if env is None else env
+    try:
+        with open(file, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError([Problem(file, None, "", f"cannot read the schedule: {exc.strerror}")]) from None
+    src = load(file, raw)
+    report = Report(src)
+    top = report.parse((), src.data, as_mapping)
+    if top is None:
+        report.raise_if_failed()
+    assert top is not None
+    # Top-level keys starting with "x-" are free for YAML anchors (x-common: &common {...}), as in Compose files.
+    top = {k: v for k, v in top.items() if not k.startswith("x-")}
+    report.check_keys((), top, TOP_KEYS)
+    top = {k: interpolate(report, (k,), v, env) for k, v in top.items() if k != "jobs"} | {"jobs": top.get("jobs")}
+
+    zone = report.parse(("timezone",), top.get("timezone", "UTC"), as_zone) or ZoneInfo("UTC")
+    settings: dict[str, Any] = {}
+    for key, parser in (("shutdown_grace", as_duration), ("history_keep", as_duration), ("workers", as_int(1, 1000))):
+        if key in top:
+            settings[key] = report.parse((key,), top[key], parser)
+
+    defaults = report.parse(("defaults",), top.get("defaults", {}) or {}, as_mapping) or {}
+    for key in defaults:
+        if key in TRIGGER_KEYS or key in KINDS:
+            report.error(("defaults", key), f"'{key}' cannot be a default: each job names its own trigger and action")
+    report.check_keys(
+        ("defaults",), {k: v for k, v in defaults.items() if k not in (*TRIGGER_KEYS, *KINDS)}, DEFAULT_KEYS
+    )
+    parsed_defaults = {
+        key: report.parse(("defaults", key), value, OPTIONS[key][0])
+        for key, value in defaults.items()
+        if key in OPTIONS
+    }
+
+    jobs: dict[str, Job] = {}
+    if "jobs" not in top or top["jobs"] is None:
+        report.error(("jobs",) if "jobs" in top else (), "missing 'jobs:': expected a mapping of job id to job")
+    else:
+        raw_jobs = report.parse(("jobs",), top["jobs"], as_mapping) or {}
+        if not raw_jobs and "jobs" in top and isinstance(top["jobs"], dict):
+            report.warn(("jobs",), "no jobs are defined")
+        for job_id, raw in raw_jobs.items():
+            job = _job(report, job_id, raw, zone, defaults, parsed_defaults, env, now)
+            if job is not None:
+                jobs[job_id] = job
+
+    report.raise_if_failed()
+    return Schedule(
+        file=file,
+        zone=zone,
+        jobs=jobs,
+        warnings=report.warnings,
+        secrets=_secrets(src.data, env),
+        lines=src.lines,
+        **{k: v for k, v in settings.items() if v is not None},
+    )
+
+
+def _job(
+    report: Report,
+    job_id: str,
+    raw: Any,
+    zone: ZoneInfo,
+    defaults: dict[str, Any],
+    parsed_defaults: dict[str, Any],
+    env: Mapping[str, str],
+    now: datetime | None,
+) -> Job | None:
+    path: Path = ("jobs", job_id)
+    if not JOB_ID.fullmatch(job_id):
+        report.error(path, f"job id {job_id!r} must be 1-100 of a-z, 0-9, '_' and '-'")
+    spec = report.parse(path, raw, as_mapping)
+    if spec is None:
+        return None
+    report.check_keys(path, spec, JOB_KEYS_ALL)  # before the filter below: a typo is reported even when disabled
+    before = len(report.problems)
+    enabled = True
+    value, where = _pick("enabled", spec, defaults, path)
+    if where is not None:
+        if "enabled" in spec:  # defaults are expanded already
+            value = interpolate(report, where, value, env)
+        enabled = report.parse(where, value, as_bool) is not False
+    # A disabled job may name variables that are unset where it is disabled (enabled: ${APP_URL:+true}):
+    # problems in those values are not reported; every other problem is. As for ${VAR:+word}, a variable
+    # set to "" counts as unset.
+    unset: set[str] | None = None if enabled else set()
+    job_env = env if enabled else {k: v for k, v in env.items() if v}
+    spec = {k: interpolate(report, (*path, k), v, job_env, unset) for k, v in spec.items()}
+
+    triggers = [k for k in TRIGGER_KEYS if k in spec]
+    kinds = [k for k in KINDS if k in spec]
+    if len(triggers) != 1:
+        found = f"got {' and '.join(triggers)}" if triggers else "found none"
+        report.error(path, f"expected exactly one trigger: cron, every or at; {found}")
+    if len(kinds) != 1:
+        found = f"got {' and '.join(kinds)}" if kinds else "found none"
+        report.error(path, f"expected exactly one action: {', '.join(KINDS)}; {found}")
+    kind = kinds[0] if len(kinds) == 1 else None
+    for key in ALL_JOB_KEYS & spec.keys():
+        if kind is not None and key not in JOB_KEYS[kind]:
+            owners = " or ".join(k for k, keys in JOB_KEYS.items() if key in keys)
+            report.error((*path, key), f"'{key}' applies to {owners} jobs only, and this is a {kind} job")
+
+    options: dict[str, Any] = {}
+    for key, (parser, default) in OPTIONS.items():
+        if key in spec:
+            options[key] = report.parse((*path, key), spec[key], parser)
+        else:
+            options[key] = parsed_defaults.get(key, default)
+    job_zone = zone
+    tz_raw, tz_path = _pick("timezone", spec, defaults, path)
+    if tz_path is not None:
+        job_zone = report.parse(tz_path, tz_raw, as_zone) or zone
+    window = Window(*(_instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
+    if window.start and window.end and window.start > window.end:
+        report.error((*path, "end"), "end lies before start")
+
+    trigger = None
+    if len(triggers) == 1:
+        trigger = _trigger(report, path, triggers[0], spec, defaults, job_zone, options, now)
+    action = None
+    if kind is not None:
+        extras = {}
+        for key in JOB_KEYS[kind]:
+            value, where = _pick(key, spec, defaults, path)
+            if where is not None:
+                extras[key] = (value, where)
+        action = KINDS[kind].parse(report, (*path, kind), spec[kind], extras)
+
+    if unset:
+        report.problems[before:] = [
+            p for p in report.problems[before:] if not any(p.path == u or p.path.startswith(u + ".") for u in unset)
+        ]
+    # A disabled job whose action names unset variables is still listed, with no action.
+    if len(report.problems) > before or trigger is None or kind is None or (action is None and enabled):
+        return None
+    return Job(
+        id=job_id,
+        trigger_key=triggers[0],
+        trigger_text=str(spec[triggers[0]]),
+        trigger=trigger,
+        zone=job_zone,
+        kind=kind,
+        action=action,
+        enabled=enabled,
+        window=window,
+        **options,
+    )
+
+
+def _pick(key: str, spec: dict[str, Any], defaults: dict[str, Any], path: Path) -> tuple[Any, Path | None]:
+    """The job's own value for ``key``, else the default, with the path it came from."""
+    if key in spec:
+        return spec[key], (*path, key)
+    if key in defaults:
+        return defaults[key], ("defaults", key)
+    return None, None
+
+
+def _instant(
+    report: Report, key: str, spec: dict[str, Any], defaults: dict[str, Any], path: Path, zone: ZoneInfo
+) -> datetime | None:
+    value, where = _pick(key, spec, defaults, path)
+    return None if where is None else report.parse(where, value, as_instant(zone))
+
+
+def _trigger(
+    report: Report,
+    path: Path,
+    key: str,
+    spec: dict[str, Any],
+    defaults: dict[str, Any],
+    zone: ZoneInfo,
+    options: dict[str, Any],
+    now: datetime | None,
+) -> Trigger | None:
+    where = (*path, key)
+    if "anchor" in spec and key != "every":
+        report.error((*path, "anchor"), f"'anchor' applies to 'every' only, and this job uses '{key}'")
+    if key == "cron":
+        expr = report.parse(where, spec[key], _as_cron)
+        return CronTrigger(expr, zone) if expr else None
+    if key == "every":
+        interval = report.parse(where, spec[key], as_duration)
+        anchor = _instant(report, "anchor", spec, defaults, path, zone) or EPOCH
+        jitter = options.get("jitter")
+        if interval and jitter and jitter >= interval:
+            report.error((*path, "jitter"), f"jitter must be shorter than the interval ({spec[key]})")
+        return EveryTrigger(interval, anchor) if interval else None
+    instant = report.parse(where, spec[key], as_instant(zone))
+    if instant is None:
+        return None
+    if now is not None and instant <= now:
+        report.warn(where, f"{spec[key]} lies in the past: this job will not run")
+    return AtTrigger(instant)
+
+
+def _as_cron(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f'expected a crontab expression like "0 2 * * *" or @daily, got {value!r}')
+    return cron.normalize(value)
+
+
+def _secrets(tree: Any, env: Mapping[str, str]) -> frozenset[str]:
+    """Values of the secret-named variables (``*TOKEN*``, ``*PASSWORD*``...) the schedule refers to."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.update(env[n] for n in variables(value) if SECRET_NAME.search(n) and env.get(n))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(tree)
+    return frozenset(found)

@@ -1,0 +1,192 @@
+"""Collecting problems while reading a schedule, and the small value parsers it uses.
+
+Parsers take a value and raise Invalid with "what was expected, what was found";
+``Report`` adds the file, line and key path and keeps going, so the user sees
+every problem at once rather than one per run of ``check``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dynoclock.config.durations import parse_duration
+from dynoclock.config.envvars import expand
+from dynoclock.config.problems import Invalid, Report
+from dynoclock.config.source import Path, dotted
+
+T = TypeVar("T")
+
+
+def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], unset: set[str] | None = None) -> Any:
+    """Expand ``${VAR}`` in every string inside ``value``; errors are reported against their path.
+
+    With ``unset`` given, an unset variable is not an error: it expands to "" and the
+    dotted path of the value is added to ``unset`` (a disabled job may name them).
+    """
+    if isinstance(value, str):
+        try:
+            return expand(value, env)
+        except Invalid as exc:
+            if unset is not None and "is not set" in str(exc):
+                unset.add(dotted(path))
+                return expand(value, env, missing_ok=True)
+            report.error(path, str(exc))
+            report.reported.add(path)
+            return value
+    if isinstance(value, dict):
+        return {k: interpolate(report, (*path, k), v, env, unset) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(report, (*path, i), v, env, unset) for i, v in enumerate(value)]
+    return value
+
+
+def parse_fields(
+    report: Report, path: Path, value: Any, parsers: Mapping[str, Callable[[Any], Any]], required: str, example: str
+) -> dict[str, Any] | None:
+    """An action's mapping of options: known keys only, ``required`` present, each value parsed by its parser.
+    None after any problem (all of them reported)."""
+    spec = report.parse(path, value, as_mapping)
+    if spec is None:
+        return None
+    before = len(report.problems)
+    report.check_keys(path, spec, parsers)
+    if required not in spec:
+        report.error(path, f"missing '{required}': expected {required}: {example}")
+        return None
+    fields = {key: report.parse((*path, key), spec[key], parser) for key, parser in parsers.items() if key in spec}
+    return None if len(report.problems) > before else fields
+
+
+# ---- value parsers -------------------------------------------------------------------------
+
+
+def show(value: Any) -> str:
+    """A found value as the user wrote it, in messages."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def as_str(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise Invalid(f"expected text, got {show(value)}")
+    return str(value)
+
+
+def as_nonempty_str(value: Any) -> str:
+    text = as_str(value)
+    if not text.strip():
+        raise Invalid("expected a value, got an empty string")
+    return text
+
+
+def as_bool(value: Any) -> bool:
+    """YAML booleans, and the strings an interpolated ``${VAR:+true}`` can produce ('' is false)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOLS:
+        return _BOOLS[value.strip().lower()]
+    raise Invalid(f"expected true or false, got {show(value)}")
+
+
+_BOOLS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+    "": False,
+}
+
+
+def as_int(low: int, high: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"expected a whole number, got {show(value)}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise Invalid(f"expected a number {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def as_enum(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise Invalid(f"expected one of {', '.join(choices)}, got {show(value)}")
+        return str(value)
+
+    return parse
+
+
+def as_duration(value: Any) -> timedelta:
+    return parse_duration(value)
+
+
+def as_duration_or_zero(value: Any) -> timedelta:
+    return parse_duration(value, allow_zero=True)
+
+
+def as_zone(value: Any) -> ZoneInfo:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"expected an IANA time zone like UTC or America/New_York, got {show(value)}")
+    try:
+        return ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Invalid(f"unknown time zone {value!r}; expected an IANA name like Europe/London") from None
+
+
+def as_instant(zone: ZoneInfo) -> Callable[[Any], datetime]:
+    """ISO-8601 date or date-time; without an offset it is wall time in ``zone``."""
+
+    def parse(value: Any) -> datetime:
+        if not isinstance(value, str):
+            raise Invalid(f"expected an ISO-8601 time like 2026-12-31T23:00:00Z, got {show(value)}")
+        try:
+            instant = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise Invalid(f"expected an ISO-8601 time like 2026-12-31T23:00:00Z, got {value!r}") from None
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=zone)
+        # Slot math adds intervals to instants: keep them well inside the calendar (year 1 to 9999).
+        if not datetime(1000, 1, 1, tzinfo=UTC) <= instant <= datetime(9000, 1, 1, tzinfo=UTC):
+            raise Invalid(f"expected a time between the years 1000 and 9000, got {value!r}")
+        return instant.astimezone(UTC)
+
+    return parse
+
+
+def as_mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Invalid(f"expected a mapping (key: value lines), got {show(value)}")
+    return value
+
+
+def as_str_map(value: Any) -> dict[str, str]:
+    """A mapping of names to text (headers, env): numbers are accepted and turned to text."""
+    mapping = as_mapping(value)
+    out = {}
+    for key, item in mapping.items():
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise Invalid(f"expected text for '{key}', got {show(item)}")
+        out[key] = str(item)
+    return out
+
+
+def as_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list, got {show(value)}")
+    return value

@@ -1,0 +1,1 @@
+"""The clock process: the scheduler's wiring, slot claims, leadership, housekeeping, and signals."""

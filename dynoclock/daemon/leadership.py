@@ -1,0 +1,231 @@
+"""Who runs the slots: the lease loop of one clock, in a thread of its own.
+
+A standby polls the lease every second. On becoming leader a clock catches up
+on what passed with no leader (catchup.plan), and from then on the runner
+claims each due slot. The leader checks its lease every few seconds; if it is
+lost (database gone, connection killed) the clock stops claiming at once. It
+also closes runs left behind by clocks that died, and prunes old history in
+small batches. No database round trip happens on the scheduler's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from dynoclock.config.loader import Schedule
+from dynoclock.daemon.claims import LEAD
+from dynoclock.observe.logs import EventLog, short_error
+from dynoclock.run.runner import Runner
+from dynoclock.schedule import catchup
+from dynoclock.state.controls import Controls
+from dynoclock.state.lease import make_lease
+from dynoclock.state.ledger import Ledger, SchemaTooNew
+
+STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
+LEADER_CHECK = 5.0  # seconds between the leader's lease checks and heartbeats
+DEAD_AFTER = timedelta(seconds=20)  # a clock silent this long is dead: its unfinished runs are closed
+PRUNE_EVERY = 3600.0
+HOUSEKEEPING_EVERY = 14.0  # seconds between looks for runs left behind by dead clocks
+
+
+class Leadership:
+    def __init__(self, schedule: Schedule, ledger: Ledger, runner: Runner, events: EventLog, clock: str):
+        self.schedule = schedule
+        self.ledger = ledger
+        self.runner = runner
+        self.events = events
+        self.clock = clock
+        self.lease = make_lease(ledger)
+        self.controls = Controls(ledger)
+        self.leader = threading.Event()
+        self.stopped = threading.Event()
+        self.started_at = datetime.now(UTC)
+        self._ready = False  # schema exists
+        self._said_standby = False
+        self._last_prune = 0.0
+        self._last_housekeeping = float("-inf")
+        self._failures = 0
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the lease's connection is used by the loop and by step_down
+
+    def is_leader(self) -> bool:
+        return self.leader.is_set()
+
+    def start(self, now: datetime | None = None) -> None:
+        """One step at once (so a lone clock leads before its first slot), then the loop in a thread.
+
+        ``now`` bounds the first catch-up; the scheduler takes the slots after it.
+        """
+        self.step(now)
+        self._thread = threading.Thread(target=self._loop, name="leadership", daemon=True)
+        self._thread.start()
+
+    def step_down(self) -> None:
+        """At SIGTERM: stop claiming and release the lease now, so a standby takes over while our runs finish."""
+        self.stopped.set()
+        was_leader = self.leader.is_set()
+        self.leader.clear()
+        with self._lock:
+            self.lease.release()
+        if was_leader:
+            self.events.emit("clock.lease_released", clock=self.clock)
+        with contextlib.suppress(Exception):
+            self.ledger.heartbeat(self.clock, "stopping", self.started_at)
+
+    def forget(self) -> None:
+        """At exit: remove this clock from the clocks table."""
+        with contextlib.suppress(Exception):
+            self.ledger.forget_clock(self.clock)
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            wait = LEADER_CHECK if self.leader.is_set() else STANDBY_POLL
+            if self._failures:
+                wait = min(STANDBY_POLL * 2**self._failures, 15.0)
+            if self.stopped.wait(wait):
+                return
+            self.step()
+
+    def step(self, now: datetime | None = None) -> None:
+        """One round: ensure the schema, heartbeat, take or check the lease, housekeeping."""
+        with self._lock:
+            self._step(now)
+
+    def _step(self, now: datetime | None) -> None:
+        try:
+            if not self._ready:
+                self.ledger.ensure_schema()
+                self._ready = True
+            if self.stopped.is_set():
+                return
+            if self.leader.is_set():
+                if not self.lease.still_held():
+                    self.leader.clear()
+                    self.events.emit("clock.lease_lost", level="error", clock=self.clock,
+                                     note="stopped claiming; will try to lead again")  # fmt: skip
+                else:
+                    paused_jobs, requested = self.ledger.leader_round(self.clock, self.started_at)
+                    self._controls(paused_jobs, requested)
+                    self._housekeeping()
+                    self._healthy()
+                    return
+            elif self.lease.try_acquire():
+                if self.stopped.is_set():
+                    self.lease.release()
+                    return
+                self.leader.set()
+                self._said_standby = False
+                # Until when the previous leader led: read before our own heartbeat moves the mark.
+                led_until = self.ledger.led_until()
+                # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
+                self.ledger.heartbeat(self.clock, "leader", self.started_at)
+                self.events.emit("clock.leader", clock=self.clock, state=self.ledger.location)
+                self._controls(set(self.controls.paused()), requested=True)
+                # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the
+                # catch-up of a takeover reaches LEAD ahead too. At start (``now`` given), the scheduler
+                # has not fired yet and takes every slot after ``now``.
+                self._catch_up(now or datetime.now(UTC) + LEAD, led_until)
+                self._housekeeping()
+            elif not self._said_standby:
+                self._said_standby = True
+                self.events.emit("clock.standby", clock=self.clock, note="another clock leads; taking over if it stops")
+            self.ledger.heartbeat(self.clock, "leader" if self.leader.is_set() else "standby", self.started_at)
+            self._healthy()
+        except Exception as exc:
+            self._failures = min(self._failures + 1, 4)
+            if self.leader.is_set() and not self.lease.still_held():
+                self.leader.clear()
+                self.events.emit("clock.lease_lost", level="error", clock=self.clock, note="database unreachable")
+            if isinstance(exc, SchemaTooNew):  # not a network blip: say what is wrong (an older clock after a deploy)
+                self.events.emit("ledger.schema_too_new", level="error", clock=self.clock, error=str(exc),
+                                 note="this clock stands by until it is upgraded")  # fmt: skip
+                return
+            self.events.emit("ledger.unreachable", level="warning", clock=self.clock, error=short_error(exc))
+
+    def _healthy(self) -> None:
+        if self._failures:
+            self.events.emit("ledger.reachable", clock=self.clock)
+        self._failures = 0
+
+    def _controls(self, paused_jobs: set[str], requested: bool) -> None:
+        """Pauses and "run now" requests from the status page (read each round, a few seconds apart)."""
+        self.runner.paused = paused_jobs
+        if not requested:
+            return
+        for request_id, job_id, requested_at in self.controls.take_requests(self.clock):
+            if job_id not in self.schedule.jobs or self.schedule.jobs[job_id].action is None:
+                self.events.emit("request.ignored", level="warning", job=job_id, request_id=request_id,
+                                 reason="no such runnable job in this clock's schedule")  # fmt: skip
+                continue
+            self.events.emit("request.taken", job=job_id, request_id=request_id)
+            self.runner.submit(job_id, requested_at, reason="manual")
+
+    def _catch_up(self, now: datetime, led_until: datetime | None) -> None:
+        """Slots that passed while no clock led: run within misfire_grace, record the rest."""
+        last = self.ledger.last_slots()
+        for job in self.schedule.jobs.values():
+            if not job.enabled or job.action is None:
+                continue
+            since = last.get(job.id)
+            if since is None and led_until is not None:
+                # No row yet (a new job, an `at:` job, rows pruned): a leader would have claimed its slots
+                # while it led, so only those after the last leader's heartbeat can have been missed. The
+                # margin covers a slot fired just before that heartbeat and not yet claimed.
+                since = led_until - timedelta(seconds=LEADER_CHECK)
+            plan = catchup.plan(job, since, now)
+            for slot in plan.missed:
+                self.ledger.record(job.id, slot, "missed", self.clock, "no clock was leading within misfire_grace")
+            for slot in plan.skipped:
+                self.ledger.record(job.id, slot, "skipped", self.clock, "catch_up=one: coalesced into a later run")
+            if plan.missed or plan.skipped or plan.run:
+                self.events.emit("clock.catch_up", job=job.id, run=len(plan.run), skipped=len(plan.skipped),
+                                 missed=len(plan.missed) + plan.uncounted, since=since)  # fmt: skip
+            if plan.run:
+                self.runner.submit_in_order(job.id, plan.run, reason="catch_up")
+
+    def _housekeeping(self) -> None:
+        """Close runs of dead clocks (or run them again), and prune old history a batch at a time.
+
+        Every third round or so (HOUSEKEEPING_EVERY): a dead clock is only declared after DEAD_AFTER anyway,
+        and an idle clock's CPU is mostly these rounds."""
+        if time.monotonic() - self._last_housekeeping < HOUSEKEEPING_EVERY:
+            return
+        self._last_housekeeping = time.monotonic()
+        now = datetime.now(UTC)
+        for run in self.ledger.unfinished(now - DEAD_AFTER):
+            job = self.schedule.jobs.get(run.job)
+            if run.clock == self.clock:  # ours, in flight (on the first round our heartbeat is not written yet)
+                continue
+            if run.reason == "manual" and job is not None and run.claimed_at > now - job.timeout - DEAD_AFTER:
+                continue  # `run JOB` keeps no heartbeat, but its timeout bounds it: dead only once past that
+            if job is not None and job.enabled and job.on_interrupted == "retry" and job.action is not None:
+                if self.ledger.reclaim(run, self.clock):
+                    self.events.emit("run.reclaimed", job=run.job, run_id=run.run_id, scheduled_for=run.scheduled_for,
+                                     previous_clock=run.clock)  # fmt: skip
+                    self.runner.submit(run.job, run.scheduled_for, reason="retry", reclaimed=run)
+            elif self.ledger.interrupt(run, f"clock {run.clock} stopped during the run"):
+                self.events.emit("run.interrupted", level="error", job=run.job, run_id=run.run_id,
+                                 scheduled_for=run.scheduled_for, status="interrupted",
+                                 error=f"clock {run.clock} stopped during the run")  # fmt: skip
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = time.monotonic()
+            threading.Thread(target=self._prune, name="prune", daemon=True).start()
+
+    def _prune(self) -> None:
+        """Delete history older than history_keep, in batches with pauses, never holding the scheduler."""
+        before = datetime.now(UTC) - self.schedule.history_keep
+        total = 0
+        try:
+            while not self.stopped.is_set():
+                deleted = self.ledger.prune(before)
+                total += deleted
+                if deleted == 0:
+                    break
+                time.sleep(0.05)
+        except Exception as exc:
+            self.events.emit("ledger.prune_failed", level="warning", error=short_error(exc))
+        if total:
+            self.events.emit("ledger.pruned", rows=total, before=before)

@@ -1,0 +1,177 @@
+"""The clock process: an APScheduler BlockingScheduler wired to our triggers and runner, and signals.
+
+APScheduler keeps the wait loop (sleep until the next fire time, never poll).
+Our trigger hands it the job's slots, and our executor hands each due slot to
+the Runner, which owns timeouts, overlap and retries (APScheduler 3 has none).
+
+Shutdown fits Heroku: SIGTERM or SIGINT, once or many times, stops new runs at
+once, lets running ones finish for ``shutdown_grace``, stops the rest, and
+exits 0 before Heroku's SIGKILL at 30 s.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from apscheduler.events import EVENT_SCHEDULER_STARTED
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.schedulers.base import SchedulerNotRunningError
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from dynoclock.config.loader import Job, Schedule
+from dynoclock.daemon.claims import LEAD, Dispatcher
+from dynoclock.daemon.leadership import Leadership
+from dynoclock.observe.logs import EventLog, log
+from dynoclock.observe.redact import redact
+from dynoclock.run.runner import Runner
+from dynoclock.run.watchdog import STOP_GRACE
+from dynoclock.state import engines as db
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.location import clock_id, state_url
+
+
+class SlotTrigger(BaseTrigger):  # type: ignore[misc]
+    """Feeds APScheduler a job's slots (UTC) from our own triggers: cron semantics, anchored intervals."""
+
+    def __init__(self, job: Job, since: datetime):
+        self.job = job
+        self.since = since  # slots up to here belong to the catch-up at start
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        # Fire LEAD ahead of each slot, so that its claim is done when the slot comes.
+        previous_slot = previous_fire_time + LEAD if previous_fire_time else self.since
+        slot = self.job.next_after(previous_slot)
+        return None if slot is None else slot - LEAD
+
+    def __str__(self) -> str:
+        return self.job.describe()
+
+
+class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
+    """Hands every due slot to the Runner, which starts it in its own thread without blocking the loop."""
+
+    def __init__(self, dispatcher: Dispatcher):
+        super().__init__()
+        self.dispatcher = dispatcher
+
+    def submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        for run_time in run_times:  # several when the loop itself was late: each slot runs
+            self.dispatcher.due(job.id, run_time + LEAD)
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:  # pragma: no cover - unused
+        raise NotImplementedError
+
+
+def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = None) -> int:
+    """Run the schedule until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
+    redact.add_from_env()
+    events.write_behind()
+    me = clock_id()
+    try:
+        ledger = Ledger(state or state_url())
+    except db.DatabaseUrlError as exc:
+        print(f"clock: state database: {exc}", file=sys.stderr)
+        return 2
+    if os.environ.get("DYNO") and not ledger.is_postgres:
+        events.emit("clock.warning", level="warning", state=ledger.location,
+                    note="SQLite state on a Heroku dyno is lost at every restart and cannot keep two clocks "
+                    "from running the same slot: attach Postgres (DATABASE_URL or CLOCK_DATABASE_URL)")  # fmt: skip
+    leadership: Leadership | None = None
+    runner = Runner(schedule, events, me, ledger, is_leader=lambda: leadership is not None and leadership.is_leader())
+    leadership = Leadership(schedule, ledger, runner, events, me)
+    since = datetime.now(UTC)
+    dispatcher = Dispatcher(runner)
+    scheduler = BlockingScheduler(timezone=UTC, executors={"default": RunnerExecutor(dispatcher)})
+    jobs = [job for job in schedule.jobs.values() if job.enabled and job.action is not None]
+    for job in jobs:
+        scheduler.add_job(
+            _unused, trigger=SlotTrigger(job, since), id=job.id, name=job.id, misfire_grace_time=None, coalesce=False
+        )
+    scheduler.add_listener(
+        lambda event: events.emit("clock.ready", clock=me, jobs=len(jobs), leader=leadership.is_leader()),
+        EVENT_SCHEDULER_STARTED,
+    )
+    stop = _Stopper(scheduler, runner, events, leadership)
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
+    events.emit(
+        "clock.start", clock=me, jobs=len(jobs), disabled=len(schedule.jobs) - len(jobs),
+        schedule=schedule.file, workers=schedule.workers, pid=os.getpid(), state=ledger.location,
+    )  # fmt: skip
+    leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
+    # The schedule's objects live as long as the process: keep the cyclic GC from walking them again and
+    # again (with 10,000 jobs, those walks were most of an idle clock's CPU).
+    runner.pool.prestart(len(jobs))  # at most `workers`: one per job is as many as can be due at once
+    gc.collect()
+    gc.freeze()
+    if stop.first_signal is None:
+        scheduler.start()  # blocks until a signal shuts the scheduler down
+    first = stop.first_signal or time.monotonic()
+    grace = schedule.shutdown_grace.total_seconds()
+    runner.drain(deadline=first + grace)
+    # What is left is bounded so that the clock exits before Heroku's SIGKILL (30 s after the first
+    # signal with the default grace), even if the database or a webhook does not answer.
+    end = first + grace + STOP_GRACE + 1.5
+    if runner.recorder is not None:
+        runner.recorder.flush(timeout=max(0.0, end - time.monotonic() - 0.5))
+    _bounded(leadership.forget, timeout=max(0.0, min(0.5, end - time.monotonic())))
+    runner.notifier.flush(timeout=max(0.0, end - time.monotonic()))
+    events.emit("clock.stop", clock=me, after_signal_s=round(time.monotonic() - (stop.first_signal or 0), 1))
+    events.flush(timeout=1.0)
+    return 0
+
+
+def _bounded(task: Callable[[], None], timeout: float) -> None:
+    """Run ``task`` in a daemon thread and wait at most ``timeout`` for it."""
+    thread = threading.Thread(target=task, daemon=True)
+    thread.start()
+    thread.join(timeout)
+
+
+def _unused() -> None:  # pragma: no cover - RunnerExecutor never calls the job function
+    raise AssertionError("jobs run through the Runner")
+
+
+class _Stopper:
+    """Signal handler: the first signal stops the scheduler; later ones are logged and change nothing."""
+
+    def __init__(self, scheduler: BlockingScheduler, runner: Runner, events: EventLog, leadership: Leadership):
+        self.leadership = leadership
+        self.scheduler = scheduler
+        self.runner = runner
+        self.events = events
+        self.first_signal: float | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.first_signal is not None:
+            self.events.emit("clock.signal", signal=name, note="already stopping")
+            return
+        self.first_signal = time.monotonic()
+        self.runner.stopping.set()  # no new runs, no retries, from this instant
+        # Hand over at once: release the lease so a standby leads while our running jobs finish.
+        threading.Thread(target=self.leadership.step_down, name="step-down", daemon=True).start()
+        grace = self.runner.schedule.shutdown_grace.total_seconds()
+        running = self.runner.running_count()
+        self.events.emit("clock.stopping", signal=name, running=running, grace_s=grace, kill_after_s=STOP_GRACE)
+        # Shut the scheduler down from another thread: the handler runs inside the scheduler's
+        # own loop, and shutdown() takes the locks that loop may hold.
+        threading.Thread(target=self._shutdown, name="shutdown", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        for _ in range(100):  # a signal just before start(): wait for the scheduler to be running
+            try:
+                self.scheduler.shutdown(wait=False)
+                return
+            except SchedulerNotRunningError:
+                time.sleep(0.05)

@@ -1,0 +1,52 @@
+"""What ran and what comes next, read from the ledger: the ``history`` and ``status`` commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dynoclock.config.loader import Job, Schedule
+from dynoclock.state.controls import Controls
+from dynoclock.state.ledger import Ledger, Run
+
+FAILED = ("failed", "timeout", "interrupted", "missed")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job: Job
+    next_run: datetime | None
+    last: Run | None
+    failures_in_a_row: int
+    paused: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.job.id,
+            "schedule": self.job.describe(),
+            "timezone": self.job.zone.key,
+            "enabled": self.job.enabled,
+            "next": self.next_run.astimezone(self.job.zone).isoformat() if self.next_run else None,
+            "last": self.last.as_json() if self.last else None,
+            "failures_in_a_row": self.failures_in_a_row,
+            "paused": self.paused,
+        }
+
+
+def job_statuses(schedule: Schedule, ledger: Ledger, now: datetime | None = None) -> list[JobStatus]:
+    now = now or datetime.now(UTC)
+    paused = Controls(ledger).paused()
+    out = []
+    for job in schedule.jobs.values():
+        recent = [run for run in ledger.history(job.id, limit=50) if run.status not in ("claimed", "skipped")]
+        streak = 0
+        for run in recent:
+            if run.status == "running":
+                continue
+            if run.status not in FAILED:
+                break
+            streak += 1
+        next_run = job.next_after(now) if job.enabled else None
+        out.append(JobStatus(job, next_run, recent[0] if recent else None, streak, job.id in paused))
+    return out

@@ -1,0 +1,210 @@
+"""Telling the tools a team watches: monitoring pings, failure and recovery webhooks, Sentry.
+
+All of it runs on a small pool of background threads, with short timeouts and
+a couple of retries: a slow or dead monitoring service never delays a job and
+never fails one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+
+from dynoclock.observe.logs import EventLog, short_error
+from dynoclock.observe.timefmt import iso_utc
+
+PING_TIMEOUT = 5.0
+PING_TRIES = 3
+START_WAIT = PING_TIMEOUT * PING_TRIES + 5  # how long a run's last ping waits for its start ping to be done
+BODY_LIMIT = 10_000  # bytes of output or error sent with a ping (healthchecks.io keeps 100 kB)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a notification says about a run."""
+
+    job: str
+    run_id: str
+    scheduled_for: datetime
+    attempt: int
+    status: str
+    error: str = ""
+    detail: str = ""
+    duration_ms: int | None = None
+    output: str = ""  # the run's last output lines
+
+
+class Notifier:
+    def __init__(self, events: EventLog, workers: int = 2):
+        self.events = events
+        self._queue: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=10_000)
+        self._session = requests.Session()
+        self._lock = threading.Lock()
+        self._starts: dict[str, threading.Event] = {}  # run id -> set once its start ping is done
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"notify-{i}", daemon=True).start()
+        self.sentry = _sentry()
+
+    # ---- what the runner calls ----------------------------------------------------------------
+
+    def run_started(self, ping: str | None, style: str, info: RunInfo) -> None:
+        if ping:
+            done = threading.Event()
+            with self._lock:
+                self._starts[info.run_id] = done
+                while len(self._starts) > 1_000:  # runs that never finished (interrupted): forget the oldest
+                    self._starts.pop(next(iter(self._starts))).set()
+            self._send("ping.start", info, *_ping_request(ping, style, "start", info), done=done)
+
+    def run_finished(self, job: Any, info: RunInfo, previous_failed: bool) -> None:
+        """After a run's last attempt: ping success/fail, on_failure, on_recovery, Sentry."""
+        ok = info.status == "ok"
+        if job.ping:
+            with self._lock:
+                started = self._starts.pop(info.run_id, None)
+            state = "ok" if ok else "fail"
+            self._send("ping.finish", info, *_ping_request(job.ping, job.ping_style, state, info), after=started)
+        if not ok and job.on_failure:
+            self._send("alert.failure", info, "POST", job.on_failure, None, _slack("failed", info))
+        if ok and previous_failed and job.on_recovery:
+            self._send("alert.recovery", info, "POST", job.on_recovery, None, _slack("recovered", info))
+        if not ok and self.sentry is not None:
+            self._put(lambda: self._capture(info))
+
+    def flush(self, timeout: float) -> None:
+        """Wait (bounded) for queued notifications to be delivered, retries included, e.g. before exit."""
+        end = time.monotonic() + timeout
+        with self._queue.all_tasks_done:  # unfinished_tasks counts the ones being sent, not only the queued
+            while self._queue.unfinished_tasks and time.monotonic() < end:
+                self._queue.all_tasks_done.wait(end - time.monotonic())
+
+    # ---- delivery ------------------------------------------------------------------------------
+
+    def _send(
+        self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: Any = None,
+        done: threading.Event | None = None, after: threading.Event | None = None,
+    ) -> None:  # fmt: skip
+        """Deliver in the background; ``after``: wait for that delivery first (a run's start ping, even when
+        it is being retried, must arrive before its success or failure ping); ``done``: set when finished."""
+
+        def deliver() -> None:
+            try:
+                if after is not None:
+                    after.wait(START_WAIT)
+                self._deliver(what, info, method, url, body, payload)
+            finally:
+                if done is not None:
+                    done.set()
+
+        if not self._put(deliver) and done is not None:
+            done.set()
+
+    def _deliver(self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: Any) -> None:
+        error = ""
+        for attempt in range(1, PING_TRIES + 1):
+            try:
+                response = self._session.request(
+                    method, url, data=body, json=payload, timeout=PING_TIMEOUT, allow_redirects=True
+                )
+                if response.status_code < 400:
+                    return
+                error = f"HTTP {response.status_code}"
+            except requests.RequestException as exc:
+                error = short_error(exc)
+            if attempt < PING_TRIES:  # no pause after the last try
+                time.sleep(0.5 * attempt)
+        self.events.emit(f"{what}.failed", level="warning", job=info.job, run_id=info.run_id, error=error)
+
+    def _put(self, task: Callable[[], None]) -> bool:
+        try:
+            self._queue.put_nowait(task)
+            return True
+        except queue.Full:
+            self.events.emit("notify.dropped", level="warning", note="notification queue full")
+            return False
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            with contextlib.suppress(Exception):  # a notification must never take the clock down
+                task()
+            self._queue.task_done()
+
+    def _capture(self, info: RunInfo) -> None:
+        sentry = self.sentry
+        assert sentry is not None
+        with sentry.new_scope() as scope:
+            scope.set_tag("job", info.job)
+            scope.set_tag("scheduled_for", iso_utc(info.scheduled_for))
+            scope.set_tag("status", info.status)
+            scope.set_extra("attempt", info.attempt)
+            scope.set_extra("run_id", info.run_id)
+            sentry.capture_message(f"{info.job} {info.status}: {info.error}"[:500], level="error")
+
+
+def _ping_request(url: str, style: str, state: str, info: RunInfo) -> tuple[str, str, bytes | None]:
+    """healthchecks.io: ``/start``, the URL itself, ``/fail``, with ``rid``; Cronitor: ``state=run|complete|fail``."""
+    body_text = info.error if state == "fail" else (info.output or info.detail)
+    body = body_text.encode()[-BODY_LIMIT:] if body_text else None
+    if style == "cronitor":
+        params = {"state": {"start": "run", "ok": "complete", "fail": "fail"}[state], "series": info.run_id}
+        if state == "fail" and info.error:
+            params["message"] = info.error[:2000]
+        if info.duration_ms is not None and state != "start":
+            params["metric"] = f"duration:{info.duration_ms / 1000:.3f}"  # Cronitor's metric=duration:<seconds>
+        return "GET", f"{url}{'&' if '?' in url else '?'}{urlencode(params)}", None
+    suffix = {"start": "/start", "ok": "", "fail": "/fail"}[state]
+    base, _, query = url.partition("?")
+    query = "&".join(part for part in (query, urlencode({"rid": _uuid_like(info.run_id)})) if part)
+    return "POST", f"{base.rstrip('/')}{suffix}?{query}", body
+
+
+def _uuid_like(run_id: str) -> str:
+    """healthchecks.io wants a UUID as ``rid``; run ids are UUID4 hex."""
+    try:
+        return str(uuid.UUID(run_id))
+    except ValueError:
+        return run_id
+
+
+def _slack(what: str, info: RunInfo) -> dict[str, Any]:
+    """A Slack-compatible message (``text``), with the run's fields for other receivers."""
+    when = iso_utc(info.scheduled_for)
+    if what == "failed":
+        text = f":red_circle: {info.job} {info.status} (slot {when}, attempt {info.attempt}): {info.error}"
+    else:
+        text = f":large_green_circle: {info.job} recovered (slot {when})"
+    return {
+        "text": text[:3000],
+        "job": info.job,
+        "scheduled_for": when,
+        "run_id": info.run_id,
+        "attempt": info.attempt,
+        "status": info.status,
+        "reason": info.error,
+        "duration_ms": info.duration_ms,
+    }
+
+
+def _sentry() -> Any:
+    """sentry_sdk, initialised, when SENTRY_DSN is set and the optional package is installed."""
+    dsn = os.environ.get("SENTRY_DSN")
+    if not dsn:
+        return None
+    try:
+        import sentry_sdk
+    except ImportError:
+        return None
+    sentry_sdk.init(dsn=dsn, traces_sample_rate=0)
+    return sentry_sdk

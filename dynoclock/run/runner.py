@@ -1,0 +1,429 @@
+"""Executes runs: claim, overlap policy, jitter, the enforced timeout, retries, the log line and the record.
+
+Runs wait for their start time in a timer heap, then run on the worker pool
+(pool.py), whose watchdog enforces each attempt's timeout and stops cancelled
+ones: a hung job never starves the others and never holds the process past
+shutdown.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dynoclock.actions.base import JobFailed, JobTimeout, RunCancelled, RunContext
+from dynoclock.config.durations import format_duration
+from dynoclock.config.loader import Job, Schedule
+from dynoclock.observe.logs import EventLog, log, short_error
+from dynoclock.observe.redact import redact
+from dynoclock.run.notify import Notifier, RunInfo
+from dynoclock.run.outcome import Outcome
+from dynoclock.run.timer import Timer
+from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
+from dynoclock.run.workers import WorkerPool
+from dynoclock.schedule.triggers import jitter_offset
+from dynoclock.state.ledger import Ledger, Run
+from dynoclock.state.writer import Recorder
+
+__all__ = ["STOP_GRACE", "Outcome", "Runner"]
+
+
+class Runner:
+    """Runs jobs of one schedule; ``submit`` is called from the scheduler thread and never blocks."""
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        events: EventLog = log,
+        clock_id: str = "",
+        ledger: Ledger | None = None,
+        is_leader: Callable[[], bool] | None = None,
+        notifier: Notifier | None = None,
+    ):
+        self.schedule = schedule
+        self.events = events
+        self.clock_id = clock_id
+        self.ledger = ledger  # None: no state (e.g. `run JOB` when the database is down)
+        self.is_leader = is_leader  # None: always claim (a single clock, or `run JOB`)
+        self.notifier = notifier or Notifier(events)
+        self.recorder = Recorder(ledger, events) if ledger is not None else None
+        self._last_final: dict[str, str] = {}  # job id -> status of its last finished run
+        self.paused: set[str] = set()  # jobs paused from the status page (the leader refreshes this)
+        self.stopping = threading.Event()
+        self.pool = WorkerPool(schedule.workers)
+        self.timer = Timer()
+        self.watchdog = Watchdog(self.timer)
+        self.written_off: Outcome | None = None  # the last run whose worker had to be written off
+        self._lock = threading.Lock()
+        self._active: dict[str, list[RunContext]] = {}  # job id -> its running attempts
+        self._pending = 0  # runs submitted and not yet over (waiting, queued or running)
+        self._idle = threading.Condition(self._lock)
+        self._waiting: dict[str, dict[str, Any]] = {}  # claimed runs waiting for their start: run id -> fields
+        redact.add(schedule.secrets)
+
+    # ---- entry points ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        job_id: str,
+        slot: datetime,
+        reason: str = "schedule",
+        reclaimed: Run | None = None,
+        claimed_as: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Start the run of ``job_id`` for ``slot`` in its own thread.
+
+        ``claimed_as``: the slot is already claimed under this run id (the dispatcher claims in batches);
+        ``run_id``: claim under this id (a batch claim whose answer was lost may have committed it);
+        ``reclaimed``: a dead clock's row taken over to run again.
+        """
+        job = self.schedule.jobs[job_id]
+        if claimed_as is not None:
+            fields = {"job": job.id, "run_id": claimed_as, "scheduled_for": slot}
+            with self._lock:
+                self._waiting[claimed_as] = fields
+
+        def task() -> None:
+            if claimed_as is not None:
+                with self._lock:
+                    if self._waiting.pop(claimed_as, None) is None:
+                        return  # released at shutdown while it waited
+            self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id)
+
+        self._schedule(task, slot + jitter_offset(job.id, slot, job.jitter))
+
+    def submit_in_order(self, job_id: str, slots: list[datetime], reason: str) -> None:
+        """Run several slots of one job (``catch_up: all``) one after another, oldest first:
+        started together, all but one would be dropped by ``overlap: skip``."""
+        job = self.schedule.jobs[job_id]
+
+        def task() -> None:
+            for slot in slots:
+                self.execute(job, slot, reason=reason)
+
+        self._schedule(task, _now())
+
+    def _schedule(self, task: Callable[[], None], start_at: datetime) -> None:
+        """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread."""
+        with self._lock:
+            self._pending += 1
+
+        def counted() -> None:
+            try:
+                task()
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+        delay = (start_at - _now()).total_seconds()
+        if delay > 0.001:
+            self.timer.at(time.monotonic() + delay, lambda: self.pool.submit(counted))
+        else:
+            self.pool.submit(counted)
+
+    def execute(
+        self,
+        job: Job,
+        slot: datetime,
+        retries: bool = True,
+        reason: str = "schedule",
+        reclaimed: Run | None = None,
+        claimed_as: str | None = None,
+        run_id: str | None = None,
+    ) -> Outcome:
+        """One run of ``job`` for ``slot``: claim, overlap, jitter, attempts with retries. Returns the last outcome."""
+        return self._execute(job, slot, retries, reason, reclaimed, claimed_as, run_id)
+
+    def running_count(self) -> int:
+        with self._lock:
+            return sum(len(contexts) for contexts in self._active.values())
+
+    def drain(self, deadline: float) -> None:
+        """At shutdown: release claimed runs still waiting to start, wait for running ones until ``deadline``
+        (monotonic), then stop what is left."""
+        self.stopping.set()
+        with self._lock:
+            waiting = list(self._waiting.values())
+            self._waiting.clear()
+        for fields in waiting:
+            self._release(fields)
+        with self._lock:
+            while self._pending and time.monotonic() < deadline:
+                self._idle.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            running = [ctx for contexts in self._active.values() for ctx in contexts]
+        for ctx in running:
+            ctx.cancel("shutdown")
+        end = time.monotonic() + STOP_GRACE + 0.5
+        with self._lock:
+            while self._pending and time.monotonic() < end:
+                self._idle.wait(min(0.1, max(0.0, end - time.monotonic())))
+
+    # ---- one run ---------------------------------------------------------------------------
+
+    def _execute(
+        self,
+        job: Job,
+        slot: datetime,
+        retries: bool,
+        reason: str,
+        reclaimed: Run | None,
+        claimed_as: str | None,
+        run_id: str | None = None,
+    ) -> Outcome:
+        if claimed_as is None and self.is_leader is not None and not self.is_leader():
+            return Outcome("standby")  # the leader runs this slot; standbys only keep time
+        run_id = claimed_as or (reclaimed.run_id if reclaimed else run_id or uuid.uuid4().hex)
+        fields: dict[str, Any] = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
+        if reason != "schedule":
+            fields["reason"] = reason
+        if self.stopping.is_set():
+            return Outcome("interrupted", error="the clock was stopping")  # not claimed: the next leader runs it
+        if self.ledger is not None and reclaimed is None and claimed_as is None:
+            claimed = self._claim(job, slot, run_id, reason, fields)
+            if claimed is not True:
+                return Outcome("duplicate" if claimed is False else "missed")
+        if job.id in self.paused and reason != "manual":
+            return self._report(Outcome("skipped", error="paused"), fields, None)
+        with self._lock:
+            running = list(self._active.get(job.id, []))
+        if running and job.overlap == "skip":
+            return self._report(
+                Outcome("skipped", error="overlap=skip: the previous run is still running"), fields, None
+            )
+        if running and job.overlap == "replace":
+            for ctx in running:
+                ctx.cancel("replaced")
+        # Slots are claimed a moment ahead (daemon.LEAD), and jitter delays a start: wait for the start time.
+        start_at = slot + jitter_offset(job.id, slot, job.jitter)
+        if start_at > _now() and self.stopping.wait((start_at - _now()).total_seconds()):
+            return self._release(fields)
+        first = reclaimed.attempt + 1 if reclaimed else 1
+        tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
+        info = RunInfo(job.id, run_id, slot, first, "running")
+        self.notifier.run_started(job.ping, job.ping_style, info)
+        outcome = self._attempts(job, slot, run_id, first, retries, fields, tail)
+        if outcome.status == "abandoned":
+            return self.written_off or outcome
+        if outcome.status in ("ok", "failed", "timeout"):
+            self._notify_finished(job, outcome, info, tail)
+        return outcome
+
+    def _attempts(
+        self, job: Job, slot: datetime, run_id: str, first: int, retries: bool, fields: dict[str, Any], tail: deque[str]
+    ) -> Outcome:
+        """The first attempt and its retries, with doubling delays that never pass the job's next slot."""
+        attempt = first
+        while True:
+            outcome = self._attempt(job, slot, run_id, attempt, fields, tail)
+            if outcome.status not in ("failed", "timeout") or not retries or attempt - first >= job.retries:
+                return outcome
+            wait = min(job.retry_delay * 2 ** (attempt - 1), job.retry_max_delay)
+            next_slot = job.next_after(slot)
+            if next_slot is not None and _now() + wait >= next_slot:
+                self.events.emit("run.retry_dropped", level="warning", **fields, reason="the next slot comes first")
+                return outcome
+            self.events.emit("run.retry", **fields, attempt=attempt + 1, delay=format_duration(wait))
+            if self.stopping.wait(wait.total_seconds()):
+                return outcome
+            attempt += 1
+
+    def _attempt(
+        self, job: Job, slot: datetime, run_id: str, attempt: int, fields: dict[str, Any], tail: deque[str]
+    ) -> Outcome:
+        if self.stopping.is_set():
+            if attempt == 1:
+                return self._release(fields)
+            return self._report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
+        started = _now()
+        ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail))
+        with self._lock:
+            self._active.setdefault(job.id, []).append(ctx)
+        if self.recorder is not None:
+            self.recorder.started(run_id, attempt, self.clock_id, started)
+        self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=_ms(started - slot))
+        watch = self.watchdog.watch(ctx, lambda w: self._written_off(w, job, fields, attempt, started))
+        outcome = self._run_action(job, ctx, watch)
+        self._forget(ctx)
+        if outcome.status == "abandoned":
+            return outcome  # written off by the watchdog, which reported it
+        outcome.attempt, outcome.duration = attempt, _now() - started
+        return self._report(outcome, fields, started)
+
+    def _run_action(self, job: Job, ctx: RunContext, watch: Watch) -> Outcome:
+        """The action, in this thread; the watchdog may cancel it, interrupt it, or write it off."""
+        detail, error = "", None
+        try:
+            try:
+                detail = job.action.run(ctx) or ""
+            except JobFailed as exc:
+                error = exc
+            except RunCancelled:
+                error = JobFailed("cancelled")
+            except BaseException as exc:  # the job's own bug: report it, never crash the clock
+                error = JobFailed(f"{type(exc).__name__}: {exc}")
+            finally:
+                kept = watch.finish()
+        except RunCancelled:  # the watchdog's exception landed just as the action returned
+            kept = watch.finish()
+        if not kept:
+            return Outcome("abandoned")
+        if ctx.cancel_reason == "timeout":
+            return Outcome("timeout", error=str(JobTimeout(job.timeout)))
+        if ctx.cancel_reason == "shutdown":
+            return Outcome("interrupted", error="stopped at shutdown")
+        if ctx.cancel_reason == "replaced":
+            return Outcome("interrupted", error="overlap=replace: a newer run started")
+        if error is not None:
+            # The action may notice its deadline a moment before we do (SQLite's progress handler,
+            # Postgres' statement_timeout, an HTTP read timeout): still a timeout, not a failure.
+            return Outcome("timeout" if isinstance(error, JobTimeout) else "failed", error=str(error))
+        return Outcome("ok", detail=str(detail))
+
+    def _written_off(self, watch: Watch, job: Job, fields: dict[str, Any], attempt: int, started: datetime) -> None:
+        """The watchdog gave up on an attempt that would not stop: report it for it, and replace its worker."""
+        reason = watch.ctx.cancel_reason
+        if reason == "timeout":
+            outcome = Outcome("timeout", error=str(JobTimeout(job.timeout)))
+        else:
+            outcome = Outcome("interrupted", error="stopped at shutdown" if reason == "shutdown" else "replaced")
+        outcome.attempt, outcome.duration = attempt, _now() - started
+        self.events.emit("run.abandoned", level="warning", job=job.id, run_id=watch.ctx.run_id,
+                         reason="still running after it was stopped; its result will be ignored")  # fmt: skip
+        self._forget(watch.ctx)
+        self._report(outcome, fields, started)
+        self.written_off = outcome
+        self.pool.write_off(watch.ident)
+
+    def _forget(self, ctx: RunContext) -> None:
+        with self._lock:
+            contexts = self._active.get(ctx.job, [])
+            if ctx in contexts:
+                contexts.remove(ctx)
+            if not contexts:
+                self._active.pop(ctx.job, None)
+
+    # ---- reporting -------------------------------------------------------------------------
+
+    def _report(self, outcome: Outcome, fields: dict[str, Any], started: datetime | None) -> Outcome:
+        duration = _ms(outcome.duration) if started is not None else None
+        if self.recorder is not None:
+            self.recorder.finished(fields["run_id"], outcome.status, outcome.error, duration, _now())
+        level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
+        extra: dict[str, Any] = {"status": outcome.status}
+        if started is not None:
+            lateness = _ms(started - fields["scheduled_for"])
+            extra |= {"attempt": outcome.attempt, "lateness_ms": lateness, "duration_ms": _ms(outcome.duration)}
+        if outcome.detail:
+            extra["detail"] = _clip(outcome.detail)
+        if outcome.error:
+            extra["error"] = _clip(outcome.error)
+        self.events.emit(f"run.{outcome.status}", level=level, **fields, **extra)
+        return outcome
+
+    def _notify_finished(self, job: Job, outcome: Outcome, info: RunInfo, tail: deque[str]) -> None:
+        """Pings and alerts once the run is over (after its last retry)."""
+        with self._lock:
+            previous = self._last_final.get(job.id)
+            self._last_final[job.id] = outcome.status
+        if previous is None and self.ledger is not None and job.on_recovery:
+            previous = self._previous_final(job.id, info.run_id)
+        final = replace(
+            info, status=outcome.status, attempt=outcome.attempt, error=outcome.error, detail=outcome.detail,
+            duration_ms=_ms(outcome.duration), output="\n".join(tail),
+        )  # fmt: skip
+        self.notifier.run_finished(job, final, previous_failed=previous in ("failed", "timeout"))
+
+    def _previous_final(self, job_id: str, run_id: str) -> str | None:
+        """The status of the job's run before this one, from the ledger (for on_recovery after a restart)."""
+        assert self.ledger is not None
+        try:
+            for run in self.ledger.history(job_id, limit=10):
+                if run.run_id != run_id and run.status in ("ok", "failed", "timeout"):
+                    return run.status
+        except Exception:
+            return None
+        return None
+
+    def _output_logger(self, fields: dict[str, Any], tail: deque[str]) -> Any:
+        def output(stream: str, line: str) -> None:
+            tail.append(line)
+            self.events.emit("run.output", job=fields["job"], run_id=fields["run_id"], stream=stream, line=line)
+
+        return output
+
+    # ---- the ledger --------------------------------------------------------------------------
+
+    def _claim(self, job: Job, slot: datetime, run_id: str, reason: str, fields: dict[str, Any]) -> bool | None:
+        """Claim the slot; while the database is unreachable, retry with backoff until the slot's grace ends.
+
+        True: ours to run. False: another claim won (never run it). None: gave up (recorded missed when possible).
+        """
+        assert self.ledger is not None
+        delay = 0.5
+        while True:
+            try:
+                if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason):
+                    return True
+                self.events.emit("run.duplicate", **fields, note="already claimed; not run here")
+                return False
+            except Exception as exc:
+                late = _now() > slot + job.misfire_grace
+                if late or self.stopping.is_set():
+                    error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"
+                    self.events.emit("run.missed", level="error", **fields, status="missed", error=error)
+                    self._record_later(job, slot, error)
+                    return None
+                self.events.emit(
+                    "ledger.unreachable", level="warning", **fields, retry_in_s=delay, error=short_error(exc)
+                )
+                if self.stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, 10.0)
+
+    def _release(self, fields: dict[str, Any]) -> Outcome:
+        """Stopping before a claimed run started: give the slot back, so the next leader runs it."""
+        if self.ledger is not None:
+            try:
+                if self.ledger.unclaim(fields["run_id"]):
+                    self.events.emit("run.released", **fields, note="the clock stopped before it started")
+                    return Outcome("released")
+            except Exception as exc:
+                self.events.emit("ledger.error", level="warning", operation="unclaim", error=short_error(exc), **fields)
+        return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
+
+    def _record_later(self, job: Job, slot: datetime, error: str) -> None:
+        """Write a ``missed`` row once the database is back (a bounded number of tries, off every hot path)."""
+        ledger = self.ledger
+        assert ledger is not None
+
+        def record() -> None:
+            delay = 1.0
+            for _ in range(30):
+                try:
+                    ledger.record(job.id, slot, "missed", self.clock_id, error)
+                    return
+                except Exception:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+        threading.Thread(target=record, name=f"record-{job.id}", daemon=True).start()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

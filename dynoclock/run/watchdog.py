@@ -1,0 +1,69 @@
+"""Enforces every attempt's timeout: the action's cancel hooks, then an exception in its thread, then writing it off."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dynoclock.actions.base import RunCancelled, RunContext
+from dynoclock.run.timer import Timer
+
+STOP_GRACE = 3.0  # seconds a cancelled run gets to stop: hooks first, an exception at half-time, then written off
+
+
+@dataclass
+class Watch:
+    """One attempt under the watchdog."""
+
+    ctx: RunContext
+    ident: int
+    on_written_off: Callable[[Watch], None]
+    done: bool = False
+    interrupted: bool = False
+    written_off: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def finish(self) -> bool:
+        """The attempt returned; False if it had been written off already (its result must be ignored)."""
+        with self.lock:
+            if self.interrupted and not self.done:  # an exception sent but not yet raised must not land later
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.ident), None)
+            self.done = True
+            return not self.written_off
+
+
+class Watchdog:
+    """Enforces timeouts, and stops cancelled attempts: hooks, then an exception, then writing off."""
+
+    def __init__(self, timer: Timer):
+        self.timer = timer
+
+    def watch(self, ctx: RunContext, on_written_off: Callable[[Watch], None]) -> Watch:
+        """Watch the attempt running in the calling thread, until ``ctx.deadline``."""
+        watch = Watch(ctx, threading.get_ident(), on_written_off)
+        ctx.on_cancel(lambda: self._escalate(watch))
+        self.timer.at(ctx.deadline, lambda: None if watch.done else ctx.cancel("timeout"))
+        return watch
+
+    def _escalate(self, watch: Watch) -> None:
+        """Cancelled (timeout, shutdown, replaced): the action's own hooks run now; then, if it is still there,
+        an exception in its thread (a pure-Python loop stops at its next line); then it is written off."""
+        now = time.monotonic()
+        self.timer.at(now + STOP_GRACE / 2, lambda: self._interrupt(watch))
+        self.timer.at(now + STOP_GRACE, lambda: self._write_off(watch))
+
+    def _interrupt(self, watch: Watch) -> None:
+        with watch.lock:
+            if not watch.done:
+                watch.interrupted = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(watch.ident), ctypes.py_object(RunCancelled))
+
+    def _write_off(self, watch: Watch) -> None:
+        with watch.lock:
+            if watch.done:
+                return
+            watch.written_off = True
+        watch.on_written_off(watch)

@@ -1,0 +1,99 @@
+"""Database URLs and engines, shared by ``sql:`` jobs and the clock's own state.
+
+SQLAlchemy gives one engine (a connection pool) per URL for Postgres, SQLite and
+anything else it has a driver for. Heroku's ``postgres://`` scheme, which
+SQLAlchemy refuses, is read as Postgres through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from dynoclock.observe.redact import redact_url
+
+_engines: dict[tuple[str, bool], Engine] = {}
+_lock = threading.Lock()
+
+
+class DatabaseUrlError(ValueError):
+    """A URL that names no usable database; the message never shows the password."""
+
+
+def normalize_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` -> ``postgresql+psycopg://`` (the driver we ship)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def engine_for(url: str, state: bool = False) -> Engine:
+    """The pooled engine for ``url``, made once per process.
+
+    The clock's own state gets an engine of its own (``state=True``), so a job holding connections
+    never starves the ledger, and tuned for many short writes: no pre-ping round trip on each
+    checkout (a dead connection fails one write, which is retried), and SQLite in WAL mode.
+    """
+    key = (normalize_url(url), state)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = _create(key[0], state)
+        return engine
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _create(url: str, state: bool) -> Engine:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise DatabaseUrlError(f"cannot read the database URL {redact_url(url)!r}") from None
+    kwargs: dict[str, object] = {"pool_pre_ping": not state}
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
+        path = parsed.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if state:
+            kwargs["connect_args"] = {"timeout": 15}  # wait for another clock's write lock, not fail
+    elif parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "dynoclock"}
+        kwargs["pool_size"] = 10
+        kwargs["max_overflow"] = 20
+    try:
+        engine = sqlalchemy.create_engine(parsed, **kwargs)
+    except Exception as exc:  # no driver for this scheme, bad options
+        raise DatabaseUrlError(f"cannot use the database URL {redact_url(url)!r}: {exc}") from None
+    if sqlite and state:
+        event.listen(engine, "connect", _sqlite_state_pragmas)
+    return engine
+
+
+def _sqlite_state_pragmas(dbapi_connection: Any, record: Any) -> None:
+    """WAL: readers never block the writer, and a commit is an append (synchronous=NORMAL keeps it
+    durable across a process crash; only an OS crash may lose the last commits)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL is a property of the file: set once. Switching needs a moment alone with the file, which two
+        # clocks starting on a new database compete for, and the busy timeout does not cover: retry.
+        for _ in range(100):
+            try:
+                if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                time.sleep(0.05)
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()

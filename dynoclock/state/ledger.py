@@ -1,0 +1,313 @@
+"""The run ledger: one row per (job, scheduled_for), claimed before the run starts.
+
+The unique key on (job, scheduled_for) is what makes a run happen exactly once:
+whichever clock inserts the row first runs the slot; every other claim of it
+loses. The same tables hold run history, the clocks' heartbeats and the schema
+version, in Postgres or SQLite alike (SQLAlchemy Core).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from dynoclock.observe.redact import redact_url
+from dynoclock.observe.timefmt import iso_utc
+from dynoclock.state import engines as db
+from dynoclock.state.tables import (
+    MIGRATIONS,
+    SCHEMA_LOCK,
+    SCHEMA_VERSION,
+    clocks,
+    from_db,
+    meta,
+    metadata,
+    paused,
+    requests,
+    runs,
+    to_db,
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A slot to claim: the run id this clock will use for it, if it wins."""
+
+    run_id: str
+    job: str
+    slot: datetime
+    clock: str
+    reason: str = "schedule"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of history."""
+
+    run_id: str
+    job: str
+    scheduled_for: datetime
+    claimed_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    status: str
+    attempt: int
+    error: str | None
+    duration_ms: int | None
+    clock: str
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            out[key] = iso_utc(value) if isinstance(value, datetime) else value
+        return out
+
+
+class SchemaTooNew(RuntimeError):
+    """A newer clock migrated the state database: this one must not read or write it."""
+
+
+class Ledger:
+    """Claims, outcomes and history of runs, in the state database."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = db.engine_for(url, state=True)
+        if self.engine.dialect.name not in ("postgresql", "sqlite"):
+            raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {self.engine.dialect.name}")
+        self.is_postgres = db.is_postgres(self.engine)
+        self._claim_stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.run_id)
+
+    @property
+    def location(self) -> str:
+        """The state URL with any password masked, for logs."""
+        return redact_url(self.url)
+
+    @property
+    def sqlite_path(self) -> str | None:
+        return None if self.is_postgres else self.engine.url.database
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # ---- schema ----------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create or migrate the tables; safe when several clocks start at once on an empty database."""
+        with self._tx() as conn:
+            if self.is_postgres:  # CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type); serialize it
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": SCHEMA_LOCK}
+                )
+            for table in metadata.sorted_tables:
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            if version is not None and int(version) > SCHEMA_VERSION:
+                raise SchemaTooNew(f"the state database has schema {version}, newer than this clock's {SCHEMA_VERSION}")
+            if version is not None:
+                for step in range(int(version) + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS.get(step, []):
+                        conn.exec_driver_sql(statement)
+            if version is None or int(version) < SCHEMA_VERSION:
+                self._upsert_meta(conn, "schema_version", str(SCHEMA_VERSION))
+
+    def _upsert_meta(self, conn: Connection, key: str, value: str) -> None:
+        stmt = self._insert(meta).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def _insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table) if self.is_postgres else sqlite.insert(table)
+
+    # ---- runs ------------------------------------------------------------------------------
+
+    def claim(self, run_id: str, job: str, slot: datetime, clock: str, reason: str = "schedule") -> bool:
+        """Insert the run's row; False when another claim of (job, slot) got there first."""
+        return run_id in self.claim_many([Claim(run_id, job, slot, clock, reason)])
+
+    def claim_many(self, claims: list[Claim]) -> set[str]:
+        """Claim several slots in one transaction (a burst of due jobs); returns the run ids won.
+
+        A row that already carries our run id counts as won: the reply to an earlier try of this
+        same claim may have been lost with the connection after the insert committed.
+        """
+        if not claims:
+            return set()
+        now = to_db(_now())
+        rows = [
+            {"run_id": c.run_id, "job": c.job, "scheduled_for": to_db(c.slot), "claimed_at": now,
+             "status": "claimed", "attempt": 0, "clock": c.clock, "reason": c.reason}
+            for c in claims
+        ]  # fmt: skip
+        with self._tx() as conn:
+            # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
+            # One statement built once, executed for all rows: SQLAlchemy's insertmanyvalues batches them
+            # into multi-row INSERTs and keeps the compiled form cached (a fresh .values(rows) compiles anew).
+            won = {run_id for (run_id,) in conn.execute(self._claim_stmt, rows)}
+            lost = [c.run_id for c in claims if c.run_id not in won]
+            if lost:
+                mine = sa.select(runs.c.run_id).where(runs.c.run_id.in_(lost))
+                won.update(run_id for (run_id,) in conn.execute(mine))
+        return won
+
+    def unclaim(self, run_id: str) -> bool:
+        """Delete a claim that never started (the clock is stopping), so the next leader runs the slot."""
+        with self._tx() as conn:
+            gone = conn.execute(
+                runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed").returning(runs.c.run_id)
+            )
+            return gone.first() is not None
+
+    def record(self, job: str, slot: datetime, status: str, clock: str, error: str, reason: str = "schedule") -> bool:
+        """A slot that did not run (missed, skipped), recorded unless it already has a row."""
+        row = {
+            "run_id": uuid.uuid4().hex, "job": job, "scheduled_for": to_db(slot), "claimed_at": to_db(_now()),
+            "finished_at": to_db(_now()), "status": status, "attempt": 0, "clock": clock, "reason": reason,
+            "error": error,
+        }  # fmt: skip
+        with self._tx() as conn:
+            # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
+            stmt = self._insert(runs).values(**row).on_conflict_do_nothing().returning(runs.c.run_id)
+            return conn.execute(stmt).scalar() is not None
+
+    def started(self, run_id: str, attempt: int, clock: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(status="running", attempt=attempt, started_at=to_db(_now()), finished_at=None, clock=clock)
+            )
+
+    def finished(self, run_id: str, status: str, error: str | None, duration_ms: int | None) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(status=status, error=error or None, duration_ms=duration_ms, finished_at=to_db(_now()))
+            )
+
+    def update_runs(self, updates: dict[str, dict[str, Any]]) -> None:
+        """Apply many row updates (run id -> column values) in one transaction, one statement per shape."""
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for run_id, values in updates.items():
+            row = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
+            shapes.setdefault(tuple(sorted(row)), []).append({"rid": run_id, **row})
+        with self._tx() as conn:
+            for columns, rows in shapes.items():
+                stmt = runs.update().where(runs.c.run_id == sa.bindparam("rid"))
+                conn.execute(stmt.values({c: sa.bindparam(c) for c in columns}), rows)
+
+    def last_slots(self) -> dict[str, datetime]:
+        """Each job's latest scheduled slot with a row (manual runs do not count)."""
+        query = (
+            sa.select(runs.c.job, sa.func.max(runs.c.scheduled_for))
+            .where(runs.c.reason != "manual")
+            .group_by(runs.c.job)
+        )
+        with self.engine.connect() as conn:
+            return {job: from_db(slot) for job, slot in conn.execute(query)}
+
+    def unfinished(self, dead_clocks_before: datetime) -> list[Run]:
+        """Runs left claimed/running by clocks whose last heartbeat is older than the given instant (or gone)."""
+        alive = sa.select(clocks.c.clock).where(clocks.c.heartbeat_at >= to_db(dead_clocks_before))
+        query = sa.select(runs).where(runs.c.status.in_(("claimed", "running")), runs.c.clock.not_in(alive))
+        with self.engine.connect() as conn:
+            return [_run(row) for row in conn.execute(query)]
+
+    def reclaim(self, run: Run, clock: str) -> bool:
+        """Take over an interrupted run to run it again (``on_interrupted: retry``); False if someone else did."""
+        with self._tx() as conn:
+            result = conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
+                .values(status="claimed", clock=clock, reason="retry", error=None)
+            )
+            return bool(result.rowcount == 1)
+
+    def interrupt(self, run: Run, error: str) -> bool:
+        with self._tx() as conn:
+            result = conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
+                .values(status="interrupted", error=error, finished_at=to_db(_now()))
+            )
+            return bool(result.rowcount == 1)
+
+    def history(self, job: str | None = None, limit: int = 50, offset: int = 0) -> list[Run]:
+        query = sa.select(runs).order_by(runs.c.scheduled_for.desc(), runs.c.claimed_at.desc())
+        if job is not None:
+            query = query.where(runs.c.job == job)
+        with self.engine.connect() as conn:
+            return [_run(row) for row in conn.execute(query.limit(limit).offset(offset))]
+
+    def prune(self, before: datetime, batch: int = 500) -> int:
+        """Delete one batch of finished rows older than ``before``; returns how many went."""
+        old = (
+            sa.select(runs.c.run_id)
+            .where(runs.c.scheduled_for < to_db(before), runs.c.status.not_in(("claimed", "running")))
+            .limit(batch)
+        )
+        with self._tx() as conn:
+            return int(conn.execute(runs.delete().where(runs.c.run_id.in_(old))).rowcount or 0)
+
+    # ---- clocks ----------------------------------------------------------------------------
+
+    def heartbeat(self, clock: str, role: str, started_at: datetime) -> None:
+        """This clock is alive; a leader's heartbeat also marks until when some clock led (see ``led_until``)."""
+        with self._tx() as conn:
+            self._heartbeat(conn, clock, role, started_at)
+
+    def leader_round(self, clock: str, started_at: datetime) -> tuple[set[str], bool]:
+        """A leader's periodic round in one transaction: its heartbeat, the paused jobs, and whether any
+        "run now" request waits. An idle clock's CPU is mostly these rounds: one round trip set, not four."""
+        with self._tx() as conn:
+            self._heartbeat(conn, clock, "leader", started_at)
+            paused_jobs = {job for (job,) in conn.execute(sa.select(paused.c.job))}
+            waiting = sa.select(requests.c.request_id).where(requests.c.taken_at.is_(None)).limit(1)
+            return paused_jobs, conn.execute(waiting).first() is not None
+
+    def _heartbeat(self, conn: Connection, clock: str, role: str, started_at: datetime) -> None:
+        now = to_db(_now())
+        stmt = self._insert(clocks).values(clock=clock, role=role, started_at=to_db(started_at), heartbeat_at=now)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["clock"], set_={"role": role, "heartbeat_at": now}))
+        if role == "leader":
+            self._upsert_meta(conn, "led_until", iso_utc(from_db(now)))
+
+    def led_until(self) -> datetime | None:
+        """The last leader heartbeat on this database (None: no clock ever led here). A job with no row
+        yet had every slot up to about then covered by a leader, so its catch-up starts there."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "led_until")).scalar()
+        return None if value is None else from_db(datetime.fromisoformat(value))
+
+    def forget_clock(self, clock: str) -> None:
+        with self._tx() as conn:
+            conn.execute(clocks.delete().where(clocks.c.clock == clock))
+
+    def clocks(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(clocks).order_by(clocks.c.heartbeat_at.desc()))
+            return [{k: from_db(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()} for row in rows]
+
+
+def _run(row: Any) -> Run:
+    values = dict(row._mapping)
+    for key in ("scheduled_for", "claimed_at", "started_at", "finished_at"):
+        values[key] = from_db(values[key]) if values[key] is not None else None
+    return Run(**values)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

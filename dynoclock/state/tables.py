@@ -1,0 +1,73 @@
+"""The clock's tables, and the schema version they make."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 2  # 1: runs, clocks, meta; 2: + requests ("run now") and paused jobs
+
+metadata = sa.MetaData()
+runs = sa.Table(
+    "clock_runs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("job", sa.String(100), nullable=False),
+    sa.Column("scheduled_for", sa.DateTime, nullable=False),  # naive UTC, as every DateTime here
+    sa.Column("claimed_at", sa.DateTime, nullable=False),
+    sa.Column("started_at", sa.DateTime),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text),
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("clock", sa.String(200), nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False, server_default="schedule"),  # schedule|catch_up|manual|retry
+    sa.UniqueConstraint("job", "scheduled_for", name="clock_runs_slot"),
+)
+sa.Index("clock_runs_scheduled_for", runs.c.scheduled_for)
+sa.Index("clock_runs_status", runs.c.status)
+clocks = sa.Table(
+    "clock_clocks",
+    metadata,
+    sa.Column("clock", sa.String(200), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),  # leader | standby | stopping
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+)
+meta = sa.Table(
+    "clock_meta",
+    metadata,
+    sa.Column("key", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
+requests = sa.Table(  # "run now" asks from the status page, picked up by the leader
+    "clock_requests",
+    metadata,
+    sa.Column("request_id", sa.String(32), primary_key=True),
+    sa.Column("job", sa.String(100), nullable=False),
+    sa.Column("requested_at", sa.DateTime, nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("taken_at", sa.DateTime),
+    sa.Column("taken_by", sa.String(200)),
+)
+paused = sa.Table(
+    "clock_paused",
+    metadata,
+    sa.Column("job", sa.String(100), primary_key=True),
+    sa.Column("paused_at", sa.DateTime, nullable=False),
+    sa.Column("paused_by", sa.String(200), nullable=False),
+)
+# Changes to existing tables, by the version that brings them (new tables are created above as needed).
+MIGRATIONS: dict[int, list[str]] = {2: []}
+SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema creation, per schema
+
+
+def to_db(moment: datetime) -> datetime:
+    """Every DateTime column holds naive UTC (SQLite keeps no zone)."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def from_db(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
