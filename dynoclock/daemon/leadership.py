@@ -22,11 +22,10 @@ from dynoclock.run.runner import Runner
 from dynoclock.schedule import catchup
 from dynoclock.state.controls import Controls
 from dynoclock.state.lease import make_lease
-from dynoclock.state.ledger import Ledger, SchemaTooNew
+from dynoclock.state.ledger import DEAD_AFTER, Ledger, SchemaTooNew
 
 STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
 LEADER_CHECK = 5.0  # seconds between the leader's lease checks and heartbeats
-DEAD_AFTER = timedelta(seconds=20)  # a clock silent this long is dead: its unfinished runs are closed
 PRUNE_EVERY = 3600.0
 HOUSEKEEPING_EVERY = 14.0  # seconds between looks for runs left behind by dead clocks
 

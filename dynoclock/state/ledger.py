@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +35,8 @@ from dynoclock.state.tables import (
     runs,
     to_db,
 )
+
+DEAD_AFTER = timedelta(seconds=20)  # a clock whose heartbeat is older than this is dead: its unfinished runs are closed
 
 
 @dataclass(frozen=True)
