@@ -250,7 +250,8 @@ def test_jitter_is_the_same_in_another_process() -> None:
     """Every clock process must pick the same delay: nothing may depend on hash randomization."""
     slots = QUARTER_HOURS[:20]
     code = (
-        "import json, sys; from datetime import datetime, timedelta; from dynoclock.schedule.triggers import jitter_offset; "
+        "import json, sys; from datetime import datetime, timedelta; "
+        "from dynoclock.schedule.triggers import jitter_offset; "
         "print(json.dumps([jitter_offset('import-feeds', datetime.fromisoformat(s), timedelta(minutes=1))"
         ".total_seconds() for s in json.loads(sys.argv[1])]))"
     )
