@@ -24,9 +24,8 @@ from dynoclock.config.loader import load_schedule
 from dynoclock.daemon.leadership import STANDBY_POLL, Leadership
 from dynoclock.observe.logs import EventLog
 from dynoclock.run.runner import Runner
-from dynoclock.state import ledger as ledger_module
 from dynoclock.state.ledger import Ledger, Run
-from dynoclock.state.tables import SCHEMA_VERSION, meta
+from dynoclock.state.tables import SCHEMA_VERSION, RunReason, meta
 from tests.state_support import (  # noqa: F401  (fixtures)
     TICK_COMMAND,
     Clock,
@@ -47,6 +46,8 @@ from tests.state_support import (  # noqa: F401  (fixtures)
     wait_until,
     write_schedule,
 )
+from tests.support.clock import FakeClock
+from tests.support.history import finish_run, start_run
 
 SECOND = timedelta(seconds=1)
 
@@ -253,8 +254,8 @@ def test_a_clock_started_after_ten_minutes_down_catches_up_and_records_the_rest_
     for job in ("one", "all"):  # the last rows a clock wrote before it stopped, 10 minutes ago
         run_id = f"{job}-before-downtime"
         assert store.claim(run_id, job, stopped, "old-clock")
-        store.started(run_id, 1, "old-clock")
-        store.finished(run_id, "ok", None, 5)
+        start_run(store, run_id, 1, "old-clock")
+        finish_run(store, run_id, "ok", None, 5)
     command = "command: [sh, -c, 'echo $CLOCK_JOB $CLOCK_SCHEDULED_FOR >> ticks.txt']"
     schedule = write_schedule(
         tmp_path,
@@ -332,27 +333,29 @@ def test_a_clock_on_a_state_database_of_a_newer_schema_says_so_and_never_leads(
 
 
 def test_the_leader_closes_runs_of_dead_clocks_but_not_its_own_nor_a_manual_run_within_its_timeout(
-    tmp_path: Path, store: Ledger, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: Ledger
 ) -> None:
     schedule = load_schedule(
         str(write_schedule(tmp_path, "jobs:\n  tick:\n    every: 1h\n    timeout: 1m\n    command: ['true']\n"))
     )
     events = EventLog(io.StringIO(), fmt="json")
-    leadership = Leadership(schedule, store, Runner(schedule, events, "me", store), events, "me")
-    leadership._last_prune = time.monotonic()  # no prune thread in this test
-    now = datetime.now(UTC)
-    for slot, (run_id, clock, claimed_ago) in enumerate((
-        ("dead-clock", "gone", timedelta(seconds=30)),  # no heartbeat at all: its clock died
-        ("own", "me", timedelta(seconds=30)),  # ours, on our first round: no heartbeat of ours yet
-        ("manual-now", "host:1#ab:manual", timedelta(seconds=30)),  # `run tick`: no heartbeat, within timeout
-        ("manual-long-ago", "host:2#cd:manual", timedelta(minutes=5)),  # past timeout=1m: its process died
-    )):  # fmt: skip
-        monkeypatch.setattr(ledger_module, "_now", lambda ago=claimed_ago: now - ago)
-        reason = "manual" if "manual" in clock else "schedule"
-        assert store.claim(run_id, "tick", now - timedelta(hours=slot), clock, reason=reason)
-        store.started(run_id, 1, clock)
-    monkeypatch.undo()
-    leadership._housekeeping()
+    clock = FakeClock()
+    ledger = Ledger(store.url, clock=clock)
+    leadership = Leadership(schedule, ledger, Runner(schedule, events, "me", ledger, clock=clock), events, "me", clock)
+    start = clock.now()
+
+    def claim_running(run_id: str, by: str, slot: datetime) -> None:
+        reason: RunReason = "manual" if "manual" in by else "schedule"
+        assert ledger.claim(run_id, "tick", slot, by, reason=reason)
+        start_run(ledger, run_id, 1, by)
+
+    claim_running("manual-long-ago", "host:2#cd:manual", start - timedelta(hours=3))  # its process died
+    clock.advance(timedelta(minutes=4, seconds=30))
+    claim_running("dead-clock", "gone", start - timedelta(hours=0))  # no heartbeat at all: its clock died
+    claim_running("own", "me", start - timedelta(hours=1))  # ours, on our first round: no heartbeat of ours yet
+    claim_running("manual-now", "host:1#ab:manual", start - timedelta(hours=2))  # `run tick`: within its timeout
+    clock.advance(30)
+    leadership.housekeeping.close_dead_runs()  # 5 minutes after the first claim, 30 s after the others
     status = {run.run_id: run.status for run in store.history()}
     assert status == {"dead-clock": "interrupted", "own": "running", "manual-now": "running",
                       "manual-long-ago": "interrupted"}  # fmt: skip
@@ -361,16 +364,14 @@ def test_the_leader_closes_runs_of_dead_clocks_but_not_its_own_nor_a_manual_run_
 # ---- jobs with no row yet ------------------------------------------------------------------------
 
 
-def test_a_job_with_no_row_yet_is_caught_up_from_the_last_leader_heartbeat(
-    tmp_path: Path, store: Ledger, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_job_with_no_row_yet_is_caught_up_from_the_last_leader_heartbeat(tmp_path: Path, store: Ledger) -> None:
     # A leader beat 2 minutes ago and stopped; an `at:` job (never a row before its instant) came due
     # 1 minute ago, and a daily job new in this schedule had a slot 3 hours ago, before that heartbeat.
     now = datetime.now(UTC).replace(microsecond=0)
     due = now - timedelta(minutes=1)
-    monkeypatch.setattr(ledger_module, "_now", lambda: now - timedelta(minutes=2))
-    store.heartbeat("old-leader", "leader", now - timedelta(hours=1))
-    monkeypatch.undo()
+    Ledger(store.url, clock=FakeClock(now - timedelta(minutes=2))).heartbeat(
+        "old-leader", "leader", now - timedelta(hours=1)
+    )
     path = write_schedule(
         tmp_path,
         f"jobs:\n  once:\n    at: '{due:%Y-%m-%dT%H:%M:%SZ}'\n    command: [sh, -c, 'echo once >> {tmp_path}/ticks']\n"
@@ -381,7 +382,7 @@ def test_a_job_with_no_row_yet_is_caught_up_from_the_last_leader_heartbeat(
     events = EventLog(io.StringIO(), fmt="json")
     runner = Runner(schedule, events, "me", store)
     leadership = Leadership(schedule, store, runner, events, "me")
-    leadership._catch_up(now, store.led_until())
+    leadership.catch_up(now, store.led_until())
     wait_until(lambda: [r for r in store.history("once") if r.status not in ("claimed", "running")], "the run")
     (once,) = store.history("once")
     assert (once.scheduled_for, once.status, once.reason) == (due, "ok", "catch_up")

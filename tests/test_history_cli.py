@@ -22,6 +22,7 @@ from tests.state_support import (  # noqa: F401  (fixtures)
     store_fixture,
     write_schedule,
 )
+from tests.support.history import finish_run, start_run
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REQUIRED = {"job", "scheduled_for", "started_at", "finished_at", "status", "attempt", "error", "clock"}
@@ -33,12 +34,12 @@ def minutes(n: int) -> datetime:
 
 def seed(store: Ledger) -> None:
     store.claim("ok-run", "tick", minutes(1), "clock.1#aaaa")
-    store.started("ok-run", 1, "clock.1#aaaa")
-    store.finished("ok-run", "ok", None, 12)
+    start_run(store, "ok-run", 1, "clock.1#aaaa")
+    finish_run(store, "ok-run", "ok", None, 12)
     store.claim("failed-run", "tick", minutes(2), "clock.1#aaaa")
-    store.started("failed-run", 1, "clock.1#aaaa")
-    store.started("failed-run", 2, "clock.2#bbbb")
-    store.finished("failed-run", "failed", "expect_status=2xx, got 503", 30)
+    start_run(store, "failed-run", 1, "clock.1#aaaa")
+    start_run(store, "failed-run", 2, "clock.2#bbbb")
+    finish_run(store, "failed-run", "failed", "expect_status=2xx, got 503", 30)
     store.record("tock", minutes(3), "missed", "clock.2#bbbb", "no clock was leading within misfire_grace")
 
 

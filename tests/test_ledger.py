@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from dynoclock.state import ledger as ledger_module
 from dynoclock.state.ledger import Ledger, SchemaTooNew
 from dynoclock.state.tables import SCHEMA_VERSION, meta
 from tests.state_support import (  # noqa: F401  (fixtures)
@@ -27,6 +26,8 @@ from tests.state_support import (  # noqa: F401  (fixtures)
     state_db_fixture,
     store_fixture,
 )
+from tests.support.clock import FakeClock
+from tests.support.history import finish_run, start_run
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -98,12 +99,12 @@ def test_slots_are_stored_in_utc_whatever_the_offset_given(store: Ledger) -> Non
 def test_started_and_finished_update_the_claimed_row(store: Ledger) -> None:
     run_id = rid()
     store.claim(run_id, "tick", T0, "clock-a")
-    store.started(run_id, 1, "clock-a")
+    start_run(store, run_id, 1, "clock-a")
     (run,) = all_runs(store)
     assert (run.status, run.attempt, run.finished_at) == ("running", 1, None)
     assert run.started_at is not None and run.started_at >= run.claimed_at
-    store.started(run_id, 2, "clock-a")  # a retry: the second attempt
-    store.finished(run_id, "failed", "exit=3: no such table", 42)
+    start_run(store, run_id, 2, "clock-a")  # a retry: the second attempt
+    finish_run(store, run_id, "failed", "exit=3: no such table", 42)
     (run,) = all_runs(store)
     assert (run.status, run.attempt, run.error, run.duration_ms) == ("failed", 2, "exit=3: no such table", 42)
     assert run.finished_at is not None and run.started_at is not None and run.finished_at >= run.started_at
@@ -112,8 +113,8 @@ def test_started_and_finished_update_the_claimed_row(store: Ledger) -> None:
 def test_finished_ok_clears_no_error_text(store: Ledger) -> None:
     run_id = rid()
     store.claim(run_id, "tick", T0, "a")
-    store.started(run_id, 1, "a")
-    store.finished(run_id, "ok", "", 7)  # the runner passes "" for no error: stored as NULL
+    start_run(store, run_id, 1, "a")
+    finish_run(store, run_id, "ok", "", 7)  # the runner passes "" for no error: stored as NULL
     (run,) = all_runs(store)
     assert (run.status, run.error, run.duration_ms) == ("ok", None, 7)
 
@@ -170,19 +171,16 @@ def test_last_slots_ignore_manual_runs(store: Ledger) -> None:
 # ---- runs of dead clocks --------------------------------------------------------------------
 
 
-def heartbeat_at(
-    store: Ledger, monkeypatch: pytest.MonkeyPatch, clock: str, moment: datetime, role: str = "leader"
-) -> None:
-    monkeypatch.setattr(ledger_module, "_now", lambda: moment)
-    store.heartbeat(clock, role, moment)
-    monkeypatch.undo()
+def heartbeat_at(store: Ledger, clock: str, moment: datetime, role: str = "leader") -> None:
+    """``clock`` sends a heartbeat at ``moment`` (through a ledger whose time stands at that instant)."""
+    Ledger(store.url, clock=FakeClock(moment)).heartbeat(clock, role, moment)
 
 
-def seed_unfinished(store: Ledger, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def seed_unfinished(store: Ledger) -> dict[str, str]:
     """Rows of a live clock, a clock silent for a minute, and a clock with no heartbeat at all."""
     now = datetime.now(UTC)
-    heartbeat_at(store, monkeypatch, "live", now)
-    heartbeat_at(store, monkeypatch, "silent", now - timedelta(minutes=1))
+    heartbeat_at(store, "live", now)
+    heartbeat_at(store, "silent", now - timedelta(minutes=1))
     ids: dict[str, str] = {}
     rows = [("live", "claimed"), ("live", "running"), ("silent", "claimed"), ("silent", "running"),
             ("silent", "ok"), ("gone", "running"), ("gone", "failed")]  # fmt: skip
@@ -190,16 +188,16 @@ def seed_unfinished(store: Ledger, monkeypatch: pytest.MonkeyPatch) -> dict[str,
         run_id = ids[f"{clock}-{status}"] = rid()
         store.claim(run_id, "tick", minutes(n), clock)
         if status != "claimed":
-            store.started(run_id, 1, clock)
+            start_run(store, run_id, 1, clock)
         if status not in ("claimed", "running"):
-            store.finished(run_id, status, None, 1)
+            finish_run(store, run_id, status, None, 1)
     return ids
 
 
 def test_unfinished_returns_claimed_and_running_rows_of_dead_clocks_only(
-    store: Ledger, monkeypatch: pytest.MonkeyPatch
+    store: Ledger,
 ) -> None:
-    ids = seed_unfinished(store, monkeypatch)
+    ids = seed_unfinished(store)
     found = store.unfinished(datetime.now(UTC) - timedelta(seconds=20))
     assert sorted(r.run_id for r in found) == sorted(
         [ids["silent-claimed"], ids["silent-running"], ids["gone-running"]]
@@ -208,15 +206,15 @@ def test_unfinished_returns_claimed_and_running_rows_of_dead_clocks_only(
 
 
 def test_unfinished_counts_a_clock_dead_only_once_its_heartbeat_is_older_than_asked(
-    store: Ledger, monkeypatch: pytest.MonkeyPatch
+    store: Ledger,
 ) -> None:
-    ids = seed_unfinished(store, monkeypatch)
+    ids = seed_unfinished(store)
     found = store.unfinished(datetime.now(UTC) - timedelta(minutes=5))  # the silent clock is not dead yet
     assert [r.run_id for r in found] == [ids["gone-running"]]
 
 
-def test_reclaim_takes_a_run_once(store: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    seed_unfinished(store, monkeypatch)
+def test_reclaim_takes_a_run_once(store: Ledger) -> None:
+    seed_unfinished(store)
     run = next(r for r in store.unfinished(datetime.now(UTC)) if r.clock == "silent" and r.status == "running")
     assert store.reclaim(run, "new") is True
     assert store.reclaim(run, "other") is False  # the row is no longer what ``run`` saw
@@ -225,8 +223,8 @@ def test_reclaim_takes_a_run_once(store: Ledger, monkeypatch: pytest.MonkeyPatch
     assert (row.status, row.clock, row.reason, row.error) == ("claimed", "new", "retry", None)
 
 
-def test_interrupt_takes_a_run_once(store: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    seed_unfinished(store, monkeypatch)
+def test_interrupt_takes_a_run_once(store: Ledger) -> None:
+    seed_unfinished(store)
     run = next(r for r in store.unfinished(datetime.now(UTC)) if r.clock == "gone")
     assert store.interrupt(run, "clock gone stopped during the run") is True
     assert store.interrupt(run, "again") is False
@@ -237,8 +235,8 @@ def test_interrupt_takes_a_run_once(store: Ledger, monkeypatch: pytest.MonkeyPat
     assert run.run_id not in {r.run_id for r in store.unfinished(datetime.now(UTC))}
 
 
-def test_eight_clocks_racing_to_close_a_dead_run_take_it_once(store: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    seed_unfinished(store, monkeypatch)
+def test_eight_clocks_racing_to_close_a_dead_run_take_it_once(store: Ledger) -> None:
+    seed_unfinished(store)
     run = next(r for r in store.unfinished(datetime.now(UTC)) if r.clock == "gone")
     barrier = threading.Barrier(8)
     won: list[bool] = []
@@ -255,14 +253,14 @@ def test_eight_clocks_racing_to_close_a_dead_run_take_it_once(store: Ledger, mon
     assert sorted(won) == [False] * 7 + [True]
 
 
-def test_a_leader_heartbeat_marks_until_when_a_clock_led(store: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_leader_heartbeat_marks_until_when_a_clock_led(store: Ledger) -> None:
     assert store.led_until() is None  # no clock ever led here
-    heartbeat_at(store, monkeypatch, "standby", minutes(1), role="standby")
+    heartbeat_at(store, "standby", minutes(1), role="standby")
     assert store.led_until() is None
-    heartbeat_at(store, monkeypatch, "leader", minutes(2))
+    heartbeat_at(store, "leader", minutes(2))
     assert store.led_until() == minutes(2)
-    heartbeat_at(store, monkeypatch, "standby", minutes(3), role="standby")
-    heartbeat_at(store, monkeypatch, "leader", minutes(3), role="stopping")
+    heartbeat_at(store, "standby", minutes(3), role="standby")
+    heartbeat_at(store, "leader", minutes(3), role="stopping")
     assert store.led_until() == minutes(2)
 
 
@@ -274,14 +272,14 @@ def test_prune_deletes_only_finished_rows_older_than_the_cutoff_one_batch_per_ca
     for slot, status in zip(old, ["ok", "missed", "failed", "interrupted", "skipped"], strict=True):
         run_id = rid()
         store.claim(run_id, "tick", slot, "a")
-        store.finished(run_id, status, None, 1)
+        finish_run(store, run_id, status, None, 1)
     store.claim(rid(), "tick", minutes(5), "a")  # old but still claimed
     running = rid()
     store.claim(running, "tick", minutes(6), "a")
-    store.started(running, 1, "a")  # old but still running
+    start_run(store, running, 1, "a")  # old but still running
     recent = rid()
     store.claim(recent, "tick", minutes(60), "a")
-    store.finished(recent, "ok", None, 1)
+    finish_run(store, recent, "ok", None, 1)
     cutoff = minutes(30)
 
     assert store.prune(cutoff, batch=2) == 2

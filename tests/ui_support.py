@@ -24,7 +24,9 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from dynoclock.state import engines as db
 from dynoclock.state.ledger import Ledger
+from dynoclock.state.tables import RunReason
 from dynoclock.ui import make_app
+from tests.support.history import finish_run, start_run
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 UI_ENV = ("CLOCK_UI_TOKEN", "CLOCK_UI_READ_TOKEN", "CLOCK_UI_SECRET", "CLOCK_DATABASE_URL", "DATABASE_URL")
@@ -132,13 +134,13 @@ def add_run(
     duration_ms: int | None = 120,
     error: str | None = None,
     clock: str = "clock.1#ab12",
-    reason: str = "schedule",
+    reason: RunReason = "schedule",
 ) -> str:
     """One finished run in the ledger, as a clock would leave it."""
     run_id = uuid.uuid4().hex
     assert ledger.claim(run_id, job, slot, clock, reason)
-    ledger.started(run_id, 1, clock)
-    ledger.finished(run_id, status, error, duration_ms)
+    start_run(ledger, run_id, 1, clock)
+    finish_run(ledger, run_id, status, error, duration_ms)
     return run_id
 
 

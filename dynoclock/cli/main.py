@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import FrameType
@@ -137,7 +136,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_once(schedule: Schedule, job_id: str) -> int:
     """``run JOB``: one attempt now, in the foreground; Ctrl-C or SIGTERM stops it."""
-    from dynoclock.run.outcome import Outcome
     from dynoclock.run.runner import Runner
 
     job = schedule.jobs.get(job_id)
@@ -159,24 +157,13 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     runner = Runner(schedule, clock_id=f"{clock_id()}:manual", ledger=ledger)
 
     def stop(signum: int, frame: FrameType | None) -> None:  # Ctrl-C / SIGTERM: stop the run, record it
-        threading.Thread(target=runner.drain, args=(time.monotonic(),), daemon=True).start()
+        threading.Thread(target=runner.drain, args=(runner.clock.monotonic(),), daemon=True).start()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    # In a thread of its own: if the job will not stop (a Python function stuck in C code past its
-    # timeout), the watchdog reports it and this command still ends.
-    result: list[Outcome] = []
-    worker = threading.Thread(
-        target=lambda: result.append(runner.execute(job, datetime.now(UTC), retries=False, reason="manual")),
-        daemon=True,
-    )
-    worker.start()
-    while worker.is_alive() and runner.written_off is None:
-        worker.join(0.1)
-    outcome = result[0] if result else runner.written_off
-    assert outcome is not None
-    if runner.recorder is not None:
-        runner.recorder.flush(timeout=10.0)
+    outcome = runner.run_foreground(job)  # returns even if the job will not stop: the watchdog reports it
+    if runner.writer is not None:
+        runner.writer.flush(timeout=10.0)
     runner.notifier.flush(timeout=10.0)
     print(  # the run's text may quote a secret (an error page echoing a header): mask it as the log does
         redact(

@@ -1,51 +1,53 @@
 """Who runs the slots: the lease loop of one clock, in a thread of its own.
 
 A standby polls the lease every second. On becoming leader a clock catches up
-on what passed with no leader (catchup.plan), and from then on the runner
-claims each due slot. The leader checks its lease every few seconds; if it is
-lost (database gone, connection killed) the clock stops claiming at once. It
-also closes runs left behind by clocks that died, and prunes old history in
-small batches. No database round trip happens on the scheduler's thread.
+on what passed with no leader (``catch_up``, planned by schedule/catchup.py),
+and from then on the dispatcher claims each due slot. The leader checks its
+lease every few seconds; if it is lost (database gone, connection killed) the
+clock stops claiming at once. Each round it also applies pauses and "run now"
+requests and does its housekeeping (daemon/housekeeping.py). No database round
+trip happens on the scheduler's thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from dynoclock.config.loader import Schedule
-from dynoclock.daemon.claims import LEAD
+from dynoclock.daemon.housekeeping import Housekeeping
 from dynoclock.observe.logs import EventLog, short_error
+from dynoclock.run.claims import LEAD
 from dynoclock.run.runner import Runner
 from dynoclock.schedule import catchup
 from dynoclock.state.controls import Controls
 from dynoclock.state.lease import make_lease
-from dynoclock.state.ledger import DEAD_AFTER, Ledger, SchemaTooNew
+from dynoclock.state.ledger import Ledger, SchemaTooNew
+from dynoclock.timesource import SYSTEM, Clock
 
 STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
 LEADER_CHECK = 5.0  # seconds between the leader's lease checks and heartbeats
-PRUNE_EVERY = 3600.0
-HOUSEKEEPING_EVERY = 14.0  # seconds between looks for runs left behind by dead clocks
 
 
 class Leadership:
-    def __init__(self, schedule: Schedule, ledger: Ledger, runner: Runner, events: EventLog, clock: str):
+    def __init__(
+        self, schedule: Schedule, ledger: Ledger, runner: Runner, events: EventLog, clock_id: str, clock: Clock = SYSTEM
+    ):
         self.schedule = schedule
         self.ledger = ledger
         self.runner = runner
         self.events = events
+        self.clock_id = clock_id
         self.clock = clock
         self.lease = make_lease(ledger)
         self.controls = Controls(ledger)
+        self.housekeeping = Housekeeping(schedule, ledger, runner, events, clock)
         self.leader = threading.Event()
-        self.stopped = threading.Event()
-        self.started_at = datetime.now(UTC)
+        self.stopped = self.housekeeping.stopped  # set at SIGTERM: no more rounds, no more prune batches
+        self.started_at = clock.now()
         self._ready = False  # schema exists
         self._said_standby = False
-        self._last_prune = 0.0
-        self._last_housekeeping = float("-inf")
         self._failures = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the lease's connection is used by the loop and by step_down
@@ -70,21 +72,21 @@ class Leadership:
         with self._lock:
             self.lease.release()
         if was_leader:
-            self.events.emit("clock.lease_released", clock=self.clock)
+            self.events.emit("clock.lease_released", clock=self.clock_id)
         with contextlib.suppress(Exception):
-            self.ledger.heartbeat(self.clock, "stopping", self.started_at)
+            self.ledger.heartbeat(self.clock_id, "stopping", self.started_at)
 
     def forget(self) -> None:
         """At exit: remove this clock from the clocks table."""
         with contextlib.suppress(Exception):
-            self.ledger.forget_clock(self.clock)
+            self.ledger.forget_clock(self.clock_id)
 
     def _loop(self) -> None:
         while not self.stopped.is_set():
             wait = LEADER_CHECK if self.leader.is_set() else STANDBY_POLL
             if self._failures:
                 wait = min(STANDBY_POLL * 2**self._failures, 15.0)
-            if self.stopped.wait(wait):
+            if self.clock.wait(self.stopped, wait):
                 return
             self.step()
 
@@ -103,12 +105,12 @@ class Leadership:
             if self.leader.is_set():
                 if not self.lease.still_held():
                     self.leader.clear()
-                    self.events.emit("clock.lease_lost", level="error", clock=self.clock,
+                    self.events.emit("clock.lease_lost", level="error", clock=self.clock_id,
                                      note="stopped claiming; will try to lead again")  # fmt: skip
                 else:
-                    paused_jobs, requested = self.ledger.leader_round(self.clock, self.started_at)
+                    paused_jobs, requested = self.ledger.leader_round(self.clock_id, self.started_at)
                     self._controls(paused_jobs, requested)
-                    self._housekeeping()
+                    self.housekeeping.round()
                     self._healthy()
                     return
             elif self.lease.try_acquire():
@@ -120,33 +122,35 @@ class Leadership:
                 # Until when the previous leader led: read before our own heartbeat moves the mark.
                 led_until = self.ledger.led_until()
                 # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
-                self.ledger.heartbeat(self.clock, "leader", self.started_at)
-                self.events.emit("clock.leader", clock=self.clock, state=self.ledger.location)
+                self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
+                self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
                 self._controls(set(self.controls.paused()), requested=True)
                 # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the
                 # catch-up of a takeover reaches LEAD ahead too. At start (``now`` given), the scheduler
                 # has not fired yet and takes every slot after ``now``.
-                self._catch_up(now or datetime.now(UTC) + LEAD, led_until)
-                self._housekeeping()
+                self.catch_up(now or self.clock.now() + LEAD, led_until)
+                self.housekeeping.round()
             elif not self._said_standby:
                 self._said_standby = True
-                self.events.emit("clock.standby", clock=self.clock, note="another clock leads; taking over if it stops")
-            self.ledger.heartbeat(self.clock, "leader" if self.leader.is_set() else "standby", self.started_at)
+                self.events.emit(
+                    "clock.standby", clock=self.clock_id, note="another clock leads; taking over if it stops"
+                )
+            self.ledger.heartbeat(self.clock_id, "leader" if self.leader.is_set() else "standby", self.started_at)
             self._healthy()
         except Exception as exc:
             self._failures = min(self._failures + 1, 4)
             if self.leader.is_set() and not self.lease.still_held():
                 self.leader.clear()
-                self.events.emit("clock.lease_lost", level="error", clock=self.clock, note="database unreachable")
+                self.events.emit("clock.lease_lost", level="error", clock=self.clock_id, note="database unreachable")
             if isinstance(exc, SchemaTooNew):  # not a network blip: say what is wrong (an older clock after a deploy)
-                self.events.emit("ledger.schema_too_new", level="error", clock=self.clock, error=str(exc),
+                self.events.emit("ledger.schema_too_new", level="error", clock=self.clock_id, error=str(exc),
                                  note="this clock stands by until it is upgraded")  # fmt: skip
                 return
-            self.events.emit("ledger.unreachable", level="warning", clock=self.clock, error=short_error(exc))
+            self.events.emit("ledger.unreachable", level="warning", clock=self.clock_id, error=short_error(exc))
 
     def _healthy(self) -> None:
         if self._failures:
-            self.events.emit("ledger.reachable", clock=self.clock)
+            self.events.emit("ledger.reachable", clock=self.clock_id)
         self._failures = 0
 
     def _controls(self, paused_jobs: set[str], requested: bool) -> None:
@@ -154,7 +158,7 @@ class Leadership:
         self.runner.paused = paused_jobs
         if not requested:
             return
-        for request_id, job_id, requested_at in self.controls.take_requests(self.clock):
+        for request_id, job_id, requested_at in self.controls.take_requests(self.clock_id):
             if job_id not in self.schedule.jobs or self.schedule.jobs[job_id].action is None:
                 self.events.emit("request.ignored", level="warning", job=job_id, request_id=request_id,
                                  reason="no such runnable job in this clock's schedule")  # fmt: skip
@@ -162,8 +166,10 @@ class Leadership:
             self.events.emit("request.taken", job=job_id, request_id=request_id)
             self.runner.submit(job_id, requested_at, reason="manual")
 
-    def _catch_up(self, now: datetime, led_until: datetime | None) -> None:
+    def catch_up(self, now: datetime, led_until: datetime | None) -> None:
         """Slots that passed while no clock led: run within misfire_grace, record the rest."""
+        writer = self.runner.writer
+        assert writer is not None
         last = self.ledger.last_slots()
         for job in self.schedule.jobs.values():
             if not job.enabled or job.action is None:
@@ -176,55 +182,11 @@ class Leadership:
                 since = led_until - timedelta(seconds=LEADER_CHECK)
             plan = catchup.plan(job, since, now)
             for slot in plan.missed:
-                self.ledger.record(job.id, slot, "missed", self.clock, "no clock was leading within misfire_grace")
+                writer.not_run(job.id, slot, "missed", "no clock was leading within misfire_grace")
             for slot in plan.skipped:
-                self.ledger.record(job.id, slot, "skipped", self.clock, "catch_up=one: coalesced into a later run")
+                writer.not_run(job.id, slot, "skipped", "catch_up=one: coalesced into a later run")
             if plan.missed or plan.skipped or plan.run:
                 self.events.emit("clock.catch_up", job=job.id, run=len(plan.run), skipped=len(plan.skipped),
                                  missed=len(plan.missed) + plan.uncounted, since=since)  # fmt: skip
             if plan.run:
                 self.runner.submit_in_order(job.id, plan.run, reason="catch_up")
-
-    def _housekeeping(self) -> None:
-        """Close runs of dead clocks (or run them again), and prune old history a batch at a time.
-
-        Every third round or so (HOUSEKEEPING_EVERY): a dead clock is only declared after DEAD_AFTER anyway,
-        and an idle clock's CPU is mostly these rounds."""
-        if time.monotonic() - self._last_housekeeping < HOUSEKEEPING_EVERY:
-            return
-        self._last_housekeeping = time.monotonic()
-        now = datetime.now(UTC)
-        for run in self.ledger.unfinished(now - DEAD_AFTER):
-            job = self.schedule.jobs.get(run.job)
-            if run.clock == self.clock:  # ours, in flight (on the first round our heartbeat is not written yet)
-                continue
-            if run.reason == "manual" and job is not None and run.claimed_at > now - job.timeout - DEAD_AFTER:
-                continue  # `run JOB` keeps no heartbeat, but its timeout bounds it: dead only once past that
-            if job is not None and job.enabled and job.on_interrupted == "retry" and job.action is not None:
-                if self.ledger.reclaim(run, self.clock):
-                    self.events.emit("run.reclaimed", job=run.job, run_id=run.run_id, scheduled_for=run.scheduled_for,
-                                     previous_clock=run.clock)  # fmt: skip
-                    self.runner.submit(run.job, run.scheduled_for, reason="retry", reclaimed=run)
-            elif self.ledger.interrupt(run, f"clock {run.clock} stopped during the run"):
-                self.events.emit("run.interrupted", level="error", job=run.job, run_id=run.run_id,
-                                 scheduled_for=run.scheduled_for, status="interrupted",
-                                 error=f"clock {run.clock} stopped during the run")  # fmt: skip
-        if time.monotonic() - self._last_prune >= PRUNE_EVERY:
-            self._last_prune = time.monotonic()
-            threading.Thread(target=self._prune, name="prune", daemon=True).start()
-
-    def _prune(self) -> None:
-        """Delete history older than history_keep, in batches with pauses, never holding the scheduler."""
-        before = datetime.now(UTC) - self.schedule.history_keep
-        total = 0
-        try:
-            while not self.stopped.is_set():
-                deleted = self.ledger.prune(before)
-                total += deleted
-                if deleted == 0:
-                    break
-                time.sleep(0.05)
-        except Exception as exc:
-            self.events.emit("ledger.prune_failed", level="warning", error=short_error(exc))
-        if total:
-            self.events.emit("ledger.pruned", rows=total, before=before)

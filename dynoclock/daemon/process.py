@@ -1,8 +1,10 @@
 """The clock process: an APScheduler BlockingScheduler wired to our triggers and runner, and signals.
 
 APScheduler keeps the wait loop (sleep until the next fire time, never poll).
-Our trigger hands it the job's slots, and our executor hands each due slot to
-the Runner, which owns timeouts, overlap and retries (APScheduler 3 has none).
+Our trigger hands it the job's slots, LEAD before each is due, and our
+executor hands each due slot to the dispatcher (daemon/dispatch.py), which
+claims it and passes the runs won to the Runner (run/runner.py), which owns
+timeouts, overlap and retries (APScheduler 3 has none).
 
 Shutdown fits Heroku: SIGTERM or SIGINT, once or many times, stops new runs at
 once, lets running ones finish for ``shutdown_grace``, stops the rest, and
@@ -16,7 +18,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
@@ -29,15 +30,17 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from dynoclock.config.loader import Job, Schedule
-from dynoclock.daemon.claims import LEAD, Dispatcher
+from dynoclock.daemon.dispatch import Dispatcher
 from dynoclock.daemon.leadership import Leadership
 from dynoclock.observe.logs import EventLog, log
 from dynoclock.observe.redact import redact
+from dynoclock.run.claims import LEAD
 from dynoclock.run.runner import Runner
 from dynoclock.run.watchdog import STOP_GRACE
 from dynoclock.state import engines as db
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.location import clock_id, state_url
+from dynoclock.timesource import SYSTEM, Clock
 
 
 class SlotTrigger(BaseTrigger):  # type: ignore[misc]
@@ -58,7 +61,7 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]
 
 
 class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
-    """Hands every due slot to the Runner, which starts it in its own thread without blocking the loop."""
+    """Hands every due slot to the dispatcher, which claims it off the scheduler's thread: never blocks the loop."""
 
     def __init__(self, dispatcher: Dispatcher):
         super().__init__()
@@ -72,7 +75,7 @@ class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
         raise NotImplementedError
 
 
-def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = None) -> int:
+def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = None, clock: Clock = SYSTEM) -> int:
     """Run the schedule until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
     redact.add_from_env()
     events.write_behind()
@@ -87,10 +90,12 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
                     note="SQLite state on a Heroku dyno is lost at every restart and cannot keep two clocks "
                     "from running the same slot: attach Postgres (DATABASE_URL or CLOCK_DATABASE_URL)")  # fmt: skip
     leadership: Leadership | None = None
-    runner = Runner(schedule, events, me, ledger, is_leader=lambda: leadership is not None and leadership.is_leader())
-    leadership = Leadership(schedule, ledger, runner, events, me)
-    since = datetime.now(UTC)
-    dispatcher = Dispatcher(runner)
+    runner = Runner(
+        schedule, events, me, ledger, is_leader=lambda: leadership is not None and leadership.is_leader(), clock=clock
+    )
+    leadership = Leadership(schedule, ledger, runner, events, me, clock)
+    since = clock.now()
+    dispatcher = Dispatcher(runner.claims, runner, leading=leadership.is_leader)
     scheduler = BlockingScheduler(timezone=UTC, executors={"default": RunnerExecutor(dispatcher)})
     jobs = [job for job in schedule.jobs.values() if job.enabled and job.action is not None]
     for job in jobs:
@@ -101,7 +106,7 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
         lambda event: events.emit("clock.ready", clock=me, jobs=len(jobs), leader=leadership.is_leader()),
         EVENT_SCHEDULER_STARTED,
     )
-    stop = _Stopper(scheduler, runner, events, leadership)
+    stop = _Stopper(scheduler, runner, events, leadership, clock)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
     events.emit(
@@ -116,17 +121,17 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     gc.freeze()
     if stop.first_signal is None:
         scheduler.start()  # blocks until a signal shuts the scheduler down
-    first = stop.first_signal or time.monotonic()
+    first = stop.first_signal or clock.monotonic()
     grace = schedule.shutdown_grace.total_seconds()
     runner.drain(deadline=first + grace)
     # What is left is bounded so that the clock exits before Heroku's SIGKILL (30 s after the first
     # signal with the default grace), even if the database or a webhook does not answer.
     end = first + grace + STOP_GRACE + 1.5
-    if runner.recorder is not None:
-        runner.recorder.flush(timeout=max(0.0, end - time.monotonic() - 0.5))
-    _bounded(leadership.forget, timeout=max(0.0, min(0.5, end - time.monotonic())))
-    runner.notifier.flush(timeout=max(0.0, end - time.monotonic()))
-    events.emit("clock.stop", clock=me, after_signal_s=round(time.monotonic() - (stop.first_signal or 0), 1))
+    if runner.writer is not None:
+        runner.writer.flush(timeout=max(0.0, end - clock.monotonic() - 0.5))
+    _bounded(leadership.forget, timeout=max(0.0, min(0.5, end - clock.monotonic())))
+    runner.notifier.flush(timeout=max(0.0, end - clock.monotonic()))
+    events.emit("clock.stop", clock=me, after_signal_s=round(clock.monotonic() - (stop.first_signal or 0), 1))
     events.flush(timeout=1.0)
     return 0
 
@@ -145,7 +150,10 @@ def _unused() -> None:  # pragma: no cover - RunnerExecutor never calls the job 
 class _Stopper:
     """Signal handler: the first signal stops the scheduler; later ones are logged and change nothing."""
 
-    def __init__(self, scheduler: BlockingScheduler, runner: Runner, events: EventLog, leadership: Leadership):
+    def __init__(
+        self, scheduler: BlockingScheduler, runner: Runner, events: EventLog, leadership: Leadership, clock: Clock
+    ):
+        self.clock = clock
         self.leadership = leadership
         self.scheduler = scheduler
         self.runner = runner
@@ -157,7 +165,7 @@ class _Stopper:
         if self.first_signal is not None:
             self.events.emit("clock.signal", signal=name, note="already stopping")
             return
-        self.first_signal = time.monotonic()
+        self.first_signal = self.clock.monotonic()
         self.runner.stopping.set()  # no new runs, no retries, from this instant
         # Hand over at once: release the lease so a standby leads while our running jobs finish.
         threading.Thread(target=self.leadership.step_down, name="step-down", daemon=True).start()
@@ -174,4 +182,4 @@ class _Stopper:
                 self.scheduler.shutdown(wait=False)
                 return
             except SchedulerNotRunningError:
-                time.sleep(0.05)
+                self.clock.sleep(0.05)

@@ -11,18 +11,22 @@ import contextlib
 import os
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
 
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.observe.timefmt import iso_utc
+from dynoclock.state.ledger import Ledger
+from dynoclock.timesource import SYSTEM, Clock
+
+if TYPE_CHECKING:
+    from dynoclock.config.loader import Job
 
 PING_TIMEOUT = 5.0
 PING_TRIES = 3
@@ -46,8 +50,11 @@ class RunInfo:
 
 
 class Notifier:
-    def __init__(self, events: EventLog, workers: int = 2):
+    def __init__(self, events: EventLog, workers: int = 2, clock: Clock = SYSTEM, ledger: Ledger | None = None):
         self.events = events
+        self.clock = clock
+        self.ledger = ledger  # where the status of a job's previous run is read after a restart (on_recovery)
+        self._last_final: dict[str, str] = {}  # job id -> status of its last finished run in this process
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=10_000)
         self._session = requests.Session()
         self._lock = threading.Lock()
@@ -67,9 +74,15 @@ class Notifier:
                     self._starts.pop(next(iter(self._starts))).set()
             self._send("ping.start", info, *_ping_request(ping, style, "start", info), done=done)
 
-    def run_finished(self, job: Any, info: RunInfo, previous_failed: bool) -> None:
+    def run_finished(self, job: Job, info: RunInfo) -> None:
         """After a run's last attempt: ping success/fail, on_failure, on_recovery, Sentry."""
         ok = info.status == "ok"
+        with self._lock:
+            previous = self._last_final.get(job.id)
+            self._last_final[job.id] = info.status
+        if previous is None and ok and job.on_recovery:
+            previous = self._previous_final(job.id, info.run_id)
+        previous_failed = previous in ("failed", "timeout")
         if job.ping:
             with self._lock:
                 started = self._starts.pop(info.run_id, None)
@@ -84,10 +97,22 @@ class Notifier:
 
     def flush(self, timeout: float) -> None:
         """Wait (bounded) for queued notifications to be delivered, retries included, e.g. before exit."""
-        end = time.monotonic() + timeout
+        end = self.clock.monotonic() + timeout
         with self._queue.all_tasks_done:  # unfinished_tasks counts the ones being sent, not only the queued
-            while self._queue.unfinished_tasks and time.monotonic() < end:
-                self._queue.all_tasks_done.wait(end - time.monotonic())
+            while self._queue.unfinished_tasks and self.clock.monotonic() < end:
+                self._queue.all_tasks_done.wait(end - self.clock.monotonic())
+
+    def _previous_final(self, job_id: str, run_id: str) -> str | None:
+        """The status of the job's run before this one, from the ledger (for on_recovery after a restart)."""
+        if self.ledger is None:
+            return None
+        try:
+            for run in self.ledger.history(job_id, limit=10):
+                if run.run_id != run_id and run.status in ("ok", "failed", "timeout"):
+                    return run.status
+        except Exception:
+            return None
+        return None
 
     # ---- delivery ------------------------------------------------------------------------------
 
@@ -123,7 +148,7 @@ class Notifier:
             except requests.RequestException as exc:
                 error = short_error(exc)
             if attempt < PING_TRIES:  # no pause after the last try
-                time.sleep(0.5 * attempt)
+                self.clock.sleep(0.5 * attempt)
         self.events.emit(f"{what}.failed", level="warning", job=info.job, run_id=info.run_id, error=error)
 
     def _put(self, task: Callable[[], None]) -> bool:

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal, TypeGuard, get_args
+
+from dynoclock.state.tables import RunStatus
+
+# Statuses that are recorded in the run's row (RunStatus), and those that only tell the caller what happened:
+# standby (the leader runs this slot), duplicate (another claim won), released (given back at shutdown before
+# it started), abandoned (written off by the watchdog, which reported it).
+NotRecorded = Literal["standby", "duplicate", "released", "abandoned"]
+OutcomeStatus = RunStatus | NotRecorded
+_RECORDED = frozenset(get_args(RunStatus))
+
+
+def recorded(status: OutcomeStatus) -> TypeGuard[RunStatus]:
+    return status in _RECORDED
 
 
 @dataclass
 class Outcome:
     """How one attempt ended."""
 
-    status: str  # ok | failed | timeout | interrupted | skipped (and, unreported: released, abandoned, ...)
+    status: OutcomeStatus
     detail: str = ""  # what an ok run reports (status=200, rows=3, exit=0)
     error: str = ""  # why it failed, in the schedule's words
     attempt: int = 1

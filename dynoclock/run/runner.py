@@ -1,20 +1,22 @@
-"""Executes runs: claim, overlap policy, jitter, the enforced timeout, retries, the log line and the record.
+"""The life of one run, in one place: claim, pause and overlap, jitter, attempts and retries, the log line,
+the record, pings and alerts.
 
-Runs wait for their start time in a timer heap, then run on the worker pool
-(pool.py), whose watchdog enforces each attempt's timeout and stops cancelled
-ones: a hung job never starves the others and never holds the process past
-shutdown.
+A run waits for its start time in the timer's heap (run/timer.py), then runs on
+the worker pool (run/workers.py); the watchdog (run/watchdog.py) enforces each
+attempt's timeout and stops cancelled ones, so a hung job never starves the
+others and never holds the process past shutdown. Slots are claimed through
+run/claims.py; every row written after the claim goes through state/writer.py.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from dynoclock.actions.base import JobFailed, JobTimeout, RunCancelled, RunContext
@@ -22,14 +24,17 @@ from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Job, Schedule
 from dynoclock.observe.logs import EventLog, log, short_error
 from dynoclock.observe.redact import redact
+from dynoclock.run.claims import Claims
 from dynoclock.run.notify import Notifier, RunInfo
-from dynoclock.run.outcome import Outcome
+from dynoclock.run.outcome import Outcome, recorded
 from dynoclock.run.timer import Timer
 from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
 from dynoclock.run.workers import WorkerPool
 from dynoclock.schedule.triggers import jitter_offset
 from dynoclock.state.ledger import Ledger, Run
-from dynoclock.state.writer import Recorder
+from dynoclock.state.tables import RunReason
+from dynoclock.state.writer import RunWriter
+from dynoclock.timesource import SYSTEM, Clock
 
 __all__ = ["STOP_GRACE", "Outcome", "Runner"]
 
@@ -45,21 +50,26 @@ class Runner:
         ledger: Ledger | None = None,
         is_leader: Callable[[], bool] | None = None,
         notifier: Notifier | None = None,
+        clock: Clock = SYSTEM,
     ):
         self.schedule = schedule
         self.events = events
         self.clock_id = clock_id
+        self.clock = clock
         self.ledger = ledger  # None: no state (e.g. `run JOB` when the database is down)
         self.is_leader = is_leader  # None: always claim (a single clock, or `run JOB`)
-        self.notifier = notifier or Notifier(events)
-        self.recorder = Recorder(ledger, events) if ledger is not None else None
-        self._last_final: dict[str, str] = {}  # job id -> status of its last finished run
-        self.paused: set[str] = set()  # jobs paused from the status page (the leader refreshes this)
+        self.notifier = notifier or Notifier(events, clock=clock, ledger=ledger)
         self.stopping = threading.Event()
+        self.writer: RunWriter | None = None  # every row written after a claim goes through it
+        self.claims: Claims | None = None  # every claim of a slot
+        if ledger is not None:
+            self.writer = RunWriter(ledger, events, clock, clock_id)
+            self.claims = Claims(ledger, self.writer, events, clock, clock_id, self.stopping)
+        self.paused: set[str] = set()  # jobs paused from the status page (the leader refreshes this)
         self.pool = WorkerPool(schedule.workers)
-        self.timer = Timer()
-        self.watchdog = Watchdog(self.timer)
-        self.written_off: Outcome | None = None  # the last run whose worker had to be written off
+        self.timer = Timer(clock=clock)
+        self.watchdog = Watchdog(self.timer, clock=clock)
+        self._abandoned: dict[str, Future[Outcome]] = {}  # run id -> its outcome once the watchdog wrote it off
         self._lock = threading.Lock()
         self._active: dict[str, list[RunContext]] = {}  # job id -> its running attempts
         self._pending = 0  # runs submitted and not yet over (waiting, queued or running)
@@ -73,17 +83,13 @@ class Runner:
         self,
         job_id: str,
         slot: datetime,
-        reason: str = "schedule",
+        reason: RunReason = "schedule",
         reclaimed: Run | None = None,
         claimed_as: str | None = None,
         run_id: str | None = None,
     ) -> None:
-        """Start the run of ``job_id`` for ``slot`` in its own thread.
-
-        ``claimed_as``: the slot is already claimed under this run id (the dispatcher claims in batches);
-        ``run_id``: claim under this id (a batch claim whose answer was lost may have committed it);
-        ``reclaimed``: a dead clock's row taken over to run again.
-        """
+        """Queue the run of ``job_id`` for ``slot`` (arguments as for ``execute``): it waits in the timer's heap until
+        its start, then runs on the worker pool."""
         job = self.schedule.jobs[job_id]
         if claimed_as is not None:
             fields = {"job": job.id, "run_id": claimed_as, "scheduled_for": slot}
@@ -99,7 +105,7 @@ class Runner:
 
         self._schedule(task, slot + jitter_offset(job.id, slot, job.jitter))
 
-    def submit_in_order(self, job_id: str, slots: list[datetime], reason: str) -> None:
+    def submit_in_order(self, job_id: str, slots: list[datetime], reason: RunReason) -> None:
         """Run several slots of one job (``catch_up: all``) one after another, oldest first:
         started together, all but one would be dropped by ``overlap: skip``."""
         job = self.schedule.jobs[job_id]
@@ -108,7 +114,7 @@ class Runner:
             for slot in slots:
                 self.execute(job, slot, reason=reason)
 
-        self._schedule(task, _now())
+        self._schedule(task, self.clock.now())
 
     def _schedule(self, task: Callable[[], None], start_at: datetime) -> None:
         """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread."""
@@ -123,24 +129,11 @@ class Runner:
                     self._pending -= 1
                     self._idle.notify_all()
 
-        delay = (start_at - _now()).total_seconds()
+        delay = (start_at - self.clock.now()).total_seconds()
         if delay > 0.001:
-            self.timer.at(time.monotonic() + delay, lambda: self.pool.submit(counted))
+            self.timer.at(self.clock.monotonic() + delay, lambda: self.pool.submit(counted))
         else:
             self.pool.submit(counted)
-
-    def execute(
-        self,
-        job: Job,
-        slot: datetime,
-        retries: bool = True,
-        reason: str = "schedule",
-        reclaimed: Run | None = None,
-        claimed_as: str | None = None,
-        run_id: str | None = None,
-    ) -> Outcome:
-        """One run of ``job`` for ``slot``: claim, overlap, jitter, attempts with retries. Returns the last outcome."""
-        return self._execute(job, slot, retries, reason, reclaimed, claimed_as, run_id)
 
     def running_count(self) -> int:
         with self._lock:
@@ -156,28 +149,52 @@ class Runner:
         for fields in waiting:
             self._release(fields)
         with self._lock:
-            while self._pending and time.monotonic() < deadline:
-                self._idle.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            while self._pending and self.clock.monotonic() < deadline:
+                self._idle.wait(min(0.5, max(0.0, deadline - self.clock.monotonic())))
             running = [ctx for contexts in self._active.values() for ctx in contexts]
         for ctx in running:
             ctx.cancel("shutdown")
-        end = time.monotonic() + STOP_GRACE + 0.5
+        end = self.clock.monotonic() + STOP_GRACE + 0.5
         with self._lock:
-            while self._pending and time.monotonic() < end:
-                self._idle.wait(min(0.1, max(0.0, end - time.monotonic())))
+            while self._pending and self.clock.monotonic() < end:
+                self._idle.wait(min(0.1, max(0.0, end - self.clock.monotonic())))
+
+    def run_foreground(self, job: Job, reason: RunReason = "manual") -> Outcome:
+        """``run JOB``: one attempt now; returns its outcome, even when the job will not stop (a Python function
+        stuck in C code past its timeout is written off by the watchdog, and this returns what it recorded)."""
+        run_id = uuid.uuid4().hex
+        done: Future[Outcome] = Future()
+        with self._lock:
+            self._abandoned[run_id] = done
+
+        def work() -> None:
+            outcome = self.execute(job, self.clock.now(), retries=False, reason=reason, run_id=run_id)
+            with self._lock:
+                self._abandoned.pop(run_id, None)
+                if not done.done():
+                    done.set_result(outcome)
+
+        threading.Thread(target=work, name=f"run-{job.id}", daemon=True).start()
+        return done.result()
 
     # ---- one run ---------------------------------------------------------------------------
 
-    def _execute(
+    def execute(
         self,
         job: Job,
         slot: datetime,
-        retries: bool,
-        reason: str,
-        reclaimed: Run | None,
-        claimed_as: str | None,
+        retries: bool = True,
+        reason: RunReason = "schedule",
+        reclaimed: Run | None = None,
+        claimed_as: str | None = None,
         run_id: str | None = None,
     ) -> Outcome:
+        """One run of ``job`` for ``slot``: claim, pause, overlap, jitter, attempts with retries; the last outcome.
+
+        ``claimed_as``: the slot is already claimed under this run id (the dispatcher claims in batches);
+        ``run_id``: claim under this id (a batch claim whose answer was lost may have committed it);
+        ``reclaimed``: a dead clock's row taken over to run again.
+        """
         if claimed_as is None and self.is_leader is not None and not self.is_leader():
             return Outcome("standby")  # the leader runs this slot; standbys only keep time
         run_id = claimed_as or (reclaimed.run_id if reclaimed else run_id or uuid.uuid4().hex)
@@ -186,10 +203,10 @@ class Runner:
             fields["reason"] = reason
         if self.stopping.is_set():
             return Outcome("interrupted", error="the clock was stopping")  # not claimed: the next leader runs it
-        if self.ledger is not None and reclaimed is None and claimed_as is None:
-            claimed = self._claim(job, slot, run_id, reason, fields)
-            if claimed is not True:
-                return Outcome("duplicate" if claimed is False else "missed")
+        if self.claims is not None and reclaimed is None and claimed_as is None:
+            claimed = self.claims.one(job, slot, run_id, reason, fields)
+            if claimed != "won":
+                return Outcome("duplicate" if claimed == "lost" else "missed")
         if job.id in self.paused and reason != "manual":
             return self._report(Outcome("skipped", error="paused"), fields, None)
         with self._lock:
@@ -201,9 +218,10 @@ class Runner:
         if running and job.overlap == "replace":
             for ctx in running:
                 ctx.cancel("replaced")
-        # Slots are claimed a moment ahead (daemon.LEAD), and jitter delays a start: wait for the start time.
+        # Slots are claimed a moment ahead (claims.LEAD), and jitter delays a start: wait for the start time.
         start_at = slot + jitter_offset(job.id, slot, job.jitter)
-        if start_at > _now() and self.stopping.wait((start_at - _now()).total_seconds()):
+        early = (start_at - self.clock.now()).total_seconds()
+        if early > 0 and self.clock.wait(self.stopping, early):
             return self._release(fields)
         first = reclaimed.attempt + 1 if reclaimed else 1
         tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
@@ -211,7 +229,9 @@ class Runner:
         self.notifier.run_started(job.ping, job.ping_style, info)
         outcome = self._attempts(job, slot, run_id, first, retries, fields, tail)
         if outcome.status == "abandoned":
-            return self.written_off or outcome
+            with self._lock:
+                written_off = self._abandoned.pop(run_id, None)
+            return written_off.result() if written_off is not None and written_off.done() else outcome
         if outcome.status in ("ok", "failed", "timeout"):
             self._notify_finished(job, outcome, info, tail)
         return outcome
@@ -227,11 +247,11 @@ class Runner:
                 return outcome
             wait = min(job.retry_delay * 2 ** (attempt - 1), job.retry_max_delay)
             next_slot = job.next_after(slot)
-            if next_slot is not None and _now() + wait >= next_slot:
+            if next_slot is not None and self.clock.now() + wait >= next_slot:
                 self.events.emit("run.retry_dropped", level="warning", **fields, reason="the next slot comes first")
                 return outcome
             self.events.emit("run.retry", **fields, attempt=attempt + 1, delay=format_duration(wait))
-            if self.stopping.wait(wait.total_seconds()):
+            if self.clock.wait(self.stopping, wait.total_seconds()):
                 return outcome
             attempt += 1
 
@@ -242,19 +262,19 @@ class Runner:
             if attempt == 1:
                 return self._release(fields)
             return self._report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
-        started = _now()
+        started = self.clock.now()
         ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail))
         with self._lock:
             self._active.setdefault(job.id, []).append(ctx)
-        if self.recorder is not None:
-            self.recorder.started(run_id, attempt, self.clock_id, started)
+        if self.writer is not None:
+            self.writer.started(run_id, attempt, started)
         self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=_ms(started - slot))
         watch = self.watchdog.watch(ctx, lambda w: self._written_off(w, job, fields, attempt, started))
         outcome = self._run_action(job, ctx, watch)
         self._forget(ctx)
         if outcome.status == "abandoned":
             return outcome  # written off by the watchdog, which reported it
-        outcome.attempt, outcome.duration = attempt, _now() - started
+        outcome.attempt, outcome.duration = attempt, self.clock.now() - started
         return self._report(outcome, fields, started)
 
     def _run_action(self, job: Job, ctx: RunContext, watch: Watch) -> Outcome:
@@ -294,12 +314,15 @@ class Runner:
             outcome = Outcome("timeout", error=str(JobTimeout(job.timeout)))
         else:
             outcome = Outcome("interrupted", error="stopped at shutdown" if reason == "shutdown" else "replaced")
-        outcome.attempt, outcome.duration = attempt, _now() - started
+        outcome.attempt, outcome.duration = attempt, self.clock.now() - started
         self.events.emit("run.abandoned", level="warning", job=job.id, run_id=watch.ctx.run_id,
                          reason="still running after it was stopped; its result will be ignored")  # fmt: skip
         self._forget(watch.ctx)
         self._report(outcome, fields, started)
-        self.written_off = outcome
+        with self._lock:
+            done = self._abandoned.setdefault(watch.ctx.run_id, Future())
+            if not done.done():
+                done.set_result(outcome)
         self.pool.write_off(watch.ident)
 
     def _forget(self, ctx: RunContext) -> None:
@@ -314,8 +337,8 @@ class Runner:
 
     def _report(self, outcome: Outcome, fields: dict[str, Any], started: datetime | None) -> Outcome:
         duration = _ms(outcome.duration) if started is not None else None
-        if self.recorder is not None:
-            self.recorder.finished(fields["run_id"], outcome.status, outcome.error, duration, _now())
+        if self.writer is not None and recorded(outcome.status):
+            self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration)
         level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
         extra: dict[str, Any] = {"status": outcome.status}
         if started is not None:
@@ -330,27 +353,11 @@ class Runner:
 
     def _notify_finished(self, job: Job, outcome: Outcome, info: RunInfo, tail: deque[str]) -> None:
         """Pings and alerts once the run is over (after its last retry)."""
-        with self._lock:
-            previous = self._last_final.get(job.id)
-            self._last_final[job.id] = outcome.status
-        if previous is None and self.ledger is not None and job.on_recovery:
-            previous = self._previous_final(job.id, info.run_id)
         final = replace(
             info, status=outcome.status, attempt=outcome.attempt, error=outcome.error, detail=outcome.detail,
             duration_ms=_ms(outcome.duration), output="\n".join(tail),
         )  # fmt: skip
-        self.notifier.run_finished(job, final, previous_failed=previous in ("failed", "timeout"))
-
-    def _previous_final(self, job_id: str, run_id: str) -> str | None:
-        """The status of the job's run before this one, from the ledger (for on_recovery after a restart)."""
-        assert self.ledger is not None
-        try:
-            for run in self.ledger.history(job_id, limit=10):
-                if run.run_id != run_id and run.status in ("ok", "failed", "timeout"):
-                    return run.status
-        except Exception:
-            return None
-        return None
+        self.notifier.run_finished(job, final)
 
     def _output_logger(self, fields: dict[str, Any], tail: deque[str]) -> Any:
         def output(stream: str, line: str) -> None:
@@ -359,66 +366,18 @@ class Runner:
 
         return output
 
-    # ---- the ledger --------------------------------------------------------------------------
-
-    def _claim(self, job: Job, slot: datetime, run_id: str, reason: str, fields: dict[str, Any]) -> bool | None:
-        """Claim the slot; while the database is unreachable, retry with backoff until the slot's grace ends.
-
-        True: ours to run. False: another claim won (never run it). None: gave up (recorded missed when possible).
-        """
-        assert self.ledger is not None
-        delay = 0.5
-        while True:
-            try:
-                if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason):
-                    return True
-                self.events.emit("run.duplicate", **fields, note="already claimed; not run here")
-                return False
-            except Exception as exc:
-                late = _now() > slot + job.misfire_grace
-                if late or self.stopping.is_set():
-                    error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"
-                    self.events.emit("run.missed", level="error", **fields, status="missed", error=error)
-                    self._record_later(job, slot, error)
-                    return None
-                self.events.emit(
-                    "ledger.unreachable", level="warning", **fields, retry_in_s=delay, error=short_error(exc)
-                )
-                if self.stopping.wait(delay):
-                    return None
-                delay = min(delay * 2, 10.0)
+    # ---- the ledger ------------------------------------------------------------------------
 
     def _release(self, fields: dict[str, Any]) -> Outcome:
         """Stopping before a claimed run started: give the slot back, so the next leader runs it."""
-        if self.ledger is not None:
+        if self.writer is not None:
             try:
-                if self.ledger.unclaim(fields["run_id"]):
+                if self.writer.release(fields["run_id"]):
                     self.events.emit("run.released", **fields, note="the clock stopped before it started")
                     return Outcome("released")
             except Exception as exc:
                 self.events.emit("ledger.error", level="warning", operation="unclaim", error=short_error(exc), **fields)
         return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
-
-    def _record_later(self, job: Job, slot: datetime, error: str) -> None:
-        """Write a ``missed`` row once the database is back (a bounded number of tries, off every hot path)."""
-        ledger = self.ledger
-        assert ledger is not None
-
-        def record() -> None:
-            delay = 1.0
-            for _ in range(30):
-                try:
-                    ledger.record(job.id, slot, "missed", self.clock_id, error)
-                    return
-                except Exception:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-
-        threading.Thread(target=record, name=f"record-{job.id}", daemon=True).start()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _ms(delta: timedelta) -> int:

@@ -1,15 +1,23 @@
-"""Enforces every attempt's timeout: the action's cancel hooks, then an exception in its thread, then writing it off."""
+"""Where every run's timeout is enforced: the watchdog.
+
+At an attempt's deadline it cancels the run: the action's own hooks run (kill the process group, cancel the
+query, close the HTTP response). A Python function still running STOP_GRACE/2 later gets an exception
+(``RunCancelled``, a BaseException) raised in its thread, which stops pure-Python code at its next line. A
+worker that still does not come back after STOP_GRACE is written off: its run is reported as timed out, and
+the pool starts a fresh thread in its place. The same escalation stops runs cancelled at shutdown or by
+``overlap: replace``.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dynoclock.actions.base import RunCancelled, RunContext
 from dynoclock.run.timer import Timer
+from dynoclock.timesource import SYSTEM, Clock
 
 STOP_GRACE = 3.0  # seconds a cancelled run gets to stop: hooks first, an exception at half-time, then written off
 
@@ -38,8 +46,9 @@ class Watch:
 class Watchdog:
     """Enforces timeouts, and stops cancelled attempts: hooks, then an exception, then writing off."""
 
-    def __init__(self, timer: Timer):
+    def __init__(self, timer: Timer, clock: Clock = SYSTEM):
         self.timer = timer
+        self.clock = clock
 
     def watch(self, ctx: RunContext, on_written_off: Callable[[Watch], None]) -> Watch:
         """Watch the attempt running in the calling thread, until ``ctx.deadline``."""
@@ -51,7 +60,7 @@ class Watchdog:
     def _escalate(self, watch: Watch) -> None:
         """Cancelled (timeout, shutdown, replaced): the action's own hooks run now; then, if it is still there,
         an exception in its thread (a pure-Python loop stops at its next line); then it is written off."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.timer.at(now + STOP_GRACE / 2, lambda: self._interrupt(watch))
         self.timer.at(now + STOP_GRACE, lambda: self._write_off(watch))
 

@@ -1,16 +1,8 @@
-"""The threads that run jobs: a worker pool, a timer that hands runs over at their start time, a watchdog.
+"""The threads that run jobs: up to ``workers`` long-lived threads taking runs from one queue.
 
-A thread per run looks simple, but a burst of 1,000 due runs then means 1,000
-threads waking at once and fighting for the GIL: measured, that alone made the
-median start 400 ms late. Instead, runs wait in a heap (not in threads) until
-their start time, then queue for one of ``workers`` long-lived threads.
-
-A job runs in its worker thread. The watchdog enforces its timeout: at the
-deadline it cancels the run (the action's hooks kill its process or cancel its
-query); a Python function still running gets an exception raised in its
-thread; a worker that still does not come back is written off: its run is
-reported as timed out, and a fresh thread takes its place, so a hung job
-never shrinks the pool.
+Runs wait for their start in the timer's heap (run/timer.py), then queue here. A job runs in its worker
+thread; when the watchdog (run/watchdog.py) gives up on a job that will not stop, its worker is written off
+and a fresh thread takes its place, so a hung job never shrinks the pool.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +20,7 @@ class Controls:
 
     def request_run(self, job: str, by: str) -> str:
         request_id = uuid.uuid4().hex
-        row = {"request_id": request_id, "job": job, "requested_at": to_db(_now()), "requested_by": by}
+        row = {"request_id": request_id, "job": job, "requested_at": to_db(self.ledger.clock.now()), "requested_by": by}
         with self.ledger._tx() as conn:
             conn.execute(requests.insert().values(**row))
         return request_id
@@ -35,7 +35,7 @@ class Controls:
                 row = conn.execute(
                     requests.update()
                     .where(requests.c.request_id == request_id, requests.c.taken_at.is_(None))
-                    .values(taken_at=to_db(_now()), taken_by=clock)
+                    .values(taken_at=to_db(self.ledger.clock.now()), taken_by=clock)
                     .returning(requests.c.job, requests.c.requested_at)
                 ).first()
             if row is not None:
@@ -48,7 +48,7 @@ class Controls:
             return [dict(row._mapping) for row in rows]
 
     def pause(self, job: str, by: str) -> None:
-        stmt = self.ledger._insert(paused).values(job=job, paused_at=to_db(_now()), paused_by=by)
+        stmt = self.ledger._insert(paused).values(job=job, paused_at=to_db(self.ledger.clock.now()), paused_by=by)
         with self.ledger._tx() as conn:
             conn.execute(stmt.on_conflict_do_nothing())
 
@@ -61,7 +61,3 @@ class Controls:
         with self.ledger.engine.connect() as conn:
             rows = conn.execute(sa.select(paused))
             return {row.job: (from_db(row.paused_at), row.paused_by) for row in rows}
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

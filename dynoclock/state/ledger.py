@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +26,9 @@ from dynoclock.state.tables import (
     MIGRATIONS,
     SCHEMA_LOCK,
     SCHEMA_VERSION,
+    UNFINISHED,
+    RunReason,
+    RunStatus,
     clocks,
     from_db,
     meta,
@@ -35,6 +38,7 @@ from dynoclock.state.tables import (
     runs,
     to_db,
 )
+from dynoclock.timesource import SYSTEM, Clock
 
 DEAD_AFTER = timedelta(seconds=20)  # a clock whose heartbeat is older than this is dead: its unfinished runs are closed
 
@@ -47,7 +51,7 @@ class Claim:
     job: str
     slot: datetime
     clock: str
-    reason: str = "schedule"
+    reason: RunReason = "schedule"
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,12 @@ class Run:
     claimed_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    status: str
+    status: RunStatus
     attempt: int
     error: str | None
     duration_ms: int | None
     clock: str
-    reason: str
+    reason: RunReason
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -81,8 +85,9 @@ class SchemaTooNew(RuntimeError):
 class Ledger:
     """Claims, outcomes and history of runs, in the state database."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, clock: Clock = SYSTEM):
         self.url = url
+        self.clock = clock  # the timestamps it writes (claimed_at, finished_at, heartbeats)
         self.engine = db.engine_for(url, state=True)
         if self.engine.dialect.name not in ("postgresql", "sqlite"):
             raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {self.engine.dialect.name}")
@@ -135,7 +140,7 @@ class Ledger:
 
     # ---- runs ------------------------------------------------------------------------------
 
-    def claim(self, run_id: str, job: str, slot: datetime, clock: str, reason: str = "schedule") -> bool:
+    def claim(self, run_id: str, job: str, slot: datetime, clock: str, reason: RunReason = "schedule") -> bool:
         """Insert the run's row; False when another claim of (job, slot) got there first."""
         return run_id in self.claim_many([Claim(run_id, job, slot, clock, reason)])
 
@@ -147,7 +152,7 @@ class Ledger:
         """
         if not claims:
             return set()
-        now = to_db(_now())
+        now = to_db(self.clock.now())
         rows = [
             {"run_id": c.run_id, "job": c.job, "scheduled_for": to_db(c.slot), "claimed_at": now,
              "status": "claimed", "attempt": 0, "clock": c.clock, "reason": c.reason}
@@ -172,33 +177,19 @@ class Ledger:
             )
             return gone.first() is not None
 
-    def record(self, job: str, slot: datetime, status: str, clock: str, error: str, reason: str = "schedule") -> bool:
+    def record(
+        self, job: str, slot: datetime, status: RunStatus, clock: str, error: str, reason: RunReason = "schedule"
+    ) -> bool:
         """A slot that did not run (missed, skipped), recorded unless it already has a row."""
         row = {
-            "run_id": uuid.uuid4().hex, "job": job, "scheduled_for": to_db(slot), "claimed_at": to_db(_now()),
-            "finished_at": to_db(_now()), "status": status, "attempt": 0, "clock": clock, "reason": reason,
+            "run_id": uuid.uuid4().hex, "job": job, "scheduled_for": to_db(slot), "claimed_at": to_db(self.clock.now()),
+            "finished_at": to_db(self.clock.now()), "status": status, "attempt": 0, "clock": clock, "reason": reason,
             "error": error,
         }  # fmt: skip
         with self._tx() as conn:
             # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
             stmt = self._insert(runs).values(**row).on_conflict_do_nothing().returning(runs.c.run_id)
             return conn.execute(stmt).scalar() is not None
-
-    def started(self, run_id: str, attempt: int, clock: str) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .values(status="running", attempt=attempt, started_at=to_db(_now()), finished_at=None, clock=clock)
-            )
-
-    def finished(self, run_id: str, status: str, error: str | None, duration_ms: int | None) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .values(status=status, error=error or None, duration_ms=duration_ms, finished_at=to_db(_now()))
-            )
 
     def update_runs(self, updates: dict[str, dict[str, Any]]) -> None:
         """Apply many row updates (run id -> column values) in one transaction, one statement per shape."""
@@ -224,7 +215,7 @@ class Ledger:
     def unfinished(self, dead_clocks_before: datetime) -> list[Run]:
         """Runs left claimed/running by clocks whose last heartbeat is older than the given instant (or gone)."""
         alive = sa.select(clocks.c.clock).where(clocks.c.heartbeat_at >= to_db(dead_clocks_before))
-        query = sa.select(runs).where(runs.c.status.in_(("claimed", "running")), runs.c.clock.not_in(alive))
+        query = sa.select(runs).where(runs.c.status.in_(UNFINISHED), runs.c.clock.not_in(alive))
         with self.engine.connect() as conn:
             return [_run(row) for row in conn.execute(query)]
 
@@ -243,7 +234,7 @@ class Ledger:
             result = conn.execute(
                 runs.update()
                 .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
-                .values(status="interrupted", error=error, finished_at=to_db(_now()))
+                .values(status="interrupted", error=error, finished_at=to_db(self.clock.now()))
             )
             return bool(result.rowcount == 1)
 
@@ -258,7 +249,7 @@ class Ledger:
         """Delete one batch of finished rows older than ``before``; returns how many went."""
         old = (
             sa.select(runs.c.run_id)
-            .where(runs.c.scheduled_for < to_db(before), runs.c.status.not_in(("claimed", "running")))
+            .where(runs.c.scheduled_for < to_db(before), runs.c.status.not_in(UNFINISHED))
             .limit(batch)
         )
         with self._tx() as conn:
@@ -281,7 +272,7 @@ class Ledger:
             return paused_jobs, conn.execute(waiting).first() is not None
 
     def _heartbeat(self, conn: Connection, clock: str, role: str, started_at: datetime) -> None:
-        now = to_db(_now())
+        now = to_db(self.clock.now())
         stmt = self._insert(clocks).values(clock=clock, role=role, started_at=to_db(started_at), heartbeat_at=now)
         conn.execute(stmt.on_conflict_do_update(index_elements=["clock"], set_={"role": role, "heartbeat_at": now}))
         if role == "leader":
@@ -309,7 +300,3 @@ def _run(row: Any) -> Run:
     for key in ("scheduled_for", "claimed_at", "started_at", "finished_at"):
         values[key] = from_db(values[key]) if values[key] is not None else None
     return Run(**values)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import sqlalchemy as sa
 
 SCHEMA_VERSION = 2  # 1: runs, clocks, meta; 2: + requests ("run now") and paused jobs
+
+# The status column: claimed (a clock won the slot), running, then how it ended; or why the slot did not run.
+RunStatus = Literal["claimed", "running", "ok", "failed", "timeout", "interrupted", "skipped", "missed"]
+UNFINISHED: tuple[RunStatus, ...] = ("claimed", "running")
+# The reason column: why the run exists (a scheduled slot, a takeover's catch-up, "run now"/`run JOB`, a retry of
+# a run a dead clock left behind).
+RunReason = Literal["schedule", "catch_up", "manual", "retry"]
 
 metadata = sa.MetaData()
 runs = sa.Table(

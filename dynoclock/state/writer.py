@@ -1,56 +1,101 @@
-"""Writes run progress (started, finished) to the ledger from a thread of its own, in batches.
+"""Every write to a run row after its claim goes through the ``RunWriter``.
 
-The claim is the only ledger write a run waits for: it decides whether the run
-happens. What follows (started_at, the outcome) is history, so it is queued
-with the instant it happened and written in one transaction per batch: a burst
-of 1,000 runs costs a handful of commits instead of 2,000. If the database is
-away, the queue waits and retries; at shutdown it is flushed within a bound.
+The claim (daemon/claims.py) is the only ledger write a run waits for: it
+decides whether the run happens. What follows is history:
+- progress (started, then the outcome) is queued with the instant it happened
+  and written in one transaction per batch, from a thread of its own: a burst
+  of 1,000 runs costs a handful of commits instead of 2,000. If the database
+  is away, the queue waits and retries; at shutdown it is flushed within a bound;
+- a slot that will not run (``missed``, ``skipped``) gets a row of its own
+  (``not_run``), or, while the database is away, later (``not_run_later``);
+- a claim given back at shutdown before its run started is deleted (``release``),
+  so the next leader runs the slot;
+- a run left behind by a dead clock is closed as ``interrupted`` (``interrupt``).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from datetime import datetime
 from typing import Any
 
 from dynoclock.observe.logs import EventLog, short_error
-from dynoclock.state.ledger import Ledger
+from dynoclock.state.ledger import Ledger, Run
+from dynoclock.state.tables import RunReason, RunStatus
+from dynoclock.timesource import Clock
 
 BATCH_WINDOW = 0.05  # seconds the writer lets updates gather before a commit
 MAX_QUEUED = 100_000  # updates kept while the database is away; older ones are dropped (and said so)
+LATER_TRIES = 30  # tries of a row written later, with doubling pauses up to 30 s: about 13 minutes
 
 
-class Recorder:
-    def __init__(self, ledger: Ledger, events: EventLog):
+class RunWriter:
+    def __init__(self, ledger: Ledger, events: EventLog, clock: Clock, clock_id: str):
         self.ledger = ledger
         self.events = events
+        self.clock = clock
+        self.clock_id = clock_id
         self._queue: deque[tuple[str, dict[str, Any]]] = deque()
         self._cond = threading.Condition()
+        self._wake = threading.Event()
         self._busy = False
         self._failing = False
-        self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="run-writer", daemon=True)
         self._thread.start()
 
-    def started(self, run_id: str, attempt: int, clock: str, at: datetime) -> None:
-        self._put(run_id, {"status": "running", "attempt": attempt, "clock": clock, "started_at": at,
+    # ---- progress, batched -------------------------------------------------------------------
+
+    def started(self, run_id: str, attempt: int, at: datetime) -> None:
+        self._put(run_id, {"status": "running", "attempt": attempt, "clock": self.clock_id, "started_at": at,
                            "finished_at": None, "error": None, "duration_ms": None})  # fmt: skip
 
-    def finished(self, run_id: str, status: str, error: str | None, duration_ms: int | None, at: datetime) -> None:
+    def finished(self, run_id: str, status: RunStatus, error: str | None, duration_ms: int | None) -> None:
+        at = self.clock.now()
         self._put(run_id, {"status": status, "error": error or None, "duration_ms": duration_ms, "finished_at": at})
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued is written (or ``timeout`` passes); True if it all was."""
-        end = time.monotonic() + timeout
+        end = self.clock.monotonic() + timeout
         with self._cond:
-            self._cond.notify_all()
+            self._wake.set()
             while self._queue or self._busy:
-                left = end - time.monotonic()
+                left = end - self.clock.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.1))
         return True
+
+    # ---- rows of their own -------------------------------------------------------------------
+
+    def not_run(self, job: str, slot: datetime, status: RunStatus, error: str, reason: RunReason = "schedule") -> bool:
+        """Record now that a slot did not run (missed, skipped), unless it has a row; raises if the database is away."""
+        return self.ledger.record(job, slot, status, self.clock_id, error, reason)
+
+    def not_run_later(self, job: str, slot: datetime, status: RunStatus, error: str) -> None:
+        """The same, once the database is back: a bounded number of tries, off every hot path."""
+
+        def record() -> None:
+            delay = 1.0
+            for _ in range(LATER_TRIES):
+                try:
+                    self.not_run(job, slot, status, error)
+                    return
+                except Exception:
+                    self.clock.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+        threading.Thread(target=record, name=f"record-{job}", daemon=True).start()
+
+    def release(self, run_id: str) -> bool:
+        """Give back a claim whose run never started (the clock is stopping); False if it had started."""
+        return self.ledger.unclaim(run_id)
+
+    def interrupt(self, run: Run, error: str) -> bool:
+        """Close a run a dead clock left behind; False if another clock closed or took it first."""
+        return self.ledger.interrupt(run, error)
+
+    # ---- the batching thread -----------------------------------------------------------------
 
     def _put(self, run_id: str, values: dict[str, Any]) -> None:
         with self._cond:
@@ -59,19 +104,20 @@ class Recorder:
                 self.events.emit("ledger.dropped", level="warning", note="history queue full; oldest update dropped")
             self._queue.append((run_id, values))
             if len(self._queue) == 1:  # wake the writer once per batch, not once per update
-                self._cond.notify_all()
+                self._wake.set()
 
     def _loop(self) -> None:
         delay = 0.5
         while True:
+            self._wake.wait()
+            self.clock.sleep(BATCH_WINDOW)  # let a burst gather: one commit for many runs
             with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-            time.sleep(BATCH_WINDOW)  # let a burst gather: one commit for many runs
-            with self._cond:
+                self._wake.clear()
                 batch = list(self._queue)
                 self._queue.clear()
-                self._busy = True
+                self._busy = bool(batch)
+            if not batch:
+                continue
             try:
                 self.ledger.update_runs(_merge(batch))
                 delay = 0.5
@@ -81,11 +127,12 @@ class Recorder:
             except Exception as exc:
                 with self._cond:
                     self._queue.extendleft(reversed(batch))  # keep order; try again
+                    self._wake.set()
                 if not self._failing:
                     self._failing = True
                     self.events.emit("ledger.error", level="warning", operation="record", error=short_error(exc),
                                      queued=len(batch), note="history kept in memory and retried")  # fmt: skip
-                time.sleep(delay)
+                self.clock.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
                 with self._cond:

@@ -1,4 +1,8 @@
-"""A clock the test moves by hand: ``advance()`` moves both ``now`` and ``monotonic`` and wakes waiters."""
+"""A clock the test moves by hand: ``advance()`` moves both ``now`` and ``monotonic`` and wakes waiters.
+
+``wait`` blocks until the test moves time past its timeout (or the event is set); ``sleep`` moves time itself,
+as a short pause in a background loop (the history writer's batch window, a retry's pause) would.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ class FakeClock:
             self._cond.notify_all()
 
     def sleep(self, seconds: float) -> None:
-        self.wait(threading.Event(), seconds)
+        self.advance(seconds)
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         """Block until ``event`` is set or fake time passes ``timeout`` (checks the event every 10 ms of real time)."""

@@ -1,0 +1,80 @@
+"""The leader's chores: runs left behind by dead clocks, and old history.
+
+A run still ``claimed`` or ``running`` whose clock has sent no heartbeat for DEAD_AFTER was cut off by a crash:
+it is closed as ``interrupted``, or taken over and run again with ``on_interrupted: retry``. History older than
+``history_keep`` is deleted in small batches from a thread of its own, never holding the leader's round.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from dynoclock.config.loader import Schedule
+from dynoclock.observe.logs import EventLog, short_error
+from dynoclock.run.runner import Runner
+from dynoclock.state.ledger import DEAD_AFTER, Ledger
+from dynoclock.timesource import Clock
+
+HOUSEKEEPING_EVERY = 14.0  # seconds between looks for dead clocks' runs: a clock is only dead after DEAD_AFTER
+PRUNE_EVERY = 3600.0  # seconds between prunes of old history
+PRUNE_PAUSE = 0.05  # seconds between two batches of a prune
+
+
+class Housekeeping:
+    def __init__(self, schedule: Schedule, ledger: Ledger, runner: Runner, events: EventLog, clock: Clock):
+        self.schedule = schedule
+        self.ledger = ledger
+        self.runner = runner
+        self.events = events
+        self.clock = clock
+        self.stopped = threading.Event()
+        self._last_round = float("-inf")
+        self._last_prune = float("-inf")
+
+    def round(self) -> None:
+        """Called on each of the leader's rounds; does its work every HOUSEKEEPING_EVERY (an idle clock's CPU is
+        mostly these rounds), and starts a prune every PRUNE_EVERY."""
+        now = self.clock.monotonic()
+        if now - self._last_round < HOUSEKEEPING_EVERY:
+            return
+        self._last_round = now
+        self.close_dead_runs()
+        if now - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = now
+            threading.Thread(target=self.prune, name="prune", daemon=True).start()
+
+    def close_dead_runs(self) -> None:
+        """Close the unfinished runs of dead clocks as interrupted, or run them again (``on_interrupted: retry``)."""
+        runner, me = self.runner, self.runner.clock_id
+        assert runner.writer is not None and runner.claims is not None
+        now = self.clock.now()
+        for run in self.ledger.unfinished(now - DEAD_AFTER):
+            job = self.schedule.jobs.get(run.job)
+            if run.clock == me:  # ours, in flight (on the first round our heartbeat is not written yet)
+                continue
+            if run.reason == "manual" and job is not None and run.claimed_at > now - job.timeout - DEAD_AFTER:
+                continue  # `run JOB` keeps no heartbeat, but its timeout bounds it: dead only once past that
+            if job is not None and job.enabled and job.on_interrupted == "retry" and job.action is not None:
+                if runner.claims.reclaim(run):
+                    runner.submit(run.job, run.scheduled_for, reason="retry", reclaimed=run)
+            elif runner.writer.interrupt(run, f"clock {run.clock} stopped during the run"):
+                self.events.emit("run.interrupted", level="error", job=run.job, run_id=run.run_id,
+                                 scheduled_for=run.scheduled_for, status="interrupted",
+                                 error=f"clock {run.clock} stopped during the run")  # fmt: skip
+
+    def prune(self) -> int:
+        """Delete history older than history_keep, a batch at a time with pauses; returns the rows deleted."""
+        before = self.clock.now() - self.schedule.history_keep
+        total = 0
+        try:
+            while not self.stopped.is_set():
+                deleted = self.ledger.prune(before)
+                total += deleted
+                if deleted == 0:
+                    break
+                self.clock.sleep(PRUNE_PAUSE)
+        except Exception as exc:
+            self.events.emit("ledger.prune_failed", level="warning", error=short_error(exc))
+        if total:
+            self.events.emit("ledger.pruned", rows=total, before=before)
+        return total

@@ -1,0 +1,91 @@
+"""Every claim of a slot goes through here: a run happens only on a claim this clock won.
+
+A claim inserts the run's row, keyed by (job, scheduled_for); the ledger's unique key makes every other
+claim of that slot lose (state/ledger.py). Three ways in:
+- ``Claims.batch``: the slots due together, claimed in one transaction by the dispatcher
+  (daemon/dispatch.py) ``LEAD`` before they are due, so the claim is done by the time the run should start.
+- ``Claims.one``: a slot claimed on its own (catch-up, "run now", ``run JOB``, a batch whose answer was
+  lost), retried with backoff while the database is away, until the slot's ``misfire_grace`` ends.
+- ``Claims.reclaim``: a run a dead clock left behind, taken over to run again (``on_interrupted: retry``).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from dynoclock.config.durations import format_duration
+from dynoclock.config.loader import Job
+from dynoclock.observe.logs import EventLog, short_error
+from dynoclock.state.ledger import Claim, Ledger, Run
+from dynoclock.state.tables import RunReason
+from dynoclock.state.writer import RunWriter
+from dynoclock.timesource import Clock
+
+LEAD = timedelta(milliseconds=250)  # how early a slot is claimed before it is due
+ClaimResult = Literal["won", "lost", "gave_up"]
+
+
+class Claims:
+    def __init__(
+        self,
+        ledger: Ledger,
+        writer: RunWriter,
+        events: EventLog,
+        clock: Clock,
+        clock_id: str,
+        stopping: threading.Event,
+    ):
+        self.ledger = ledger
+        self.writer = writer
+        self.events = events
+        self.clock = clock
+        self.clock_id = clock_id
+        self.stopping = stopping
+
+    def new(self, job_id: str, slot: datetime) -> Claim:
+        """A claim to make, under the run id this clock will use if it wins."""
+        return Claim(uuid.uuid4().hex, job_id, slot, self.clock_id)
+
+    def batch(self, claims: list[Claim]) -> set[str]:
+        """Claim due slots in one transaction; returns the run ids won. Raises if the database is away: the batch
+        may then have committed before its answer was lost, so each is retried under the same run id."""
+        return self.ledger.claim_many(claims)
+
+    def one(self, job: Job, slot: datetime, run_id: str, reason: RunReason, fields: dict[str, Any]) -> ClaimResult:
+        """Claim one slot; while the database is unreachable, retry with backoff until the slot's grace ends.
+
+        won: ours to run. lost: another claim won (never run it). gave_up: recorded missed (once the database is back).
+        """
+        delay = 0.5
+        while True:
+            try:
+                if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason):
+                    return "won"
+                self.duplicate(fields)
+                return "lost"
+            except Exception as exc:
+                if self.clock.now() > slot + job.misfire_grace or self.stopping.is_set():
+                    error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"
+                    self.events.emit("run.missed", level="error", **fields, status="missed", error=error)
+                    self.writer.not_run_later(job.id, slot, "missed", error)
+                    return "gave_up"
+                self.events.emit(
+                    "ledger.unreachable", level="warning", **fields, retry_in_s=delay, error=short_error(exc)
+                )
+                if self.clock.wait(self.stopping, delay):
+                    return "gave_up"
+                delay = min(delay * 2, 10.0)
+
+    def reclaim(self, run: Run) -> bool:
+        """Take over a dead clock's run to run it again; False if another clock did first."""
+        if not self.ledger.reclaim(run, self.clock_id):
+            return False
+        self.events.emit("run.reclaimed", job=run.job, run_id=run.run_id, scheduled_for=run.scheduled_for,
+                         previous_clock=run.clock)  # fmt: skip
+        return True
+
+    def duplicate(self, fields: dict[str, Any]) -> None:
+        self.events.emit("run.duplicate", **fields, note="already claimed; not run here")
