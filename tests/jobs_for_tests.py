@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,9 @@ def hold(run: RunContext, name: str) -> str:
         if run.cancelled.is_set():
             return "cancelled while held"
     return f"released by {name}"
+
+
+def block_in_c(seconds: float) -> str:
+    """Blocks inside C code (time.sleep), where no exception raised in its thread can stop it."""
+    time.sleep(seconds)
+    return f"slept {seconds}"

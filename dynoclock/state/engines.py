@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from typing import Any
 
 import sqlalchemy
@@ -18,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from dynoclock.observe.redact import redact_url
+from dynoclock.timesource import SYSTEM
 
 _engines: dict[tuple[str, bool], Engine] = {}
 _lock = threading.Lock()
@@ -93,7 +93,7 @@ def _sqlite_state_pragmas(dbapi_connection: Any, record: Any) -> None:
                     cursor.execute("PRAGMA journal_mode=WAL")
                 break
             except sqlite3.OperationalError:
-                time.sleep(0.05)
+                SYSTEM.sleep(0.05)
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()

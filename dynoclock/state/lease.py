@@ -11,19 +11,19 @@ The lease keeps duplicates rare; the ledger's unique claim is what forbids them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from dynoclock.state.ledger import Ledger
-
 import contextlib
 import fcntl
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
+
+from dynoclock.state.location import DEFAULT_SQLITE
+
+if TYPE_CHECKING:
+    from dynoclock.state.ledger import Ledger
 
 LEASE_CLASS = 0x636C6F63  # first half of the advisory lock key; the second is the tables' schema, so that
 # clocks of different apps keeping state in different schemas of one database do not share a lease
@@ -127,4 +127,4 @@ class FileLease:
 def make_lease(ledger: Ledger) -> Lease:
     if ledger.is_postgres:
         return PostgresLease(ledger.engine)
-    return FileLease(f"{ledger.sqlite_path or 'state/clock.db'}.leader")
+    return FileLease(f"{ledger.sqlite_path or DEFAULT_SQLITE.removeprefix('sqlite:///')}.leader")
