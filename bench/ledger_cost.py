@@ -1,8 +1,9 @@
 """Ledger cost of one run, in-process, on SQLite and on Postgres: what the clock writes per run.
 
 The claim is the only write a run waits for; its history (started, finished) goes through the
-recorder, which merges the two updates of a short run into one and commits batches. So a run costs
-claim() + one record (Ledger.update_runs of the merged row). The three separate calls are timed too.
+run writer (state/writer.py), which merges the two updates of a short run into one and commits batches. So a
+run costs claim() + one record (Ledger.update_runs of the merged row). The started and finished updates
+are timed apart too (each one update_runs call, as when they land in different batches).
 
 ``dynoclock.state.ledger.Ledger`` on a fresh store (SQLite temp file; Postgres schema of its own), N rounds
 after a warm-up, each round a new run of one job: median / p99 / max per round and per call, in ms.
@@ -67,8 +68,10 @@ def ledger_rounds(url: str, rounds: int) -> dict[str, list[float]]:
             merged = {"status": "ok", "attempt": 1, "clock": "bench", "started_at": now, "finished_at": now,
                       "error": None, "duration_ms": 20}  # fmt: skip
             record = timed(partial(ledger.update_runs, {run_id: merged}))
-            started = timed(partial(ledger.started, run_id, 1, "bench"))
-            finished = timed(partial(ledger.finished, run_id, "ok", None, 20))
+            started_row = {"status": "running", "attempt": 1, "clock": "bench", "started_at": now, "finished_at": None}
+            started = timed(partial(ledger.update_runs, {run_id: started_row}))
+            finished_row = {"status": "ok", "error": None, "duration_ms": 20, "finished_at": now}
+            finished = timed(partial(ledger.update_runs, {run_id: finished_row}))
             floor = timed(partial(_select_1, ledger.engine))
             round_trip = timed(partial(_select_1, bare))
             if i >= WARMUP:

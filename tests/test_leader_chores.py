@@ -15,6 +15,7 @@ from dynoclock.daemon.housekeeping import HOUSEKEEPING_EVERY, PRUNE_EVERY
 from dynoclock.daemon.leadership import Leadership
 from dynoclock.observe.logs import EventLog
 from dynoclock.run.claims import Claims
+from dynoclock.run.outcome import RunFields
 from dynoclock.run.runner import Runner
 from dynoclock.state.controls import Controls
 from dynoclock.state.ledger import Ledger
@@ -144,7 +145,7 @@ def test_a_claim_retried_while_the_database_is_away_is_recorded_missed_once_its_
     away = Ledger("postgresql://nobody@127.0.0.1:9/none", clock=clock)  # nothing listens on port 9
     claims = Claims(away, RunWriter(away, events, clock, "me"), events, clock, "me", threading.Event())
     slot = clock.now()
-    fields = {"job": "tick", "run_id": "r1", "scheduled_for": slot}
+    fields: RunFields = {"job": "tick", "run_id": "r1", "scheduled_for": slot}
     result: list[str] = []
     job = schedule.jobs["tick"]
     threading.Thread(target=lambda: result.append(claims.one(job, slot, "r1", "schedule", fields))).start()

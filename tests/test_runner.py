@@ -159,6 +159,10 @@ jobs:
     assert (outcome.status, outcome.attempt) == ("failed", 1)
     assert [e["event"] for e in h.captured.events] == ["run.start", "run.failed", "run.retry_dropped"]
     assert h.captured.of("run.retry_dropped")[0]["reason"] == "the next slot comes first"
+    # A catch-up run (its log lines carry reason=catch_up) drops its retry the same way.
+    caught_up = h.runner.execute(h.schedule.jobs["minutely"], now_slot(), reason="catch_up")
+    assert (caught_up.status, caught_up.attempt) == ("failed", 1)
+    assert len(h.captured.of("run.retry_dropped")) == 2
 
 
 def test_without_retries_a_failure_is_final(write_schedule: Write) -> None:

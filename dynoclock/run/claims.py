@@ -14,11 +14,12 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Job
 from dynoclock.observe.logs import EventLog, short_error
+from dynoclock.run.outcome import RunFields
 from dynoclock.state.ledger import Claim, Ledger, Run
 from dynoclock.state.tables import RunReason
 from dynoclock.state.writer import RunWriter
@@ -54,7 +55,7 @@ class Claims:
         may then have committed before its answer was lost, so each is retried under the same run id."""
         return self.ledger.claim_many(claims)
 
-    def one(self, job: Job, slot: datetime, run_id: str, reason: RunReason, fields: dict[str, Any]) -> ClaimResult:
+    def one(self, job: Job, slot: datetime, run_id: str, reason: RunReason, fields: RunFields) -> ClaimResult:
         """Claim one slot; while the database is unreachable, retry with backoff until the slot's grace ends.
 
         won: ours to run. lost: another claim won (never run it). gave_up: recorded missed (once the database is back).
@@ -87,5 +88,5 @@ class Claims:
                          previous_clock=run.clock)  # fmt: skip
         return True
 
-    def duplicate(self, fields: dict[str, Any]) -> None:
+    def duplicate(self, fields: RunFields) -> None:
         self.events.emit("run.duplicate", **fields, note="already claimed; not run here")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Literal, TypeGuard, get_args
+from datetime import datetime, timedelta
+from typing import Literal, NotRequired, TypedDict, TypeGuard, get_args
 
-from dynoclock.state.tables import RunStatus
+from dynoclock.state.tables import RunReason, RunStatus
 
 # Statuses that are recorded in the run's row (RunStatus), and those that only tell the caller what happened:
 # standby (the leader runs this slot), duplicate (another claim won), released (given back at shutdown before
@@ -29,3 +29,12 @@ class Outcome:
     error: str = ""  # why it failed, in the schedule's words
     attempt: int = 1
     duration: timedelta = field(default_factory=timedelta)
+
+
+class RunFields(TypedDict):
+    """What names a run in every log line about it."""
+
+    job: str
+    run_id: str
+    scheduled_for: datetime
+    reason: NotRequired[RunReason]  # absent for a scheduled slot

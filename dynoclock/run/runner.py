@@ -26,7 +26,7 @@ from dynoclock.observe.logs import EventLog, log, short_error
 from dynoclock.observe.redact import redact
 from dynoclock.run.claims import Claims
 from dynoclock.run.notify import Notifier, RunInfo
-from dynoclock.run.outcome import Outcome, recorded
+from dynoclock.run.outcome import Outcome, RunFields, recorded
 from dynoclock.run.timer import Timer
 from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
 from dynoclock.run.workers import WorkerPool
@@ -74,7 +74,7 @@ class Runner:
         self._active: dict[str, list[RunContext]] = {}  # job id -> its running attempts
         self._pending = 0  # runs submitted and not yet over (waiting, queued or running)
         self._idle = threading.Condition(self._lock)
-        self._waiting: dict[str, dict[str, Any]] = {}  # claimed runs waiting for their start: run id -> fields
+        self._waiting: dict[str, RunFields] = {}  # claimed runs waiting for their start: run id -> fields
         redact.add(schedule.secrets)
 
     # ---- entry points ---------------------------------------------------------------------
@@ -92,7 +92,7 @@ class Runner:
         its start, then runs on the worker pool."""
         job = self.schedule.jobs[job_id]
         if claimed_as is not None:
-            fields = {"job": job.id, "run_id": claimed_as, "scheduled_for": slot}
+            fields: RunFields = {"job": job.id, "run_id": claimed_as, "scheduled_for": slot}
             with self._lock:
                 self._waiting[claimed_as] = fields
 
@@ -198,7 +198,7 @@ class Runner:
         if claimed_as is None and self.is_leader is not None and not self.is_leader():
             return Outcome("standby")  # the leader runs this slot; standbys only keep time
         run_id = claimed_as or (reclaimed.run_id if reclaimed else run_id or uuid.uuid4().hex)
-        fields: dict[str, Any] = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
+        fields: RunFields = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
         if reason != "schedule":
             fields["reason"] = reason
         if self.stopping.is_set():
@@ -237,7 +237,7 @@ class Runner:
         return outcome
 
     def _attempts(
-        self, job: Job, slot: datetime, run_id: str, first: int, retries: bool, fields: dict[str, Any], tail: deque[str]
+        self, job: Job, slot: datetime, run_id: str, first: int, retries: bool, fields: RunFields, tail: deque[str]
     ) -> Outcome:
         """The first attempt and its retries, with doubling delays that never pass the job's next slot."""
         attempt = first
@@ -248,7 +248,11 @@ class Runner:
             wait = min(job.retry_delay * 2 ** (attempt - 1), job.retry_max_delay)
             next_slot = job.next_after(slot)
             if next_slot is not None and self.clock.now() + wait >= next_slot:
-                self.events.emit("run.retry_dropped", level="warning", **fields, reason="the next slot comes first")
+                dropped = {
+                    **fields,
+                    "reason": "the next slot comes first",
+                }  # the run's own reason is in its other lines
+                self.events.emit("run.retry_dropped", level="warning", **dropped)
                 return outcome
             self.events.emit("run.retry", **fields, attempt=attempt + 1, delay=format_duration(wait))
             if self.clock.wait(self.stopping, wait.total_seconds()):
@@ -256,7 +260,7 @@ class Runner:
             attempt += 1
 
     def _attempt(
-        self, job: Job, slot: datetime, run_id: str, attempt: int, fields: dict[str, Any], tail: deque[str]
+        self, job: Job, slot: datetime, run_id: str, attempt: int, fields: RunFields, tail: deque[str]
     ) -> Outcome:
         if self.stopping.is_set():
             if attempt == 1:
@@ -307,7 +311,7 @@ class Runner:
             return Outcome("timeout" if isinstance(error, JobTimeout) else "failed", error=str(error))
         return Outcome("ok", detail=str(detail))
 
-    def _written_off(self, watch: Watch, job: Job, fields: dict[str, Any], attempt: int, started: datetime) -> None:
+    def _written_off(self, watch: Watch, job: Job, fields: RunFields, attempt: int, started: datetime) -> None:
         """The watchdog gave up on an attempt that would not stop: report it for it, and replace its worker."""
         reason = watch.ctx.cancel_reason
         if reason == "timeout":
@@ -335,7 +339,7 @@ class Runner:
 
     # ---- reporting -------------------------------------------------------------------------
 
-    def _report(self, outcome: Outcome, fields: dict[str, Any], started: datetime | None) -> Outcome:
+    def _report(self, outcome: Outcome, fields: RunFields, started: datetime | None) -> Outcome:
         duration = _ms(outcome.duration) if started is not None else None
         if self.writer is not None and recorded(outcome.status):
             self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration)
@@ -359,7 +363,7 @@ class Runner:
         )  # fmt: skip
         self.notifier.run_finished(job, final)
 
-    def _output_logger(self, fields: dict[str, Any], tail: deque[str]) -> Any:
+    def _output_logger(self, fields: RunFields, tail: deque[str]) -> Callable[[str, str], None]:
         def output(stream: str, line: str) -> None:
             tail.append(line)
             self.events.emit("run.output", job=fields["job"], run_id=fields["run_id"], stream=stream, line=line)
@@ -368,7 +372,7 @@ class Runner:
 
     # ---- the ledger ------------------------------------------------------------------------
 
-    def _release(self, fields: dict[str, Any]) -> Outcome:
+    def _release(self, fields: RunFields) -> Outcome:
         """Stopping before a claimed run started: give the slot back, so the next leader runs it."""
         if self.writer is not None:
             try:
