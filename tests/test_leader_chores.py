@@ -76,6 +76,36 @@ def test_housekeeping_closes_dead_clocks_runs_at_most_once_every_fourteen_second
     assert [e["run_id"] for e in events_of(stream, "run.interrupted")] == ["a", "b"]
 
 
+def test_a_dead_clocks_claim_that_never_started_runs_once_within_misfire_grace_and_is_missed_after_it(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # The clock died in the moment between claiming its slots and starting them (they are claimed LEAD ahead,
+    # and a jittered run waits after its claim): those runs were not interrupted, they never happened.
+    text = "jobs:\n  tick:\n    every: 1h\n    misfire_grace: 1m\n    command: ['true']\n"
+    leadership, clock, ledger, stream, _ = chores(tmp_path, store, text)
+    ledger.heartbeat("dead", "leader", clock.now())
+    assert ledger.claim("recent", "tick", clock.now() - timedelta(seconds=10), "dead")
+    assert ledger.claim("old", "tick", clock.now() - timedelta(hours=2), "dead")
+    clock.advance(21)  # its last heartbeat is 21 s old: dead
+    leadership.housekeeping.close_dead_runs()
+    wait_until(lambda: [r for r in store.history() if r.run_id == "recent" and r.status == "ok"], "the run")
+    leadership.housekeeping.close_dead_runs()  # a later round takes nothing twice
+    runs = {run.run_id: run for run in store.history()}
+    assert (runs["recent"].status, runs["recent"].attempt, runs["recent"].reason, runs["recent"].clock) == (
+        "ok",
+        1,
+        "schedule",
+        "me",
+    )
+    assert (runs["old"].status, runs["old"].error) == (
+        "missed",
+        "clock dead stopped before the run started; past misfire_grace=1m",
+    )
+    assert [e["run_id"] for e in events_of(stream, "run.reclaimed")] == ["recent"]
+    assert [e["run_id"] for e in events_of(stream, "run.start")] == ["recent"]
+    assert events_of(stream, "run.interrupted") == []
+
+
 def test_prune_deletes_history_older_than_history_keep_in_batches_and_keeps_unfinished_rows(
     tmp_path: Path, store: Ledger
 ) -> None:

@@ -1,18 +1,22 @@
 """The leader's chores: runs left behind by dead clocks, and old history.
 
-A run still ``claimed`` or ``running`` whose clock has sent no heartbeat for DEAD_AFTER was cut off by a crash:
-it is closed as ``interrupted``, or taken over and run again with ``on_interrupted: retry``. History older than
+A run still ``claimed`` or ``running`` whose clock has sent no heartbeat for DEAD_AFTER was cut off by a crash.
+One that never started (its clock died between the claim and the start) was not interrupted: it is taken over
+and run, once, if its slot is still within misfire_grace, and recorded ``missed`` otherwise. One that had
+started is closed as ``interrupted``, or taken over and run again with ``on_interrupted: retry``. History older than
 ``history_keep`` is deleted in small batches from a thread of its own, never holding the leader's round.
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
+from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Schedule
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.run.runner import Runner
-from dynoclock.state.ledger import DEAD_AFTER, Ledger
+from dynoclock.state.ledger import DEAD_AFTER, Ledger, Run
 from dynoclock.timesource import Clock
 
 HOUSEKEEPING_EVERY = 14.0  # seconds between looks for dead clocks' runs: a clock is only dead after DEAD_AFTER
@@ -54,13 +58,28 @@ class Housekeeping:
                 continue
             if run.reason == "manual" and job is not None and run.claimed_at > now - job.timeout - DEAD_AFTER:
                 continue  # `run JOB` keeps no heartbeat, but its timeout bounds it: dead only once past that
-            if job is not None and job.enabled and job.on_interrupted == "retry" and job.action is not None:
+            runnable = job is not None and job.enabled and job.action is not None
+            if run.status == "claimed" and not run.clock.endswith(":manual") and job is not None and runnable:
+                self._never_started(run, job.misfire_grace, now)
+            elif job is not None and runnable and job.on_interrupted == "retry":
                 if runner.claims.reclaim(run):
                     runner.submit(run.job, run.scheduled_for, reason="retry", reclaimed=run)
             elif runner.writer.interrupt(run, f"clock {run.clock} stopped during the run"):
                 self.events.emit("run.interrupted", level="error", job=run.job, run_id=run.run_id,
                                  scheduled_for=run.scheduled_for, status="interrupted",
                                  error=f"clock {run.clock} stopped during the run")  # fmt: skip
+
+    def _never_started(self, run: Run, grace: timedelta, now: datetime) -> None:
+        runner = self.runner
+        assert runner.writer is not None and runner.claims is not None
+        if now <= run.scheduled_for + grace:
+            if runner.claims.reclaim(run, reason=run.reason):
+                runner.submit(run.job, run.scheduled_for, reason=run.reason, reclaimed=run)
+            return
+        error = f"clock {run.clock} stopped before the run started; past misfire_grace={format_duration(grace)}"
+        if runner.writer.interrupt(run, error, status="missed"):
+            self.events.emit("run.missed", level="error", job=run.job, run_id=run.run_id,
+                             scheduled_for=run.scheduled_for, status="missed", error=error)  # fmt: skip
 
     def prune(self) -> int:
         """Delete history older than history_keep, a batch at a time with pauses; returns the rows deleted."""

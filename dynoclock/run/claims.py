@@ -80,9 +80,9 @@ class Claims:
                     return "gave_up"
                 delay = min(delay * 2, 10.0)
 
-    def reclaim(self, run: Run) -> bool:
-        """Take over a dead clock's run to run it again; False if another clock did first."""
-        if not self.ledger.reclaim(run, self.clock_id):
+    def reclaim(self, run: Run, reason: RunReason = "retry") -> bool:
+        """Take over a dead clock's run to run it (again); False if another clock did first."""
+        if not self.ledger.reclaim(run, self.clock_id, reason):
             return False
         self.events.emit("run.reclaimed", job=run.job, run_id=run.run_id, scheduled_for=run.scheduled_for,
                          previous_clock=run.clock)  # fmt: skip

@@ -219,22 +219,23 @@ class Ledger:
         with self.engine.connect() as conn:
             return [_run(row) for row in conn.execute(query)]
 
-    def reclaim(self, run: Run, clock: str) -> bool:
-        """Take over an interrupted run to run it again (``on_interrupted: retry``); False if someone else did."""
+    def reclaim(self, run: Run, clock: str, reason: RunReason = "retry") -> bool:
+        """Take over a dead clock's run to run it (again); False if someone else did."""
         with self._tx() as conn:
             result = conn.execute(
                 runs.update()
                 .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
-                .values(status="claimed", clock=clock, reason="retry", error=None)
+                .values(status="claimed", clock=clock, reason=reason, error=None)
             )
             return bool(result.rowcount == 1)
 
-    def interrupt(self, run: Run, error: str) -> bool:
+    def interrupt(self, run: Run, error: str, status: RunStatus = "interrupted") -> bool:
+        """Close a dead clock's run (``interrupted``, or ``missed`` if it never started); False if someone else did."""
         with self._tx() as conn:
             result = conn.execute(
                 runs.update()
                 .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
-                .values(status="interrupted", error=error, finished_at=to_db(self.clock.now()))
+                .values(status=status, error=error, finished_at=to_db(self.clock.now()))
             )
             return bool(result.rowcount == 1)
 

@@ -91,9 +91,9 @@ class RunWriter:
         """Give back a claim whose run never started (the clock is stopping); False if it had started."""
         return self.ledger.unclaim(run_id)
 
-    def interrupt(self, run: Run, error: str) -> bool:
+    def interrupt(self, run: Run, error: str, status: RunStatus = "interrupted") -> bool:
         """Close a run a dead clock left behind; False if another clock closed or took it first."""
-        return self.ledger.interrupt(run, error)
+        return self.ledger.interrupt(run, error, status)
 
     # ---- the batching thread -----------------------------------------------------------------
 
