@@ -1,0 +1,323 @@
+"""The batched history writer (state.writer.Recorder) against a real store: batches, order, flush, outages."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from dynoclock.observe.logs import EventLog
+from dynoclock.state.ledger import Claim, Ledger, Run
+from dynoclock.state.writer import Recorder
+from tests.state_support import (  # noqa: F401  (fixtures)
+    PG_URL,
+    all_runs,
+    forget_engine,
+    pg_admin_fixture,
+    pg_schema_url_fixture,
+    pg_schemas_fixture,
+    schema_of,
+    state_db_fixture,
+    store_fixture,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+class Events(EventLog):
+    """An EventLog that keeps what was emitted, in order, and lets a test wait for an event."""
+
+    def __init__(self) -> None:
+        super().__init__(stream=io.StringIO())
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+        self._seen_cond = threading.Condition()
+
+    def emit(self, event: str, level: str = "info", **fields: Any) -> None:
+        super().emit(event, level, **fields)
+        with self._seen_cond:
+            self.seen.append((event, {"level": level, **fields}))
+            self._seen_cond.notify_all()
+
+    def names(self, prefix: str = "") -> list[str]:
+        with self._seen_cond:
+            return [name for name, _ in self.seen if name.startswith(prefix)]
+
+    def wait_for(self, event: str, timeout: float = 30) -> dict[str, Any]:
+        with self._seen_cond:
+            found = self._seen_cond.wait_for(lambda: any(n == event for n, _ in self.seen), timeout)
+            assert found, f"no {event} event; saw {self.names()}"
+            return next(fields for name, fields in self.seen if name == event)
+
+
+class GatedLedger(Ledger):
+    """A real Ledger whose batch writes the test can hold at the door, and whose batches it can see."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.batches: list[dict[str, dict[str, Any]]] = []
+
+    def update_runs(self, updates: dict[str, dict[str, Any]]) -> None:
+        self.batches.append({run_id: dict(values) for run_id, values in updates.items()})
+        self.entered.set()
+        assert self.gate.wait(60)
+        super().update_runs(updates)
+
+
+def claimed(store: Ledger, count: int) -> list[str]:
+    ids = [uuid.uuid4().hex for _ in range(count)]
+    assert store.claim_many([Claim(run_id, "tick", at(60 * i), "clock-a") for i, run_id in enumerate(ids)])
+    return ids
+
+
+def rows(store: Ledger) -> dict[str, Run]:
+    return {r.run_id: r for r in all_runs(store)}
+
+
+def hold_first_batch(ledger: GatedLedger, recorder: Recorder, run_id: str) -> None:
+    """Queue one update and keep the writer inside its write, so what is queued next forms one batch."""
+    ledger.gate.clear()
+    recorder.started(run_id, 1, "clock-a", at(1))
+    assert ledger.entered.wait(30)
+
+
+# ---- batches and order --------------------------------------------------------------------
+
+
+def test_started_and_finished_of_many_runs_are_written_in_batches(store: Ledger) -> None:
+    ledger = GatedLedger(store.url)
+    recorder = Recorder(ledger, Events())
+    ids = claimed(store, 30)
+    hold_first_batch(ledger, recorder, ids[0])
+    for i, run_id in enumerate(ids):
+        recorder.started(run_id, 1, f"clock-{i % 3}", at(i))
+        recorder.finished(run_id, "ok" if i % 2 else "failed", None if i % 2 else f"exit={i}", 10 * i, at(i + 0.5))
+    ledger.gate.set()
+    assert recorder.flush(30) is True
+    assert [len(batch) for batch in ledger.batches] == [1, 30]  # 60 updates, one commit after the first
+    got = rows(store)
+    for i, run_id in enumerate(ids):
+        r = got[run_id]
+        assert (r.status, r.attempt, r.clock, r.started_at, r.finished_at, r.error, r.duration_ms) == (
+            "ok" if i % 2 else "failed", 1, f"clock-{i % 3}", at(i), at(i + 0.5), None if i % 2 else f"exit={i}",
+            10 * i,
+        )  # fmt: skip
+
+
+def test_within_one_batch_the_later_update_of_a_run_wins(store: Ledger) -> None:
+    ledger = GatedLedger(store.url)
+    recorder = Recorder(ledger, Events())
+    retried, failed, first = claimed(store, 3)
+    hold_first_batch(ledger, recorder, first)
+    recorder.finished(first, "ok", "", 5, at(2))
+    recorder.started(retried, 1, "clock-a", at(10))
+    recorder.finished(retried, "failed", "exit=1", 100, at(11))
+    recorder.started(retried, 2, "clock-b", at(20))  # the retry started after the failure: it is running
+    recorder.started(failed, 1, "clock-a", at(30))
+    recorder.finished(failed, "timeout", "timeout=1s exceeded", 1000, at(31))
+    ledger.gate.set()
+    assert recorder.flush(30) is True
+    assert len(ledger.batches) == 2
+    got = rows(store)
+    r = got[retried]
+    assert (r.status, r.attempt, r.clock, r.started_at, r.finished_at, r.error, r.duration_ms) == (
+        "running", 2, "clock-b", at(20), None, None, None,
+    )  # fmt: skip
+    r = got[failed]
+    assert (r.status, r.attempt, r.started_at, r.finished_at, r.error, r.duration_ms) == (
+        "timeout", 1, at(30), at(31), "timeout=1s exceeded", 1000,
+    )  # fmt: skip
+    r = got[first]
+    assert (r.status, r.started_at, r.finished_at, r.error, r.duration_ms) == ("ok", at(1), at(2), None, 5)
+
+
+def test_flush_returns_true_only_once_everything_queued_is_written(store: Ledger) -> None:
+    ledger = GatedLedger(store.url)
+    recorder = Recorder(ledger, Events())
+    assert recorder.flush(5) is True  # nothing queued
+    (run_id,) = claimed(store, 1)
+    hold_first_batch(ledger, recorder, run_id)
+    recorder.finished(run_id, "ok", None, 3, at(2))
+    assert recorder.flush(0.2) is False  # the write is held: not everything is written
+    assert rows(store)[run_id].status == "claimed"
+    ledger.gate.set()
+    assert recorder.flush(30) is True
+    r = rows(store)[run_id]  # written by the time flush returns
+    assert (r.status, r.started_at, r.finished_at, r.duration_ms) == ("ok", at(1), at(2), 3)
+
+
+# ---- the database away ----------------------------------------------------------------------
+
+
+class Proxy:
+    """A TCP forwarder to Postgres: ``cut()`` resets its connections and stops listening (connections are
+    refused), ``restore()`` listens again on the same port."""
+
+    def __init__(self, host: str, port: int):
+        self.upstream = (host, port)
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> Proxy:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def cut(self) -> None:
+        with self._lock:
+            doomed = [s for s in (self._listener, *self._sockets) if s is not None]
+            self._listener, self._sockets = None, []
+        for sock in doomed:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() and recv() blocked on it
+            sock.close()
+
+    def restore(self) -> None:
+        self.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=10)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.postgres
+def test_history_is_kept_while_postgres_is_unreachable_and_written_once_it_is_back(pg_schema_url: str) -> None:
+    upstream = make_url(PG_URL)
+    proxy = Proxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
+    via_proxy = upstream.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    url = f"{via_proxy.split('?')[0]}?options=-csearch_path%3D{schema_of(pg_schema_url)}"
+    direct = Ledger(pg_schema_url)
+    try:
+        ledger = Ledger(url)
+        ledger.ensure_schema()
+        events = Events()
+        recorder = Recorder(ledger, events)
+        ids = claimed(ledger, 5)
+        for i, run_id in enumerate(ids):
+            recorder.started(run_id, 1, "clock-a", at(i))
+        assert recorder.flush(30) is True
+
+        proxy.cut()  # the connections in the pool die, new ones are refused
+        for i, run_id in enumerate(ids):
+            recorder.finished(run_id, "ok", None, i, at(i + 0.5))
+        error = events.wait_for("ledger.error")
+        assert (error["operation"], error["level"]) == ("record", "warning")
+        assert recorder.flush(0.2) is False
+        assert {r.status for r in rows(direct).values()} == {"running"}  # nothing written meanwhile
+
+        proxy.restore()
+        assert recorder.flush(60) is True
+        assert events.names("ledger.") == ["ledger.error", "ledger.reachable"]
+        got = rows(direct)
+        assert [(got[i].status, got[i].started_at, got[i].finished_at, got[i].duration_ms) for i in ids] == [
+            ("ok", at(i), at(i + 0.5), i) for i in range(5)
+        ]
+    finally:
+        proxy.cut()
+        forget_engine(url)
+
+
+def test_history_is_kept_while_the_sqlite_file_is_away_and_written_once_it_is_back(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    url = f"sqlite:///{folder / 'state.db'}"
+    try:
+        ledger = Ledger(url)
+        ledger.ensure_schema()
+        events = Events()
+        recorder = Recorder(ledger, events)
+        ids = claimed(ledger, 5)
+        for i, run_id in enumerate(ids):
+            recorder.started(run_id, 1, "clock-a", at(i))
+        assert recorder.flush(30) is True
+
+        # The volume goes away: the file is no longer where the engine opens it, and no connection stays open.
+        os.rename(folder, tmp_path / "away")
+        ledger.engine.dispose()
+        for i, run_id in enumerate(ids):
+            recorder.finished(run_id, "failed", f"exit={i}", i, at(i + 0.5))
+        error = events.wait_for("ledger.error")
+        assert error["operation"] == "record" and 1 <= error["queued"] <= 5
+        assert recorder.flush(0.2) is False
+        assert not folder.exists()  # the writer did not make a new, empty database instead
+
+        os.rename(tmp_path / "away", folder)
+        assert recorder.flush(60) is True
+        assert events.names("ledger.") == ["ledger.error", "ledger.reachable"]
+        got = rows(ledger)
+        assert [(got[i].status, got[i].error, got[i].finished_at, got[i].duration_ms) for i in ids] == [
+            ("failed", f"exit={i}", at(i + 0.5), i) for i in range(5)
+        ]
+    finally:
+        forget_engine(url)
+
+
+def test_updates_queued_during_an_outage_keep_their_order(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    url = f"sqlite:///{folder / 'state.db'}"
+    try:
+        ledger = Ledger(url)
+        ledger.ensure_schema()
+        events = Events()
+        recorder = Recorder(ledger, events)
+        (run_id,) = claimed(ledger, 1)
+        os.rename(folder, tmp_path / "away")
+        ledger.engine.dispose()
+        recorder.started(run_id, 1, "clock-a", at(1))
+        events.wait_for("ledger.error")  # the first batch failed and went back to the queue ...
+        recorder.finished(run_id, "failed", "exit=1", 10, at(2))  # ... ahead of these
+        recorder.started(run_id, 2, "clock-a", at(3))
+        recorder.finished(run_id, "ok", None, 20, at(4))
+        os.rename(tmp_path / "away", folder)
+        assert recorder.flush(60) is True
+        r = rows(ledger)[run_id]
+        assert (r.status, r.attempt, r.started_at, r.finished_at, r.error, r.duration_ms) == (
+            "ok", 2, at(3), at(4), None, 20,
+        )  # fmt: skip
+    finally:
+        forget_engine(url)
