@@ -181,11 +181,6 @@ def _blocked_by(pg_admin: sa.Engine, pid: int) -> int:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ledger.claim_many inserts a batch in the caller's order (dynoclock/state/ledger.py:151-160), so two "
-    "transactions claiming overlapping slots in different orders wait on each other: DeadlockDetected",
-)
 def test_batch_claims_of_overlapping_slots_in_different_orders_do_not_deadlock_on_postgres(
     pg_schema_url: str, pg_admin: sa.Engine
 ) -> None:
@@ -234,11 +229,6 @@ def test_batch_claims_of_overlapping_slots_in_different_orders_do_not_deadlock_o
     assert won == {r.run_id for r in rows.values() if r.clock != "clock-c"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ledger.claim_many counts any row carrying the run id as won (dynoclock/state/ledger.py:163), even "
-    "one another clock has since reclaimed: both clocks then run the slot",
-)
 def test_a_retried_batch_claim_is_not_won_once_another_clock_has_reclaimed_the_run(store: Ledger) -> None:
     claims = [Claim(rid(), "tick", minutes(1), "clock-a")]
     store.claim_many(claims)  # committed, but clock-a never got the answer (the database went away)

@@ -1,4 +1,4 @@
-"""The batched history writer (state.writer.Recorder) against a real store: batches, order, flush, outages."""
+"""The batched history writer (state.writer.RunWriter) against a real store: batches, order, flush, outages."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from sqlalchemy.engine import make_url
 
 from dynoclock.observe.logs import EventLog
 from dynoclock.state.ledger import Claim, Ledger, Run
-from dynoclock.state.writer import Recorder
+from dynoclock.state.writer import RunWriter
+from dynoclock.timesource import SYSTEM
 from tests.state_support import (  # noqa: F401  (fixtures)
     PG_URL,
     all_runs,
@@ -89,10 +90,10 @@ def rows(store: Ledger) -> dict[str, Run]:
     return {r.run_id: r for r in all_runs(store)}
 
 
-def hold_first_batch(ledger: GatedLedger, recorder: Recorder, run_id: str) -> None:
+def hold_first_batch(ledger: GatedLedger, recorder: RunWriter, run_id: str) -> None:
     """Queue one update and keep the writer inside its write, so what is queued next forms one batch."""
     ledger.gate.clear()
-    recorder.started(run_id, 1, "clock-a", at(1))
+    recorder.started(run_id, 1, at(1))
     assert ledger.entered.wait(30)
 
 
@@ -101,11 +102,11 @@ def hold_first_batch(ledger: GatedLedger, recorder: Recorder, run_id: str) -> No
 
 def test_started_and_finished_of_many_runs_are_written_in_batches(store: Ledger) -> None:
     ledger = GatedLedger(store.url)
-    recorder = Recorder(ledger, Events())
+    recorder = RunWriter(ledger, Events(), SYSTEM, "clock-a")
     ids = claimed(store, 30)
     hold_first_batch(ledger, recorder, ids[0])
     for i, run_id in enumerate(ids):
-        recorder.started(run_id, 1, f"clock-{i % 3}", at(i))
+        recorder.started(run_id, 1, at(i))
         recorder.finished(run_id, "ok" if i % 2 else "failed", None if i % 2 else f"exit={i}", 10 * i, at(i + 0.5))
     ledger.gate.set()
     assert recorder.flush(30) is True
@@ -114,21 +115,21 @@ def test_started_and_finished_of_many_runs_are_written_in_batches(store: Ledger)
     for i, run_id in enumerate(ids):
         r = got[run_id]
         assert (r.status, r.attempt, r.clock, r.started_at, r.finished_at, r.error, r.duration_ms) == (
-            "ok" if i % 2 else "failed", 1, f"clock-{i % 3}", at(i), at(i + 0.5), None if i % 2 else f"exit={i}",
+            "ok" if i % 2 else "failed", 1, "clock-a", at(i), at(i + 0.5), None if i % 2 else f"exit={i}",
             10 * i,
         )  # fmt: skip
 
 
 def test_within_one_batch_the_later_update_of_a_run_wins(store: Ledger) -> None:
     ledger = GatedLedger(store.url)
-    recorder = Recorder(ledger, Events())
+    recorder = RunWriter(ledger, Events(), SYSTEM, "clock-a")
     retried, failed, first = claimed(store, 3)
     hold_first_batch(ledger, recorder, first)
     recorder.finished(first, "ok", "", 5, at(2))
-    recorder.started(retried, 1, "clock-a", at(10))
+    recorder.started(retried, 1, at(10))
     recorder.finished(retried, "failed", "exit=1", 100, at(11))
-    recorder.started(retried, 2, "clock-b", at(20))  # the retry started after the failure: it is running
-    recorder.started(failed, 1, "clock-a", at(30))
+    recorder.started(retried, 2, at(20))  # the retry started after the failure: it is running
+    recorder.started(failed, 1, at(30))
     recorder.finished(failed, "timeout", "timeout=1s exceeded", 1000, at(31))
     ledger.gate.set()
     assert recorder.flush(30) is True
@@ -136,7 +137,7 @@ def test_within_one_batch_the_later_update_of_a_run_wins(store: Ledger) -> None:
     got = rows(store)
     r = got[retried]
     assert (r.status, r.attempt, r.clock, r.started_at, r.finished_at, r.error, r.duration_ms) == (
-        "running", 2, "clock-b", at(20), None, None, None,
+        "running", 2, "clock-a", at(20), None, None, None,
     )  # fmt: skip
     r = got[failed]
     assert (r.status, r.attempt, r.started_at, r.finished_at, r.error, r.duration_ms) == (
@@ -148,7 +149,7 @@ def test_within_one_batch_the_later_update_of_a_run_wins(store: Ledger) -> None:
 
 def test_flush_returns_true_only_once_everything_queued_is_written(store: Ledger) -> None:
     ledger = GatedLedger(store.url)
-    recorder = Recorder(ledger, Events())
+    recorder = RunWriter(ledger, Events(), SYSTEM, "clock-a")
     assert recorder.flush(5) is True  # nothing queued
     (run_id,) = claimed(store, 1)
     hold_first_batch(ledger, recorder, run_id)
@@ -237,10 +238,10 @@ def test_history_is_kept_while_postgres_is_unreachable_and_written_once_it_is_ba
         ledger = Ledger(url)
         ledger.ensure_schema()
         events = Events()
-        recorder = Recorder(ledger, events)
+        recorder = RunWriter(ledger, events, SYSTEM, "clock-a")
         ids = claimed(ledger, 5)
         for i, run_id in enumerate(ids):
-            recorder.started(run_id, 1, "clock-a", at(i))
+            recorder.started(run_id, 1, at(i))
         assert recorder.flush(30) is True
 
         proxy.cut()  # the connections in the pool die, new ones are refused
@@ -270,10 +271,10 @@ def test_history_is_kept_while_the_sqlite_file_is_away_and_written_once_it_is_ba
         ledger = Ledger(url)
         ledger.ensure_schema()
         events = Events()
-        recorder = Recorder(ledger, events)
+        recorder = RunWriter(ledger, events, SYSTEM, "clock-a")
         ids = claimed(ledger, 5)
         for i, run_id in enumerate(ids):
-            recorder.started(run_id, 1, "clock-a", at(i))
+            recorder.started(run_id, 1, at(i))
         assert recorder.flush(30) is True
 
         # The volume goes away: the file is no longer where the engine opens it, and no connection stays open.
@@ -304,14 +305,14 @@ def test_updates_queued_during_an_outage_keep_their_order(tmp_path: Path) -> Non
         ledger = Ledger(url)
         ledger.ensure_schema()
         events = Events()
-        recorder = Recorder(ledger, events)
+        recorder = RunWriter(ledger, events, SYSTEM, "clock-a")
         (run_id,) = claimed(ledger, 1)
         os.rename(folder, tmp_path / "away")
         ledger.engine.dispose()
-        recorder.started(run_id, 1, "clock-a", at(1))
+        recorder.started(run_id, 1, at(1))
         events.wait_for("ledger.error")  # the first batch failed and went back to the queue ...
         recorder.finished(run_id, "failed", "exit=1", 10, at(2))  # ... ahead of these
-        recorder.started(run_id, 2, "clock-a", at(3))
+        recorder.started(run_id, 2, at(3))
         recorder.finished(run_id, "ok", None, 20, at(4))
         os.rename(tmp_path / "away", folder)
         assert recorder.flush(60) is True
@@ -321,3 +322,37 @@ def test_updates_queued_during_an_outage_keep_their_order(tmp_path: Path) -> Non
         )  # fmt: skip
     finally:
         forget_engine(url)
+
+
+# ---- data the database refuses ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_an_update_postgres_refuses_is_dropped_and_the_rest_of_its_batch_is_written(pg_schema_url: str) -> None:
+    ledger = GatedLedger(pg_schema_url)
+    ledger.ensure_schema()
+    events = Events()
+    writer = RunWriter(ledger, events, SYSTEM, "clock-a")
+    first, poisoned, healthy = claimed(ledger, 3)
+    hold_first_batch(ledger, writer, first)
+    writer.started(poisoned, 2**40, at(2))  # attempt is a 32-bit column: Postgres refuses the whole batch
+    writer.finished(healthy, "ok", None, 7, at(3))
+    ledger.gate.set()
+    assert writer.flush(30) is True
+    got = rows(ledger)
+    assert (got[healthy].status, got[healthy].duration_ms) == ("ok", 7)
+    assert got[poisoned].status == "claimed"  # its one update was dropped ...
+    rejected = events.wait_for("ledger.rejected")  # ... and said so
+    assert rejected["run_id"] == poisoned
+    writer.finished(first, "ok", None, 1, at(4))  # and the writer goes on
+    assert writer.flush(30) is True
+    assert rows(ledger)[first].status == "ok"
+
+
+def test_nul_bytes_and_a_month_long_duration_are_recorded(store: Ledger) -> None:
+    writer = RunWriter(store, Events(), SYSTEM, "clock-a")
+    (run_id,) = claimed(store, 1)
+    writer.finished(run_id, "failed", "exit=1: bin\x00ary", 40 * 24 * 3600 * 1000, at(1))
+    assert writer.flush(30) is True
+    r = rows(store)[run_id]
+    assert (r.status, r.error, r.duration_ms) == ("failed", "exit=1: bin\\x00ary", 2**31 - 1)

@@ -342,7 +342,7 @@ class Runner:
     def _report(self, outcome: Outcome, fields: RunFields, started: datetime | None) -> Outcome:
         duration = _ms(outcome.duration) if started is not None else None
         if self.writer is not None and recorded(outcome.status):
-            self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration)
+            self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration, self.clock.now())
         level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
         extra: dict[str, Any] = {"status": outcome.status}
         if started is not None:

@@ -46,5 +46,5 @@ class Timer:
             if task is None:
                 self.clock.wait(self._wake, delay)
                 continue
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):  # a task's own bug (even SystemExit) never stops the timer
                 task()

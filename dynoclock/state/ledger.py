@@ -147,8 +147,11 @@ class Ledger:
     def claim_many(self, claims: list[Claim]) -> set[str]:
         """Claim several slots in one transaction (a burst of due jobs); returns the run ids won.
 
-        A row that already carries our run id counts as won: the reply to an earlier try of this
-        same claim may have been lost with the connection after the insert committed.
+        A row that already carries our run id, is still ``claimed`` and still ours counts as won: the reply to
+        an earlier try of this same claim may have been lost with the connection after the insert committed
+        (once another clock has reclaimed or closed it, it is no longer ours to run).
+        Rows go in sorted by slot: two clocks claiming overlapping bursts then lock them in the same order, and
+        one waits for the other instead of both deadlocking.
         """
         if not claims:
             return set()
@@ -156,17 +159,19 @@ class Ledger:
         rows = [
             {"run_id": c.run_id, "job": c.job, "scheduled_for": to_db(c.slot), "claimed_at": now,
              "status": "claimed", "attempt": 0, "clock": c.clock, "reason": c.reason}
-            for c in claims
+            for c in sorted(claims, key=lambda c: (c.job, c.slot))
         ]  # fmt: skip
         with self._tx() as conn:
             # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
             # One statement built once, executed for all rows: SQLAlchemy's insertmanyvalues batches them
             # into multi-row INSERTs and keeps the compiled form cached (a fresh .values(rows) compiles anew).
             won = {run_id for (run_id,) in conn.execute(self._claim_stmt, rows)}
-            lost = [c.run_id for c in claims if c.run_id not in won]
+            lost = {c.run_id: c.clock for c in claims if c.run_id not in won}
             if lost:
-                mine = sa.select(runs.c.run_id).where(runs.c.run_id.in_(lost))
-                won.update(run_id for (run_id,) in conn.execute(mine))
+                ours = sa.select(runs.c.run_id, runs.c.clock).where(
+                    runs.c.run_id.in_(list(lost)), runs.c.status == "claimed"
+                )
+                won.update(run_id for run_id, clock in conn.execute(ours) if lost[run_id] == clock)
         return won
 
     def unclaim(self, run_id: str) -> bool:

@@ -20,6 +20,8 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
+
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.state.ledger import Ledger, Run
 from dynoclock.state.tables import RunReason, RunStatus
@@ -27,6 +29,7 @@ from dynoclock.timesource import Clock
 
 BATCH_WINDOW = 0.05  # seconds the writer lets updates gather before a commit
 MAX_QUEUED = 100_000  # updates kept while the database is away; older ones are dropped (and said so)
+MAX_DURATION_MS = 2**31 - 1  # the column is a 32-bit integer: a run over 24.8 days is recorded as that long
 LATER_TRIES = 30  # tries of a row written later, with doubling pauses up to 30 s: about 13 minutes
 
 
@@ -50,8 +53,13 @@ class RunWriter:
         self._put(run_id, {"status": "running", "attempt": attempt, "clock": self.clock_id, "started_at": at,
                            "finished_at": None, "error": None, "duration_ms": None})  # fmt: skip
 
-    def finished(self, run_id: str, status: RunStatus, error: str | None, duration_ms: int | None) -> None:
-        at = self.clock.now()
+    def finished(
+        self, run_id: str, status: RunStatus, error: str | None, duration_ms: int | None, at: datetime
+    ) -> None:
+        if duration_ms is not None:
+            duration_ms = min(duration_ms, MAX_DURATION_MS)
+        if error and "\x00" in error:  # a job's output may hold NUL bytes; Postgres text cannot
+            error = error.replace("\x00", "\\x00")
         self._put(run_id, {"status": status, "error": error or None, "duration_ms": duration_ms, "finished_at": at})
 
     def flush(self, timeout: float) -> bool:
@@ -97,6 +105,23 @@ class RunWriter:
 
     # ---- the batching thread -----------------------------------------------------------------
 
+    def _write(self, updates: dict[str, dict[str, Any]]) -> None:
+        """One transaction for the batch; if the database refuses it (not a lost connection: bad data), each run
+        alone, so one row the database will never take does not hold up the history of every other run."""
+        try:
+            self.ledger.update_runs(updates)
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            for run_id, values in updates.items():
+                try:
+                    self.ledger.update_runs({run_id: values})
+                except Exception as one:
+                    if _is_transient(one):
+                        raise
+                    self.events.emit("ledger.rejected", level="error", run_id=run_id, error=short_error(one),
+                                     note="this update of the run's row was dropped")  # fmt: skip
+
     def _put(self, run_id: str, values: dict[str, Any]) -> None:
         with self._cond:
             if len(self._queue) >= MAX_QUEUED:
@@ -119,7 +144,7 @@ class RunWriter:
             if not batch:
                 continue
             try:
-                self.ledger.update_runs(_merge(batch))
+                self._write(_merge(batch))
                 delay = 0.5
                 if self._failing:
                     self._failing = False
@@ -138,6 +163,13 @@ class RunWriter:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+
+def _is_transient(exc: Exception) -> bool:
+    """The database is away or busy (try again), as opposed to refusing this data (trying again cannot help)."""
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError) or not isinstance(
+        exc, sa_exc.StatementError
+    )
 
 
 def _merge(batch: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
