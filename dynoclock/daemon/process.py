@@ -167,14 +167,19 @@ class _Stopper:
             return
         self.first_signal = self.clock.monotonic()
         self.runner.stopping.set()  # no new runs, no retries, from this instant
-        # Hand over at once: release the lease so a standby leads while our running jobs finish.
-        threading.Thread(target=self.leadership.step_down, name="step-down", daemon=True).start()
+        # Hand over at once: give back the slots claimed and not started, then release the lease, so a standby
+        # leads (and finds those slots free) while our running jobs finish.
+        threading.Thread(target=self._hand_over, name="hand-over", daemon=True).start()
         grace = self.runner.schedule.shutdown_grace.total_seconds()
         running = self.runner.running_count()
         self.events.emit("clock.stopping", signal=name, running=running, grace_s=grace, kill_after_s=STOP_GRACE)
         # Shut the scheduler down from another thread: the handler runs inside the scheduler's
         # own loop, and shutdown() takes the locks that loop may hold.
         threading.Thread(target=self._shutdown, name="shutdown", daemon=True).start()
+
+    def _hand_over(self) -> None:
+        self.runner.release_waiting()
+        self.leadership.step_down()
 
     def _shutdown(self) -> None:
         for _ in range(100):  # a signal just before start(): wait for the scheduler to be running

@@ -74,6 +74,7 @@ class Runner:
         self._active: dict[str, list[RunContext]] = {}  # job id -> its running attempts
         self._pending = 0  # runs submitted and not yet over (waiting, queued or running)
         self._idle = threading.Condition(self._lock)
+        self._released = 0  # of _pending: runs given back at shutdown whose timer entries have not fired yet
         self._waiting: dict[str, RunFields] = {}  # claimed runs waiting for their start: run id -> fields
         redact.add(schedule.secrets)
 
@@ -100,6 +101,7 @@ class Runner:
             if claimed_as is not None:
                 with self._lock:
                     if self._waiting.pop(claimed_as, None) is None:
+                        self._released -= 1
                         return  # released at shutdown while it waited
             self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id)
 
@@ -139,24 +141,30 @@ class Runner:
         with self._lock:
             return sum(len(contexts) for contexts in self._active.values())
 
-    def drain(self, deadline: float) -> None:
-        """At shutdown: release claimed runs still waiting to start, wait for running ones until ``deadline``
-        (monotonic), then stop what is left."""
+    def release_waiting(self) -> None:
+        """At shutdown, before the lease goes: no new runs, and the slots claimed but not started are given back,
+        so that the next leader, whose catch-up reads the ledger, finds them free and runs them."""
         self.stopping.set()
         with self._lock:
             waiting = list(self._waiting.values())
             self._waiting.clear()
+            self._released += len(waiting)  # their timer entries still fire, and then end at once
         for fields in waiting:
             self._release(fields)
+
+    def drain(self, deadline: float) -> None:
+        """At shutdown: release claimed runs still waiting to start, wait for running ones until ``deadline``
+        (monotonic), then stop what is left."""
+        self.release_waiting()
         with self._lock:
-            while self._pending and self.clock.monotonic() < deadline:
+            while self._pending > self._released and self.clock.monotonic() < deadline:
                 self._idle.wait(min(0.5, max(0.0, deadline - self.clock.monotonic())))
             running = [ctx for contexts in self._active.values() for ctx in contexts]
         for ctx in running:
             ctx.cancel("shutdown")
         end = self.clock.monotonic() + STOP_GRACE + 0.5
         with self._lock:
-            while self._pending and self.clock.monotonic() < end:
+            while self._pending > self._released and self.clock.monotonic() < end:
                 self._idle.wait(min(0.1, max(0.0, end - self.clock.monotonic())))
 
     def run_foreground(self, job: Job, reason: RunReason = "manual") -> Outcome:
@@ -202,6 +210,8 @@ class Runner:
         if reason != "schedule":
             fields["reason"] = reason
         if self.stopping.is_set():
+            if claimed_as is not None:  # claimed in a batch just as the clock stopped: give it back
+                return self._release(fields)
             return Outcome("interrupted", error="the clock was stopping")  # not claimed: the next leader runs it
         if self.claims is not None and reclaimed is None and claimed_as is None:
             claimed = self.claims.one(job, slot, run_id, reason, fields)
