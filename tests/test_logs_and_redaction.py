@@ -134,6 +134,12 @@ def test_secrets_never_reach_the_output_of_run_job(write_schedule: Write, loopba
         assert result.returncode == 1, result.stdout + result.stderr
         assert_no_secrets(result.stdout + result.stderr)
         assert result.stdout.splitlines()[-1].startswith(f"{job}: failed")
+    # What was stored is masked too: history (text and JSON) and status read it back from the ledger.
+    for command in (["history"], ["history", "--json"], ["status", "--json", "-c", str(path)]):
+        shown = run_cli(*command, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert_no_secrets(shown.stdout + shown.stderr)
+    assert "could not use ***" in run_cli("history", "--json", env=env).stdout
 
 
 def test_an_env_secret_the_schedule_never_names_is_masked_too(write_schedule: Write, tmp_path: Path) -> None:

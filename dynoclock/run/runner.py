@@ -350,6 +350,9 @@ class Runner:
     # ---- reporting -------------------------------------------------------------------------
 
     def _report(self, outcome: Outcome, fields: RunFields, started: datetime | None) -> Outcome:
+        # Every outcome passes here before it is stored, logged, shown or sent: mask secrets once, for all of them
+        # (an error page or a failing statement may echo a token).
+        outcome.error, outcome.detail = redact(outcome.error), redact(outcome.detail)
         duration = _ms(outcome.duration) if started is not None else None
         if self.writer is not None and recorded(outcome.status):
             self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration, self.clock.now())
@@ -375,7 +378,7 @@ class Runner:
 
     def _output_logger(self, fields: RunFields, tail: deque[str]) -> Callable[[str, str], None]:
         def output(stream: str, line: str) -> None:
-            tail.append(line)
+            tail.append(redact(line))  # the tail goes out with pings
             self.events.emit("run.output", job=fields["job"], run_id=fields["run_id"], stream=stream, line=line)
 
         return output
