@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dynoclock.observe.timefmt import iso_utc
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -81,7 +83,7 @@ def machine() -> dict[str, Any]:
         if line.startswith("MemTotal:"):
             mem_kb = int(line.split()[1])
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "date": iso_utc(datetime.now(UTC), timespec="seconds"),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "cpu_model": cpu_model(),

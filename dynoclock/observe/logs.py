@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from dynoclock.observe.redact import redact
+from dynoclock.observe.timefmt import iso_utc
 
 _BAREWORD = re.compile(r"[A-Za-z0-9_./:@+-]+")
 
@@ -36,7 +37,7 @@ class EventLog:
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         record: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": iso_utc(datetime.now(UTC), timespec="milliseconds"),
             "level": level,
             "event": event,
         }
@@ -44,7 +45,7 @@ class EventLog:
             if value is None:
                 continue
             if isinstance(value, datetime):
-                value = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                value = iso_utc(value)
             elif isinstance(value, str):
                 value = redact(value)
             record[key] = value
