@@ -93,6 +93,7 @@ class StatusApp:
             self.schedule = Schedule(schedule_path, ZoneInfo("UTC"), {})
             self.problems = [str(problem) for problem in exc.problems]
         redact.add(self.schedule.secrets)
+        redact.add(token.decode() for token, _ in access.tokens)  # tokens given to make_app, not only $CLOCK_UI_*
         redact.add_from_env()
         self._ledger = ledger
         self._schema_ready = False
