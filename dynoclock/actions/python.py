@@ -13,7 +13,7 @@ from typing import Any
 from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_list, as_mapping, as_nonempty_str
+from dynoclock.config.values import as_mapping, as_nonempty_str, as_tuple
 
 JOB_KEYS = ("args", "kwargs", "app")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -44,14 +44,12 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
     before = len(report.problems)
     target = report.parse(path, value, as_target)
     kw: dict[str, Any] = {}
-    for key, parser in (("args", as_list), ("kwargs", as_mapping), ("app", as_target)):
+    for key, parser in (("args", as_tuple), ("kwargs", as_mapping), ("app", as_target)):
         if key in extras:
             raw, where = extras[key]
             kw[key] = report.parse(where, raw, parser)
     if target is None or len(report.problems) > before:
         return None
-    if "args" in kw:
-        kw["args"] = tuple(kw["args"])
     return PythonAction(target, **kw)
 
 

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -20,13 +20,13 @@ from dynoclock.config.preflight import check_environment
 from dynoclock.config.problems import ConfigError
 from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
+from dynoclock.observe.status import StateUnavailable
 from dynoclock.schedule.triggers import jitter_offset, upcoming
 
 if TYPE_CHECKING:
     from dynoclock.state.ledger import Ledger
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-COMMANDS = ("run", "check", "next", "history", "status", "crontab", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,29 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": cmd_run, "check": cmd_check, "next": cmd_next, "history": cmd_history,
+        "status": cmd_status, "crontab": cmd_crontab, "ui": cmd_ui,
+    }  # fmt: skip
+    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")  # `python clock.py [-c FILE]` runs the clock
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "next":
-            return cmd_next(args)
-        if args.command == "history":
-            return cmd_history(args)
-        if args.command == "status":
-            return cmd_status(args)
-        if args.command == "crontab":
-            return cmd_crontab(args)
-        if args.command == "ui":
-            from dynoclock.ui import serve
-
-            return serve(args.config, args.host, args.port)
-        build_parser().print_help()
-        return EXIT_INVALID
+        command = commands.get(args.command)
+        if command is None:
+            build_parser().print_help()
+            return EXIT_INVALID
+        return command(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -90,10 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateUnavailable as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-
-
-class StateUnavailable(Exception):
-    """The state database cannot be read (a bad URL, or the server is down)."""
 
 
 def _ledger() -> Ledger:
@@ -226,6 +212,12 @@ def cmd_crontab(args: argparse.Namespace) -> int:
     return EXIT_FAILED if left_out else EXIT_OK
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from dynoclock.ui import serve
+
+    return serve(args.config, args.host, args.port)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     schedule = _load(args, now=datetime.now(UTC))
     check_environment(schedule)
@@ -278,8 +270,9 @@ def _paused_jobs() -> set[str] | None:
     """Jobs paused from the status page; None (say nothing about pauses) when the state cannot be read.
 
     An SQLite state file is read with the stdlib, read-only: `next` stays fast and creates nothing."""
-    # As ledger.state_url, which is not imported here: it loads SQLAlchemy.
-    url = os.environ.get("CLOCK_DATABASE_URL") or os.environ.get("DATABASE_URL") or "sqlite:///state/clock.db"
+    from dynoclock.state.location import state_url  # loads no database driver
+
+    url = state_url()
     try:
         if url.startswith("sqlite:///"):
             import sqlite3

@@ -1,16 +1,25 @@
-"""What ran and what comes next, read from the ledger: the ``history`` and ``status`` commands."""
+"""What ran and what comes next, read from the ledger: the ``history`` and ``status`` commands and the status page.
+
+Imports nothing that needs a database driver at load time: ``check`` and ``next`` import the CLI, which names
+``StateUnavailable``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynoclock.config.loader import Job, Schedule
-from dynoclock.state.controls import Controls
-from dynoclock.state.ledger import Ledger, Run
+
+if TYPE_CHECKING:
+    from dynoclock.state.ledger import Ledger, Run
 
 FAILED = ("failed", "timeout", "interrupted", "missed")
+
+
+class StateUnavailable(Exception):
+    """The state database cannot be reached or read (a bad URL, or the server is down)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,8 @@ class JobStatus:
 
 
 def job_statuses(schedule: Schedule, ledger: Ledger, now: datetime | None = None) -> list[JobStatus]:
+    from dynoclock.state.controls import Controls
+
     now = now or datetime.now(UTC)
     paused = Controls(ledger).paused()
     out = []

@@ -28,7 +28,7 @@ from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
 from dynoclock.config.problems import ConfigError
 from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
-from dynoclock.observe.status import job_statuses
+from dynoclock.observe.status import StateUnavailable, job_statuses
 from dynoclock.state.controls import Controls
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.location import state_url
@@ -63,10 +63,6 @@ def make_app(
     page is off: every request gets 403 and a page saying how to turn it on.
     """
     return StatusApp(schedule_path or default_path(), ledger, Access.from_env(token, read_token, auth))
-
-
-class StateUnavailable(Exception):
-    """The state database cannot be reached or read."""
 
 
 @dataclass
