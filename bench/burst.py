@@ -246,21 +246,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print_results(results, args.jobs, args.repeat)
     for prof in profiles:
         profile.print_top(f"py-spy, {prof['label']} (a separate run, from ready to the last run)", prof)
-    payload = {
-        "benchmark": "burst",
-        "machine": info,
-        "jobs": args.jobs,
-        "repeat": args.repeat,
-        "targets": {"missed": 0, "median_ms": 100, "p99_ms": 250},
-        "results": results,
-        "profiles": profiles,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "burst",
+        info,
+        args.json,
+        jobs=args.jobs,
+        repeat=args.repeat,
+        targets={"missed": 0, "median_ms": 100, "p99_ms": 250},
+        results=results,
+        profiles=profiles,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.burst", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.burst", __doc__)
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3, help="repetitions of every configuration (default 3)")
     p.add_argument(
@@ -273,7 +272,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="give up this long after the instant")
     p.add_argument("--py-spy", default=None, metavar="BIN", help="also profile one extra clock run per store")
     p.add_argument("--py-spy-gil", action="store_true", help="profile only the GIL holder (CPU), not wall time")
-    common.add_store_args(p)
     return p
 
 

@@ -42,12 +42,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ---- the machine ------------------------------------------------------------------------------
 
 
-def add_store_args(p: argparse.ArgumentParser) -> None:
-    """The options every benchmark takes: which stores, the Postgres URL, keeping the temp dir, JSON output."""
+def bench_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser, described by the first paragraph of its docstring, with the options they all take:
+    which stores, the Postgres URL, keeping the temp dir, JSON output."""
+    p = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
     p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
     p.add_argument("--pg-url", default=DEFAULT_PG)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (schedules, logs)")
     p.add_argument("--json", default=None, metavar="PATH")
+    return p
 
 
 def load_average() -> list[float]:
@@ -184,6 +187,13 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+def publish(benchmark: str, info: dict[str, Any], path: str | None, **fields: Any) -> dict[str, Any]:
+    """A benchmark's results: its name, the machine, then ``fields`` in order; written as JSON to ``path`` if given."""
+    payload = {"benchmark": benchmark, "machine": info, **fields}
+    write_json(path, payload)
+    return payload
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
@@ -381,8 +391,7 @@ def ready_marker() -> tuple[str, str]:
     ``clock.ready`` is emitted once APScheduler has started; a clock without it is timed to ``clock.start``
     (emitted before the ledger schema, the lease and the scheduler start, so an underestimate).
     """
-    daemon = (REPO / "dynoclock" / "daemon.py").read_text()
-    if "clock.ready" in daemon:
+    if any("clock.ready" in path.read_text() for path in (REPO / "dynoclock").rglob("*.py")):
         return READY, ""
     return START, "this clock prints no clock.ready: time-to-ready measured to clock.start (an underestimate)"
 

@@ -150,23 +150,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "idle_cpu": CPU_TARGET.met(per_minute(r["cpu_s"], args.duration)) == "yes",
             }
     print_results(results, args.jobs, args.duration)
-    payload = {
-        "benchmark": "footprint",
-        "machine": info,
-        "jobs": args.jobs,
-        "duration_s": args.duration,
-        "targets": {"peak_rss_mb": RSS_TARGET.limit, "idle_cpu_s": CPU_TARGET.limit},
-        "results": results,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "footprint",
+        info,
+        args.json,
+        jobs=args.jobs,
+        duration_s=args.duration,
+        targets={"peak_rss_mb": RSS_TARGET.limit, "idle_cpu_s": CPU_TARGET.limit},
+        results=results,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.footprint", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.footprint", __doc__)
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--duration", type=float, default=60.0, help="idle seconds measured after ready (default 60)")
-    common.add_store_args(p)
     return p
 
 

@@ -113,21 +113,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["lateness"] = common.summary(r["lateness_ms"])
         r["target_met"] = TARGET.met(r["lateness"]["p99"]) == "yes"
     print_results(results, args.duration)
-    payload = {
-        "benchmark": "precision",
-        "machine": info,
-        "duration_s": args.duration,
-        "targets": {"p99_ms": TARGET.limit},
-        "results": results,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "precision", info, args.json, duration_s=args.duration, targets={"p99_ms": TARGET.limit}, results=results
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.precision", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.precision", __doc__)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of running after ready (default 60)")
-    common.add_store_args(p)
     return p
 
 

@@ -194,22 +194,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r["target"] = target.text()
             r["target_met"] = target.met(r["stats"]["median"]) == "yes"
     print_results(rows, args.repeat)
-    payload = {
-        "benchmark": "startup",
-        "machine": info,
-        "repeat": args.repeat,
-        "targets": {"ready_10k_s": READY_TARGET.limit, "check_s": CHECK_TARGET.limit},
-        "results": rows,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "startup",
+        info,
+        args.json,
+        repeat=args.repeat,
+        targets={"ready_10k_s": READY_TARGET.limit, "check_s": CHECK_TARGET.limit},
+        results=rows,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.startup", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.startup", __doc__)
     p.add_argument("--jobs", nargs="+", type=int, default=[1000, 10000])
     p.add_argument("--repeat", type=int, default=5)
-    common.add_store_args(p)
     return p
 
 
