@@ -1,4 +1,8 @@
-"""The command line: ``python clock.py [run|check|next|...]`` (contract in DESIGN.md)."""
+"""The command line: ``python clock.py [run|check|next|history|status|crontab|ui]``.
+
+Exit codes: 0 ok, 1 a run or a state read failed (or ``crontab`` left jobs out), 2 the schedule or the command
+line is invalid. Problems go to stderr.
+"""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ class Job:
     trigger_text: str  # as written, for messages
     trigger: Trigger
     zone: ZoneInfo
-    kind: str  # http | sql | python | command | enqueue
+    kind: str  # http | sql | python | command | enqueue | celery
     action: Any  # None only for a disabled job whose action names unset variables
     enabled: bool = True
     window: Window = field(default_factory=Window)
