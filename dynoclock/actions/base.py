@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from dynoclock.config.durations import format_duration
 from dynoclock.observe.timefmt import iso_utc
+from dynoclock.timesource import SYSTEM, Clock
 
 
 class JobFailed(Exception):
@@ -38,16 +38,17 @@ class RunContext:
     run_id: str
     attempt: int
     timeout: timedelta
-    deadline: float = 0.0  # time.monotonic() at which the run times out
+    deadline: float = 0.0  # clock.monotonic() at which the run times out (0: timeout from now)
     output: Callable[[str, str], None] = field(default=lambda stream, line: None, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_reason: str | None = None  # timeout | shutdown | replaced
+    clock: Clock = field(default=SYSTEM, repr=False)  # what the action asks for the time, and waits with
     _hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if not self.deadline:
-            self.deadline = time.monotonic() + self.timeout.total_seconds()
+            self.deadline = self.clock.monotonic() + self.timeout.total_seconds()
 
     def on_cancel(self, hook: Callable[[], None]) -> None:
         """Register how to stop this run early (kill a process, cancel a query); runs at once if already cancelled."""
@@ -71,7 +72,7 @@ class RunContext:
     @property
     def remaining(self) -> float:
         """Seconds left before the timeout (never negative)."""
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self.deadline - self.clock.monotonic())
 
     def check(self) -> None:
         """Raise if the run was cancelled or ran out of time: long actions call this between steps."""

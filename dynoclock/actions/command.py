@@ -16,6 +16,7 @@ from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
 from dynoclock.config.values import as_bool, as_nonempty_str, as_str_map, show
+from dynoclock.timesource import Clock
 
 JOB_KEYS = ("shell", "env", "cwd")
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a command must stop
@@ -46,7 +47,7 @@ class CommandAction:
             )
         except OSError as exc:
             raise JobFailed(f"cannot start {argv[0]!r}: {exc.strerror}") from None
-        ctx.on_cancel(lambda: _stop(proc))
+        ctx.on_cancel(lambda: _stop(proc, ctx.clock))
         tail: deque[str] = deque(maxlen=20)
         budget = [MAX_LINES]
         readers = [
@@ -117,19 +118,18 @@ def _pump(pipe: IO[bytes] | None, name: str, ctx: RunContext, tail: deque[str], 
                 ctx.output(name, line)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[bytes], clock: Clock) -> None:
     """SIGTERM to the command's process group, SIGKILL after KILL_GRACE if it is still there."""
     if proc.poll() is not None:
         return
     _signal_group(proc, signal.SIGTERM)
 
     def kill() -> None:
+        clock.sleep(KILL_GRACE)
         if proc.poll() is None:
             _signal_group(proc, signal.SIGKILL)
 
-    timer = threading.Timer(KILL_GRACE, kill)
-    timer.daemon = True
-    timer.start()
+    threading.Thread(target=kill, name=f"kill-{proc.pid}", daemon=True).start()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

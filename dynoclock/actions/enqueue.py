@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,7 +49,7 @@ class EnqueueAction:
         job_id = rq_job_id(ctx.job, ctx.scheduled_for)
         try:
             conn = _redis(url, self.verify)
-            now = datetime.now(UTC)
+            now = ctx.clock.now()
             since = now.replace(microsecond=now.microsecond // 1000 * 1000)  # RQ stamps results to the ms
             existing = RqJob.exists(job_id, connection=conn)
             if existing:
@@ -78,7 +77,7 @@ class EnqueueAction:
                 if result is not None and existing and result.created_at < since:
                     result = None  # the result of an earlier try of this slot: wait for the new one
                     ctx.check()
-                    time.sleep(0.2)
+                    ctx.clock.sleep(0.2)
         except JobFailed:
             raise
         except Exception as exc:  # redis.ConnectionError, TimeoutError, auth: the clock keeps going

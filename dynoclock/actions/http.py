@@ -7,7 +7,6 @@ import hmac
 import http.cookiejar
 import json as jsonlib
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -63,7 +62,7 @@ class HttpAction:
             headers["Content-Type"] = "application/json"
         headers.update(self.headers)
         if self.sign is not None:
-            headers[SIGNATURE_HEADER] = signature(self.sign, int(time.time()), body or b"")
+            headers[SIGNATURE_HEADER] = signature(self.sign, int(ctx.clock.now().timestamp()), body or b"")
         remaining = max(ctx.remaining, 0.001)
         try:
             response = session().request(

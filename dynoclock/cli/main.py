@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
@@ -26,6 +25,7 @@ from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
 from dynoclock.observe.status import StateUnavailable
 from dynoclock.schedule.triggers import jitter_offset, upcoming
+from dynoclock.timesource import SYSTEM, Clock
 
 if TYPE_CHECKING:
     from dynoclock.state.ledger import Ledger
@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
+    """Run one command; ``clock`` is what every command asks for the time."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+    commands: dict[str, Callable[[argparse.Namespace, Clock], int]] = {
         "run": cmd_run, "check": cmd_check, "next": cmd_next, "history": cmd_history,
         "status": cmd_status, "crontab": cmd_crontab, "ui": cmd_ui,
     }  # fmt: skip
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is None:
             build_parser().print_help()
             return EXIT_INVALID
-        return command(args)
+        return command(args, clock)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -115,17 +116,17 @@ def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
     return schedule
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
     schedule = _load(args)
     check_environment(schedule)
     if args.job is None:
         from dynoclock.daemon.process import run_clock
 
         return run_clock(schedule)
-    return run_once(schedule, args.job)
+    return run_once(schedule, args.job, clock)
 
 
-def run_once(schedule: Schedule, job_id: str) -> int:
+def run_once(schedule: Schedule, job_id: str, clock: Clock = SYSTEM) -> int:
     """``run JOB``: one attempt now, in the foreground; Ctrl-C or SIGTERM stops it."""
     from dynoclock.run.outcome import Outcome
     from dynoclock.run.runner import Runner
@@ -149,7 +150,7 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     runner = Runner(schedule, clock_id=f"{clock_id()}:manual", ledger=ledger)
 
     def stop(signum: int, frame: FrameType | None) -> None:  # Ctrl-C / SIGTERM: stop the run, record it
-        threading.Thread(target=runner.drain, args=(time.monotonic(),), daemon=True).start()
+        threading.Thread(target=runner.drain, args=(clock.monotonic(),), daemon=True).start()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -157,7 +158,7 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     # timeout), the watchdog reports it and this command still ends.
     result: list[Outcome] = []
     worker = threading.Thread(
-        target=lambda: result.append(runner.execute(job, datetime.now(UTC), retries=False, reason="manual")),
+        target=lambda: result.append(runner.execute(job, clock.now(), retries=False, reason="manual")),
         daemon=True,
     )
     worker.start()
@@ -177,7 +178,7 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     return EXIT_OK if outcome.status == "ok" else EXIT_FAILED
 
 
-def cmd_history(args: argparse.Namespace) -> int:
+def cmd_history(args: argparse.Namespace, clock: Clock) -> int:
     if args.limit < 1:
         print("history: --limit must be at least 1", file=sys.stderr)
         return EXIT_INVALID
@@ -193,12 +194,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     from dynoclock.cli.tables import format_status
     from dynoclock.observe.status import job_statuses
 
     schedule = _load(args)
-    statuses = job_statuses(schedule, _ledger())
+    statuses = job_statuses(schedule, _ledger(), clock=clock)
     if args.json:
         print(json.dumps({"jobs": [st.as_json() for st in statuses]}, indent=2))
     else:
@@ -206,7 +207,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_crontab(args: argparse.Namespace) -> int:
+def cmd_crontab(args: argparse.Namespace, clock: Clock) -> int:
     schedule = _load(args)
     # Cron has no $CLOCK_SCHEDULE: a schedule chosen through it must be named on each line.
     text, left_out = render(schedule, args.prefix, args.config or os.environ.get("CLOCK_SCHEDULE"))
@@ -216,26 +217,26 @@ def cmd_crontab(args: argparse.Namespace) -> int:
     return EXIT_FAILED if left_out else EXIT_OK
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
+def cmd_ui(args: argparse.Namespace, clock: Clock) -> int:
     from dynoclock.ui import serve
 
-    return serve(args.config, args.host, args.port)
+    return serve(args.config, args.host, args.port, clock)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    schedule = _load(args, now=datetime.now(UTC))
+def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
+    schedule = _load(args, now=clock.now())
     check_environment(schedule)
     enabled = sum(job.enabled for job in schedule.jobs.values())
     print(f"{schedule.file}: ok, {len(schedule.jobs)} jobs ({enabled} enabled)")
     return EXIT_OK
 
 
-def cmd_next(args: argparse.Namespace) -> int:
+def cmd_next(args: argparse.Namespace, clock: Clock) -> int:
     if args.count < 1:
         print("next: --count must be at least 1", file=sys.stderr)
         return EXIT_INVALID
     schedule = _load(args)
-    now = datetime.now(UTC)
+    now = clock.now()
     if args.now:
         try:
             now = datetime.fromisoformat(args.now)

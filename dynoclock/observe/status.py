@@ -7,10 +7,11 @@ Imports nothing that needs a database driver at load time: ``check`` and ``next`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dynoclock.config.loader import Job, Schedule
+from dynoclock.timesource import SYSTEM, Clock
 
 if TYPE_CHECKING:
     from dynoclock.state.ledger import Ledger, Run
@@ -43,10 +44,13 @@ class JobStatus:
         }
 
 
-def job_statuses(schedule: Schedule, ledger: Ledger, now: datetime | None = None) -> list[JobStatus]:
+def job_statuses(
+    schedule: Schedule, ledger: Ledger, now: datetime | None = None, clock: Clock = SYSTEM
+) -> list[JobStatus]:
+    """Each job's next run after ``now`` (default: the clock's now), its last run, and its failures in a row."""
     from dynoclock.state.controls import Controls
 
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     paused = Controls(ledger).paused()
     out = []
     for job in schedule.jobs.values():
