@@ -1,16 +1,26 @@
-"""The small interface every action implements: ``spec.run(ctx) -> detail``, raising JobFailed on failure."""
+"""The small interface every action implements, and what a running action knows about its run.
+
+An action kind is a module (``actions/http.py``...) with ``JOB_KEYS`` and ``parse`` (``ActionKind``); what
+``parse`` returns is the job's ``Action``: ``run(ctx) -> detail``, raising JobFailed on failure, and
+``environment_problem(env)``, what ``check`` reports before any job runs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dynoclock.config.durations import format_duration
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.timesource import SYSTEM, Clock
+
+if TYPE_CHECKING:
+    from dynoclock.config.problems import Report
+    from dynoclock.config.source import Path
 
 
 class JobFailed(Exception):
@@ -22,6 +32,29 @@ class JobTimeout(JobFailed):
 
     def __init__(self, timeout: timedelta):
         super().__init__(f"timeout={format_duration(timeout)} exceeded")
+
+
+class Action(Protocol):
+    """What a job does, parsed and validated from its schedule entry (``HttpAction``, ``SqlAction``...)."""
+
+    def run(self, ctx: RunContext) -> str | None:
+        """Do it, within ``ctx``'s timeout; a short detail for the log (``status=200 bytes=12``), or raise JobFailed."""
+        ...
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        """What this environment lacks for the action to run (a module, a program, a URL), or None."""
+        ...
+
+
+class ActionKind(Protocol):
+    """An action module, keyed in ``actions.KINDS`` by the job key that names it (``http:``, ``sql:``...)."""
+
+    JOB_KEYS: tuple[str, ...]  # job-level options the action reads (``env`` for command...)
+
+    def parse(self, report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> Action | None:
+        """The action for ``value`` (at ``path``) and ``extras`` (its JOB_KEYS: value and where it came from),
+        or None after reporting every problem in it."""
+        ...
 
 
 class RunCancelled(BaseException):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,12 @@ class CeleryAction:
         except Exception as exc:
             raise send_failed("send_task", exc) from None
         return f"celery_task={task_id}" + (f" queue={self.queue}" if self.queue else "")
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        """Celery must be installed, and a broker named."""
+        if importlib.util.find_spec("celery") is None:
+            return NO_CELERY
+        return None if broker_url(self.broker, env, *BROKER_VARIABLES) else NO_BROKER
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CeleryAction | None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -18,7 +21,7 @@ from dynoclock.config.source import Path
 from dynoclock.config.values import as_bool, as_nonempty_str, as_str_map, show
 from dynoclock.timesource import Clock
 
-JOB_KEYS = ("shell", "env", "cwd")
+JOB_KEYS: tuple[str, ...] = ("shell", "env", "cwd")
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a command must stop
 MAX_LINES = 1000  # output lines logged per run; the rest are counted, not logged
 MAX_LINE = 2000  # characters kept of one output line
@@ -67,6 +70,21 @@ class CommandAction:
             raise JobFailed(f"{what}{last}")
         return "exit=0"
 
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        """The program must be there (on PATH, or executable at its path) and ``cwd`` a directory.
+        A shell script is not looked into."""
+        if self.shell:
+            return None
+        program = self.argv[0]
+        if os.sep in program:
+            if not os.access(os.path.join(self.cwd or ".", program), os.X_OK):
+                return f"{program!r} is not an executable file"
+        elif _which(program, self.env.get("PATH", os.environ.get("PATH", ""))) is None:
+            return f"{program!r} is not on PATH"
+        if self.cwd and not os.path.isdir(self.cwd):
+            return f"cwd {self.cwd!r} is not a directory"
+        return None
+
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CommandAction | None:
     before = len(report.problems)
@@ -103,6 +121,12 @@ def as_argv(value: Any, shell: bool) -> tuple[str, ...]:
     except ValueError as exc:
         raise Invalid(f"cannot split {text!r} into arguments: {exc}") from None
     return tuple(argv)
+
+
+@functools.lru_cache(maxsize=4096)
+def _which(program: str, path: str) -> str | None:
+    """shutil.which, once per (program, PATH): a schedule may name the same program thousands of times."""
+    return shutil.which(program, path=path)
 
 
 def _pump(pipe: IO[bytes] | None, name: str, ctx: RunContext, tail: deque[str], budget: list[int]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -89,6 +89,9 @@ class EnqueueAction:
             return f"{detail} result=ok"
         last = (result.exc_string or "").strip().splitlines()[-1:] or [result.type.name.lower()]
         raise JobFailed(f"wait=true: the worker's job failed: {last[0]}"[:300])
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        return None if broker_url(self.redis, env, "REDIS_URL") else NO_REDIS
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> EnqueueAction | None:

@@ -7,7 +7,7 @@ import hmac
 import http.cookiejar
 import json as jsonlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -103,6 +103,9 @@ class HttpAction:
             expected = ",".join(self.expect_status)
             raise JobFailed(f"expect_status={expected}, got {status}" + (f": {text}" if text else ""))
         return f"status={status} bytes={size}"
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        return None  # the URL is known; whether it answers is the run's business
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> HttpAction | None:

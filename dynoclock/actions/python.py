@@ -6,7 +6,7 @@ import importlib
 import inspect
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
 from dynoclock.config.values import as_mapping, as_nonempty_str, as_tuple
 
-JOB_KEYS = ("args", "kwargs", "app")
+JOB_KEYS: tuple[str, ...] = ("args", "kwargs", "app")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -38,6 +38,17 @@ class PythonAction:
             with flask_app(self.app).app_context():
                 result = func(*self.args, **kwargs)
         return "" if result is None else str(result)
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        """The function (and the app factory) must import."""
+        for target in (self.target, self.app):
+            if target is None:
+                continue
+            try:
+                resolve(target)
+            except JobFailed as exc:
+                return str(exc).split(": ", 1)[1]
+        return None
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> PythonAction | None:
