@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen, profile
+from bench import common, gen, procs, profile
 
 TARGETS = {"median": common.Target(100), "p99": common.Target(250)}
 
@@ -63,7 +63,7 @@ def run_clock(
     gil: bool = False,
 ) -> dict[str, Any]:
     """One burst through the clock; returns lateness per run and what the ledger says."""
-    marker, note = common.ready_marker()
+    marker, note = procs.ready_marker()
     with common.fresh_store(cfg.store, wd, pg_url) as store:
         at = instant(lead)
         at_mono = monotonic_of(at)
@@ -72,12 +72,12 @@ def run_clock(
         finals = Counter[str]()
 
         def count(line: str, _: float) -> None:
-            match = common.FINAL_RUN.search(line)
+            match = procs.FINAL_RUN.search(line)
             if match:
                 finals[match[1]] += 1
 
-        proc = common.spawn(
-            common.clock_argv(schedule),
+        proc = procs.spawn(
+            procs.clock_argv(schedule),
             wd / f"burst-{tag}.log",
             env={"CLOCK_DATABASE_URL": store.url},
             markers=(marker,),
@@ -102,7 +102,7 @@ def run_clock(
         "ready_before_instant": ready is not None and proc.spawned + ready < at_mono,
         "all_final_after_instant_s": round(done_wall - at.timestamp(), 3),
         "log_final_events": dict(finals),
-        "clock_stderr": common.stderr_tail(proc) if exit_code else "",
+        "clock_stderr": procs.stderr_tail(proc) if exit_code else "",
     }
     if spy is not None:
         result["profile"] = profile.top_frames(wd / f"burst-{tag}.pyspy")
@@ -133,7 +133,7 @@ def run_plain(cfg: Config, jobs: int, lead: float, timeout: float, wd: Path) -> 
     argv = ["burst", "--jobs", str(jobs), "--at", str(at.timestamp()), "--timeout", str(timeout), "--out", str(out)]
     if cfg.workers:
         argv += ["--threads", str(cfg.workers)]
-    proc = common.spawn(common.plain_argv(*argv), out.with_suffix(".log"), markers=("ready",))
+    proc = procs.spawn(procs.plain_argv(*argv), out.with_suffix(".log"), markers=("ready",))
     ready = proc.wait_for("ready", timeout=lead + 60)
     try:
         proc.popen.wait(lead + timeout + 30)
