@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen, profile
+from bench import common, gen, procs, profile
 
 TARGETS = {"median": common.Target(100), "p99": common.Target(250)}
 
@@ -63,7 +63,7 @@ def run_clock(
     gil: bool = False,
 ) -> dict[str, Any]:
     """One burst through the clock; returns lateness per run and what the ledger says."""
-    marker, note = common.ready_marker()
+    marker, note = procs.ready_marker()
     with common.fresh_store(cfg.store, wd, pg_url) as store:
         at = instant(lead)
         at_mono = monotonic_of(at)
@@ -72,12 +72,12 @@ def run_clock(
         finals = Counter[str]()
 
         def count(line: str, _: float) -> None:
-            match = common.FINAL_RUN.search(line)
+            match = procs.FINAL_RUN.search(line)
             if match:
                 finals[match[1]] += 1
 
-        proc = common.spawn(
-            common.clock_argv(schedule),
+        proc = procs.spawn(
+            procs.clock_argv(schedule),
             wd / f"burst-{tag}.log",
             env={"CLOCK_DATABASE_URL": store.url},
             markers=(marker,),
@@ -102,7 +102,7 @@ def run_clock(
         "ready_before_instant": ready is not None and proc.spawned + ready < at_mono,
         "all_final_after_instant_s": round(done_wall - at.timestamp(), 3),
         "log_final_events": dict(finals),
-        "clock_stderr": common.stderr_tail(proc) if exit_code else "",
+        "clock_stderr": procs.stderr_tail(proc) if exit_code else "",
     }
     if spy is not None:
         result["profile"] = profile.top_frames(wd / f"burst-{tag}.pyspy")
@@ -133,7 +133,7 @@ def run_plain(cfg: Config, jobs: int, lead: float, timeout: float, wd: Path) -> 
     argv = ["burst", "--jobs", str(jobs), "--at", str(at.timestamp()), "--timeout", str(timeout), "--out", str(out)]
     if cfg.workers:
         argv += ["--threads", str(cfg.workers)]
-    proc = common.spawn(common.plain_argv(*argv), out.with_suffix(".log"), markers=("ready",))
+    proc = procs.spawn(procs.plain_argv(*argv), out.with_suffix(".log"), markers=("ready",))
     ready = proc.wait_for("ready", timeout=lead + 60)
     try:
         proc.popen.wait(lead + timeout + 30)
@@ -246,21 +246,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print_results(results, args.jobs, args.repeat)
     for prof in profiles:
         profile.print_top(f"py-spy, {prof['label']} (a separate run, from ready to the last run)", prof)
-    payload = {
-        "benchmark": "burst",
-        "machine": info,
-        "jobs": args.jobs,
-        "repeat": args.repeat,
-        "targets": {"missed": 0, "median_ms": 100, "p99_ms": 250},
-        "results": results,
-        "profiles": profiles,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "burst",
+        info,
+        args.json,
+        jobs=args.jobs,
+        repeat=args.repeat,
+        targets={"missed": 0, "median_ms": 100, "p99_ms": 250},
+        results=results,
+        profiles=profiles,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.burst", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.burst", __doc__)
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3, help="repetitions of every configuration (default 3)")
     p.add_argument(
@@ -273,7 +272,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="give up this long after the instant")
     p.add_argument("--py-spy", default=None, metavar="BIN", help="also profile one extra clock run per store")
     p.add_argument("--py-spy-gil", action="store_true", help="profile only the GIL holder (CPU), not wall time")
-    common.add_store_args(p)
     return p
 
 

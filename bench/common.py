@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: the machine, statistics, state stores, processes, tables, JSON.
+"""Shared pieces of the benchmarks: the machine, statistics, state stores, tables, JSON (processes: ``procs``).
 
 Nothing here changes the product: the clock runs as ``python clock.py`` in a
 subprocess (cwd = the repo), and its ledger is read afterwards.
@@ -12,40 +12,35 @@ import json
 import math
 import os
 import platform
-import re
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dynoclock.observe.timefmt import iso_utc
+
 REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-READY = "event=clock.ready"
-START = "event=clock.start"
-FINAL_RUN = re.compile(r"event=run\.(ok|failed|timeout|skipped|interrupted|missed)\b")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---- the machine ------------------------------------------------------------------------------
 
 
-def add_store_args(p: argparse.ArgumentParser) -> None:
-    """The options every benchmark takes: which stores, the Postgres URL, keeping the temp dir, JSON output."""
+def bench_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser, described by the first paragraph of its docstring, with the options they all take:
+    which stores, the Postgres URL, keeping the temp dir, JSON output."""
+    p = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
     p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
     p.add_argument("--pg-url", default=DEFAULT_PG)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (schedules, logs)")
     p.add_argument("--json", default=None, metavar="PATH")
+    return p
 
 
 def load_average() -> list[float]:
@@ -81,7 +76,7 @@ def machine() -> dict[str, Any]:
         if line.startswith("MemTotal:"):
             mem_kb = int(line.split()[1])
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "date": iso_utc(datetime.now(UTC), timespec="seconds"),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "cpu_model": cpu_model(),
@@ -184,6 +179,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def publish(benchmark: str, info: dict[str, Any], path: str | None, **fields: Any) -> dict[str, Any]:
+    """A benchmark's results: its name, the machine, then ``fields`` in order; written as JSON to ``path`` if given."""
+    payload = {"benchmark": benchmark, "machine": info, **fields}
+    write_json(path, payload)
+    return payload
+
+
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if not path:
         return
@@ -266,166 +268,7 @@ def ms_between(later: datetime | None, earlier: datetime | None) -> float | None
     return (later - earlier).total_seconds() * 1000
 
 
-# ---- processes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    """A child process whose stdout is read line by line in a thread (so it never blocks on a full pipe)."""
-
-    popen: subprocess.Popen[str]
-    spawned: float  # time.monotonic() just before the spawn
-    log_path: Path
-    on_line: Callable[[str, float], None] | None = None
-    marks: dict[str, float] = field(default_factory=dict)  # first monotonic time a marker was seen
-    markers: tuple[str, ...] = ()
-    lines: int = 0
-    _reader: threading.Thread | None = None
-    _seen: threading.Condition = field(default_factory=threading.Condition)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        with self.log_path.open("w") as log:
-            for line in self.popen.stdout:
-                now = time.monotonic()
-                log.write(line)
-                self.lines += 1
-                if self.on_line is not None:
-                    self.on_line(line, now)
-                for marker in self.markers:
-                    if marker not in self.marks and marker in line:
-                        with self._seen:
-                            self.marks[marker] = now
-                            self._seen.notify_all()
-        with self._seen:
-            self._seen.notify_all()
-
-    def wait_for(self, marker: str, timeout: float) -> float | None:
-        """Seconds from the spawn to the first line containing ``marker``; None on timeout or exit."""
-        deadline = time.monotonic() + timeout
-        with self._seen:
-            while marker not in self.marks:
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.popen.poll() is not None and self._reader_done()):
-                    return None
-                self._seen.wait(min(left, 0.05))
-            return self.marks[marker] - self.spawned
-
-    def since_spawn(self, marker: str) -> float | None:
-        return self.marks[marker] - self.spawned if marker in self.marks else None
-
-    def _reader_done(self) -> bool:
-        return self._reader is None or not self._reader.is_alive()
-
-    def stop(self, timeout: float = 40.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        if self._reader is not None:
-            self._reader.join(5)
-        return self.popen.returncode
-
-
-def spawn(
-    argv: Sequence[str],
-    log_path: Path,
-    env: dict[str, str] | None = None,
-    markers: Sequence[str] = (),
-    on_line: Callable[[str, float], None] | None = None,
-) -> Proc:
-    """Start ``argv`` with cwd = the repo; stderr goes to ``<log>.err``."""
-    child_env = {k: v for k, v in os.environ.items() if k not in ("DYNO", "CLOCK_SCHEDULE")}
-    child_env |= {"PYTHONUNBUFFERED": "1", "LOG_FORMAT": "logfmt"} | (env or {})
-    err = log_path.with_suffix(".err").open("w")
-    spawned = time.monotonic()
-    popen = subprocess.Popen(
-        list(argv), cwd=REPO, env=child_env, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1
-    )
-    err.close()
-    proc = Proc(popen, spawned, log_path, on_line=on_line, markers=tuple(markers))
-    proc._reader = threading.Thread(target=proc._read, name=f"read-{popen.pid}", daemon=True)
-    proc._reader.start()
-    return proc
-
-
-def clock_argv(schedule: Path, *extra: str) -> list[str]:
-    return [PYTHON, str(REPO / "clock.py"), *extra, "-c", str(schedule)]
-
-
-def plain_argv(*args: str) -> list[str]:
-    return [PYTHON, "-m", "bench.plain_apscheduler", *args]
-
-
-def stderr_tail(proc: Proc, lines: int = 5) -> str:
-    path = proc.log_path.with_suffix(".err")
-    try:
-        return "\n".join(path.read_text().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def ready_marker() -> tuple[str, str]:
-    """The log event that says the scheduler runs, and a note when this clock has none yet.
-
-    ``clock.ready`` is emitted once APScheduler has started; a clock without it is timed to ``clock.start``
-    (emitted before the ledger schema, the lease and the scheduler start, so an underestimate).
-    """
-    daemon = (REPO / "dynoclock" / "daemon.py").read_text()
-    if "clock.ready" in daemon:
-        return READY, ""
-    return START, "this clock prints no clock.ready: time-to-ready measured to clock.start (an underestimate)"
-
-
-# ---- /proc --------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads, dead ones too), in seconds (resolution 1/CLK_TCK)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def thread_cpu_ns(pid: int) -> int:
-    """On-CPU nanoseconds summed over the live threads (/proc/PID/task/*/schedstat): finer than utime+stime."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total
-
-
-def context_switches(pid: int) -> int:
-    """Voluntary + involuntary context switches summed over the live threads: each wakeup counts."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    total += int(line.split()[1])
-    return total
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    """VmHWM (peak RSS) and VmRSS from /proc/PID/status, in MB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmHWM", "VmRSS"):
-            out[key] = int(line.split()[1]) / 1024
-    return out
-
-
-def thread_count(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+# ---- the work directory ----------------------------------------------------------------------
 
 
 @contextlib.contextmanager

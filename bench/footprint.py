@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen
+from bench import common, gen, procs
 
 RSS_TARGET = common.Target(120, "MB")
 CPU_TARGET = common.Target(0.05, "s")
@@ -33,33 +33,33 @@ def per_minute(cpu_s: float, duration: float) -> float:
 
 def sample(pid: int) -> dict[str, float]:
     return {
-        "cpu_s": common.cpu_seconds(pid),
-        "thread_cpu_ns": common.thread_cpu_ns(pid),
-        "ctx_switches": common.context_switches(pid),
+        "cpu_s": procs.cpu_seconds(pid),
+        "thread_cpu_ns": procs.thread_cpu_ns(pid),
+        "ctx_switches": procs.context_switches(pid),
     }
 
 
-def idle(proc: common.Proc, duration: float) -> dict[str, Any]:
+def idle(proc: procs.Proc, duration: float) -> dict[str, Any]:
     """CPU, wakeups and memory of ``proc`` over ``duration`` seconds from now."""
     before = sample(proc.pid)
     time.sleep(duration)
     after = sample(proc.pid)
-    mem = common.memory_mb(proc.pid)
+    mem = procs.memory_mb(proc.pid)
     return {
         "cpu_s": round(after["cpu_s"] - before["cpu_s"], 3),
         "thread_cpu_s": round((after["thread_cpu_ns"] - before["thread_cpu_ns"]) / 1e9, 4),
         "wakeups": int(after["ctx_switches"] - before["ctx_switches"]),
         "peak_rss_mb": round(mem["VmHWM"], 1),
         "rss_mb": round(mem["VmRSS"], 1),
-        "threads": common.thread_count(proc.pid),
+        "threads": procs.thread_count(proc.pid),
     }
 
 
 def run_clock(schedule: Path, store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[str, Any]:
-    marker, note = common.ready_marker()
+    marker, note = procs.ready_marker()
     with common.fresh_store(store_kind, wd, pg_url) as store:
-        proc = common.spawn(
-            common.clock_argv(schedule),
+        proc = procs.spawn(
+            procs.clock_argv(schedule),
             wd / f"footprint-{store_kind}.log",
             env={"CLOCK_DATABASE_URL": store.url},
             markers=(marker,),
@@ -67,7 +67,7 @@ def run_clock(schedule: Path, store_kind: str, duration: float, wd: Path, pg_url
         ready = proc.wait_for(marker, timeout=120)
         if ready is None:
             proc.stop()
-            return {"label": f"dynoclock {store_kind}", "error": common.stderr_tail(proc) or "never ready"}
+            return {"label": f"dynoclock {store_kind}", "error": procs.stderr_tail(proc) or "never ready"}
         figures = idle(proc, duration)
         proc.stop()
         runs = len(common.ledger_rows(store.url))
@@ -83,11 +83,11 @@ def run_clock(schedule: Path, store_kind: str, duration: float, wd: Path, pg_url
 
 
 def run_plain(schedule: Path, duration: float, wd: Path) -> dict[str, Any]:
-    proc = common.spawn(common.plain_argv("ready", "-c", str(schedule)), wd / "footprint-plain.log", markers=("ready",))
+    proc = procs.spawn(procs.plain_argv("ready", "-c", str(schedule)), wd / "footprint-plain.log", markers=("ready",))
     ready = proc.wait_for("ready", timeout=120)
     if ready is None:
         proc.stop()
-        return {"label": "plain APScheduler", "error": common.stderr_tail(proc) or "never ready"}
+        return {"label": "plain APScheduler", "error": procs.stderr_tail(proc) or "never ready"}
     figures = idle(proc, duration)
     proc.stop()
     return {"label": "plain APScheduler (MemoryJobStore)", "subject": "plain", "ready_s": ready, **figures}
@@ -150,23 +150,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "idle_cpu": CPU_TARGET.met(per_minute(r["cpu_s"], args.duration)) == "yes",
             }
     print_results(results, args.jobs, args.duration)
-    payload = {
-        "benchmark": "footprint",
-        "machine": info,
-        "jobs": args.jobs,
-        "duration_s": args.duration,
-        "targets": {"peak_rss_mb": RSS_TARGET.limit, "idle_cpu_s": CPU_TARGET.limit},
-        "results": results,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "footprint",
+        info,
+        args.json,
+        jobs=args.jobs,
+        duration_s=args.duration,
+        targets={"peak_rss_mb": RSS_TARGET.limit, "idle_cpu_s": CPU_TARGET.limit},
+        results=results,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.footprint", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.footprint", __doc__)
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--duration", type=float, default=60.0, help="idle seconds measured after ready (default 60)")
-    common.add_store_args(p)
     return p
 
 

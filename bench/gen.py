@@ -12,13 +12,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from dynoclock.observe.timefmt import iso_utc
+
 FAR_FUTURE = datetime(2035, 1, 1, tzinfo=UTC)
 EVERY = ("30s", "45s", "1m", "2m", "5m", "10m", "15m", "30m", "1h", "1h30m", "2h", "6h", "12h", "1d")
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(moment, timespec="seconds")
 
 
 def _header(workers: int | None, timeout: str) -> list[str]:

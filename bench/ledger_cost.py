@@ -198,21 +198,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if r["subject"] == "clock" and r["store"] == "postgres":
             r["target_met"] = TARGET.met(r["stats"]["median"]) == "yes"
     print_results(rows, args.rounds)
-    payload = {
-        "benchmark": "ledger_cost",
-        "machine": info,
-        "rounds": args.rounds,
-        "targets": {"postgres_median_ms": TARGET.limit},
-        "results": rows,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "ledger_cost", info, args.json, rounds=args.rounds, targets={"postgres_median_ms": TARGET.limit}, results=rows
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.ledger_cost", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.ledger_cost", __doc__)
     p.add_argument("--rounds", type=int, default=500)
-    common.add_store_args(p)
     return p
 
 

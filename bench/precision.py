@@ -18,17 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen
+from bench import common, gen, procs
 
 TARGET = common.Target(5)
 
 
 def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[str, Any]:
-    marker, note = common.ready_marker()
+    marker, note = procs.ready_marker()
     with common.fresh_store(store_kind, wd, pg_url) as store:
         schedule = gen.precision(wd / f"precision-{store_kind}.yaml")
-        proc = common.spawn(
-            common.clock_argv(schedule),
+        proc = procs.spawn(
+            procs.clock_argv(schedule),
             wd / f"precision-{store_kind}.log",
             env={"CLOCK_DATABASE_URL": store.url},
             markers=(marker,),
@@ -56,8 +56,8 @@ def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[s
 
 def run_plain(duration: float, wd: Path) -> dict[str, Any]:
     out = wd / "plain-precision.json"
-    proc = common.spawn(
-        common.plain_argv("precision", "--duration", str(duration), "--out", str(out)),
+    proc = procs.spawn(
+        procs.plain_argv("precision", "--duration", str(duration), "--out", str(out)),
         out.with_suffix(".log"),
         markers=("ready",),
     )
@@ -113,21 +113,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["lateness"] = common.summary(r["lateness_ms"])
         r["target_met"] = TARGET.met(r["lateness"]["p99"]) == "yes"
     print_results(results, args.duration)
-    payload = {
-        "benchmark": "precision",
-        "machine": info,
-        "duration_s": args.duration,
-        "targets": {"p99_ms": TARGET.limit},
-        "results": results,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "precision", info, args.json, duration_s=args.duration, targets={"p99_ms": TARGET.limit}, results=results
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.precision", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.precision", __doc__)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of running after ready (default 60)")
-    common.add_store_args(p)
     return p
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen
+from bench import common, gen, procs
 
 READY_TARGET = common.Target(2.0, "s")
 CHECK_TARGET = common.Target(1.5, "s")
@@ -46,16 +46,16 @@ def time_command(argv: list[str], repeat: int) -> dict[str, Any]:
 
 def clock_ready(schedule: Path, store_kind: str, wd: Path, pg_url: str, tag: str) -> dict[str, Any]:
     """One start of the clock on a fresh store: seconds to clock.start and to ready."""
-    marker, note = common.ready_marker()
+    marker, note = procs.ready_marker()
     with common.fresh_store(store_kind, wd, pg_url) as store:
-        proc = common.spawn(
-            common.clock_argv(schedule),
+        proc = procs.spawn(
+            procs.clock_argv(schedule),
             wd / f"ready-{tag}.log",
             env={"CLOCK_DATABASE_URL": store.url},
-            markers=(marker, common.START),
+            markers=(marker, procs.START),
         )
         ready = proc.wait_for(marker, timeout=120)
-        start = proc.since_spawn(common.START)
+        start = proc.since_spawn(procs.START)
         code = proc.stop()
     return {
         "ready_s": ready,
@@ -63,17 +63,17 @@ def clock_ready(schedule: Path, store_kind: str, wd: Path, pg_url: str, tag: str
         "marker": marker,
         "note": note,
         "exit_code": code,
-        "stderr": common.stderr_tail(proc) if ready is None else "",
+        "stderr": procs.stderr_tail(proc) if ready is None else "",
     }
 
 
 def plain_ready(schedule: Path, wd: Path, tag: str) -> dict[str, Any]:
-    proc = common.spawn(
-        common.plain_argv("ready", "-c", str(schedule)), wd / f"plain-ready-{tag}.log", markers=("ready",)
+    proc = procs.spawn(
+        procs.plain_argv("ready", "-c", str(schedule)), wd / f"plain-ready-{tag}.log", markers=("ready",)
     )
     ready = proc.wait_for("ready", timeout=120)
     proc.stop()
-    return {"ready_s": ready, "stderr": common.stderr_tail(proc) if ready is None else ""}
+    return {"ready_s": ready, "stderr": procs.stderr_tail(proc) if ready is None else ""}
 
 
 def measure(jobs: int, args: argparse.Namespace, wd: Path) -> list[dict[str, Any]]:
@@ -86,7 +86,7 @@ def measure(jobs: int, args: argparse.Namespace, wd: Path) -> list[dict[str, Any
             "subject": "clock",
             "jobs": jobs,
             "label": "dynoclock: clock.py check",
-            **time_command(common.clock_argv(schedule, "check"), args.repeat),
+            **time_command(procs.clock_argv(schedule, "check"), args.repeat),
         }
     )
     out.append(
@@ -95,7 +95,7 @@ def measure(jobs: int, args: argparse.Namespace, wd: Path) -> list[dict[str, Any
             "subject": "plain",
             "jobs": jobs,
             "label": "plain: yaml.safe_load + build triggers, exit",
-            **time_command(common.plain_argv("load", "-c", str(schedule)), args.repeat),
+            **time_command(procs.plain_argv("load", "-c", str(schedule)), args.repeat),
         }
     )
     out.append(
@@ -104,7 +104,7 @@ def measure(jobs: int, args: argparse.Namespace, wd: Path) -> list[dict[str, Any
             "subject": "plain",
             "jobs": jobs,
             "label": "plain: same, with yaml.CSafeLoader (libyaml)",
-            **time_command(common.plain_argv("load", "--c-yaml", "-c", str(schedule)), args.repeat),
+            **time_command(procs.plain_argv("load", "--c-yaml", "-c", str(schedule)), args.repeat),
         }
     )
     for store in args.stores:
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "subject": "python",
                 "jobs": 0,
                 "label": "floor: python -c pass",
-                **time_command([common.PYTHON, "-c", "pass"], args.repeat),
+                **time_command([procs.PYTHON, "-c", "pass"], args.repeat),
             }
         )
         for jobs in args.jobs:
@@ -194,22 +194,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r["target"] = target.text()
             r["target_met"] = target.met(r["stats"]["median"]) == "yes"
     print_results(rows, args.repeat)
-    payload = {
-        "benchmark": "startup",
-        "machine": info,
-        "repeat": args.repeat,
-        "targets": {"ready_10k_s": READY_TARGET.limit, "check_s": CHECK_TARGET.limit},
-        "results": rows,
-    }
-    common.write_json(args.json, payload)
-    return payload
+    return common.publish(
+        "startup",
+        info,
+        args.json,
+        repeat=args.repeat,
+        targets={"ready_10k_s": READY_TARGET.limit, "check_s": CHECK_TARGET.limit},
+        results=rows,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.startup", description=__doc__.split("\n\n")[0])
+    p = common.bench_parser("bench.startup", __doc__)
     p.add_argument("--jobs", nargs="+", type=int, default=[1000, 10000])
     p.add_argument("--repeat", type=int, default=5)
-    common.add_store_args(p)
     return p
 
 

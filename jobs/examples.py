@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+
+from dynoclock.actions.base import RunContext
 
 log = logging.getLogger("jobs.examples")
 
 
-def heartbeat(run: Any = None) -> str:
+def heartbeat(run: RunContext | None = None) -> str:
     """Proves the clock is alive: logs one line per run. ``run`` is the run's context."""
-    slot = getattr(run, "scheduled_for", None)
+    slot = run.scheduled_for if run is not None else None
     return f"heartbeat for {slot.isoformat() if slot else 'a manual run'}"
 
 

@@ -17,10 +17,11 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Any
 
-from flask import Flask, abort, jsonify, request
+from flask import Flask, Response, abort, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
+
+from dynoclock.actions.base import RunContext
 
 db = SQLAlchemy()
 
@@ -38,14 +39,14 @@ def create_app() -> Flask:
         db.create_all()
 
     @app.post("/tasks/import-feeds")
-    def import_feeds() -> Any:
+    def import_feeds() -> Response:
         verify_clock_signature(os.environ["CLOCK_SIGNING_SECRET"])
         return jsonify(ok=True, slot=request.headers.get("X-Clock-Scheduled-For"))
 
     return app
 
 
-def count_users(run: Any = None) -> str:
+def count_users(run: RunContext | None = None) -> str:
     """A job that uses the app's database through Flask-SQLAlchemy, as a route would."""
     return f"users={db.session.query(User).count()}"
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # imported lazily: a broken engine module must not break ever
     from tests.run_support import ClockProcess, Loopback
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the programs installed beside this interpreter (rq, celery), in any worktree
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dynoclock.observe.timefmt import iso_utc
-from tests.conftest import ROOT
+from tests.conftest import BIN, ROOT
 from tests.redis_support import (  # noqa: F401  (fixtures)
     RedisSpace,
     broker_space_fixture,
@@ -27,7 +27,7 @@ from tests.run_support import Harness, now_slot
 pytestmark = pytest.mark.redis
 
 Write = Callable[[str], Path]
-CELERY = str(ROOT / ".venv" / "bin" / "celery")
+CELERY = str(BIN / "celery")
 
 
 def schedule(job: str, celery: str, timeout: str = "20s") -> str:

@@ -1,4 +1,4 @@
-"""``clock.py check`` and ``clock.py next``, run as real processes (the contract in DESIGN.md)."""
+"""``clock.py check`` and ``clock.py next``, run as real processes: their output and exit codes."""
 
 from __future__ import annotations
 

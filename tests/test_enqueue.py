@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import BIN, ROOT, run_cli
 from tests.redis_support import (  # noqa: F401  (fixtures)
     RedisSpace,
     TlsRedis,
@@ -27,7 +27,7 @@ from tests.run_support import Harness, now_slot
 pytestmark = pytest.mark.redis
 
 Write = Callable[[str], Path]
-RQ = str(ROOT / ".venv" / "bin" / "rq")
+RQ = str(BIN / "rq")
 
 
 def schedule(job: str, enqueue: str, timeout: str = "20s", redis: str | None = None) -> str:

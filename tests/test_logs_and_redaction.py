@@ -1,4 +1,4 @@
-"""One log line per event, logfmt or JSON; and secrets that never reach any output."""
+"""One log line per event, logfmt or JSON, stamped by the log's clock; and secrets that never reach any output."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import json
 import re
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from dynoclock.actions.base import JobTimeout, RunContext
 from dynoclock.config.loader import load_schedule
 from dynoclock.observe.logs import EventLog
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.run.runner import Runner
 from tests.conftest import run_cli
 from tests.run_support import ClockProcess, Loopback, logfmt_fields, now_slot
+from tests.support.clock import FakeClock
 
 Write = Callable[[str], Path]
 StartClock = Callable[..., ClockProcess]
@@ -65,6 +70,31 @@ def test_log_format_json_gives_json_lines(write_schedule: Write, tmp_path: Path)
     assert isinstance(ok["duration_ms"], int) and isinstance(ok["attempt"], int)
     assert {"ts", "level", "scheduled_for", "run_id", "lateness_ms"} <= ok.keys()
     assert outcome.startswith("digest: ok")
+
+
+def test_each_line_is_stamped_by_the_logs_clock_to_the_millisecond() -> None:
+    clock = FakeClock(datetime(2026, 3, 8, 6, 59, 59, 123456, tzinfo=UTC))
+    stream = io.StringIO()
+    events = EventLog(stream, fmt="json", clock=clock)
+    events.emit("clock.start", since=clock.now() + timedelta(minutes=1))
+    clock.advance(1.5)
+    events.emit("clock.stop")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["ts"], first["since"]) == ("2026-03-08T06:59:59.123Z", "2026-03-08T07:00:59.123456Z")
+    assert second["ts"] == "2026-03-08T07:00:00.623Z"
+
+
+def test_a_run_context_counts_its_timeout_on_its_clock() -> None:
+    clock = FakeClock()
+    ctx = RunContext("task", clock.now(), "run-1", 1, timedelta(seconds=30), clock=clock)
+    assert ctx.remaining == 30.0
+    clock.advance(29)
+    assert ctx.remaining == 1.0
+    ctx.check()
+    clock.advance(2)
+    assert ctx.remaining == 0.0
+    with pytest.raises(JobTimeout):
+        ctx.check()
 
 
 # ---- secrets ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from dynoclock.state.controls import Controls
 from dynoclock.state.ledger import Ledger
 from dynoclock.ui import make_app
 from tests.conftest import ROOT, run_cli
+from tests.support.clock import FakeClock
 from tests.ui_support import _no_ui_env, add_run, free_port, hours_ago, mount, pg_url, state_url  # noqa: F401
 
 WRITE, READ = "write-token-0123456789", "read-token-0123456789"
@@ -239,6 +240,15 @@ def test_jobs_table_shows_schedule_zone_next_last_failures_and_paused(page, ledg
     assert re.search(r"20\d\d-\d\d-\d\d 02:30:00 (GMT|BST)", row)  # next run, in the job's zone
     yearly = re.search(r'<tr data-job="yearly">.*?</tr>', html, re.S)
     assert yearly and "paused" in yearly.group(0) and "never ran" in yearly.group(0)
+
+
+def test_the_page_reads_the_time_from_its_clock(ledger, schedule):
+    clock = FakeClock(datetime(2026, 1, 1, 2, 0, tzinfo=UTC))
+    mounted = mount(ledger, schedule, token=WRITE, clock=clock)
+    html = text_of(mounted.get("/", headers={"Authorization": f"Bearer {WRITE}"}))
+    nightly = re.search(r'<tr data-job="nightly">.*?</tr>', html, re.S)
+    assert nightly and "2026-01-01 02:30:00 GMT" in nightly.group(0) and "in 30 min" in nightly.group(0)
+    assert "Rendered 2026-01-01 02:00:00 UTC" in html
 
 
 def test_job_page_pages_through_history(page, ledger):

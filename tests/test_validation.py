@@ -17,7 +17,10 @@ from textwrap import dedent
 
 import pytest
 
+from dynoclock.actions.http import HttpAction
+from dynoclock.actions.sql import SqlAction
 from dynoclock.config.loader import load_schedule
+from dynoclock.config.preflight import environment_problems
 from dynoclock.config.problems import ConfigError
 from dynoclock.schedule.triggers import EveryTrigger
 
@@ -903,8 +906,9 @@ def test_job_enabled_by_a_set_variable_runs_with_it(write_schedule):
     schedule = load_schedule(str(write_schedule(APP_JOB)), env=env)
     job = schedule.jobs["import-feeds"]
     assert job.enabled is True
-    assert job.action.url == "https://app.example.com/tasks/import-feeds"
-    assert job.action.headers == {"Authorization": "Bearer t0ken"}
+    assert job.action == HttpAction(
+        "https://app.example.com/tasks/import-feeds", headers={"Authorization": "Bearer t0ken"}
+    )
     assert "t0ken" in schedule.secrets
 
 
@@ -919,9 +923,9 @@ def test_variable_default_is_used_when_unset_and_ignored_when_set(write_schedule
         """)
     )
     unset = load_schedule(str(path), env={})
-    assert unset.jobs["a"].action.url == "http://localhost:5000/tasks/a"
+    assert unset.jobs["a"].action == HttpAction("http://localhost:5000/tasks/a")
     set_ = load_schedule(str(path), env={"APP_URL": "https://app.example.com"})
-    assert set_.jobs["a"].action.url == "https://app.example.com/tasks/a"
+    assert set_.jobs["a"].action == HttpAction("https://app.example.com/tasks/a")
 
 
 def test_yaml_anchor_and_merge_key_share_settings_and_own_keys_win(write_schedule):
@@ -945,7 +949,7 @@ def test_yaml_anchor_and_merge_key_share_settings_and_own_keys_win(write_schedul
     assert (b.zone.key, b.retries, b.trigger_text) == ("Europe/London", 2, "0 3 * * *")
     assert b.timeout == timedelta(seconds=30)
     assert a.timeout == timedelta(minutes=10)
-    assert b.action.statements == ("SELECT 2",)
+    assert b.action == SqlAction(("SELECT 2",), None)
 
 
 def test_merge_key_list_earlier_source_wins(write_schedule):
@@ -1031,3 +1035,42 @@ def test_enabled_in_defaults_is_applied_and_a_job_can_opt_back_in(write_schedule
     )
     jobs = load_schedule(str(path), env={}).jobs
     assert (jobs["a"].enabled, jobs["b"].enabled) == (False, True)
+
+
+# ---- the environment a valid schedule needs ------------------------------------------------------
+
+
+def test_check_reports_what_each_enabled_job_lacks_in_this_environment(write_schedule, tmp_path):
+    path = write_schedule(
+        dedent(f"""\
+        jobs:
+          py: {{every: 1h, python: "no_such_module_4f2a:run"}}
+          prog: {{every: 1h, command: [no-such-program-4f2a]}}
+          script: {{every: 1h, command: [./missing.sh]}}
+          cwd: {{every: 1h, command: [sh], cwd: {tmp_path}/nowhere}}
+          shell: {{every: 1h, shell: true, command: "no-such-program-4f2a"}}
+          db: {{every: 1h, sql: SELECT 1}}
+          rq: {{every: 1h, enqueue: {{func: app.tasks.export}}}}
+          cel: {{every: 1h, celery: {{task: app.tasks.export}}}}
+          web: {{every: 1h, http: {{url: "http://127.0.0.1:9/x"}}}}
+          off: {{every: 1h, enabled: false, command: [no-such-program-4f2a]}}
+        """)
+    )
+    problems = environment_problems(load_schedule(str(path), env={}), env={})
+    assert [(p.path, p.message) for p in problems] == [
+        ("jobs.py.python", "cannot import no_such_module_4f2a: No module named 'no_such_module_4f2a'"),
+        ("jobs.prog.command", "'no-such-program-4f2a' is not on PATH"),
+        ("jobs.script.command", "'./missing.sh' is not an executable file"),
+        ("jobs.cwd.command", f"cwd '{tmp_path}/nowhere' is not a directory"),
+        ("jobs.db.sql", "no database: set 'database:' on the job, or DATABASE_URL"),
+        ("jobs.rq.enqueue", "no Redis: set 'redis:' in enqueue, or REDIS_URL"),
+        ("jobs.cel.celery", "no broker: set 'broker:' in celery, or CELERY_BROKER_URL / REDIS_URL"),
+    ]
+    assert all(p.line for p in problems)
+    env = {"DATABASE_URL": "sqlite://", "REDIS_URL": "redis://localhost:6379/0"}
+    assert [p.path for p in environment_problems(load_schedule(str(path), env=env), env=env)] == [
+        "jobs.py.python",
+        "jobs.prog.command",
+        "jobs.script.command",
+        "jobs.cwd.command",
+    ]

@@ -1,17 +1,22 @@
-"""The value parsers under schedule.yaml: durations, ${VAR} expansion, and YAML with line numbers."""
+"""The value parsers under schedule.yaml: durations, ${VAR} expansion, and YAML with line numbers; and how
+measured durations are written."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from textwrap import dedent
 
 import pytest
 
+from dynoclock.cli.tables import format_history
 from dynoclock.config.durations import format_duration, parse_duration
 from dynoclock.config.envvars import expand, variables
 from dynoclock.config.problems import ConfigError, Invalid
 from dynoclock.config.source import dotted, load
+from dynoclock.observe.timefmt import duration_text
+from dynoclock.state.ledger import Run
+from dynoclock.ui.views import run_row
 
 # ---- durations -------------------------------------------------------------------------------
 
@@ -102,6 +107,34 @@ def test_duration_round_trips_through_its_text(seconds):
 def test_non_canonical_duration_is_written_back_canonically():
     assert format_duration(parse_duration("90m")) == "1h30m"
     assert format_duration(parse_duration("1h 30m")) == "1h30m"
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [
+        (None, "-"),
+        (0, "0 ms"),
+        (850, "850 ms"),
+        (999, "999 ms"),
+        (1000, "1.0 s"),
+        (2500, "2.5 s"),
+        (10_000, "10.0 s"),
+        (59_949, "59.9 s"),
+        (59_960, "1 min 0 s"),
+        (200_000, "3 min 20 s"),
+        (7_500_000, "2 h 5 min"),
+    ],
+)
+def test_measured_durations_have_one_spelling(ms, text):
+    """How long a run took, as the CLI's tables and the status page both write it (not the schedule's 1h30m)."""
+    assert duration_text(ms) == text
+
+
+def test_the_history_table_and_the_status_page_write_a_run_duration_alike():
+    slot = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    run = Run("r1", "tick", slot, slot, slot, slot, "ok", 1, None, 2500, "clock.1", "schedule")
+    assert "2.5 s" in format_history([run]).splitlines()[1]
+    assert run_row(run, None).duration == "2.5 s"
 
 
 # ---- ${VAR} expansion --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What a job does: one module per action kind, each with ``parse`` (schedule -> spec) and the spec's ``run``.
+"""What a job does: one module per action kind (http, sql, python, command, enqueue, celery), each an
+``ActionKind``: ``parse`` (schedule entry -> ``Action``) and ``JOB_KEYS``.
 
 A job names exactly one action key. ``JOB_KEYS`` lists the job-level options an
 action reads (``args`` for python, ``env`` for command, ...): they are errors on
@@ -7,11 +8,12 @@ jobs of another kind, and ignored there when they come from ``defaults:``.
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from dynoclock.actions import celery, command, enqueue, http, python, sql
+from dynoclock.actions.base import Action, ActionKind
 
-KINDS: dict[str, ModuleType] = {
+__all__ = ["ALL_JOB_KEYS", "JOB_KEYS", "KINDS", "Action", "ActionKind"]
+
+KINDS: dict[str, ActionKind] = {
     "http": http,
     "sql": sql,
     "python": python,

@@ -1,16 +1,26 @@
-"""The small interface every action implements: ``spec.run(ctx) -> detail``, raising JobFailed on failure."""
+"""The small interface every action implements, and what a running action knows about its run.
+
+An action kind is a module (``actions/http.py``...) with ``JOB_KEYS`` and ``parse`` (``ActionKind``); what
+``parse`` returns is the job's ``Action``: ``run(ctx) -> detail``, raising JobFailed on failure, and
+``environment_problem(env)``, what ``check`` reports before any job runs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dynoclock.config.durations import format_duration
 from dynoclock.observe.timefmt import iso_utc
+from dynoclock.timesource import SYSTEM, Clock
+
+if TYPE_CHECKING:
+    from dynoclock.config.problems import Report
+    from dynoclock.config.source import Path
 
 
 class JobFailed(Exception):
@@ -22,6 +32,29 @@ class JobTimeout(JobFailed):
 
     def __init__(self, timeout: timedelta):
         super().__init__(f"timeout={format_duration(timeout)} exceeded")
+
+
+class Action(Protocol):
+    """What a job does, parsed and validated from its schedule entry (``HttpAction``, ``SqlAction``...)."""
+
+    def run(self, ctx: RunContext) -> str | None:
+        """Do it, within ``ctx``'s timeout; a short detail for the log (``status=200 bytes=12``), or raise JobFailed."""
+        ...
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        """What this environment lacks for the action to run (a module, a program, a URL), or None."""
+        ...
+
+
+class ActionKind(Protocol):
+    """An action module, keyed in ``actions.KINDS`` by the job key that names it (``http:``, ``sql:``...)."""
+
+    JOB_KEYS: tuple[str, ...]  # job-level options the action reads (``env`` for command...)
+
+    def parse(self, report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> Action | None:
+        """The action for ``value`` (at ``path``) and ``extras`` (its JOB_KEYS: value and where it came from),
+        or None after reporting every problem in it."""
+        ...
 
 
 class RunCancelled(BaseException):
@@ -38,16 +71,17 @@ class RunContext:
     run_id: str
     attempt: int
     timeout: timedelta
-    deadline: float = 0.0  # time.monotonic() at which the run times out
+    deadline: float = 0.0  # clock.monotonic() at which the run times out (0: timeout from now)
     output: Callable[[str, str], None] = field(default=lambda stream, line: None, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_reason: str | None = None  # timeout | shutdown | replaced
+    clock: Clock = field(default=SYSTEM, repr=False)  # what the action asks for the time, and waits with
     _hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if not self.deadline:
-            self.deadline = time.monotonic() + self.timeout.total_seconds()
+            self.deadline = self.clock.monotonic() + self.timeout.total_seconds()
 
     def on_cancel(self, hook: Callable[[], None]) -> None:
         """Register how to stop this run early (kill a process, cancel a query); runs at once if already cancelled."""
@@ -71,7 +105,7 @@ class RunContext:
     @property
     def remaining(self) -> float:
         """Seconds left before the timeout (never negative)."""
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self.deadline - self.clock.monotonic())
 
     def check(self) -> None:
         """Raise if the run was cancelled or ran out of time: long actions call this between steps."""

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.actions.tasks import EXAMPLE_TASK, TASK_PARSERS, Clients, broker_url, send_failed
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_list, as_mapping, as_nonempty_str, parse_fields
-from dynoclock.observe.redact import redact_url
+from dynoclock.config.values import as_nonempty_str, parse_fields
 from dynoclock.observe.timefmt import iso_utc
 
 JOB_KEYS: tuple[str, ...] = ()
+BROKER_VARIABLES = ("CELERY_BROKER_URL", "REDIS_URL")
+NO_BROKER = "no broker: set 'broker:' in celery, or CELERY_BROKER_URL / REDIS_URL"
+NO_CELERY = "celery: jobs need the celery package: pip install celery"
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,9 @@ class CeleryAction:
 
     def run(self, ctx: RunContext) -> str:
         """``send_task`` with a task id derived from (job, slot), so the app can spot a repeat."""
-        broker = self.broker or os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL")
+        broker = broker_url(self.broker, os.environ, *BROKER_VARIABLES)
         if not broker:
-            raise JobFailed("no broker: set 'broker:' in celery, or CELERY_BROKER_URL / REDIS_URL")
+            raise JobFailed(NO_BROKER)
         task_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"dynoclock:{ctx.job}:{iso_utc(ctx.scheduled_for)}"))
         try:
             app = _app(broker)
@@ -42,17 +45,19 @@ class CeleryAction:
         except JobFailed:
             raise
         except Exception as exc:
-            raise JobFailed(f"send_task failed: {type(exc).__name__}: {redact_url(str(exc))}"[:300]) from None
+            raise send_failed("send_task", exc) from None
         return f"celery_task={task_id}" + (f" queue={self.queue}" if self.queue else "")
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        """Celery must be installed, and a broker named."""
+        if importlib.util.find_spec("celery") is None:
+            return NO_CELERY
+        return None if broker_url(self.broker, env, *BROKER_VARIABLES) else NO_BROKER
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CeleryAction | None:
-    fields = parse_fields(report, path, value, PARSERS, "task", "app.tasks.export_posts")
-    if fields is None:
-        return None
-    if "args" in fields:
-        fields["args"] = tuple(fields["args"])
-    return CeleryAction(**fields)
+    fields = parse_fields(report, path, value, PARSERS, "task", EXAMPLE_TASK)
+    return None if fields is None else CeleryAction(**fields)
 
 
 def as_broker_url(value: Any) -> str:
@@ -62,28 +67,27 @@ def as_broker_url(value: Any) -> str:
     return url
 
 
-_apps: dict[str, Any] = {}
-_apps_lock = threading.Lock()
+_apps: Clients[str, Any] = Clients()
 
 
 def _app(broker: str) -> Any:
+    """The Celery app (a client) for ``broker``, made once."""
     try:
         from celery import Celery
     except ImportError:
-        raise JobFailed("celery: jobs need the celery package: pip install celery") from None
-    with _apps_lock:
-        app = _apps.get(broker)
-        if app is None:
-            app = _apps[broker] = Celery("dynoclock", broker=broker)
-            app.conf.broker_connection_retry_on_startup = False
-            app.conf.broker_connection_timeout = 5
+        raise JobFailed(NO_CELERY) from None
+
+    def make() -> Any:
+        app = Celery("dynoclock", broker=broker)
+        app.conf.broker_connection_retry_on_startup = False
+        app.conf.broker_connection_timeout = 5
         return app
+
+    return _apps.get(broker, make)
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "task": as_nonempty_str,
     "broker": as_broker_url,
-    "args": as_list,
-    "kwargs": as_mapping,
-    "queue": as_nonempty_str,
+    **TASK_PARSERS,
 }

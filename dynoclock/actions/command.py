@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -16,8 +19,9 @@ from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
 from dynoclock.config.values import as_bool, as_nonempty_str, as_str_map, show
+from dynoclock.timesource import Clock
 
-JOB_KEYS = ("shell", "env", "cwd")
+JOB_KEYS: tuple[str, ...] = ("shell", "env", "cwd")
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a command must stop
 MAX_LINES = 1000  # output lines logged per run; the rest are counted, not logged
 MAX_LINE = 2000  # characters kept of one output line
@@ -46,7 +50,7 @@ class CommandAction:
             )
         except OSError as exc:
             raise JobFailed(f"cannot start {argv[0]!r}: {exc.strerror}") from None
-        ctx.on_cancel(lambda: _stop(proc))
+        ctx.on_cancel(lambda: _stop(proc, ctx.clock))
         tail: deque[str] = deque(maxlen=20)
         budget = [MAX_LINES]
         readers = [
@@ -65,6 +69,21 @@ class CommandAction:
             last = f": {tail[-1]}" if tail else ""
             raise JobFailed(f"{what}{last}")
         return "exit=0"
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        """The program must be there (on PATH, or executable at its path) and ``cwd`` a directory.
+        A shell script is not looked into."""
+        if self.shell:
+            return None
+        program = self.argv[0]
+        if os.sep in program:
+            if not os.access(os.path.join(self.cwd or ".", program), os.X_OK):
+                return f"{program!r} is not an executable file"
+        elif _which(program, self.env.get("PATH", os.environ.get("PATH", ""))) is None:
+            return f"{program!r} is not on PATH"
+        if self.cwd and not os.path.isdir(self.cwd):
+            return f"cwd {self.cwd!r} is not a directory"
+        return None
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CommandAction | None:
@@ -104,6 +123,12 @@ def as_argv(value: Any, shell: bool) -> tuple[str, ...]:
     return tuple(argv)
 
 
+@functools.lru_cache(maxsize=4096)
+def _which(program: str, path: str) -> str | None:
+    """shutil.which, once per (program, PATH): a schedule may name the same program thousands of times."""
+    return shutil.which(program, path=path)
+
+
 def _pump(pipe: IO[bytes] | None, name: str, ctx: RunContext, tail: deque[str], budget: list[int]) -> None:
     """Copy one pipe to the log, line by line, bounded in lines and line length."""
     if pipe is None:
@@ -117,19 +142,18 @@ def _pump(pipe: IO[bytes] | None, name: str, ctx: RunContext, tail: deque[str], 
                 ctx.output(name, line)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[bytes], clock: Clock) -> None:
     """SIGTERM to the command's process group, SIGKILL after KILL_GRACE if it is still there."""
     if proc.poll() is not None:
         return
     _signal_group(proc, signal.SIGTERM)
 
     def kill() -> None:
+        clock.sleep(KILL_GRACE)
         if proc.poll() is None:
             _signal_group(proc, signal.SIGKILL)
 
-    timer = threading.Timer(KILL_GRACE, kill)
-    timer.daemon = True
-    timer.start()
+    threading.Thread(target=kill, name=f"kill-{proc.pid}", daemon=True).start()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

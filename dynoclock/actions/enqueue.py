@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.actions.tasks import EXAMPLE_TASK, TASK_PARSERS, Clients, broker_url, send_failed
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_bool, as_duration, as_list, as_mapping, as_nonempty_str, parse_fields
+from dynoclock.config.values import as_bool, as_duration, as_mapping, as_nonempty_str, parse_fields
 from dynoclock.observe.redact import redact_url
 
+if TYPE_CHECKING:
+    from redis import Redis
+
 JOB_KEYS: tuple[str, ...] = ()
+NO_REDIS = "no Redis: set 'redis:' in enqueue, or REDIS_URL"
 _FUNC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
 
 
@@ -40,13 +43,13 @@ class EnqueueAction:
         from rq.job import Job as RqJob
         from rq.results import Result
 
-        url = self.redis or os.environ.get("REDIS_URL")
+        url = broker_url(self.redis, os.environ, "REDIS_URL")
         if not url:
-            raise JobFailed("no Redis: set 'redis:' in enqueue, or REDIS_URL")
+            raise JobFailed(NO_REDIS)
         job_id = rq_job_id(ctx.job, ctx.scheduled_for)
         try:
             conn = _redis(url, self.verify)
-            now = datetime.now(UTC)
+            now = ctx.clock.now()
             since = now.replace(microsecond=now.microsecond // 1000 * 1000)  # RQ stamps results to the ms
             existing = RqJob.exists(job_id, connection=conn)
             if existing:
@@ -74,11 +77,11 @@ class EnqueueAction:
                 if result is not None and existing and result.created_at < since:
                     result = None  # the result of an earlier try of this slot: wait for the new one
                     ctx.check()
-                    time.sleep(0.2)
+                    ctx.clock.sleep(0.2)
         except JobFailed:
             raise
         except Exception as exc:  # redis.ConnectionError, TimeoutError, auth: the clock keeps going
-            raise JobFailed(f"enqueue failed: {type(exc).__name__}: {redact_url(str(exc))}"[:300]) from None
+            raise send_failed("enqueue", exc) from None
         if result is None:
             ctx.check()
             raise JobFailed(f"wait=true: no result for {job_id}")
@@ -87,20 +90,19 @@ class EnqueueAction:
         last = (result.exc_string or "").strip().splitlines()[-1:] or [result.type.name.lower()]
         raise JobFailed(f"wait=true: the worker's job failed: {last[0]}"[:300])
 
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        return None if broker_url(self.redis, env, "REDIS_URL") else NO_REDIS
+
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> EnqueueAction | None:
-    fields = parse_fields(report, path, value, PARSERS, "func", "app.tasks.export_posts")
-    if fields is None:
-        return None
-    if "args" in fields:
-        fields["args"] = tuple(fields["args"])
-    return EnqueueAction(**fields)
+    fields = parse_fields(report, path, value, PARSERS, "func", EXAMPLE_TASK)
+    return None if fields is None else EnqueueAction(**fields)
 
 
 def as_func(value: Any) -> str:
     text = as_nonempty_str(value).strip()
     if not _FUNC.fullmatch(text):
-        raise Invalid(f"expected an import path like app.tasks.export_posts, got {text!r}")
+        raise Invalid(f"expected an import path like {EXAMPLE_TASK}, got {text!r}")
     return text
 
 
@@ -112,34 +114,30 @@ def as_redis_url(value: Any) -> str:
     return url
 
 
-def rq_job_id(job: str, slot: Any) -> str:
+def rq_job_id(job: str, slot: datetime) -> str:
     """``clock-<job>-<slot as 20261231T230000000000Z>``: RQ ids allow letters, digits, '_' and '-' only."""
     return f"clock-{job}-{slot.astimezone(UTC).strftime('%Y%m%dT%H%M%S%f')}Z"
 
 
-_clients: dict[tuple[str, bool], Any] = {}
-_clients_lock = threading.Lock()
+_clients: Clients[tuple[str, bool], Redis] = Clients()
 
 
-def _redis(url: str, verify: bool) -> Any:
+def _redis(url: str, verify: bool) -> Redis:
     """One client (with its connection pool) per URL."""
     from redis import Redis
 
-    with _clients_lock:
-        client = _clients.get((url, verify))
-        if client is None:
-            options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
-            if url.startswith("rediss://") and not verify:
-                options["ssl_cert_reqs"] = None
-            client = _clients[(url, verify)] = Redis.from_url(url, **options)
-        return client
+    def make() -> Redis:
+        options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
+        if url.startswith("rediss://") and not verify:
+            options["ssl_cert_reqs"] = None
+        return Redis.from_url(url, **options)
+
+    return _clients.get((url, verify), make)
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "func": as_func,
-    "queue": as_nonempty_str,
-    "args": as_list,
-    "kwargs": as_mapping,
+    **TASK_PARSERS,
     "job_timeout": as_duration,
     "result_ttl": as_duration,
     "meta": as_mapping,

@@ -7,7 +7,7 @@ import hmac
 import http.cookiejar
 import json as jsonlib
 import threading
-import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -20,15 +20,11 @@ from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
 from dynoclock.config.durations import format_duration
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_bool, as_duration, as_enum, as_mapping, as_nonempty_str, as_str_map, show
+from dynoclock.config.values import as_bool, as_duration, as_enum, as_nonempty_str, as_str_map, parse_fields, show
 from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
 
 JOB_KEYS: tuple[str, ...] = ()
-KEYS = (
-    "url", "method", "headers", "params", "json", "data",
-    "connect_timeout", "expect_status", "verify", "follow_redirects", "sign",
-)  # fmt: skip
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 SIGNATURE_HEADER = "X-Clock-Signature"
 
@@ -66,7 +62,7 @@ class HttpAction:
             headers["Content-Type"] = "application/json"
         headers.update(self.headers)
         if self.sign is not None:
-            headers[SIGNATURE_HEADER] = signature(self.sign, int(time.time()), body or b"")
+            headers[SIGNATURE_HEADER] = signature(self.sign, int(ctx.clock.now().timestamp()), body or b"")
         remaining = max(ctx.remaining, 0.001)
         try:
             response = session().request(
@@ -108,39 +104,16 @@ class HttpAction:
             raise JobFailed(f"expect_status={expected}, got {status}" + (f": {text}" if text else ""))
         return f"status={status} bytes={size}"
 
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        return None  # the URL is known; whether it answers is the run's business
+
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> HttpAction | None:
-    spec = report.parse(path, value, as_mapping)
-    if spec is None:
+    fields = parse_fields(report, path, value, PARSERS, "url", "https://app.example.com/tasks/x")
+    if isinstance(value, dict) and {"url", "json", "data"} <= value.keys():
+        report.error((*path, "data"), "set either 'json' or 'data', not both")
         return None
-    report.check_keys(path, spec, KEYS)
-    if "url" not in spec:
-        report.error(path, "missing 'url': expected url: https://app.example.com/tasks/x")
-        return None
-    before = len(report.problems)
-    url = report.parse((*path, "url"), spec["url"], as_url)
-    kw: dict[str, Any] = {}
-    parsers = {
-        "method": lambda v: as_enum(*METHODS)(str(v).upper()),
-        "headers": as_str_map,
-        "params": as_str_map,
-        "data": as_nonempty_str,
-        "connect_timeout": as_duration,
-        "expect_status": as_statuses,
-        "verify": as_bool,
-        "follow_redirects": as_bool,
-        "sign": as_nonempty_str,
-    }
-    for key, parser in parsers.items():
-        if key in spec:
-            kw[key] = report.parse((*path, key), spec[key], parser)
-    if "json" in spec:
-        kw["json"] = spec["json"]
-        if "data" in spec:
-            report.error((*path, "data"), "set either 'json' or 'data', not both")
-    if url is None or len(report.problems) > before:
-        return None
-    return HttpAction(url=url, **kw)
+    return None if fields is None else HttpAction(**fields)
 
 
 def as_url(value: Any) -> str:
@@ -205,3 +178,18 @@ def _reason(exc: Exception) -> str:
         if marker in text:
             text = text.split(marker, 1)[1].rstrip(")")
     return f"{type(exc).__name__}: {redact_url(text)}"[:300]
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "url": as_url,
+    "method": lambda v: as_enum(*METHODS)(str(v).upper()),
+    "headers": as_str_map,
+    "params": as_str_map,
+    "json": lambda v: v,  # any JSON value, sent as is
+    "data": as_nonempty_str,
+    "connect_timeout": as_duration,
+    "expect_status": as_statuses,
+    "verify": as_bool,
+    "follow_redirects": as_bool,
+    "sign": as_nonempty_str,
+}

@@ -6,16 +6,17 @@ import importlib
 import inspect
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_list, as_mapping, as_nonempty_str
+from dynoclock.config.values import as_mapping, as_nonempty_str, as_tuple
 
-JOB_KEYS = ("args", "kwargs", "app")
+JOB_KEYS: tuple[str, ...] = ("args", "kwargs", "app")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -39,19 +40,28 @@ class PythonAction:
                 result = func(*self.args, **kwargs)
         return "" if result is None else str(result)
 
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        """The function (and the app factory) must import."""
+        for target in (self.target, self.app):
+            if target is None:
+                continue
+            try:
+                resolve(target)
+            except JobFailed as exc:
+                return str(exc).split(": ", 1)[1]
+        return None
+
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> PythonAction | None:
     before = len(report.problems)
     target = report.parse(path, value, as_target)
     kw: dict[str, Any] = {}
-    for key, parser in (("args", as_list), ("kwargs", as_mapping), ("app", as_target)):
+    for key, parser in (("args", as_tuple), ("kwargs", as_mapping), ("app", as_target)):
         if key in extras:
             raw, where = extras[key]
             kw[key] = report.parse(where, raw, parser)
     if target is None or len(report.problems) > before:
         return None
-    if "args" in kw:
-        kw["args"] = tuple(kw["args"])
     return PythonAction(target, **kw)
 
 
@@ -62,18 +72,28 @@ def as_target(value: Any) -> str:
     return text
 
 
-_cache: dict[str, Any] = {}
+@runtime_checkable
+class FlaskApp(Protocol):
+    """What an ``app:`` factory must return: something with Flask's ``app_context()``."""
+
+    def app_context(self) -> AbstractContextManager[Any]: ...
+
+
+# Looked up once per process, under one lock (not held while importing: a module may import slowly).
+_functions: dict[str, Callable[..., Any]] = {}
+_apps: dict[str, FlaskApp] = {}
+_takes_run_cache: dict[str, bool] = {}
 _cache_lock = threading.Lock()
 
 
 def resolve(target: str) -> Callable[..., Any]:
     """Import ``module:attr`` once; JobFailed (in the schedule's words) if that fails."""
     with _cache_lock:
-        if target in _cache:
-            return _cache[target]  # type: ignore[no-any-return]
+        if target in _functions:
+            return _functions[target]
     module_name, _, attr = target.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: object = importlib.import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except ImportError as exc:
@@ -83,33 +103,31 @@ def resolve(target: str) -> Callable[..., Any]:
     if not callable(obj):
         raise JobFailed(f"python={target}: {attr} is not callable")
     with _cache_lock:
-        _cache[target] = obj
-    return obj  # type: ignore[no-any-return]
+        _functions[target] = obj
+    return obj
 
 
-def flask_app(factory: str) -> Any:
+def flask_app(factory: str) -> FlaskApp:
     """The app made by ``package:create_app``, made once per process."""
-    key = f"app:{factory}"
     with _cache_lock:
-        if key in _cache:
-            return _cache[key]
+        if factory in _apps:
+            return _apps[factory]
     app = resolve(factory)()
-    if not hasattr(app, "app_context"):
+    if not isinstance(app, FlaskApp):
         raise JobFailed(f"app={factory}: it returned {type(app).__name__}, not a Flask app")
     with _cache_lock:
-        return _cache.setdefault(key, app)
+        return _apps.setdefault(factory, app)
 
 
 def _takes_run(target: str, func: Callable[..., Any]) -> bool:
     """Whether ``func`` has a ``run`` parameter (looked up once per target: inspect is slow)."""
-    key = f"takes_run:{target}"
     with _cache_lock:
-        if key in _cache:
-            return bool(_cache[key])
+        if target in _takes_run_cache:
+            return _takes_run_cache[target]
     try:
         takes = "run" in inspect.signature(func).parameters
     except (TypeError, ValueError):
         takes = False
     with _cache_lock:
-        _cache[key] = takes
+        _takes_run_cache[target] = takes
     return takes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from dynoclock.observe.redact import redact_url
 if TYPE_CHECKING:
     import sqlalchemy.exc
 
-JOB_KEYS = ("database",)
+JOB_KEYS: tuple[str, ...] = ("database",)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class SqlAction:
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise JobFailed(f"sql failed: {type(exc).__name__}: {exc}") from None
         return f"rows={rows}"
+
+    def environment_problem(self, env: Mapping[str, str]) -> str | None:
+        if not self.database and not env.get("DATABASE_URL"):
+            return "no database: set 'database:' on the job, or DATABASE_URL"
+        return None
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> SqlAction | None:

@@ -1,4 +1,8 @@
-"""The command line: ``python clock.py [run|check|next|...]`` (contract in DESIGN.md)."""
+"""The command line: ``python clock.py [run|check|next|history|status|crontab|ui]``.
+
+Exit codes: 0 ok, 1 a run or a state read failed (or ``crontab`` left jobs out), 2 the schedule or the command
+line is invalid. Problems go to stderr.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -19,13 +23,14 @@ from dynoclock.config.preflight import check_environment
 from dynoclock.config.problems import ConfigError
 from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
+from dynoclock.observe.status import StateUnavailable
 from dynoclock.schedule.triggers import jitter_offset, upcoming
+from dynoclock.timesource import SYSTEM, Clock
 
 if TYPE_CHECKING:
     from dynoclock.state.ledger import Ledger
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-COMMANDS = ("run", "check", "next", "history", "status", "crontab", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,31 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
+    """Run one command; ``clock`` is what every command asks for the time."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    commands: dict[str, Callable[[argparse.Namespace, Clock], int]] = {
+        "run": cmd_run, "check": cmd_check, "next": cmd_next, "history": cmd_history,
+        "status": cmd_status, "crontab": cmd_crontab, "ui": cmd_ui,
+    }  # fmt: skip
+    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")  # `python clock.py [-c FILE]` runs the clock
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "next":
-            return cmd_next(args)
-        if args.command == "history":
-            return cmd_history(args)
-        if args.command == "status":
-            return cmd_status(args)
-        if args.command == "crontab":
-            return cmd_crontab(args)
-        if args.command == "ui":
-            from dynoclock.ui import serve
-
-            return serve(args.config, args.host, args.port)
-        build_parser().print_help()
-        return EXIT_INVALID
+        command = commands.get(args.command)
+        if command is None:
+            build_parser().print_help()
+            return EXIT_INVALID
+        return command(args, clock)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -89,10 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateUnavailable as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-
-
-class StateUnavailable(Exception):
-    """The state database cannot be read (a bad URL, or the server is down)."""
 
 
 def _ledger() -> Ledger:
@@ -124,17 +116,17 @@ def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
     return schedule
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
     schedule = _load(args)
     check_environment(schedule)
     if args.job is None:
         from dynoclock.daemon.process import run_clock
 
-        return run_clock(schedule)
-    return run_once(schedule, args.job)
+        return run_clock(schedule, clock=clock)
+    return run_once(schedule, args.job, clock)
 
 
-def run_once(schedule: Schedule, job_id: str) -> int:
+def run_once(schedule: Schedule, job_id: str, clock: Clock = SYSTEM) -> int:
     """``run JOB``: one attempt now, in the foreground; Ctrl-C or SIGTERM stops it."""
     from dynoclock.run.runner import Runner
 
@@ -154,10 +146,10 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     except StateUnavailable as exc:
         print(f"warning: {exc}; running without recording the run", file=sys.stderr)
         ledger = None
-    runner = Runner(schedule, clock_id=f"{clock_id()}:manual", ledger=ledger)
+    runner = Runner(schedule, clock_id=f"{clock_id()}:manual", ledger=ledger, clock=clock)
 
     def stop(signum: int, frame: FrameType | None) -> None:  # Ctrl-C / SIGTERM: stop the run, record it
-        threading.Thread(target=runner.drain, args=(runner.clock.monotonic(),), daemon=True).start()
+        threading.Thread(target=runner.drain, args=(clock.monotonic(),), daemon=True).start()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -174,7 +166,7 @@ def run_once(schedule: Schedule, job_id: str) -> int:
     return EXIT_OK if outcome.status == "ok" else EXIT_FAILED
 
 
-def cmd_history(args: argparse.Namespace) -> int:
+def cmd_history(args: argparse.Namespace, clock: Clock) -> int:
     if args.limit < 1:
         print("history: --limit must be at least 1", file=sys.stderr)
         return EXIT_INVALID
@@ -190,12 +182,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     from dynoclock.cli.tables import format_status
     from dynoclock.observe.status import job_statuses
 
     schedule = _load(args)
-    statuses = job_statuses(schedule, _ledger())
+    statuses = job_statuses(schedule, _ledger(), clock=clock)
     if args.json:
         print(json.dumps({"jobs": [st.as_json() for st in statuses]}, indent=2))
     else:
@@ -203,7 +195,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_crontab(args: argparse.Namespace) -> int:
+def cmd_crontab(args: argparse.Namespace, clock: Clock) -> int:
     schedule = _load(args)
     # Cron has no $CLOCK_SCHEDULE: a schedule chosen through it must be named on each line.
     text, left_out = render(schedule, args.prefix, args.config or os.environ.get("CLOCK_SCHEDULE"))
@@ -213,20 +205,26 @@ def cmd_crontab(args: argparse.Namespace) -> int:
     return EXIT_FAILED if left_out else EXIT_OK
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    schedule = _load(args, now=datetime.now(UTC))
+def cmd_ui(args: argparse.Namespace, clock: Clock) -> int:
+    from dynoclock.ui import serve
+
+    return serve(args.config, args.host, args.port, clock)
+
+
+def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
+    schedule = _load(args, now=clock.now())
     check_environment(schedule)
     enabled = sum(job.enabled for job in schedule.jobs.values())
     print(f"{schedule.file}: ok, {len(schedule.jobs)} jobs ({enabled} enabled)")
     return EXIT_OK
 
 
-def cmd_next(args: argparse.Namespace) -> int:
+def cmd_next(args: argparse.Namespace, clock: Clock) -> int:
     if args.count < 1:
         print("next: --count must be at least 1", file=sys.stderr)
         return EXIT_INVALID
     schedule = _load(args)
-    now = datetime.now(UTC)
+    now = clock.now()
     if args.now:
         try:
             now = datetime.fromisoformat(args.now)
@@ -265,8 +263,9 @@ def _paused_jobs() -> set[str] | None:
     """Jobs paused from the status page; None (say nothing about pauses) when the state cannot be read.
 
     An SQLite state file is read with the stdlib, read-only: `next` stays fast and creates nothing."""
-    # As ledger.state_url, which is not imported here: it loads SQLAlchemy.
-    url = os.environ.get("CLOCK_DATABASE_URL") or os.environ.get("DATABASE_URL") or "sqlite:///state/clock.db"
+    from dynoclock.state.location import state_url  # loads no database driver
+
+    url = state_url()
     try:
         if url.startswith("sqlite:///"):
             import sqlite3

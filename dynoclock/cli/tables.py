@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from dynoclock.observe.status import JobStatus
+from dynoclock.observe.timefmt import duration_text
 from dynoclock.state.ledger import Run
 
 
@@ -21,7 +22,7 @@ def format_history(runs: list[Run]) -> str:
                 run.job,
                 run.status,
                 str(run.attempt),
-                _duration(run.duration_ms),
+                duration_text(run.duration_ms),
                 run.clock,
                 (run.error or "")[:80],
             )
@@ -38,7 +39,7 @@ def format_status(statuses: list[JobStatus]) -> str:
         if st.last is None:
             last = "never ran"
         else:
-            last = f"{st.last.status} {_duration(st.last.duration_ms)} at {_when(st.last.scheduled_for)}".replace(
+            last = f"{st.last.status} {duration_text(st.last.duration_ms)} at {_when(st.last.scheduled_for)}".replace(
                 "  ", " "
             )
         nxt = _when(st.next_run.astimezone(st.job.zone)) if st.next_run else "-"
@@ -48,12 +49,6 @@ def format_status(statuses: list[JobStatus]) -> str:
 
 def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S%z").replace("+0000", "Z")
-
-
-def _duration(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:

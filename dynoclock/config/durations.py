@@ -1,4 +1,9 @@
-"""Durations as people write them in schedule.yaml: ``30s``, ``10m``, ``1h30m``, ``2d``, ``500ms``."""
+"""Durations as people write them in schedule.yaml: ``30s``, ``10m``, ``1h30m``, ``2d``, ``500ms``.
+
+``format_duration`` writes a schedule's duration back in those same words, for messages that quote the
+schedule (``timeout=1h30m exceeded``). How long a run *took*, measured in ms, is another thing, written for
+reading by ``observe.timefmt.duration_text`` (``2.5 s``).
+"""
 
 from __future__ import annotations
 

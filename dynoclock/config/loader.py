@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS
+from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
 from dynoclock.config.envvars import SECRET_NAME, variables
 from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
@@ -72,8 +72,8 @@ class Job:
     trigger_text: str  # as written, for messages
     trigger: Trigger
     zone: ZoneInfo
-    kind: str  # http | sql | python | command | enqueue
-    action: Any  # None only for a disabled job whose action names unset variables
+    kind: str  # http | sql | python | command | enqueue | celery
+    action: Action | None  # None only for a disabled job whose action names unset variables
     enabled: bool = True
     window: Window = field(default_factory=Window)
     description: str = ""

@@ -149,7 +149,7 @@ def _build(
 
 
 def _unreadable(src: Source, problems: list[Problem], path: Path, line: int, message: str) -> None:
-    problems.append(Problem(src.file, line, _d(path), message))
+    problems.append(Problem(src.file, line, dotted(path), message))
     src.unreadable.add(path)
 
 
@@ -163,13 +163,15 @@ def _build_mapping(
             merges.append(value_node)
             continue
         if not isinstance(key_node, yaml.ScalarNode):
-            problems.append(Problem(src.file, key_node.start_mark.line + 1, _d(path), "a key must be a plain word"))
+            problems.append(Problem(src.file, key_node.start_mark.line + 1, dotted(path), "a key must be a plain word"))
             continue
         key = str(key_node.value)
         line = key_node.start_mark.line + 1
         if key in out:
             first = src.lines.get((*path, key))
-            problems.append(Problem(src.file, line, _d((*path, key)), f"duplicate key (first defined at line {first})"))
+            problems.append(
+                Problem(src.file, line, dotted((*path, key)), f"duplicate key (first defined at line {first})")
+            )
             continue
         src.lines[(*path, key)] = line
         out[key] = _build(loader, value_node, (*path, key), src, problems, active)
@@ -179,7 +181,7 @@ def _build_mapping(
         for source in sources:
             if not isinstance(source, yaml.MappingNode):
                 what = "'<<' merges a mapping or a list of them (<<: *common)"
-                problems.append(Problem(src.file, source.start_mark.line + 1, _d(path), what))
+                problems.append(Problem(src.file, source.start_mark.line + 1, dotted(path), what))
                 continue
             scratch = Source(src.file, None)
             merged = _build(loader, source, path, scratch, problems, active) or {}
@@ -195,7 +197,3 @@ def _build_mapping(
 
 def _unsupported(tag: str) -> str:
     return f"unsupported YAML tag {tag.replace(_STD_TAG, '!!')}: only plain values, lists and mappings are read"
-
-
-def _d(path: Path) -> str:
-    return dotted(path)

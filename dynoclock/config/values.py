@@ -190,3 +190,8 @@ def as_list(value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise Invalid(f"expected a list, got {show(value)}")
     return value
+
+
+def as_tuple(value: Any) -> tuple[Any, ...]:
+    """A list (positional arguments), kept as a tuple."""
+    return tuple(as_list(value))

@@ -12,11 +12,12 @@ import os
 import re
 import sys
 import threading
-import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 from dynoclock.observe.redact import redact
+from dynoclock.observe.timefmt import iso_utc
+from dynoclock.timesource import SYSTEM, Clock
 
 _BAREWORD = re.compile(r"[A-Za-z0-9_./:@+-]+")
 
@@ -24,8 +25,9 @@ _BAREWORD = re.compile(r"[A-Za-z0-9_./:@+-]+")
 class EventLog:
     """Writes events; thread-safe, one flushed line per event."""
 
-    def __init__(self, stream: TextIO | None = None, fmt: str | None = None):
+    def __init__(self, stream: TextIO | None = None, fmt: str | None = None, clock: Clock = SYSTEM):
         self.stream = stream
+        self.clock = clock  # stamps each line (ts=), and bounds flush()
         self.fmt = (fmt or os.environ.get("LOG_FORMAT", "logfmt")).lower()
         # Reentrant: a signal handler (a second SIGTERM) may log while the main thread it interrupted
         # holds the lock mid-line; a plain Lock would deadlock the clock there, until SIGKILL.
@@ -36,7 +38,7 @@ class EventLog:
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         record: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": iso_utc(self.clock.now(), timespec="milliseconds"),
             "level": level,
             "event": event,
         }
@@ -44,7 +46,7 @@ class EventLog:
             if value is None:
                 continue
             if isinstance(value, datetime):
-                value = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                value = iso_utc(value)
             elif isinstance(value, str):
                 value = redact(value)
             record[key] = value
@@ -67,9 +69,9 @@ class EventLog:
 
     def flush(self, timeout: float = 2.0) -> None:
         """Wait (bounded) until the lines emitted so far are written."""
-        end = time.monotonic() + timeout
+        end = self.clock.monotonic() + timeout
         with self._lock:
-            while (self._pending or self._writing) and time.monotonic() < end:
+            while (self._pending or self._writing) and self.clock.monotonic() < end:
                 self._cond.wait(0.01)
 
     def _writer(self) -> None:
@@ -116,3 +118,8 @@ def logfmt(record: dict[str, Any]) -> str:
 
 
 log = EventLog()
+
+
+def clip(text: str, limit: int = 2000) -> str:
+    """A long value (a job's error, its detail) cut to ``limit`` characters for one log line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -56,6 +56,3 @@ class Redactor:
 
 
 redact = Redactor()
-
-
-redact = Redactor()

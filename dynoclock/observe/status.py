@@ -1,16 +1,26 @@
-"""What ran and what comes next, read from the ledger: the ``history`` and ``status`` commands."""
+"""What ran and what comes next, read from the ledger: the ``history`` and ``status`` commands and the status page.
+
+Imports nothing that needs a database driver at load time: ``check`` and ``next`` import the CLI, which names
+``StateUnavailable``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from dynoclock.config.loader import Job, Schedule
-from dynoclock.state.controls import Controls
-from dynoclock.state.ledger import Ledger, Run
+from dynoclock.timesource import SYSTEM, Clock
+
+if TYPE_CHECKING:
+    from dynoclock.state.ledger import Ledger, Run
 
 FAILED = ("failed", "timeout", "interrupted", "missed")
+
+
+class StateUnavailable(Exception):
+    """The state database cannot be reached or read (a bad URL, or the server is down)."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +44,13 @@ class JobStatus:
         }
 
 
-def job_statuses(schedule: Schedule, ledger: Ledger, now: datetime | None = None) -> list[JobStatus]:
-    now = now or datetime.now(UTC)
+def job_statuses(
+    schedule: Schedule, ledger: Ledger, now: datetime | None = None, clock: Clock = SYSTEM
+) -> list[JobStatus]:
+    """Each job's next run after ``now`` (default: the clock's now), its last run, and its failures in a row."""
+    from dynoclock.state.controls import Controls
+
+    now = now or clock.now()
     paused = Controls(ledger).paused()
     out = []
     for job in schedule.jobs.values():

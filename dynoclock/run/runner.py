@@ -16,14 +16,15 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from dynoclock.actions.base import JobFailed, JobTimeout, RunCancelled, RunContext
 from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Job, Schedule
-from dynoclock.observe.logs import EventLog, log, short_error
+from dynoclock.observe.logs import EventLog, clip, log, short_error
 from dynoclock.observe.redact import redact
+from dynoclock.observe.timefmt import to_ms
 from dynoclock.run.claims import Claims
 from dynoclock.run.notify import Notifier, RunInfo
 from dynoclock.run.outcome import Outcome, RunFields, recorded
@@ -35,8 +36,6 @@ from dynoclock.state.ledger import Ledger, Run
 from dynoclock.state.tables import RunReason
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM, Clock
-
-__all__ = ["STOP_GRACE", "Outcome", "Runner"]
 
 
 class Runner:
@@ -156,16 +155,18 @@ class Runner:
         """At shutdown: release claimed runs still waiting to start, wait for running ones until ``deadline``
         (monotonic), then stop what is left."""
         self.release_waiting()
+        self._wait_idle(deadline)
         with self._lock:
-            while self._pending > self._released and self.clock.monotonic() < deadline:
-                self._idle.wait(min(0.5, max(0.0, deadline - self.clock.monotonic())))
             running = [ctx for contexts in self._active.values() for ctx in contexts]
         for ctx in running:
             ctx.cancel("shutdown")
-        end = self.clock.monotonic() + STOP_GRACE + 0.5
+        self._wait_idle(self.clock.monotonic() + STOP_GRACE + 0.5)
+
+    def _wait_idle(self, until: float) -> None:
+        """Wait until no run is pending (those given back excepted), or the clock's monotonic ``until``."""
         with self._lock:
-            while self._pending > self._released and self.clock.monotonic() < end:
-                self._idle.wait(min(0.1, max(0.0, end - self.clock.monotonic())))
+            while self._pending > self._released and self.clock.monotonic() < until:
+                self._idle.wait(min(0.1, max(0.0, until - self.clock.monotonic())))
 
     def run_foreground(self, job: Job, reason: RunReason = "manual") -> Outcome:
         """``run JOB``: one attempt now; returns its outcome, even when the job will not stop (a Python function
@@ -277,12 +278,14 @@ class Runner:
                 return self._release(fields)
             return self._report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
         started = self.clock.now()
-        ctx = RunContext(job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail))
+        ctx = RunContext(
+            job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail), clock=self.clock
+        )
         with self._lock:
             self._active.setdefault(job.id, []).append(ctx)
         if self.writer is not None:
             self.writer.started(run_id, attempt, started)
-        self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=_ms(started - slot))
+        self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=to_ms(started - slot))
         watch = self.watchdog.watch(ctx, lambda w: self._written_off(w, job, fields, attempt, started))
         outcome = self._run_action(job, ctx, watch)
         self._forget(ctx)
@@ -296,6 +299,7 @@ class Runner:
         detail, error = "", None
         try:
             try:
+                assert job.action is not None  # jobs without one (disabled, unset variables) are never scheduled
                 detail = job.action.run(ctx) or ""
             except JobFailed as exc:
                 error = exc
@@ -353,18 +357,18 @@ class Runner:
         # Every outcome passes here before it is stored, logged, shown or sent: mask secrets once, for all of them
         # (an error page or a failing statement may echo a token).
         outcome.error, outcome.detail = redact(outcome.error), redact(outcome.detail)
-        duration = _ms(outcome.duration) if started is not None else None
+        duration = to_ms(outcome.duration) if started is not None else None
         if self.writer is not None and recorded(outcome.status):
             self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration, self.clock.now())
         level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
         extra: dict[str, Any] = {"status": outcome.status}
         if started is not None:
-            lateness = _ms(started - fields["scheduled_for"])
-            extra |= {"attempt": outcome.attempt, "lateness_ms": lateness, "duration_ms": _ms(outcome.duration)}
+            lateness = to_ms(started - fields["scheduled_for"])
+            extra |= {"attempt": outcome.attempt, "lateness_ms": lateness, "duration_ms": to_ms(outcome.duration)}
         if outcome.detail:
-            extra["detail"] = _clip(outcome.detail)
+            extra["detail"] = clip(outcome.detail)
         if outcome.error:
-            extra["error"] = _clip(outcome.error)
+            extra["error"] = clip(outcome.error)
         self.events.emit(f"run.{outcome.status}", level=level, **fields, **extra)
         return outcome
 
@@ -372,7 +376,7 @@ class Runner:
         """Pings and alerts once the run is over (after its last retry)."""
         final = replace(
             info, status=outcome.status, attempt=outcome.attempt, error=outcome.error, detail=outcome.detail,
-            duration_ms=_ms(outcome.duration), output="\n".join(tail),
+            duration_ms=to_ms(outcome.duration), output="\n".join(tail),
         )  # fmt: skip
         self.notifier.run_finished(job, final)
 
@@ -382,8 +386,6 @@ class Runner:
             self.events.emit("run.output", job=fields["job"], run_id=fields["run_id"], stream=stream, line=line)
 
         return output
-
-    # ---- the ledger ------------------------------------------------------------------------
 
     def _release(self, fields: RunFields) -> Outcome:
         """Stopping before a claimed run started: give the slot back, so the next leader runs it."""
@@ -395,11 +397,3 @@ class Runner:
             except Exception as exc:
                 self.events.emit("ledger.error", level="warning", operation="unclaim", error=short_error(exc), **fields)
         return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
-
-
-def _ms(delta: timedelta) -> int:
-    return round(delta.total_seconds() * 1000)
-
-
-def _clip(text: str, limit: int = 2000) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

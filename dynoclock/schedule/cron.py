@@ -1,7 +1,8 @@
 """Cron expressions with Debian (Vixie) cron semantics, evaluated by cronsim.
 
-APScheduler's ``CronTrigger.from_crontab`` is not cron (Monday is 0, day-of-month
-and day-of-week are ANDed, no macros, host zone): see PITFALLS.md. cronsim
+APScheduler's ``CronTrigger.from_crontab`` is not cron: its day-of-week is off by
+one (0 is Monday, not Sunday), day-of-month and day-of-week are ANDed where cron
+ORs them, it has no macros (@daily...), and it uses the host's zone. cronsim
 (the evaluator behind healthchecks.io) follows Debian cron, including its DST
 rules. It also accepts extensions Debian cron does not (``L``, ``#``, ``W``, a
 seconds field); we validate each field ourselves first, so that a schedule

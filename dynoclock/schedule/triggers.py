@@ -4,7 +4,7 @@ Nothing here reads the clock; callers pass the instant. Every clock process
 computes the same slots for the same schedule: cron and ``at`` by definition,
 ``every`` by counting intervals from a fixed anchor (the Unix epoch unless the
 job sets ``anchor:``), never from process start, so a restart cannot reset an
-interval (PITFALLS.md: "every 3 days never fires" on daily-restarted dynos).
+interval: counted from start-up, "every 3 days" would never fire on a dyno restarted daily.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 from dynoclock.config.durations import format_duration
 from dynoclock.schedule import cron
 
-UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

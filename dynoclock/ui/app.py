@@ -12,7 +12,6 @@ import dataclasses
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -28,10 +27,11 @@ from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
 from dynoclock.config.problems import ConfigError
 from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
-from dynoclock.observe.status import job_statuses
+from dynoclock.observe.status import StateUnavailable, job_statuses
 from dynoclock.state.controls import Controls
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.location import state_url
+from dynoclock.timesource import SYSTEM, Clock
 from dynoclock.ui import views
 from dynoclock.ui.access import Access, AuthCallable, Identity, browser_id, same_origin, set_browser_id
 from dynoclock.ui.chart import durations_chart
@@ -55,18 +55,15 @@ def make_app(
     token: str | None = None,
     read_token: str | None = None,
     auth: AuthCallable | None = None,
+    clock: Clock = SYSTEM,
 ) -> StatusApp:
     """The status page as a WSGI app.
 
     ``token`` / ``read_token`` default to $CLOCK_UI_TOKEN (read-write) and $CLOCK_UI_READ_TOKEN (read-only);
     ``auth(environ)`` may return "write", "read" or None to let the host app decide. With none of them the
-    page is off: every request gets 403 and a page saying how to turn it on.
+    page is off: every request gets 403 and a page saying how to turn it on. ``clock`` says what time it is.
     """
-    return StatusApp(schedule_path or default_path(), ledger, Access.from_env(token, read_token, auth))
-
-
-class StateUnavailable(Exception):
-    """The state database cannot be reached or read."""
+    return StatusApp(schedule_path or default_path(), ledger, Access.from_env(token, read_token, auth), clock)
 
 
 @dataclass
@@ -84,8 +81,9 @@ class Ctx:
 
 
 class StatusApp:
-    def __init__(self, schedule_path: str, ledger: Ledger | None, access: Access):
+    def __init__(self, schedule_path: str, ledger: Ledger | None, access: Access, clock: Clock = SYSTEM):
         self.access = access
+        self.clock = clock
         self.problems: list[str] = []
         try:
             self.schedule = load_schedule(schedule_path)
@@ -93,6 +91,7 @@ class StatusApp:
             self.schedule = Schedule(schedule_path, ZoneInfo("UTC"), {})
             self.problems = [str(problem) for problem in exc.problems]
         redact.add(self.schedule.secrets)
+        redact.add(token.decode() for token, _ in access.tokens)  # tokens given to make_app, not only $CLOCK_UI_*
         redact.add_from_env()
         self._ledger = ledger
         self._schema_ready = False
@@ -203,7 +202,7 @@ class StatusApp:
             "notice": notice,
             "notice_job": job if notice and (job := ctx.request.args.get("job", "")) in self.schedule.jobs else "",
             "problems": [redact(p) for p in self.problems],
-            "now": views.when(datetime.now(UTC)),
+            "now": views.when(self.clock.now()),
             **values,
         }
         html = self.jinja.get_template(template).render(context)
@@ -248,7 +247,7 @@ class StatusApp:
 
     def view_index(self, ctx: Ctx) -> Response:
         ledger = self.ledger()
-        now = datetime.now(UTC)
+        now = self.clock.now()
         try:
             controls = Controls(ledger)
             statuses = job_statuses(self.schedule, ledger, now)
@@ -261,7 +260,7 @@ class StatusApp:
 
     def view_job(self, ctx: Ctx, job: str) -> Response:
         ledger = self.ledger()
-        now = datetime.now(UTC)
+        now = self.clock.now()
         spec = self.schedule.jobs.get(job)
         try:
             page = max(int(ctx.request.args.get("page", "1")), 1)

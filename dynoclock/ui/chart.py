@@ -7,6 +7,7 @@ from datetime import UTC
 
 from markupsafe import Markup, escape
 
+from dynoclock.observe.timefmt import duration_text
 from dynoclock.state.ledger import Run
 
 WIDTH, HEIGHT, TOP, BOTTOM, LEFT = 640, 150, 16, 22, 44
@@ -20,16 +21,6 @@ COLOURS = {
     "running": "#1565c0",
     "claimed": "#90caf9",
 }
-
-
-def duration_text(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.1f} s"
-    return f"{ms // 60_000} min {ms % 60_000 // 1000} s"
 
 
 def durations_chart(runs: Sequence[Run]) -> Markup:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from dynoclock.config.loader import Job
 from dynoclock.observe.redact import redact
 from dynoclock.observe.status import JobStatus
-from dynoclock.state.ledger import Run
-from dynoclock.ui.chart import duration_text
-
-SILENT_AFTER = timedelta(seconds=20)  # as leader.DEAD_AFTER: a clock silent this long is taken for dead
+from dynoclock.observe.timefmt import duration_text
+from dynoclock.state.ledger import DEAD_AFTER, Run
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ def clock_state(clocks: Iterable[Mapping[str, Any]], now: datetime) -> ClockStat
                 started=when(clock["started_at"]),
                 heartbeat=when(beat),
                 heartbeat_ago=relative(beat, now),
-                silent=now - beat > SILENT_AFTER,
+                silent=now - beat > DEAD_AFTER,  # a clock silent this long is taken for dead
             )
         )
     leader = next((row for row in rows if row.role == "leader" and not row.silent), None)
