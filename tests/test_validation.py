@@ -20,8 +20,7 @@ import pytest
 from dynoclock.config.loader import load_schedule
 from dynoclock.config.problems import ConfigError
 from dynoclock.schedule.triggers import EveryTrigger
-
-from .conftest import run_cli
+from tests.support.processes import run_cli
 
 
 @dataclass(frozen=True)
