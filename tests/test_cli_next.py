@@ -1,4 +1,4 @@
-"""``clock.py check`` and ``clock.py next``, run as real processes (the contract in DESIGN.md)."""
+"""``clock.py check`` and ``clock.py next``, run as real processes (the contract in README.md, "The command line")."""
 
 from __future__ import annotations
 
