@@ -288,7 +288,16 @@ def test_pages_escape_what_they_show(page, ledger):
     assert "nonce-" in page.get("/").headers["Content-Security-Policy"]
 
 
-def test_no_secret_from_the_schedule_is_ever_rendered(page, ledger):
+@pytest.fixture
+def tokens_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's tokens where production keeps them, in CLOCK_UI_TOKEN and CLOCK_UI_READ_TOKEN, which are
+    masked as every ``*TOKEN*`` variable is. (The masker is process-wide: without this, the test below passed
+    only after another test in the same process had put the tokens there, and failed when run alone.)"""
+    monkeypatch.setenv("CLOCK_UI_TOKEN", WRITE)
+    monkeypatch.setenv("CLOCK_UI_READ_TOKEN", READ)
+
+
+def test_no_secret_from_the_schedule_is_ever_rendered(tokens_in_env, page, ledger):
     add_run(ledger, "import-feeds", hours_ago(1), "failed", 80, error=f"401 from the app: bad Bearer {CLOCK_TOKEN}")
     add_run(ledger, "nightly", hours_ago(1), "failed", 80, error=f"password authentication failed ({WRITE})")
     pages = [page.get(p) for p in ("/", "/jobs/import-feeds", "/jobs/nightly", "/jobs/yearly", "/login", "/jobs/x")]
