@@ -1,97 +1,37 @@
-"""Shared fixtures: a schedule file written from text, and the real CLI as a subprocess."""
+"""Registers the fixtures of tests/support/ for every test module, and keeps the ``slow`` tests to CI.
+
+The parts themselves live in tests/support/; a test module imports the helpers it calls from there and asks
+for fixtures by name. Local ``pytest`` deselects the tests marked ``slow``; they run under ``CI=true`` (as
+``.ci/run`` sets it), with ``--slow``, or when ``-m`` picks the tests explicitly (``-m slow``).
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import pytest
 
-if TYPE_CHECKING:  # imported lazily: a broken engine module must not break every test's collection
-    from tests.run_support import ClockProcess, Loopback
+# Helpers' own asserts (rows_by_slot, schema_of, csrf_of...) report their values like a test's do.
+pytest.register_assert_rewrite("tests.support")
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # the programs installed beside this interpreter (rq, celery), in any worktree
-
-
-@pytest.fixture
-def write_schedule(tmp_path: Path) -> Callable[[str], Path]:
-    """Write ``text`` to a schedule.yaml in a temporary folder and return its path."""
-
-    def write(text: str, name: str = "schedule.yaml") -> Path:
-        path = tmp_path / name
-        path.write_text(text)
-        return path
-
-    return write
+pytest_plugins = [
+    "tests.support.http",
+    "tests.support.postgres",
+    "tests.support.processes",
+    "tests.support.redis",
+    "tests.support.state",
+    "tests.support.ui",
+]
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python clock.py ARGS`` as a real process and capture its output."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLOCK_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, str(ROOT / "clock.py"), *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (as CI=true does)")
 
 
-# ---- real services for the runtime tests --------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests.support.services import in_ci  # after register_assert_rewrite above
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The machine's PostgreSQL as a URL. Unreachable: the test is skipped, or fails under CI=true."""
-    try:
-        import psycopg
-
-        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # no driver, refused, bad credentials: all mean "no Postgres here"
-        cause = " ".join(str(exc).split())  # psycopg's message spans lines
-        reason = f"PostgreSQL unreachable at {POSTGRES_URL} (set TEST_POSTGRES_URL): {cause}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
-        pytest.skip(reason)
-    return POSTGRES_URL
-
-
-@pytest.fixture
-def loopback() -> Iterator[Loopback]:
-    """A real HTTP server on 127.0.0.1 (see tests/run_support.py for its paths)."""
-    from tests.run_support import Loopback
-
-    server = Loopback().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def start_clock(tmp_path: Path) -> Iterator[Callable[..., ClockProcess]]:
-    """Start ``python clock.py -c FILE`` as a real process; killed at teardown if a test left it running."""
-    from tests.run_support import ClockProcess
-
-    started: list[ClockProcess] = []
-
-    def start(schedule: Path, env: dict[str, str] | None = None) -> ClockProcess:
-        # Its own state database: runs, claims and the leader lease of other tests stay out of it.
-        env = {"CLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/clock-state.db", **(env or {})}
-        clock = ClockProcess(schedule, tmp_path / f"clock-{len(started)}.log", env)
-        started.append(clock)
-        return clock
-
-    yield start
-    for clock in started:
-        clock.kill()
+    if in_ci() or config.getoption("--slow") or config.getoption("markexpr"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from dynoclock.observe.timefmt import iso_utc
-from tests.run_support import PYTHON, Harness, now_slot
+from tests.support.processes import PYTHON, process_gone
+from tests.support.runner import Harness, now_slot
 
 Write = Callable[[str], Path]
 
@@ -95,14 +94,3 @@ def test_a_command_ignoring_sigterm_is_killed_at_its_timeout(write_schedule: Wri
     assert got_term.read_text().split() == ["TERM"]  # it was asked to stop, and refused
     pid = int(output(h, "stdout")[0])
     assert process_gone(pid)  # so it was killed (SIGKILL)
-
-
-def process_gone(pid: int, wait: float = 10) -> bool:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False

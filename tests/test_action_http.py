@@ -18,7 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from dynoclock.observe.timefmt import iso_utc
-from tests.run_support import Harness, Loopback, now_slot
+from tests.support.http import Loopback
+from tests.support.runner import Harness, now_slot
+from tests.support.services import unavailable
 
 Write = Callable[[str], Path]
 
@@ -161,7 +163,7 @@ def test_follow_redirects_reaches_the_target(write_schedule: Write, loopback: Lo
 @pytest.fixture
 def tls_url(tmp_path: Path) -> Iterator[str]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a self-signed certificate")
+        unavailable("openssl", "it is needed to make a self-signed certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dynoclock.observe.timefmt import iso_utc
-from tests.run_support import Harness, now_slot
+from tests.support.runner import Harness, now_slot
 
 Write = Callable[[str], Path]
 JOBS = "tests.jobs_for_tests"

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.run_support import Harness
+from tests.support.runner import Harness
 
 Write = Callable[[str], Path]
 

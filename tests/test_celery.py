@@ -15,19 +15,15 @@ from pathlib import Path
 import pytest
 
 from dynoclock.observe.timefmt import iso_utc
-from tests.conftest import BIN, ROOT
-from tests.redis_support import (  # noqa: F401  (fixtures)
-    RedisSpace,
-    broker_space_fixture,
-    free_port,
-    redis_server_fixture,
-)
-from tests.run_support import Harness, now_slot
+from tests.support.processes import ROOT, tool
+from tests.support.redis import RedisSpace
+from tests.support.runner import Harness, now_slot
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.redis
 
 Write = Callable[[str], Path]
-CELERY = str(BIN / "celery")
+CELERY = tool("celery")
 
 
 def schedule(job: str, celery: str, timeout: str = "20s") -> str:

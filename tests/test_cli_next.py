@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .conftest import ROOT, run_cli
+from tests.support.processes import ROOT, run_cli
 
 NOW = "2026-03-07T12:00:00Z"  # the day before New York springs forward (2026-03-08 02:00 -> 03:00)
 

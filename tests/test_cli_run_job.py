@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.processes import run_cli
 
 Write = Callable[[str], Path]
 

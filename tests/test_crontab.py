@@ -9,7 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tests import cron_oracle
-from tests.conftest import run_cli
+from tests.support.processes import run_cli
 
 Write = Callable[..., Path]
 

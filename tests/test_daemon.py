@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.run_support import PYTHON, ROOT, ClockProcess, events_in, logfmt_fields
-from tests.test_action_command import process_gone
+from tests.support.logs import events_in, logfmt_fields
+from tests.support.processes import PYTHON, ROOT, ClockProcess, process_gone
 
 Write = Callable[[str], Path]
 StartClock = Callable[..., ClockProcess]
@@ -43,8 +43,7 @@ def index_of(lines: list[str], event: str, **match: str) -> int:
 
 def started_hung_job(clock: ClockProcess) -> tuple[str, int]:
     """Wait until the hung job runs (its pid is printed); return its run id and pid."""
-    [line] = clock.wait_for(r"event=run\.output job=hung .*stream=stdout")[:1]
-    fields = logfmt_fields(line)
+    fields = clock.wait_for("run.output", job="hung", stream="stdout")
     return fields["run_id"], int(fields["line"])
 
 
@@ -72,7 +71,7 @@ def test_a_second_sigterm_while_stopping_changes_nothing(write_schedule: Write, 
     clock = start_clock(write_schedule(hung_schedule()))
     run_id, _ = started_hung_job(clock)
     clock.signal(signal.SIGTERM)
-    clock.wait_for(r"event=clock\.stopping")
+    clock.wait_for("clock.stopping")
     clock.signal(signal.SIGTERM)  # Heroku may send it more than once
     assert clock.wait(timeout=35) == 0
     lines = clock.lines()
@@ -95,8 +94,7 @@ jobs:
 """
         )
     )
-    [begin] = clock.wait_for(r"event=run\.output job=quick .*line=begin")[:1]
-    run_id = logfmt_fields(begin)["run_id"]
+    run_id = clock.wait_for("run.output", job="quick", line="begin")["run_id"]
     clock.signal(signal.SIGTERM)
     assert clock.wait(timeout=35) == 0
     lines = clock.lines()
@@ -136,10 +134,10 @@ jobs:
         )
     )
     for n in range(1, 11):
-        clock.wait_for(rf"event=run\.start job=hung-{n} ")
+        clock.wait_for("run.start", job=f"hung-{n}")
     deadline = time.monotonic() + 30
     while len(_read_slots(slots_file)) < 4:  # about 4 s of ticks
-        assert time.monotonic() < deadline and clock.proc.poll() is None, clock.text
+        assert time.monotonic() < deadline and clock.proc.poll() is None, clock.text()
         time.sleep(0.1)
     clock.signal(signal.SIGTERM)
     assert clock.wait(timeout=35) == 0

@@ -13,21 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, ROOT, run_cli
-from tests.redis_support import (  # noqa: F401  (fixtures)
-    RedisSpace,
-    TlsRedis,
-    free_port,
-    redis_server_fixture,
-    redis_space_fixture,
-    tls_redis_fixture,
-)
-from tests.run_support import Harness, now_slot
+from tests.support.processes import ROOT, run_cli, tool
+from tests.support.redis import RedisSpace, TlsRedis
+from tests.support.runner import Harness, now_slot
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.redis
 
 Write = Callable[[str], Path]
-RQ = str(BIN / "rq")
+RQ = tool("rq")
 
 
 def schedule(job: str, enqueue: str, timeout: str = "20s", redis: str | None = None) -> str:

@@ -26,28 +26,21 @@ from dynoclock.observe.logs import EventLog
 from dynoclock.run.runner import Runner
 from dynoclock.state.ledger import Ledger, Run
 from dynoclock.state.tables import SCHEMA_VERSION, RunReason, meta
-from tests.state_support import (  # noqa: F401  (fixtures)
+from tests.support.clock import FakeClock
+from tests.support.history import finish_run, start_run
+from tests.support.logs import parse_ts
+from tests.support.postgres import terminate_backends_of
+from tests.support.processes import (
     TICK_COMMAND,
-    Clock,
-    cli,
-    clocks_fixture,
-    forget_engine,
-    parse_ts,
-    pg_admin_fixture,
-    pg_clocks_fixture,
-    pg_schema_url_fixture,
-    pg_schemas_fixture,
-    rows_by_slot,
+    ClockProcess,
+    Clocks,
+    run_cli,
     slot_floor,
-    state_db_fixture,
-    store_fixture,
-    terminate_backends_of,
     tick_slots,
     wait_until,
     write_schedule,
 )
-from tests.support.clock import FakeClock
-from tests.support.history import finish_run, start_run
+from tests.support.state import forget_engine, rows_by_slot
 
 SECOND = timedelta(seconds=1)
 
@@ -95,7 +88,7 @@ def assert_no_slot_twice(slots: list[datetime]) -> None:
     assert doubled == [], f"slots run twice: {doubled}"
 
 
-def clock_name(clock: Clock) -> str:
+def clock_name(clock: ClockProcess) -> str:
     return clock.wait_for("clock.start")["clock"]
 
 
@@ -103,7 +96,7 @@ def clock_name(clock: Clock) -> str:
 
 
 def test_takeovers_run_each_slot_at_most_once_and_leave_none_without_a_row(
-    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
+    tmp_path: Path, state_db: str, clocks: Clocks
 ) -> None:
     schedule = tick_schedule(tmp_path)
     a = clocks(schedule)
@@ -162,8 +155,8 @@ def test_takeovers_run_each_slot_at_most_once_and_leave_none_without_a_row(
 
 
 def restart_repeatedly(
-    clocks: Callable[..., Clock], schedule: Path, cycles: int, hold: Callable[[Clock, int], None]
-) -> tuple[list[Clock], datetime]:
+    clocks: Clocks, schedule: Path, cycles: int, hold: Callable[[ClockProcess, int], None]
+) -> tuple[list[ClockProcess], datetime]:
     """Start a clock; then ``cycles`` times: ``hold``, SIGTERM it and start the next one at once (Heroku starts
     the new dyno as it signals the old: they overlap). Returns the clocks and the moment of the final SIGTERM."""
     started = [clocks(schedule)]
@@ -181,7 +174,7 @@ def restart_repeatedly(
 
 
 def assert_every_slot_once(
-    folder: Path, state: str, step: timedelta, started: list[Clock], stopped_at: datetime
+    folder: Path, state: str, step: timedelta, started: list[ClockProcess], stopped_at: datetime
 ) -> None:
     """Every slot from the first clock's start to one interval before the final stop has a row (none lost),
     ran at most once, and the slots that ran are exactly the ``ok`` rows."""
@@ -199,11 +192,11 @@ def assert_every_slot_once(
 
 
 def test_a_clock_restarted_again_and_again_neither_doubles_nor_loses_a_slot(
-    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
+    tmp_path: Path, state_db: str, clocks: Clocks
 ) -> None:
     cycles = 6
 
-    def hold(clock: Clock, cycle: int) -> None:
+    def hold(clock: ClockProcess, cycle: int) -> None:
         if cycle == cycles:
             clock.wait_for("run.ok", count=2)  # the last clock: two runs, then the final stop
         elif cycle % 3 == 0:
@@ -221,14 +214,12 @@ def test_a_clock_restarted_again_and_again_neither_doubles_nor_loses_a_slot(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("state_db", ["postgres"], indirect=True)  # production's store; the fast test covers both
-def test_restart_every_20s_for_two_minutes_with_an_every_30s_job(
-    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
-) -> None:
+def test_restart_every_20s_for_two_minutes_with_an_every_30s_job(tmp_path: Path, state_db: str, clocks: Clocks) -> None:
     """The issue's own words: restarts never lose or double a slot, even when they come faster than the job."""
     step = 30 * SECOND
     restarts: list[datetime] = []
 
-    def hold(clock: Clock, cycle: int) -> None:
+    def hold(clock: ClockProcess, cycle: int) -> None:
         # Every 20 s; the first one just before a slot, so that every third restart straddles a slot.
         target = restarts[-1] + 20 * SECOND if restarts else just_before_a_slot(step, clock.started + 10 * SECOND)
         sleep_until(target)
@@ -243,7 +234,7 @@ def test_restart_every_20s_for_two_minutes_with_an_every_30s_job(
 
 
 def test_a_clock_started_after_ten_minutes_down_catches_up_and_records_the_rest_missed(
-    tmp_path: Path, store: Ledger, clocks: Callable[..., Clock]
+    tmp_path: Path, store: Ledger, clocks: Clocks
 ) -> None:
     minute = timedelta(minutes=1)
     now = datetime.now(UTC)
@@ -290,7 +281,7 @@ def test_a_clock_started_after_ten_minutes_down_catches_up_and_records_the_rest_
 
 @pytest.mark.parametrize("state_db", ["sqlite"], indirect=True)  # the leader's logic: one backend is enough
 def test_a_manual_run_while_a_clock_leads_is_neither_interrupted_nor_run_again(
-    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
+    tmp_path: Path, state_db: str, clocks: Clocks
 ) -> None:
     # `run JOB` keeps no heartbeat. The leader closes runs of clocks without a recent heartbeat every
     # LEADER_CHECK (5 s); a manual run lasting longer than that must not look like a dead clock's run.
@@ -301,7 +292,7 @@ def test_a_manual_run_while_a_clock_leads_is_neither_interrupted_nor_run_again(
     )
     clock = clocks(schedule)
     clock.wait_for("clock.leader")
-    done = cli(tmp_path, state_db, "run", "slow", "-c", str(schedule))
+    done = run_cli("run", "slow", "-c", str(schedule), cwd=tmp_path, state=state_db)
     assert done.returncode == 0, done.stderr
     assert clock.alive()
     assert clock.stop() == 0
@@ -312,7 +303,7 @@ def test_a_manual_run_while_a_clock_leads_is_neither_interrupted_nor_run_again(
 
 
 def test_a_clock_on_a_state_database_of_a_newer_schema_says_so_and_never_leads(
-    tmp_path: Path, store: Ledger, clocks: Callable[..., Clock]
+    tmp_path: Path, store: Ledger, clocks: Clocks
 ) -> None:
     with store.engine.begin() as conn:
         conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION + 1)))
@@ -391,9 +382,7 @@ def test_a_job_with_no_row_yet_is_caught_up_from_the_last_leader_heartbeat(tmp_p
 
 
 @pytest.mark.parametrize("state_db", ["sqlite"], indirect=True)  # the leader's logic: one backend is enough
-def test_an_at_job_due_while_the_clock_restarts_runs_once(
-    tmp_path: Path, state_db: str, clocks: Callable[..., Clock]
-) -> None:
+def test_an_at_job_due_while_the_clock_restarts_runs_once(tmp_path: Path, state_db: str, clocks: Clocks) -> None:
     due = datetime.now(UTC).replace(microsecond=0) + 4 * SECOND
     schedule = write_schedule(tmp_path, f"jobs:\n  once:\n    at: '{due:%Y-%m-%dT%H:%M:%SZ}'\n    {TICK_COMMAND}\n")
     first = clocks(schedule)
@@ -415,7 +404,7 @@ def test_an_at_job_due_while_the_clock_restarts_runs_once(
 
 @pytest.mark.postgres
 def test_a_clock_survives_its_database_connections_being_killed(
-    tmp_path: Path, pg_schema_url: str, pg_clocks: Callable[..., Clock]
+    tmp_path: Path, pg_schema_url: str, pg_clocks: Clocks
 ) -> None:
     clock = pg_clocks(tick_schedule(tmp_path))
     clock.wait_for("run.ok", count=2)
@@ -466,7 +455,7 @@ def test_a_claim_that_cannot_reach_the_database_gives_up_past_misfire_grace_and_
 # ---- the start log ---------------------------------------------------------------------------------
 
 
-def test_dyno_with_sqlite_state_warns_at_start(tmp_path: Path, state_db: str, clocks: Callable[..., Clock]) -> None:
+def test_dyno_with_sqlite_state_warns_at_start(tmp_path: Path, state_db: str, clocks: Clocks) -> None:
     clock = clocks(tick_schedule(tmp_path, every="1h"), env={"DYNO": "clock.1"})
     clock.wait_for("clock.leader")
     assert clock.stop() == 0

@@ -13,7 +13,7 @@ from werkzeug.serving import make_server
 
 from dynoclock.actions.http import signature
 from jobs.flask_example import User, create_app, db
-from tests.conftest import run_cli
+from tests.support.processes import run_cli
 
 Write = Callable[[str], Path]
 SECRET = "whsec-test-3f9a"

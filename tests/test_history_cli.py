@@ -11,18 +11,10 @@ import pytest
 
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.tables import SCHEMA_VERSION, meta
-from tests.state_support import (  # noqa: F401  (fixtures)
-    cli,
-    forget_engine,
-    parse_ts,
-    pg_admin_fixture,
-    pg_schema_url_fixture,
-    pg_schemas_fixture,
-    state_db_fixture,
-    store_fixture,
-    write_schedule,
-)
 from tests.support.history import finish_run, start_run
+from tests.support.logs import parse_ts
+from tests.support.processes import run_cli, write_schedule
+from tests.support.state import forget_engine
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REQUIRED = {"job", "scheduled_for", "started_at", "finished_at", "status", "attempt", "error", "clock"}
@@ -44,7 +36,7 @@ def seed(store: Ledger) -> None:
 
 
 def history(tmp_path: Path, state: str, *args: str) -> list[dict[str, Any]]:
-    done = cli(tmp_path, state, "history", "--json", *args)
+    done = run_cli("history", "--json", *args, cwd=tmp_path, state=state)
     assert done.returncode == 0, done.stderr
     runs: list[dict[str, Any]] = json.loads(done.stdout)["runs"]
     return runs
@@ -93,7 +85,7 @@ def test_history_filters_by_job_and_honours_limit(tmp_path: Path, store: Ledger)
 
 def test_history_as_a_table(tmp_path: Path, store: Ledger) -> None:
     seed(store)
-    lines = cli(tmp_path, store.url, "history").stdout.splitlines()
+    lines = run_cli("history", cwd=tmp_path, state=store.url).stdout.splitlines()
     assert lines[0].split() == ["SCHEDULED_FOR", "JOB", "STATUS", "ATTEMPT", "DURATION", "CLOCK", "ERROR"]
     assert "2026-03-01 12:03:00Z" in lines[1] and "missed" in lines[1]
     assert "expect_status=2xx, got 503" in lines[2]
@@ -110,13 +102,13 @@ def test_status_counts_failures_in_a_row_and_run_job_records_manual_runs(tmp_pat
     )
 
     def status() -> dict[str, dict[str, Any]]:
-        done = cli(tmp_path, state_db, "status", "-c", schedule, "--json")
+        done = run_cli("status", "-c", schedule, "--json", cwd=tmp_path, state=state_db)
         assert done.returncode == 0, done.stderr
         return {job["id"]: job for job in json.loads(done.stdout)["jobs"]}
 
     before = datetime.now(UTC)
     for _ in range(2):
-        done = cli(tmp_path, state_db, "run", "flaky", "-c", schedule)
+        done = run_cli("run", "flaky", "-c", schedule, cwd=tmp_path, state=state_db)
         assert done.returncode == 1
         assert "flaky: failed (exit=1)" in done.stdout
     jobs = status()
@@ -130,7 +122,7 @@ def test_status_counts_failures_in_a_row_and_run_job_records_manual_runs(tmp_pat
     next_digest = datetime.fromisoformat(digest["next"])
     assert (next_digest.hour, next_digest.minute, next_digest.weekday() < 5) == (17, 30, True)
 
-    text = cli(tmp_path, state_db, "status", "-c", schedule).stdout.splitlines()
+    text = run_cli("status", "-c", schedule, cwd=tmp_path, state=state_db).stdout.splitlines()
     assert text[0].split() == ["JOB", "SCHEDULE", "NEXT", "LAST", "FAILURES"]
     flaky_line = next(line for line in text if line.startswith("flaky"))
     assert "Every 1h (UTC)" in flaky_line and "failed" in flaky_line and flaky_line.split()[-1] == "2"
@@ -138,7 +130,7 @@ def test_status_counts_failures_in_a_row_and_run_job_records_manual_runs(tmp_pat
     assert "At 17:30 on Monday through Friday (America/New_York)" in digest_line and "never ran" in digest_line
 
     (tmp_path / "ok.flag").touch()
-    done = cli(tmp_path, state_db, "run", "flaky", "-c", schedule)
+    done = run_cli("run", "flaky", "-c", schedule, cwd=tmp_path, state=state_db)
     assert done.returncode == 0 and "flaky: ok" in done.stdout, done.stderr
     flaky = status()["flaky"]
     assert (flaky["failures_in_a_row"], flaky["last"]["status"]) == (0, "ok")
@@ -158,7 +150,7 @@ def test_status_counts_failures_in_a_row_and_run_job_records_manual_runs(tmp_pat
 
 def test_state_defaults_to_an_sqlite_file_under_the_working_directory(tmp_path: Path) -> None:
     schedule = write_schedule(tmp_path, "jobs:\n  hello:\n    every: 1d\n    command: [echo, hello]\n")
-    done = cli(tmp_path, "", "run", "hello", "-c", str(schedule))  # no CLOCK_DATABASE_URL, no DATABASE_URL
+    done = run_cli("run", "hello", "-c", str(schedule), cwd=tmp_path)  # no CLOCK_DATABASE_URL, no DATABASE_URL
     assert done.returncode == 0, done.stderr
     assert "hello: ok" in done.stdout
     assert (tmp_path / "state" / "clock.db").is_file()
@@ -176,13 +168,13 @@ def test_heroku_database_url_with_the_postgres_scheme_is_read(tmp_path: Path, pg
     seed(ledger)
     heroku = pg_schema_url.replace("postgresql://", "postgres://", 1)
     assert len(history(tmp_path, heroku)) == 3
-    done = cli(tmp_path, "", "history", "--json", env={"DATABASE_URL": heroku})  # the fallback variable
+    done = run_cli("history", "--json", env={"DATABASE_URL": heroku}, cwd=tmp_path)  # the fallback variable
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["runs"]) == 3
 
 
 def test_history_of_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    done = cli(tmp_path, "postgresql://postgres:s3cret@127.0.0.1:1/x", "history")
+    done = run_cli("history", cwd=tmp_path, state="postgresql://postgres:s3cret@127.0.0.1:1/x")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("history: cannot reach the state database postgresql://postgres:")
@@ -192,7 +184,7 @@ def test_history_of_an_unreachable_database_is_one_line_not_a_traceback(tmp_path
 def test_history_refuses_a_state_database_with_a_newer_schema(tmp_path: Path, store: Ledger) -> None:
     with store.engine.begin() as conn:
         conn.execute(meta.update().values(value=str(SCHEMA_VERSION + 1)))
-    done = cli(tmp_path, store.url, "history")
+    done = run_cli("history", cwd=tmp_path, state=store.url)
     assert done.returncode == 1
     assert f"schema {SCHEMA_VERSION + 1}, newer than this clock's {SCHEMA_VERSION}" in done.stderr
     assert "Traceback" not in done.stderr

@@ -20,17 +20,9 @@ from dynoclock.run.runner import Runner
 from dynoclock.state.controls import Controls
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.writer import RunWriter
-from tests.state_support import (  # noqa: F401  (fixtures)
-    pg_admin_fixture,
-    pg_schema_url_fixture,
-    pg_schemas_fixture,
-    state_db_fixture,
-    store_fixture,
-    wait_until,
-    write_schedule,
-)
 from tests.support.clock import FakeClock
 from tests.support.history import finish_run, start_run
+from tests.support.processes import wait_until, write_schedule
 
 
 def events_of(stream: io.StringIO, name: str) -> list[dict[str, Any]]:

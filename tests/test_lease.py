@@ -15,16 +15,8 @@ import sqlalchemy as sa
 from dynoclock.state import engines as db
 from dynoclock.state.lease import LEASE_CLASS, FileLease, Lease, PostgresLease, make_lease
 from dynoclock.state.ledger import Ledger
-from tests.state_support import (  # noqa: F401  (fixtures)
-    ROOT,
-    _admin,
-    pg_admin_fixture,
-    pg_schema_url_fixture,
-    pg_schemas_fixture,
-    schema_of,
-    state_db_fixture,
-    store_fixture,
-)
+from tests.support.postgres import admin_engine, schema_of
+from tests.support.processes import ROOT
 
 HOLDER = """
 import sys, time
@@ -127,7 +119,7 @@ def lease_backend(schema: str) -> list[int]:
         "WHERE a.application_name = 'dynoclock-lease' AND l.locktype = 'advisory' AND l.granted "
         "AND l.classid::bigint = :cls AND l.objid::bigint = (hashtext(:schema)::bigint & 4294967295)"
     )
-    with _admin().connect() as conn:
+    with admin_engine().connect() as conn:
         return [pid for (pid,) in conn.execute(query, {"cls": LEASE_CLASS, "schema": schema})]
 
 
@@ -138,7 +130,7 @@ def test_postgres_lease_is_lost_when_its_backend_is_terminated(pg_schema_url: st
     assert a.try_acquire() is True
     assert b.try_acquire() is False
     (pid,) = lease_backend(schema_of(pg_schema_url))
-    with _admin().connect() as conn:  # with a timeout, pg_terminate_backend waits until the backend is gone
+    with admin_engine().connect() as conn:  # with a timeout, pg_terminate_backend waits until the backend is gone
         assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid}).scalar() is True
     assert a.still_held() is False
     assert b.try_acquire() is True

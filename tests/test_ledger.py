@@ -17,17 +17,9 @@ import sqlalchemy as sa
 
 from dynoclock.state.ledger import Ledger, SchemaTooNew
 from dynoclock.state.tables import SCHEMA_VERSION, meta
-from tests.state_support import (  # noqa: F401  (fixtures)
-    all_runs,
-    forget_engine,
-    pg_admin_fixture,
-    pg_schema_url_fixture,
-    pg_schemas_fixture,
-    state_db_fixture,
-    store_fixture,
-)
 from tests.support.clock import FakeClock
 from tests.support.history import finish_run, start_run
+from tests.support.state import all_runs, forget_engine
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

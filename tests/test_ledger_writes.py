@@ -22,14 +22,7 @@ from dynoclock.state import engines as db
 from dynoclock.state.controls import Controls
 from dynoclock.state.ledger import Claim, Ledger, Run
 from dynoclock.state.tables import clocks, runs, to_db
-from tests.state_support import (  # noqa: F401  (fixtures)
-    all_runs,
-    pg_admin_fixture,
-    pg_schema_url_fixture,
-    pg_schemas_fixture,
-    state_db_fixture,
-    store_fixture,
-)
+from tests.support.state import all_runs
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

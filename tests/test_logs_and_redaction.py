@@ -17,9 +17,11 @@ from dynoclock.config.loader import load_schedule
 from dynoclock.observe.logs import EventLog
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.run.runner import Runner
-from tests.conftest import run_cli
-from tests.run_support import ClockProcess, Loopback, logfmt_fields, now_slot
 from tests.support.clock import FakeClock
+from tests.support.http import Loopback
+from tests.support.logs import logfmt_fields
+from tests.support.processes import ClockProcess, run_cli
+from tests.support.runner import now_slot
 
 Write = Callable[[str], Path]
 StartClock = Callable[..., ClockProcess]
@@ -143,10 +145,10 @@ def test_secrets_never_reach_the_clocks_output(
         write_schedule(leaky_schedule(loopback.url)), env={"CLOCK_TOKEN": TOKEN, "SIGNING_SECRET": SIGNING}
     )
     for job in ("call-app", "print-token", "prune", "leak"):
-        clock.wait_for(rf"event=run\.failed job={job} ")
+        clock.wait_for("run.failed", job=job)
     clock.signal(signal.SIGTERM)
     assert clock.wait(timeout=35) == 0
-    output = clock.text
+    output = clock.text()
     assert_no_secrets(output)
     # They were there to leak, and were masked:
     assert any(req.headers.get("Authorization") == f"Bearer {TOKEN}" for req in loopback.requests)

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from dynoclock.observe.timefmt import iso_utc
-from tests.conftest import run_cli
-from tests.recorder import Received, Recorder, recording
-from tests.redis_support import free_port
-from tests.run_support import Harness, logfmt_fields, now_slot
+from tests.support.http import Received, Recorder, recording
+from tests.support.logs import logfmt_fields
+from tests.support.processes import run_cli
+from tests.support.runner import Harness, now_slot
+from tests.support.services import free_port
 
 Write = Callable[[str], Path]
 

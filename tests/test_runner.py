@@ -11,7 +11,7 @@ from typing import Any
 
 from dynoclock.observe.timefmt import iso_utc
 from tests import jobs_for_tests
-from tests.run_support import Harness, now_slot
+from tests.support.runner import Harness, now_slot
 
 Write = Callable[[str], Path]
 JOBS = "tests.jobs_for_tests"

@@ -4,11 +4,7 @@ actions written to the ledger, pages, and that no secret of the schedule is ever
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -23,9 +19,12 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from dynoclock.state.controls import Controls
 from dynoclock.state.ledger import Ledger
 from dynoclock.ui import make_app
-from tests.conftest import ROOT, run_cli
 from tests.support.clock import FakeClock
-from tests.ui_support import _no_ui_env, add_run, free_port, hours_ago, mount, pg_url, state_url  # noqa: F401
+from tests.support.processes import Clocks, run_cli
+from tests.support.services import free_port
+from tests.support.ui import add_run, hours_ago, mount
+
+pytestmark = pytest.mark.usefixtures("no_ui_env")
 
 WRITE, READ = "write-token-0123456789", "read-token-0123456789"
 CLOCK_TOKEN = "s3cr3t-bearer-value-9f8e7d"
@@ -50,8 +49,8 @@ SCHEDULE = dedent("""\
 
 
 @pytest.fixture
-def ledger(state_url: str) -> Ledger:  # noqa: F811
-    ledger = Ledger(state_url)
+def ledger(state_db: str) -> Ledger:
+    ledger = Ledger(state_db)
     ledger.ensure_schema()
     return ledger
 
@@ -299,7 +298,16 @@ def test_pages_escape_what_they_show(page, ledger):
     assert "nonce-" in page.get("/").headers["Content-Security-Policy"]
 
 
-def test_no_secret_from_the_schedule_is_ever_rendered(page, ledger):
+@pytest.fixture
+def tokens_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's tokens where production keeps them, in CLOCK_UI_TOKEN and CLOCK_UI_READ_TOKEN, which are
+    masked as every ``*TOKEN*`` variable is. (The masker is process-wide: without this, the test below passed
+    only after another test in the same process had put the tokens there, and failed when run alone.)"""
+    monkeypatch.setenv("CLOCK_UI_TOKEN", WRITE)
+    monkeypatch.setenv("CLOCK_UI_READ_TOKEN", READ)
+
+
+def test_no_secret_from_the_schedule_is_ever_rendered(tokens_in_env, page, ledger):
     add_run(ledger, "import-feeds", hours_ago(1), "failed", 80, error=f"401 from the app: bad Bearer {CLOCK_TOKEN}")
     add_run(ledger, "nightly", hours_ago(1), "failed", 80, error=f"password authentication failed ({WRITE})")
     pages = [page.get(p) for p in ("/", "/jobs/import-feeds", "/jobs/nightly", "/jobs/yearly", "/login", "/jobs/x")]
@@ -336,9 +344,9 @@ def test_a_broken_schedule_is_shown_not_raised(ledger, write_schedule):
 # ---- pauses in `next` ----------------------------------------------------------------------
 
 
-def test_next_marks_paused_jobs_in_text_and_json(ledger, state_url, schedule, tmp_path):  # noqa: F811
+def test_next_marks_paused_jobs_in_text_and_json(ledger, state_db, schedule, tmp_path):
     Controls(ledger).pause("nightly", "test")
-    env = {"CLOCK_DATABASE_URL": state_url, "CLOCK_TOKEN": CLOCK_TOKEN}
+    env = {"CLOCK_DATABASE_URL": state_db, "CLOCK_TOKEN": CLOCK_TOKEN}
     text = run_cli("next", "-c", str(schedule), "--count", "1", env=env, cwd=tmp_path)
     assert text.returncode == 0, text.stderr
     assert "nightly: At 02:30 every day (Europe/London)  [paused]\n" in text.stdout
@@ -360,12 +368,10 @@ def test_next_says_nothing_about_pauses_when_the_state_cannot_be_read(schedule, 
 # ---- `clock.py ui` ---------------------------------------------------------------------------
 
 
-def test_ui_command_serves_the_page_and_exits_0_on_sigterm(schedule, tmp_path):
+def test_ui_command_serves_the_page_and_exits_0_on_sigterm(schedule, start_clock: Clocks):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOCK_UI")}
-    env.update(CLOCK_UI_TOKEN=WRITE, CLOCK_DATABASE_URL=f"sqlite:///{tmp_path / 'state.db'}")
-    args = [sys.executable, str(ROOT / "clock.py"), "ui", "--port", str(port), "-c", str(schedule)]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {"CLOCK_UI_TOKEN": WRITE, "CLOCK_TOKEN": CLOCK_TOKEN}
+    ui = start_clock.start("ui", "--port", str(port), "-c", str(schedule), env=env, name="ui")
     try:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Authorization": f"Bearer {WRITE}"})
         deadline = time.monotonic() + 20
@@ -375,11 +381,10 @@ def test_ui_command_serves_the_page_and_exits_0_on_sigterm(schedule, tmp_path):
                     assert response.status == 200 and "nightly" in response.read().decode()
                     break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout and proc.stdout.read()
+                assert ui.alive() and time.monotonic() < deadline, ui.text()
                 time.sleep(0.1)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert ui.stop(timeout=10) == 0
 
 
 def test_ui_command_reports_a_broken_schedule_as_check_does(write_schedule, tmp_path):

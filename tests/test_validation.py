@@ -23,8 +23,7 @@ from dynoclock.config.loader import load_schedule
 from dynoclock.config.preflight import environment_problems
 from dynoclock.config.problems import ConfigError
 from dynoclock.schedule.triggers import EveryTrigger
-
-from .conftest import run_cli
+from tests.support.processes import run_cli
 
 
 @dataclass(frozen=True)

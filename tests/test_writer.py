@@ -19,17 +19,8 @@ from dynoclock.observe.logs import EventLog
 from dynoclock.state.ledger import Claim, Ledger, Run
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM
-from tests.state_support import (  # noqa: F401  (fixtures)
-    PG_URL,
-    all_runs,
-    forget_engine,
-    pg_admin_fixture,
-    pg_schema_url_fixture,
-    pg_schemas_fixture,
-    schema_of,
-    state_db_fixture,
-    store_fixture,
-)
+from tests.support.postgres import POSTGRES_URL, schema_of
+from tests.support.state import all_runs, forget_engine
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -229,7 +220,7 @@ class Proxy:
 
 @pytest.mark.postgres
 def test_history_is_kept_while_postgres_is_unreachable_and_written_once_it_is_back(pg_schema_url: str) -> None:
-    upstream = make_url(PG_URL)
+    upstream = make_url(POSTGRES_URL)
     proxy = Proxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
     via_proxy = upstream.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     url = f"{via_proxy.split('?')[0]}?options=-csearch_path%3D{schema_of(pg_schema_url)}"

@@ -1,81 +1,33 @@
-"""Shared parts of the status page tests: a state database per test (SQLite file or a fresh Postgres schema),
-the status page mounted in a Flask app, and helpers to read its forms.
-
-Import the fixtures into a test module: ``from tests.ui_support import state_url, pg_url  # noqa: F401``.
-"""
+"""Shared parts of the status page tests: an environment without the page's variables, the status page
+mounted in a Flask app, its forms, and runs in its ledger."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from dynoclock.state import engines as db
-from dynoclock.state.ledger import Ledger
-from dynoclock.state.tables import RunReason
-from dynoclock.ui import make_app
 from tests.support.history import finish_run, start_run
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+if TYPE_CHECKING:  # imported where used: a broken engine module must not break every test's collection
+    from dynoclock.state.ledger import Ledger
+    from dynoclock.state.tables import RunReason
+
 UI_ENV = ("CLOCK_UI_TOKEN", "CLOCK_UI_READ_TOKEN", "CLOCK_UI_SECRET", "CLOCK_DATABASE_URL", "DATABASE_URL")
 
 
-def _forget_engine(url: str) -> None:
-    for state in (False, True):
-        engine = db._engines.pop((db.normalize_url(url), state), None)
-        if engine is not None:
-            engine.dispose()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A state URL on a fresh Postgres schema (CREATE SCHEMA), dropped at teardown.
-
-    Postgres unreachable: the test is skipped, or fails under CI=true."""
-    admin = sa.create_engine(db.normalize_url(PG_ADMIN_URL), poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
-    schema = f"ui_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except Exception as exc:
-        reason = f"PostgreSQL unreachable at {PG_ADMIN_URL} (set TEST_POSTGRES_URL): {type(exc).__name__}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
-        pytest.skip(reason)
-    url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    yield url
-    _forget_engine(url)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-    admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """This test's state database: an SQLite file in tmp_path, or a Postgres schema of its own."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-        yield url
-        _forget_engine(url)
-    else:
-        yield request.getfixturevalue("pg_url")
-
-
-@pytest.fixture(autouse=True)
-def _no_ui_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The status page reads its tokens and state URL from the environment: start each test without any."""
+@pytest.fixture(name="no_ui_env")
+def no_ui_env_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status page reads its tokens and state URL from the environment: a test of it starts without any
+    (its module says ``pytestmark = pytest.mark.usefixtures("no_ui_env")``)."""
     for name in UI_ENV:
         monkeypatch.delenv(name, raising=False)
 
@@ -108,6 +60,9 @@ class Mounted:
 
 
 def mount(ledger: Ledger, schedule: Path, **kwargs: Any) -> Mounted:
+    """The status page on ``ledger`` and ``schedule``, at /clock inside a Flask app."""
+    from dynoclock.ui import make_app
+
     flask_app = Flask("host")
 
     @flask_app.get("/")
@@ -146,10 +101,3 @@ def add_run(
 
 def hours_ago(n: float) -> datetime:
     return (datetime.now(UTC) - timedelta(hours=n)).replace(microsecond=0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -5,16 +5,13 @@ names carry it, and at teardown every key holding it is deleted, so tests can sh
 run at the same time as another copy of the suite). They use a database of their own as well
 (TEST_REDIS_URL, default db 11; Celery's broker the next one), never the app's db 0.
 
-Import the fixtures a module uses, and those they depend on, by their function names (``*_fixture``)::
-
-    from tests.redis_support import redis_server_fixture, redis_space_fixture  # noqa: F401
+Unreachable, or no TLS Redis can be made: skipped, or failed under CI=true (``services.unavailable``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -25,14 +22,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.services import free_port, unavailable
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-
-
-def unavailable(reason: str) -> None:
-    """Skip, except under CI=true, where a missing service is a failure, never a silent skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
-    pytest.skip(reason)
 
 
 def with_db(url: str, db: int) -> str:
@@ -81,7 +73,7 @@ def redis_server_fixture() -> str:
 
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
     except Exception as exc:
-        unavailable(f"Redis unreachable at {REDIS_URL} (set TEST_REDIS_URL): {exc}")
+        unavailable("Redis", f"unreachable at {REDIS_URL} (set TEST_REDIS_URL): {exc}")
     return REDIS_URL
 
 
@@ -118,20 +110,13 @@ class TlsRedis:
     cert: Path
 
 
-def free_port() -> int:
-    """A port nothing listens on (a moment ago): for a server that is down, or one to start."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module", name="tls_redis")
 def tls_redis_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     """A throwaway ``redis-server --tls-port`` with a certificate made by openssl; skipped (failed under
     CI=true) if either is missing or this redis-server was built without TLS."""
     server, openssl = shutil.which("redis-server"), shutil.which("openssl")
     if not server or not openssl:
-        unavailable("a TLS Redis needs redis-server and openssl on PATH")
+        unavailable("a TLS Redis", "it needs redis-server and openssl on PATH")
     assert server and openssl
     folder = tmp_path_factory.mktemp("tls-redis")
     cert, key = folder / "cert.pem", folder / "key.pem"
@@ -160,7 +145,8 @@ def tls_redis_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsR
                 break
             except Exception as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    unavailable(f"redis-server --tls-port did not start ({exc}): {log.read_text()[-500:]}")
+                    tail = log.read_text()[-500:]
+                    unavailable("a TLS Redis", f"redis-server --tls-port did not start ({exc}): {tail}")
                 time.sleep(0.05)
         client.close()
         yield TlsRedis(url, cert)
