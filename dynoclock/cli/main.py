@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from dynoclock import signals
 from dynoclock.cli.crontab import render
 from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
 from dynoclock.config.preflight import check_environment
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")  # `python clock.py [-c FILE]` runs the clock
     args = build_parser().parse_args(argv)
+    if not (args.command == "run" and args.job is None):
+        signals.release()  # only the daemon stops on signals of its own; the other commands keep Python's default
     try:
         command = commands.get(args.command)
         if command is None:

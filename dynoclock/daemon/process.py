@@ -29,6 +29,7 @@ from apscheduler.schedulers.base import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 
+from dynoclock import signals
 from dynoclock.config.loader import Job, Schedule
 from dynoclock.daemon.dispatch import Dispatcher
 from dynoclock.daemon.leadership import Leadership
@@ -113,6 +114,8 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
         "clock.start", clock=me, jobs=len(jobs), disabled=len(schedule.jobs) - len(jobs),
         schedule=schedule.file, workers=schedule.workers, pid=os.getpid(), state=ledger.location,
     )  # fmt: skip
+    for signum, at in signals.held():  # arrived while the clock was starting: it stops now, cleanly
+        stop.on_signal(signum, None, at=at)
     leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
     # The schedule's objects live as long as the process: keep the cyclic GC from walking them again and
     # again (with 10,000 jobs, those walks were most of an idle clock's CPU).
@@ -160,12 +163,12 @@ class _Stopper:
         self.events = events
         self.first_signal: float | None = None
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def on_signal(self, signum: int, frame: FrameType | None, at: float | None = None) -> None:
         name = signal.Signals(signum).name
         if self.first_signal is not None:
             self.events.emit("clock.signal", signal=name, note="already stopping")
             return
-        self.first_signal = self.clock.monotonic()
+        self.first_signal = self.clock.monotonic() if at is None else at
         self.runner.stopping.set()  # no new runs, no retries, from this instant
         # Hand over at once: give back the slots claimed and not started, then release the lease, so a standby
         # leads (and finds those slots free) while our running jobs finish.
