@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from dynoclock.config.loader import load_schedule
 from dynoclock.daemon.leadership import STANDBY_POLL, Leadership
@@ -40,6 +41,7 @@ from tests.support.processes import (
     wait_until,
     write_schedule,
 )
+from tests.support.proxy import Proxy
 from tests.support.state import forget_engine, rows_by_slot
 
 SECOND = timedelta(seconds=1)
@@ -373,12 +375,14 @@ def test_a_job_with_no_row_yet_is_caught_up_from_the_last_leader_heartbeat(tmp_p
     events = EventLog(io.StringIO(), fmt="json")
     runner = Runner(schedule, events, "me", store)
     leadership = Leadership(schedule, store, runner, events, "me")
+    assert leadership.lease.try_acquire()  # catch-up is a leader's, and its claims are fenced by the lease
     leadership.catch_up(now, store.led_until())
     wait_until(lambda: [r for r in store.history("once") if r.status not in ("claimed", "running")], "the run")
     (once,) = store.history("once")
     assert (once.scheduled_for, once.status, once.reason) == (due, "ok", "catch_up")
     assert (tmp_path / "ticks").read_text().split() == ["once"]
     assert store.history("daily") == []  # its slots before the last heartbeat were never its to run
+    leadership.lease.release()
 
 
 @pytest.mark.parametrize("state_db", ["sqlite"], indirect=True)  # the leader's logic: one backend is enough
@@ -468,3 +472,31 @@ def test_dyno_with_sqlite_state_warns_at_start(tmp_path: Path, state_db: str, cl
     else:
         assert warnings == []
     assert clock_name(clock).startswith("clock.1#")
+
+
+@pytest.mark.postgres
+def test_a_leader_whose_database_goes_silent_stops_claiming_and_a_standby_takes_over(
+    tmp_path: Path, pg_schema_url: str, pg_clocks: Clocks
+) -> None:
+    # Packets to the database stop, the sockets stay open (a half-open connection, a frozen proxy): every call of
+    # the leader waits, none fails. Its lease expires in the database, the standby takes over, and the old leader
+    # stops claiming on its own and says so (with a session advisory lock the old leader held the lease for as
+    # long as the server kept its connection: no clock led, every slot was lost).
+    upstream = make_url(pg_schema_url)
+    proxy = Proxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
+    via_proxy = upstream.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    schedule = tick_schedule(tmp_path)
+    silent = pg_clocks.start("-c", str(schedule), env={"CLOCK_DATABASE_URL": via_proxy}, name="silent")
+    silent.wait_for("clock.leader")
+    silent.wait_for("run.ok", count=2)
+    standby = pg_clocks(schedule)
+    standby.wait_for("clock.standby")
+    proxy.freeze()
+    frozen_at = datetime.now(UTC)
+    standby.wait_for("clock.leader", timeout=60)
+    lost = silent.wait_for("clock.lease_lost", timeout=60)
+    assert "not renewed" in lost["note"]
+    wait_ticks_after(tmp_path, frozen_at + 20 * SECOND, 3)  # the new leader runs the slots
+    assert standby.stop() == 0
+    silent.kill()
+    assert_no_slot_twice(tick_slots(tmp_path))

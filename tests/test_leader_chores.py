@@ -159,6 +159,30 @@ def test_a_leader_round_applies_pauses_and_takes_run_now_requests(tmp_path: Path
     leadership.step_down()
 
 
+def test_a_run_now_request_for_a_job_the_leader_does_not_know_waits_for_a_clock_that_does(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # A deploy adds job "new"; the old clock still leads for a while, then the new one takes over.
+    old, clock, ledger, old_stream, _ = chores(tmp_path, store, TICK)
+    old.step()
+    assert old.is_leader()
+    Controls(ledger).request_run("new", by="test")
+    clock.advance(5)
+    old.step()
+    assert events_of(old_stream, "request.taken") == []
+    assert [r["job"] for r in Controls(ledger).pending_requests()] == ["new"]  # kept, not dropped
+    old.step_down()
+    (tmp_path / "new").mkdir()
+    new, _, _, new_stream, _ = chores(tmp_path / "new", store, TICK + "  new:\n    every: 1h\n    command: ['true']\n")
+    new.step()
+    assert new.is_leader()
+    (taken,) = events_of(new_stream, "request.taken")
+    assert taken["job"] == "new"
+    wait_until(lambda: [r for r in store.history("new") if r.status == "ok"], "the requested run")
+    assert Controls(ledger).pending_requests() == []
+    new.step_down()
+
+
 def test_a_claim_retried_while_the_database_is_away_is_recorded_missed_once_its_grace_ends(tmp_path: Path) -> None:
     schedule = load_schedule(str(write_schedule(tmp_path, TICK.replace("timeout: 1m", "misfire_grace: 10s"))))
     stream = io.StringIO()

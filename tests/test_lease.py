@@ -7,17 +7,19 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from dynoclock.state import engines as db
-from dynoclock.state.lease import LEASE_CLASS, FileLease, Lease, PostgresLease, make_lease
-from dynoclock.state.ledger import Ledger
-from tests.support.postgres import admin_engine, schema_of
-from tests.support.processes import ROOT
+from dynoclock.state.lease import Fence, FileLease, Lease, PostgresLease, make_lease
+from dynoclock.state.ledger import LeaseLost, Ledger
+from tests.support.postgres import admin_engine
+from tests.support.processes import ROOT, wait_until
 
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOLDER = """
 import sys, time
 from dynoclock.state.lease import FileLease
@@ -93,7 +95,7 @@ def test_file_lease_is_free_again_after_release(tmp_path: Path) -> None:
 
 
 def test_one_of_two_clocks_leads_and_the_other_after_release(store: Ledger, leases: list[Lease]) -> None:
-    a, b = make_lease(store), make_lease(store)
+    a, b = make_lease(store, "clock-a"), make_lease(store, "clock-b")
     leases += [a, b]
     assert a.try_acquire() is True
     assert b.try_acquire() is False
@@ -105,37 +107,67 @@ def test_one_of_two_clocks_leads_and_the_other_after_release(store: Ledger, leas
     assert a.try_acquire() is False
 
 
-# ---- PostgresLease -------------------------------------------------------------------------
+# ---- PostgresLease: a row with an expiry in the database's time --------------------------------
 
 
-def lease_for(url: str) -> PostgresLease:
-    return PostgresLease(db.engine_for(url))
+def lease_for(url: str, holder: str, ttl: float = 15.0) -> PostgresLease:
+    ledger = Ledger(url)
+    ledger.ensure_schema()
+    return PostgresLease(ledger.engine, holder, ttl)
 
 
-def lease_backend(schema: str) -> list[int]:
-    """Backends named 'dynoclock-lease' holding the lease of ``schema`` (its advisory lock)."""
-    query = sa.text(
-        "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
-        "WHERE a.application_name = 'dynoclock-lease' AND l.locktype = 'advisory' AND l.granted "
-        "AND l.classid::bigint = :cls AND l.objid::bigint = (hashtext(:schema)::bigint & 4294967295)"
-    )
-    with admin_engine().connect() as conn:
-        return [pid for (pid,) in conn.execute(query, {"cls": LEASE_CLASS, "schema": schema})]
+def lease_row(url: str) -> dict[str, object] | None:
+    with Ledger(url).engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT holder, epoch, backend_pid FROM clock_lease")).first()
+    return None if row is None else dict(row._mapping)
 
 
 @pytest.mark.postgres
-def test_postgres_lease_is_lost_when_its_backend_is_terminated(pg_schema_url: str, leases: list[Lease]) -> None:
-    a, b = lease_for(pg_schema_url), lease_for(pg_schema_url)
+def test_a_dead_holders_lease_is_taken_over_at_once_without_waiting_for_its_expiry(
+    pg_schema_url: str, leases: list[Lease]
+) -> None:
+    a, b = lease_for(pg_schema_url, "clock-a"), lease_for(pg_schema_url, "clock-b")
     leases += [a, b]
     assert a.try_acquire() is True
     assert b.try_acquire() is False
-    (pid,) = lease_backend(schema_of(pg_schema_url))
+    row = lease_row(pg_schema_url)
+    assert row is not None and (row["holder"], row["epoch"]) == ("clock-a", 1)
     with admin_engine().connect() as conn:  # with a timeout, pg_terminate_backend waits until the backend is gone
-        assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid}).scalar() is True
-    assert a.still_held() is False
-    assert b.try_acquire() is True
-    assert lease_backend(schema_of(pg_schema_url)) != [pid]
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": row["backend_pid"]}).scalar()
+    assert a.still_held() is False  # its connection is gone
+    assert b.try_acquire() is True  # its holder's server process is gone: no need to wait 15 s
+    assert lease_row(pg_schema_url) == {"holder": "clock-b", "epoch": 2, "backend_pid": b_pid(b)}
     assert a.try_acquire() is False  # a reconnects, and finds the lease taken
+
+
+def b_pid(lease: PostgresLease) -> int:
+    assert lease.conn is not None
+    return int(lease.conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+@pytest.mark.postgres
+def test_a_silent_holders_lease_is_taken_over_once_it_expires_and_its_claims_are_fenced(
+    pg_schema_url: str, leases: list[Lease]
+) -> None:
+    # A holder that stops renewing (frozen, or its packets dropped) keeps a live server process: the lease waits
+    # for its expiry, in the database's own time, and afterwards nothing the old holder claims commits.
+    store = Ledger(pg_schema_url)
+    a, b = lease_for(pg_schema_url, "clock-a", ttl=1.0), lease_for(pg_schema_url, "clock-b", ttl=1.0)
+    leases += [a, b]
+    assert a.try_acquire() is True
+    stale = a.fence()
+    assert stale == Fence("clock-a", 1)
+    assert store.claim("before", "tick", T0, "clock-a", fence=stale) is True  # while it holds the lease
+    assert b.try_acquire() is False
+    wait_until(b.try_acquire, "the lease to expire")
+    assert b.fence() == Fence("clock-b", 2)
+    with pytest.raises(LeaseLost):
+        store.claim("late", "tick", T0 + timedelta(minutes=1), "clock-a", fence=stale)
+    assert a.still_held() is False  # its renewal finds the lease taken
+    with pytest.raises(LeaseLost):
+        store.claim("later", "tick", T0 + timedelta(minutes=2), "clock-a", fence=a.fence())
+    assert store.claim("new", "tick", T0 + timedelta(minutes=1), "clock-b", fence=b.fence()) is True
+    assert sorted(run.run_id for run in store.history()) == ["before", "new"]
 
 
 @pytest.mark.postgres
@@ -143,16 +175,15 @@ def test_postgres_leases_in_different_schemas_do_not_exclude_each_other(
     pg_schemas: Callable[[], str], leases: list[Lease]
 ) -> None:
     one, two = pg_schemas(), pg_schemas()
-    a, b, c = lease_for(one), lease_for(two), lease_for(one)
+    a, b, c = lease_for(one, "a"), lease_for(two, "b"), lease_for(one, "c")
     leases += [a, b, c]
     assert a.try_acquire() is True
     assert b.try_acquire() is True
     assert c.try_acquire() is False
-    assert len(lease_backend(schema_of(one))) == len(lease_backend(schema_of(two))) == 1
 
 
 def test_postgres_lease_raises_when_the_database_is_unreachable() -> None:
-    lease = PostgresLease(db.engine_for("postgresql://postgres@127.0.0.1:1/x"))
+    lease = PostgresLease(db.engine_for("postgresql://postgres@127.0.0.1:1/x"), "clock-a")
     with pytest.raises(sa.exc.OperationalError):
         lease.try_acquire()
     assert lease.still_held() is False

@@ -452,7 +452,7 @@ def test_leader_round_beats_and_reports_paused_jobs_and_waiting_requests(store: 
     controls.pause("tock", "ops")
     controls.request_run("tick", "ops")
     assert store.leader_round("clock-a", started) == ({"tick", "tock"}, True)
-    controls.take_requests("clock-a")
+    controls.take_requests("clock-a", {"tick"})
     controls.resume("tock")
     assert store.leader_round("clock-a", started) == ({"tick"}, False)
     (beat,) = store.clocks()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import socket
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,6 +18,7 @@ from dynoclock.state.ledger import Claim, Ledger, Run
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM
 from tests.support.postgres import POSTGRES_URL, schema_of
+from tests.support.proxy import Proxy
 from tests.support.state import all_runs, forget_engine
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -154,68 +153,6 @@ def test_flush_returns_true_only_once_everything_queued_is_written(store: Ledger
 
 
 # ---- the database away ----------------------------------------------------------------------
-
-
-class Proxy:
-    """A TCP forwarder to Postgres: ``cut()`` resets its connections and stops listening (connections are
-    refused), ``restore()`` listens again on the same port."""
-
-    def __init__(self, host: str, port: int):
-        self.upstream = (host, port)
-        self.port = 0
-        self._listener: socket.socket | None = None
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> Proxy:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def cut(self) -> None:
-        with self._lock:
-            doomed = [s for s in (self._listener, *self._sockets) if s is not None]
-            self._listener, self._sockets = None, []
-        for sock in doomed:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() and recv() blocked on it
-            sock.close()
-
-    def restore(self) -> None:
-        self.start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream, timeout=10)
-                server.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets += [client, server]
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.mark.postgres

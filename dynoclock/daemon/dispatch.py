@@ -15,6 +15,7 @@ from datetime import datetime
 from dynoclock.observe.logs import short_error
 from dynoclock.run.claims import Claims
 from dynoclock.run.runner import Runner
+from dynoclock.state.ledger import LeaseLost
 
 MAX_BATCH = 1000
 
@@ -57,6 +58,10 @@ class Dispatcher:
         claims = [self.claims.new(job_id, slot) for job_id, slot in batch]
         try:
             won = self.claims.batch(claims)
+        except LeaseLost:
+            self.runner.events.emit("dispatch.fenced", level="warning", slots=len(claims),
+                                    note="the lease was lost: these slots are the next leader's")  # fmt: skip
+            return
         except Exception:
             # The database is away: each run retries its own claim with backoff, within its misfire_grace, under
             # the same run id, since the batch may have committed before its answer was lost.

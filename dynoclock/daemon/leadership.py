@@ -28,6 +28,7 @@ from dynoclock.timesource import SYSTEM, Clock
 
 STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
 LEADER_CHECK = 5.0  # seconds between the leader's lease checks and heartbeats
+RENEW_MARGIN = 2.0  # seconds before the lease could expire in the database that the leader stops claiming
 
 
 class Leadership:
@@ -40,7 +41,9 @@ class Leadership:
         self.events = events
         self.clock_id = clock_id
         self.clock = clock
-        self.lease = make_lease(ledger)
+        self.lease = make_lease(ledger, clock_id)
+        if runner.claims is not None:
+            runner.claims.fence = self.lease.fence  # claims commit only while this clock holds the lease
         self.controls = Controls(ledger)
         self.housekeeping = Housekeeping(schedule, ledger, runner, events, clock)
         self.leader = threading.Event()
@@ -49,11 +52,28 @@ class Leadership:
         self._ready = False  # schema exists
         self._said_standby = False
         self._failures = 0
+        self._held_until = float("-inf")  # monotonic: until when the lease is surely ours
+        self._said_expired = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the lease's connection is used by the loop and by step_down
 
     def is_leader(self) -> bool:
-        return self.leader.is_set()
+        """Leading, and the lease renewed recently enough that the database cannot have expired it: a renewal that
+        hangs (a half-open connection) stops this clock claiming before a standby may take over."""
+        if not self.leader.is_set():
+            return False
+        if self.clock.monotonic() < self._held_until:
+            return True
+        if not self._said_expired:
+            self._said_expired = True
+            self.events.emit("clock.lease_lost", level="error", clock=self.clock_id,
+                             note=f"the lease was not renewed within {self.lease.ttl}s: stopped claiming")  # fmt: skip
+        return False
+
+    def _renewed(self, asked_at: float) -> None:
+        ttl = self.lease.ttl
+        self._held_until = float("inf") if ttl is None else asked_at + ttl - RENEW_MARGIN
+        self._said_expired = False
 
     def start(self, now: datetime | None = None) -> None:
         """One step at once (so a lone clock leads before its first slot), then the loop in a thread.
@@ -88,7 +108,20 @@ class Leadership:
                 wait = min(STANDBY_POLL * 2**self._failures, 15.0)
             if self.clock.wait(self.stopped, wait):
                 return
+            # The round runs on a thread of its own, watched from here: a call that hangs (a database gone silent,
+            # its packets dropped) must not keep this clock claiming past its lease, and it says so.
+            done = threading.Event()
+            threading.Thread(target=self._round, args=(done,), name="leadership-round", daemon=True).start()
+            while not self.clock.wait(done, 1.0):
+                if self.stopped.is_set():
+                    return
+                self.is_leader()  # past the lease's bound: stops claiming, and logs clock.lease_lost once
+
+    def _round(self, done: threading.Event) -> None:
+        try:
             self.step()
+        finally:
+            done.set()
 
     def step(self, now: datetime | None = None) -> None:
         """One round: ensure the schema, heartbeat, take or check the lease, housekeeping."""
@@ -102,12 +135,14 @@ class Leadership:
                 self._ready = True
             if self.stopped.is_set():
                 return
+            asked_at = self.clock.monotonic()
             if self.leader.is_set():
                 if not self.lease.still_held():
                     self.leader.clear()
                     self.events.emit("clock.lease_lost", level="error", clock=self.clock_id,
                                      note="stopped claiming; will try to lead again")  # fmt: skip
                 else:
+                    self._renewed(asked_at)
                     paused_jobs, requested = self.ledger.leader_round(self.clock_id, self.started_at)
                     self._controls(paused_jobs, requested)
                     self.housekeeping.round()
@@ -117,6 +152,7 @@ class Leadership:
                 if self.stopped.is_set():
                     self.lease.release()
                     return
+                self._renewed(asked_at)
                 self.leader.set()
                 self._said_standby = False
                 # Until when the previous leader led: read before our own heartbeat moves the mark.
@@ -158,11 +194,8 @@ class Leadership:
         self.runner.paused = paused_jobs
         if not requested:
             return
-        for request_id, job_id, requested_at in self.controls.take_requests(self.clock_id):
-            if job_id not in self.schedule.jobs or self.schedule.jobs[job_id].action is None:
-                self.events.emit("request.ignored", level="warning", job=job_id, request_id=request_id,
-                                 reason="no such runnable job in this clock's schedule")  # fmt: skip
-                continue
+        runnable = {job.id for job in self.schedule.jobs.values() if job.action is not None}
+        for request_id, job_id, requested_at in self.controls.take_requests(self.clock_id, runnable):
             self.events.emit("request.taken", job=job_id, request_id=request_id)
             self.runner.submit(job_id, requested_at, reason="manual")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -20,13 +21,14 @@ from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Job
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.run.outcome import RunFields
-from dynoclock.state.ledger import Claim, Ledger, Run
+from dynoclock.state.lease import Fence
+from dynoclock.state.ledger import Claim, LeaseLost, Ledger, Run
 from dynoclock.state.tables import RunReason
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import Clock
 
 LEAD = timedelta(milliseconds=250)  # how early a slot is claimed before it is due
-ClaimResult = Literal["won", "lost", "gave_up"]
+ClaimResult = Literal["won", "lost", "gave_up", "standby"]
 
 
 class Claims:
@@ -45,6 +47,7 @@ class Claims:
         self.clock = clock
         self.clock_id = clock_id
         self.stopping = stopping
+        self.fence: Callable[[], Fence | None] = lambda: None  # the leader's lease sets it (daemon/leadership.py)
 
     def new(self, job_id: str, slot: datetime) -> Claim:
         """A claim to make, under the run id this clock will use if it wins."""
@@ -53,7 +56,7 @@ class Claims:
     def batch(self, claims: list[Claim]) -> set[str]:
         """Claim due slots in one transaction; returns the run ids won. Raises if the database is away: the batch
         may then have committed before its answer was lost, so each is retried under the same run id."""
-        return self.ledger.claim_many(claims)
+        return self.ledger.claim_many(claims, self.fence())
 
     def one(self, job: Job, slot: datetime, run_id: str, reason: RunReason, fields: RunFields) -> ClaimResult:
         """Claim one slot; while the database is unreachable, retry with backoff until the slot's grace ends.
@@ -63,10 +66,13 @@ class Claims:
         delay = 0.5
         while True:
             try:
-                if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason):
+                if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason, self.fence()):
                     return "won"
                 self.duplicate(fields)
                 return "lost"
+            except LeaseLost:
+                self.events.emit("run.standby", level="warning", **fields, note="this clock no longer leads")
+                return "standby"
             except Exception as exc:
                 if self.clock.now() > slot + job.misfire_grace or self.stopping.is_set():
                     error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"

@@ -14,6 +14,9 @@ from dynoclock.state.tables import RunReason, RunStatus
 NotRecorded = Literal["standby", "duplicate", "released", "abandoned"]
 OutcomeStatus = RunStatus | NotRecorded
 _RECORDED = frozenset(get_args(RunStatus))
+# What a run that did not win its claim returns (run/claims.py ClaimResult): another clock won it, the database
+# stayed away past misfire_grace (recorded missed), or this clock no longer leads.
+NOT_CLAIMED: dict[str, OutcomeStatus] = {"lost": "duplicate", "gave_up": "missed", "standby": "standby"}
 
 
 def recorded(status: OutcomeStatus) -> TypeGuard[RunStatus]:

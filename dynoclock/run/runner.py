@@ -27,7 +27,7 @@ from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import to_ms
 from dynoclock.run.claims import Claims
 from dynoclock.run.notify import Notifier, RunInfo
-from dynoclock.run.outcome import Outcome, RunFields, recorded
+from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields, recorded
 from dynoclock.run.timer import Timer
 from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
 from dynoclock.run.workers import WorkerPool
@@ -217,7 +217,7 @@ class Runner:
         if self.claims is not None and reclaimed is None and claimed_as is None:
             claimed = self.claims.one(job, slot, run_id, reason, fields)
             if claimed != "won":
-                return Outcome("duplicate" if claimed == "lost" else "missed")
+                return Outcome(NOT_CLAIMED[claimed])
         if job.id in self.paused and reason != "manual":
             return self._report(Outcome("skipped", error="paused"), fields, None)
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +26,16 @@ class Controls:
             conn.execute(requests.insert().values(**row))
         return request_id
 
-    def take_requests(self, clock: str) -> list[tuple[str, str, datetime]]:
-        """Pending requests, each taken by exactly one clock: (request id, job, requested at)."""
+    def take_requests(self, clock: str, jobs: Collection[str]) -> list[tuple[str, str, datetime]]:
+        """Pending requests for ``jobs``, each taken by exactly one clock: (request id, job, requested at).
+
+        A request for another job stays pending: during a deploy the leading clock may be the older one, which
+        does not know a job the new schedule adds; the clock that knows it takes it when it leads."""
+        waiting = sa.select(requests.c.request_id, requests.c.job).where(requests.c.taken_at.is_(None))
         with self.ledger.engine.connect() as conn:
-            pending = list(conn.execute(sa.select(requests.c.request_id).where(requests.c.taken_at.is_(None))))
+            pending = [request_id for request_id, job in conn.execute(waiting) if job in jobs]
         taken = []
-        for (request_id,) in pending:
+        for request_id in pending:
             with self.ledger._tx() as conn:
                 row = conn.execute(
                     requests.update()

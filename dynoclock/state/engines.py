@@ -54,6 +54,19 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def postgres_connect_args(role: str) -> dict[str, object]:
+    """Every database call is bounded: connecting (10 s), and a connection whose packets are dropped without a
+    reset (a half-open connection, which would otherwise block a call for the kernel's TCP timeout, minutes to
+    hours) is found dead by TCP keepalives within about 11 s and by tcp_user_timeout within 10 s of unacknowledged
+    data. No prepared statements: PgBouncer in transaction pooling (Heroku's connection pooling) cannot keep them
+    (``DuplicatePreparedStatement "_pg3_0"``)."""
+    return {
+        "connect_timeout": 10, "application_name": f"dynoclock-{role}" if role != "state" else "dynoclock",
+        "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+        "tcp_user_timeout": 10_000, "prepare_threshold": None,
+    }  # fmt: skip
+
+
 def _create(url: str, state: bool) -> Engine:
     try:
         parsed = make_url(url)
@@ -68,7 +81,7 @@ def _create(url: str, state: bool) -> Engine:
         if state:
             kwargs["connect_args"] = {"timeout": 15}  # wait for another clock's write lock, not fail
     elif parsed.get_backend_name() == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "dynoclock"}
+        kwargs["connect_args"] = postgres_connect_args("state" if state else "job")
         kwargs["pool_size"] = 10
         kwargs["max_overflow"] = 20
     try:
@@ -77,7 +90,23 @@ def _create(url: str, state: bool) -> Engine:
         raise DatabaseUrlError(f"cannot use the database URL {redact_url(url)!r}: {exc}") from None
     if sqlite and state:
         event.listen(engine, "connect", _sqlite_state_pragmas)
+    if state and parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "begin", _bound_transaction)
     return engine
+
+
+# Bounds on the server's side for every transaction of the clock's own state: a statement, a wait for a lock, and
+# a transaction whose client went silent (its locks would block the next leader's claims and housekeeping forever,
+# a session lasting as long as the server keeps the connection). Set per transaction, in one statement: PgBouncer
+# in transaction pooling shares server sessions, so a session-wide SET would leak into other clients' sessions.
+_BOUNDS = (
+    "SELECT set_config('statement_timeout', '30s', true), set_config('lock_timeout', '15s', true), "
+    "set_config('idle_in_transaction_session_timeout', '15s', true)"
+)
+
+
+def _bound_transaction(conn: Any) -> None:
+    conn.exec_driver_sql(_BOUNDS)
 
 
 def _sqlite_state_pragmas(dbapi_connection: Any, record: Any) -> None:

@@ -1,12 +1,14 @@
 """The leader lease: one clock claims and runs slots, the others stand by.
 
-Postgres: a session-level advisory lock on a connection of its own. It goes
-the moment that connection does (the process died, or the server dropped it),
-so a standby takes over within its poll interval. SQLite: an exclusive
-``flock`` on a file beside the database, which the kernel releases when the
-holder dies (kill -9 included); two processes on one machine respect it.
+Postgres: a row with an expiry in the database's time (``PostgresLease``), which
+works on a direct connection and behind PgBouncer alike; a standby takes over
+when it expires, or within its poll interval when the holder's server process
+is gone. SQLite: an exclusive ``flock`` on a file beside the database, which
+the kernel releases when the holder dies (kill -9 included); two processes on
+one machine respect it.
 
-The lease keeps duplicates rare; the ledger's unique claim is what forbids them.
+The lease keeps duplicates rare; the ledger's unique claim is what forbids them,
+and on Postgres every claim is also fenced by the lease's epoch.
 """
 
 from __future__ import annotations
@@ -14,22 +16,26 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
+from dynoclock.state.engines import postgres_connect_args
 from dynoclock.state.location import DEFAULT_SQLITE
 
 if TYPE_CHECKING:
     from dynoclock.state.ledger import Ledger
 
-LEASE_CLASS = 0x636C6F63  # first half of the advisory lock key; the second is the tables' schema, so that
-# clocks of different apps keeping state in different schemas of one database do not share a lease
-
 
 class Lease(Protocol):
+    @property
+    def ttl(self) -> float | None:
+        """Seconds the lease lasts without renewal (None: as long as this process holds it)."""
+        ...
+
     def try_acquire(self) -> bool:
         """Take the lease if it is free; True if this clock holds it now."""
         ...
@@ -42,52 +48,96 @@ class Lease(Protocol):
         """Give the lease up at once (at shutdown), so a standby can take over."""
         ...
 
+    def fence(self) -> Fence | None:
+        """What a claim made now must still find in the database to commit (None: nothing to check)."""
+        ...
 
-_LOCK = sa.text("SELECT pg_try_advisory_lock(:cls, hashtext(current_schema()))")
-_UNLOCK = sa.text("SELECT pg_advisory_unlock(:cls, hashtext(current_schema()))")
+
+LEASE_TTL = 15.0  # seconds a Postgres lease lasts without renewal (the leader renews every 5 s)
+_HOLDER_GONE = """NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                               WHERE a.pid = l.backend_pid AND a.backend_start = l.backend_start)"""
+_ME = "pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
+_ACQUIRE = sa.text(f"""
+    INSERT INTO clock_lease AS l (name, holder, epoch, expires_at, backend_pid, backend_start)
+    VALUES ('leader', :holder, 1, now() + make_interval(secs => :ttl), {_ME})
+    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at,
+                                     backend_pid = excluded.backend_pid, backend_start = excluded.backend_start
+    WHERE l.expires_at <= now() OR l.holder = excluded.holder OR {_HOLDER_GONE}
+    RETURNING l.epoch""")
+_RENEW = sa.text(f"""
+    UPDATE clock_lease SET expires_at = now() + make_interval(secs => :ttl), (backend_pid, backend_start) = ({_ME})
+    WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now()
+    RETURNING epoch""")
+_RELEASE = sa.text("""
+    UPDATE clock_lease SET expires_at = now() - interval '1 second'
+    WHERE name = 'leader' AND holder = :holder AND epoch = :epoch""")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who holds the lease, and since which takeover: a claim made under it commits only while it still holds."""
+
+    holder: str
+    epoch: int | None  # None: this clock does not hold the lease now, so its claims must not commit
 
 
 class PostgresLease:
-    def __init__(self, engine: Engine):
-        # Its own engine without a pool: the lock lives and dies with exactly this connection.
-        self.engine = sa.create_engine(
-            engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5, "application_name": "dynoclock-lease"}
-        )
+    """A row (``clock_lease``) with an expiry in the database's own time, renewed by the leader, taken over by a
+    standby once it expires, or at once when the holder's server process is gone (the holder died: a direct
+    connection's backend ends with its process). Every step is one statement in its own transaction, so it works
+    behind PgBouncer in transaction pooling, where a session advisory lock lands on whichever server connection
+    the pooler picks. The epoch, raised at each takeover, fences claims (``Ledger.claim_many``)."""
+
+    def __init__(self, engine: Engine, holder: str, ttl: float = LEASE_TTL):
+        # A connection of its own, so that the holder's server process tells a standby whether it is alive.
+        self.engine = sa.create_engine(engine.url, poolclass=NullPool, connect_args=postgres_connect_args("lease"))
+        self.holder = holder
+        self.ttl = ttl
         self.conn: Connection | None = None
-        self.held = False
+        self.epoch: int | None = None
 
     def try_acquire(self) -> bool:
-        if self.conn is None:
-            # Autocommit: the lock is the session's, and no BEGIN/COMMIT round trips are needed around it.
-            self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            got = bool(self.conn.execute(_LOCK, {"cls": LEASE_CLASS}).scalar())
+            row = self._connect().execute(_ACQUIRE, {"holder": self.holder, "ttl": self.ttl}).first()
         except Exception:
             self._drop()
             raise
-        self.held = self.held or got
-        return got
+        self.epoch = None if row is None else int(row[0])
+        return self.epoch is not None
 
     def still_held(self) -> bool:
-        if self.conn is None or not self.held:
+        """Renew the lease; False if it expired or another clock took it over (or the database is away)."""
+        if self.conn is None or self.epoch is None:
             return False
         try:
-            # A session-level advisory lock lasts as long as its session: a live connection still holds it.
-            self.conn.exec_driver_sql("SELECT 1")
-            return True
+            renewed = self.conn.execute(_RENEW, self._mine() | {"ttl": self.ttl}).first() is not None
         except Exception:
             self._drop()
             return False
+        if not renewed:
+            self.epoch = None
+        return renewed
 
     def release(self) -> None:
-        if self.conn is None:
-            return
-        with contextlib.suppress(Exception):
-            self.conn.execute(_UNLOCK, {"cls": LEASE_CLASS})
+        if self.conn is not None and self.epoch is not None:
+            with contextlib.suppress(Exception):
+                self.conn.execute(_RELEASE, self._mine())
         self._drop()
 
+    def fence(self) -> Fence | None:
+        return Fence(self.holder, self.epoch)
+
+    def _mine(self) -> dict[str, object]:
+        return {"holder": self.holder, "epoch": self.epoch}
+
+    def _connect(self) -> Connection:
+        if self.conn is None:
+            # Autocommit: each statement is its own transaction, with no BEGIN/COMMIT round trips around it.
+            self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self.conn
+
     def _drop(self) -> None:
-        self.held = False
+        self.epoch = None
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.invalidate()
@@ -96,6 +146,8 @@ class PostgresLease:
 
 
 class FileLease:
+    ttl = None
+
     def __init__(self, path: str):
         self.path = path
         self.fd: int | None = None
@@ -116,6 +168,9 @@ class FileLease:
     def still_held(self) -> bool:
         return self.fd is not None
 
+    def fence(self) -> Fence | None:
+        return None  # two clocks on one SQLite file share a machine: the flock cannot be lost while held
+
     def release(self) -> None:
         if self.fd is not None:
             with contextlib.suppress(OSError):
@@ -124,7 +179,7 @@ class FileLease:
             self.fd = None
 
 
-def make_lease(ledger: Ledger) -> Lease:
+def make_lease(ledger: Ledger, holder: str) -> Lease:
     if ledger.is_postgres:
-        return PostgresLease(ledger.engine)
+        return PostgresLease(ledger.engine, holder)
     return FileLease(f"{ledger.sqlite_path or DEFAULT_SQLITE.removeprefix('sqlite:///')}.leader")

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.state import engines as db
+from dynoclock.state.lease import Fence
 from dynoclock.state.tables import (
     MIGRATIONS,
     SCHEMA_LOCK,
@@ -76,6 +77,18 @@ class Run:
         for key, value in self.__dict__.items():
             out[key] = iso_utc(value) if isinstance(value, datetime) else value
         return out
+
+
+class LeaseLost(RuntimeError):
+    """A claim made under a lease this clock no longer holds: nothing was written."""
+
+
+# The lease row still names this clock and epoch, unexpired; FOR SHARE keeps a takeover from committing before
+# the claim does (Postgres only: on SQLite the lease is a file lock, and claims carry no fence).
+_FENCE = sa.text(
+    "SELECT 1 FROM clock_lease WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now() "
+    "FOR SHARE"
+)
 
 
 class SchemaTooNew(RuntimeError):
@@ -140,11 +153,19 @@ class Ledger:
 
     # ---- runs ------------------------------------------------------------------------------
 
-    def claim(self, run_id: str, job: str, slot: datetime, clock: str, reason: RunReason = "schedule") -> bool:
+    def claim(
+        self,
+        run_id: str,
+        job: str,
+        slot: datetime,
+        clock: str,
+        reason: RunReason = "schedule",
+        fence: Fence | None = None,
+    ) -> bool:
         """Insert the run's row; False when another claim of (job, slot) got there first."""
-        return run_id in self.claim_many([Claim(run_id, job, slot, clock, reason)])
+        return run_id in self.claim_many([Claim(run_id, job, slot, clock, reason)], fence)
 
-    def claim_many(self, claims: list[Claim]) -> set[str]:
+    def claim_many(self, claims: list[Claim], fence: Fence | None = None) -> set[str]:
         """Claim several slots in one transaction (a burst of due jobs); returns the run ids won.
 
         A row that already carries our run id, is still ``claimed`` and still ours counts as won: the reply to
@@ -162,6 +183,11 @@ class Ledger:
             for c in sorted(claims, key=lambda c: (c.job, c.slot))
         ]  # fmt: skip
         with self._tx() as conn:
+            if fence is not None and (
+                fence.epoch is None
+                or conn.execute(_FENCE, {"holder": fence.holder, "epoch": fence.epoch}).first() is None
+            ):
+                raise LeaseLost(f"{fence.holder} does not hold the leader lease (epoch {fence.epoch})")
             # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
             # One statement built once, executed for all rows: SQLAlchemy's insertmanyvalues batches them
             # into multi-row INSERTs and keeps the compiled form cached (a fresh .values(rows) compiles anew).

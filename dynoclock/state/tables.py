@@ -7,7 +7,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2  # 1: runs, clocks, meta; 2: + requests ("run now") and paused jobs
+SCHEMA_VERSION = 3  # 1: runs, clocks, meta; 2: + requests ("run now") and paused jobs; 3: + the leader lease row
 
 # The status column: claimed (a clock won the slot), running, then how it ended; or why the slot did not run.
 RunStatus = Literal["claimed", "running", "ok", "failed", "timeout", "interrupted", "skipped", "missed"]
@@ -67,8 +67,18 @@ paused = sa.Table(
     sa.Column("paused_at", sa.DateTime, nullable=False),
     sa.Column("paused_by", sa.String(200), nullable=False),
 )
+lease = sa.Table(  # the leader lease on Postgres (state/lease.py): times are the database's own
+    "clock_lease",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),  # +1 at every takeover: the fencing token of claims
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("backend_pid", sa.Integer),  # the holder's last server process, to see at once that it died
+    sa.Column("backend_start", sa.DateTime(timezone=True)),
+)
 # Changes to existing tables, by the version that brings them (new tables are created above as needed).
-MIGRATIONS: dict[int, list[str]] = {2: []}
+MIGRATIONS: dict[int, list[str]] = {2: [], 3: []}
 SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema creation, per schema
 
 
