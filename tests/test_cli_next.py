@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from textwrap import dedent
 from typing import Any
 
@@ -51,6 +53,25 @@ def test_check_accepts_the_shipped_schedule_and_counts_its_jobs():
     result = run_cli("check", env={"APP_URL": ""})
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(rf"schedule\.yaml: ok, {len(shipped['jobs'])} jobs \(\d+ enabled\)\n", result.stdout)
+
+
+def test_the_shipped_schedule_checks_and_runs_where_only_python3_is_on_path(tmp_path):
+    # Debian and Ubuntu ship python3 and no python unless python-is-python3 is installed.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python3").symlink_to(sys.executable)
+    system = "/usr/local/sbin:/usr/sbin:/sbin" + ("" if os.path.exists("/usr/bin/python") else ":/usr/bin:/bin")
+    env = {"PATH": f"{bare}:{system}", "APP_URL": "", "CLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/state.db"}
+    config = str(ROOT / "schedule.yaml")
+    checked = run_cli("check", "-c", config, env=env, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    shipped = yaml.safe_load((ROOT / "schedule.yaml").read_text())
+    for job, spec in shipped["jobs"].items():
+        if "enabled" in spec:
+            continue  # the jobs that need the app (APP_URL)
+        result = run_cli("run", job, "-c", config, env=env, cwd=tmp_path)
+        assert result.returncode == 0, (job, result.stdout, result.stderr)
+        assert result.stdout.splitlines()[-1].startswith(f"{job}: ok"), result.stdout
 
 
 def test_check_warns_about_an_at_in_the_past_but_succeeds(write_schedule):
