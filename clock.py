@@ -1,12 +1,8 @@
-"""Entry point of the clock process: ``python clock.py [COMMAND]`` (see README.md)."""
+"""Entry point of the clock process: ``python clock.py [COMMAND]`` (see README.md); the same as ``dynoclock``."""
 
 import sys
 
-from dynoclock import signals
-
-signals.hold()  # before the imports below: a SIGTERM during start-up must stop the clock cleanly, not kill it
-
-from dynoclock.cli.main import main  # noqa: E402
+from dynoclock.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())
