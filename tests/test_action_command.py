@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 from dynoclock.observe.timefmt import iso_utc
-from tests.support.processes import PYTHON, process_gone
+from tests.support.processes import PYTHON, process_gone, run_cli
 from tests.support.runner import Harness, now_slot
 
 Write = Callable[[str], Path]
@@ -19,8 +20,8 @@ def command_job(command: list[str] | str, extra: str = "", timeout: str = "30s")
     return f"jobs:\n  task:\n    every: 1h\n    timeout: {timeout}\n    command: {value}\n{extra}"
 
 
-def output(h: Harness, stream: str | None = None) -> list[str]:
-    return [e["line"] for e in h.captured.of("run.output", job="task") if stream in (None, e["stream"])]
+def output(h: Harness, stream: str | None = None, job: str = "task") -> list[str]:
+    return [e["line"] for e in h.captured.of("run.output", job=job) if stream in (None, e["stream"])]
 
 
 def test_an_argv_list_runs_without_a_shell(write_schedule: Write) -> None:
@@ -94,3 +95,80 @@ def test_a_command_ignoring_sigterm_is_killed_at_its_timeout(write_schedule: Wri
     assert got_term.read_text().split() == ["TERM"]  # it was asked to stop, and refused
     pid = int(output(h, "stdout")[0])
     assert process_gone(pid)  # so it was killed (SIGKILL)
+
+
+# ---- ${VAR} in shell: true commands -------------------------------------------------------------
+
+# Spaces, both quotes, $, backticks, a command substitution, a backslash, a glob, a `;` command, a newline.
+NASTY = "a  b 'c' \"d\" $HOME `id` $(id) \\ * ; touch pwned\nsecond line"
+
+# Every place a ${VAR} can stand in an sh script; each line writes what the shell made of it to a file.
+CONTEXTS = """\
+# don't let this quote open a string
+printf %s ${V} > plain.txt
+printf %s "<${V}>" > double.txt
+printf %s '<${V}>' > single.txt
+x=$(printf %s ${V}); printf %s "$x" > substitution.txt
+printf '<%s>' ${MISSING:-two words} ${EMPTY} ${MISSING:+gone} ${V:+--flag} > words.txt
+cat > here.txt <<END
+<${V}> $$HOME
+END
+cat > quoted-here.txt <<'END'
+<${V}> $$HOME
+END
+echo $((${N} * 7)) > arithmetic.txt
+printf %s ${V}\\${N} > escaped.txt
+"""
+
+
+def test_a_value_in_a_shell_command_is_never_parsed_as_shell(tmp_path: Path) -> None:
+    schedule = tmp_path / "schedule.yaml"
+    schedule.write_text(command_job("echo ${NAME} > out.txt", "    shell: true\n"))
+    pwned = tmp_path / "pwned"
+    result = run_cli("run", "task", "-c", str(schedule), cwd=tmp_path, env={"NAME": f"x; touch {pwned}"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not pwned.exists()
+    assert (tmp_path / "out.txt").read_text() == f"x; touch {pwned}\n"
+
+
+def test_a_value_arrives_intact_wherever_it_stands_in_a_shell_script(write_schedule: Write, tmp_path: Path) -> None:
+    h = Harness.load(
+        write_schedule(command_job(CONTEXTS, f"    shell: true\n    cwd: '{tmp_path}'\n")),
+        env={"V": NASTY, "N": "6", "EMPTY": ""},
+    )
+    outcome = h.run("task")
+    assert outcome.status == "ok", (outcome, output(h))
+    assert not (tmp_path / "pwned").exists()
+    written = {path.stem: path.read_text() for path in tmp_path.glob("*.txt")}
+    assert written == {
+        "plain": NASTY,
+        "double": f"<{NASTY}>",
+        "single": f"<{NASTY}>",
+        "substitution": NASTY,
+        "words": "<two><words><--flag>",  # the words written in the schedule are script, and nothing is nothing
+        "here": f"<{NASTY}> {os.environ['HOME']}\n",  # the shell expands its own $HOME in a here-document
+        "quoted-here": f"<{NASTY}> $HOME\n",  # and not in a quoted one
+        "arithmetic": "42\n",
+        "escaped": f"{NASTY}6",
+    }
+
+
+def test_several_words_are_the_shells_own_variable(write_schedule: Write) -> None:
+    h = Harness.load(
+        write_schedule(command_job("printf '<%s>' ${ARGS} $$ARGS", "    shell: true\n    env: {ARGS: one two}\n")),
+        env={"ARGS": "one two"},
+    )
+    assert h.run("task").status == "ok"
+    assert output(h) == ["<one two><one><two>"]
+
+
+def test_a_value_that_would_end_a_quoted_here_document_is_refused_by_check(tmp_path: Path) -> None:
+    schedule = tmp_path / "schedule.yaml"
+    schedule.write_text(command_job("cat <<'EOF'\n${V}\nEOF\n", "    shell: true\n"))
+    result = run_cli("check", "-c", str(schedule), env={"V": "harmless\nEOF\ntouch pwned"})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"{schedule}:5: jobs.task.command: expected ${{V}} inside the here-document <<'EOF' to have no line "
+        "'EOF' (it would end the document there), got a value that has one"
+    ]
+    assert run_cli("check", "-c", str(schedule), env={"V": "EOF inside a line is fine"}).returncode == 0

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.actions.shellvars import shell_script
+from dynoclock.config.envvars import Expanded
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
 from dynoclock.config.values import as_bool, as_nonempty_str, as_str_map, show
@@ -33,10 +35,11 @@ class CommandAction:
     shell: bool = False
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    values: dict[str, str] = field(default_factory=dict)  # the script's ${...} values, passed as variables
 
     def run(self, ctx: RunContext) -> str:
         """Run the command in its own process group; its output goes to the log line by line."""
-        env = {**os.environ, **self.env, **ctx.env()}
+        env = {**os.environ, **self.env, **self.values, **ctx.env()}
         argv: list[str] = ["/bin/sh", "-c", self.argv[0]] if self.shell else list(self.argv)
         try:
             proc = subprocess.Popen(
@@ -94,14 +97,16 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
             raw, where = extras[key]
             opts[key] = report.parse(where, raw, parser)
     shell = bool(opts.get("shell"))
-    argv = report.parse(path, value, lambda v: as_argv(v, shell))
-    if argv is None or len(report.problems) > before:
+    command = report.parse(path, value, lambda v: as_command(v, shell))
+    if command is None or len(report.problems) > before:
         return None
-    return CommandAction(argv, **opts)
+    argv, values = command
+    return CommandAction(argv, values=values, **opts)
 
 
-def as_argv(value: Any, shell: bool) -> tuple[str, ...]:
-    """A list is the argv as is; a string is split like a shell would, or given to ``sh -c`` with shell: true."""
+def as_command(value: Any, shell: bool) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The argv, and the variables that carry a shell script's ``${...}`` values (actions/shellvars.py).
+    A list is the argv as is; a string is split like a shell would, or given to ``sh -c`` with shell: true."""
     if isinstance(value, list):
         if not value:
             raise Invalid("expected a command like [flask, scheduled], got an empty list")
@@ -112,15 +117,18 @@ def as_argv(value: Any, shell: bool) -> tuple[str, ...]:
                 raise Invalid(f"expected each argument as text, got {show(item)}")
             if isinstance(item, bool):  # YAML reads [true] or [yes] as a boolean
                 raise Invalid(f"an argument was read as the YAML boolean {item}; quote it, e.g. ['true']")
-        return tuple(str(item) for item in value)
+        return tuple(str(item) for item in value), {}
     text = as_nonempty_str(value)
     if shell:
-        return (text,)
+        if isinstance(value, Expanded):
+            script, values = shell_script(value.pieces, value.refs)
+            return (script,), values
+        return (text,), {}
     try:
         argv = shlex.split(text)
     except ValueError as exc:
         raise Invalid(f"cannot split {text!r} into arguments: {exc}") from None
-    return tuple(argv)
+    return tuple(argv), {}
 
 
 @functools.lru_cache(maxsize=4096)
