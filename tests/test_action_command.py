@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from dynoclock.actions.command import MAX_LINE, MAX_LINES
 from dynoclock.observe.timefmt import iso_utc
-from tests.support.processes import PYTHON, process_gone, run_cli
+from tests.support.processes import PYTHON, process_gone, run_cli, wait_until
 from tests.support.runner import Harness, now_slot
 
 Write = Callable[[str], Path]
@@ -172,3 +174,73 @@ def test_a_value_that_would_end_a_quoted_here_document_is_refused_by_check(tmp_p
         "'EOF' (it would end the document there), got a value that has one"
     ]
     assert run_cli("check", "-c", str(schedule), env={"V": "EOF inside a line is fine"}).returncode == 0
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+
+def test_a_huge_line_is_cut_and_the_run_still_succeeds(write_schedule: Write) -> None:
+    # 200 MB without a newline, then a short line; and one on stderr.
+    script = "printf start; head -c 200000000 /dev/zero | tr '\\000' x; printf '\\nafter\\n'; echo err >&2"
+    h = Harness.load(write_schedule(command_job(script, "    shell: true\n")))
+    outcome = h.run("task")
+    assert (outcome.status, outcome.detail) == ("ok", "exit=0")
+    first, after = output(h, "stdout")
+    assert first == "start" + "x" * (MAX_LINE - 5) + f" [line cut: {200_000_005 - MAX_LINE} more bytes]"
+    assert after == "after"
+    assert output(h, "stderr") == ["err"]
+
+
+def test_a_line_is_cut_between_characters(write_schedule: Write) -> None:
+    script = f"import sys; sys.stdout.write('x' + 'é' * {MAX_LINE}); sys.exit(1)"
+    h = Harness.load(write_schedule(command_job([PYTHON, "-c", script])))
+    outcome = h.run("task")
+    kept = "x" + "é" * ((MAX_LINE - 1) // 2)
+    line = f"{kept} [line cut: {2 * MAX_LINE + 1 - len(kept.encode())} more bytes]"
+    assert output(h) == [line]
+    assert (outcome.status, outcome.error) == ("failed", f"exit=1: {line}")
+
+
+def test_output_beyond_the_line_budget_is_counted(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule(command_job(["seq", "1", "1500"])))
+    assert h.run("task").status == "ok"
+    lines = output(h)
+    assert lines[:MAX_LINES] == [str(n) for n in range(1, MAX_LINES + 1)]
+    assert lines[MAX_LINES:] == ["[500 more output lines not logged]"]
+
+
+# ---- processes left behind ----------------------------------------------------------------------
+
+
+def live_members(group: int) -> list[str]:
+    """The processes of process group ``group`` still alive (zombies do not count), as "pid name"."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == group and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            found.append(f"{entry} {name}")
+    return found
+
+
+def test_background_children_holding_the_pipes_leak_nothing(write_schedule: Write) -> None:
+    leaver = json.dumps("sleep 300 & echo $$$$; echo on-stderr >&2")
+    h = Harness.load(
+        write_schedule(f"{command_job(['true'])}  leaver:\n    every: 1h\n    shell: true\n    command: {leaver}\n")
+    )
+    assert h.run("task").status == "ok"  # the runner's own threads are up
+    threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        assert h.run("leaver").status == "ok"
+    assert threading.active_count() <= threads
+    assert len(os.listdir("/proc/self/fd")) <= fds
+    assert output(h, "stderr", job="leaver") == ["on-stderr"] * 5
+    groups = [int(line) for line in output(h, "stdout", job="leaver")]  # the shell's pid is its group's id
+
+    def left() -> list[str]:
+        return [member for group in groups for member in live_members(group)]
+
+    wait_until(lambda: not left(), "the commands' process groups to be gone", details=lambda: str(left()))
