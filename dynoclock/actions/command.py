@@ -5,17 +5,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import selectors
 import shlex
 import shutil
 import signal
 import subprocess
 import threading
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.actions.shellvars import shell_script
+from dynoclock.config.envvars import Expanded
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
 from dynoclock.config.values import as_bool, as_nonempty_str, as_str_map, show
@@ -23,8 +25,11 @@ from dynoclock.timesource import Clock
 
 JOB_KEYS: tuple[str, ...] = ("shell", "env", "cwd")
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a command must stop
+AFTER_EXIT = 1.0  # seconds its pipes are still read after the command exits (a background child may hold them)
 MAX_LINES = 1000  # output lines logged per run; the rest are counted, not logged
-MAX_LINE = 2000  # characters kept of one output line
+MAX_LINE = 2000  # bytes kept of one output line; the rest of the line is counted, not kept
+CHUNK = 65536  # bytes read from a pipe at a time
+POLL = 0.05  # seconds between checks whether the command exited, where the system has no pidfd
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,12 @@ class CommandAction:
     shell: bool = False
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    values: dict[str, str] = field(default_factory=dict)  # the script's ${...} values, passed as variables
 
     def run(self, ctx: RunContext) -> str:
-        """Run the command in its own process group; its output goes to the log line by line."""
-        env = {**os.environ, **self.env, **ctx.env()}
+        """Run the command in its own process group; its output goes to the log line by line. When it exits (or
+        is stopped), whatever it left running in its group is killed and the pipes closed: nothing outlives a run."""
+        env = {**os.environ, **self.env, **self.values, **ctx.env()}
         argv: list[str] = ["/bin/sh", "-c", self.argv[0]] if self.shell else list(self.argv)
         try:
             proc = subprocess.Popen(
@@ -50,23 +57,18 @@ class CommandAction:
             )
         except OSError as exc:
             raise JobFailed(f"cannot start {argv[0]!r}: {exc.strerror}") from None
-        ctx.on_cancel(lambda: _stop(proc, ctx.clock))
-        tail: deque[str] = deque(maxlen=20)
-        budget = [MAX_LINES]
-        readers = [
-            threading.Thread(target=_pump, args=(pipe, name, ctx, tail, budget), daemon=True)
-            for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
-        ]
-        for reader in readers:
-            reader.start()
-        code = proc.wait()
-        for reader in readers:
-            reader.join(timeout=1.0)
-        if budget[0] < 0:
-            ctx.output("stderr", f"[{-budget[0]} more output lines not logged]")
+        group = _Group(proc)
+        ctx.on_cancel(lambda: _stop(group, ctx.clock))
+        out = _Output(ctx)
+        try:
+            _collect(proc, out, ctx)
+        finally:
+            group.end()
+        out.finish()
+        code = proc.returncode
         if code != 0:
             what = f"signal={signal.Signals(-code).name}" if code < 0 else f"exit={code}"
-            last = f": {tail[-1]}" if tail else ""
+            last = f": {out.last}" if out.last else ""
             raise JobFailed(f"{what}{last}")
         return "exit=0"
 
@@ -94,14 +96,16 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
             raw, where = extras[key]
             opts[key] = report.parse(where, raw, parser)
     shell = bool(opts.get("shell"))
-    argv = report.parse(path, value, lambda v: as_argv(v, shell))
-    if argv is None or len(report.problems) > before:
+    command = report.parse(path, value, lambda v: as_command(v, shell))
+    if command is None or len(report.problems) > before:
         return None
-    return CommandAction(argv, **opts)
+    argv, values = command
+    return CommandAction(argv, values=values, **opts)
 
 
-def as_argv(value: Any, shell: bool) -> tuple[str, ...]:
-    """A list is the argv as is; a string is split like a shell would, or given to ``sh -c`` with shell: true."""
+def as_command(value: Any, shell: bool) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The argv, and the variables that carry a shell script's ``${...}`` values (actions/shellvars.py).
+    A list is the argv as is; a string is split like a shell would, or given to ``sh -c`` with shell: true."""
     if isinstance(value, list):
         if not value:
             raise Invalid("expected a command like [flask, scheduled], got an empty list")
@@ -112,15 +116,18 @@ def as_argv(value: Any, shell: bool) -> tuple[str, ...]:
                 raise Invalid(f"expected each argument as text, got {show(item)}")
             if isinstance(item, bool):  # YAML reads [true] or [yes] as a boolean
                 raise Invalid(f"an argument was read as the YAML boolean {item}; quote it, e.g. ['true']")
-        return tuple(str(item) for item in value)
+        return tuple(str(item) for item in value), {}
     text = as_nonempty_str(value)
     if shell:
-        return (text,)
+        if isinstance(value, Expanded):
+            script, values = shell_script(value.pieces, value.refs)
+            return (script,), values
+        return (text,), {}
     try:
         argv = shlex.split(text)
     except ValueError as exc:
         raise Invalid(f"cannot split {text!r} into arguments: {exc}") from None
-    return tuple(argv)
+    return tuple(argv), {}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -129,33 +136,137 @@ def _which(program: str, path: str) -> str | None:
     return shutil.which(program, path=path)
 
 
-def _pump(pipe: IO[bytes] | None, name: str, ctx: RunContext, tail: deque[str], budget: list[int]) -> None:
-    """Copy one pipe to the log, line by line, bounded in lines and line length."""
-    if pipe is None:
-        return
-    with pipe:
-        for raw in pipe:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")[:MAX_LINE]
-            tail.append(line)
-            budget[0] -= 1
-            if budget[0] >= 0:
-                ctx.output(name, line)
+def _collect(proc: subprocess.Popen[bytes], out: _Output, ctx: RunContext) -> None:
+    """Log the command's output until it has exited and closed its pipes, or until AFTER_EXIT after its exit
+    (a background process it started may hold the pipes open for ever), but never past the run's timeout, and
+    not at all once the run was cancelled."""
+    clock = ctx.clock
+    pipes = {pipe.fileno(): name for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")) if pipe}
+    exit_fd = _exit_fd(proc)
+    until: float | None = None  # once the command has exited: when to stop reading
+    with selectors.DefaultSelector() as selector:
+        for fd, name in pipes.items():
+            selector.register(fd, selectors.EVENT_READ, name)
+        if exit_fd is not None:
+            selector.register(exit_fd, selectors.EVENT_READ)
+        try:
+            while until is None or (pipes and clock.monotonic() < until):
+                left = None if until is None else max(0.0, until - clock.monotonic())
+                wait = left if exit_fd is not None else min(POLL if left is None else left, POLL)
+                ready = selector.select(wait)
+                if not ready and left is not None and wait == left:
+                    break  # AFTER_EXIT is over
+                for key, _ in ready:
+                    if key.fd == exit_fd:
+                        selector.unregister(exit_fd)
+                    elif data := os.read(key.fd, CHUNK):
+                        out.feed(key.data, data)
+                    else:
+                        selector.unregister(key.fd)
+                        out.close(pipes.pop(key.fd))
+                if until is None and (
+                    any(key.fd == exit_fd for key, _ in ready) if exit_fd is not None else proc.poll() is not None
+                ):
+                    until = clock.monotonic() + (0.0 if ctx.cancelled.is_set() else min(AFTER_EXIT, ctx.remaining))
+        finally:
+            if exit_fd is not None:
+                os.close(exit_fd)
 
 
-def _stop(proc: subprocess.Popen[bytes], clock: Clock) -> None:
+def _exit_fd(proc: subprocess.Popen[bytes]) -> int | None:
+    """A descriptor that becomes readable when the command exits, without reaping it (a Linux pidfd); None
+    where the system has none (then POLL)."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+class _Output:
+    """The command's output as log lines: each line at most MAX_LINE bytes (cut between characters, the rest
+    counted), at most MAX_LINES lines a run (the rest counted); the last line is kept for the error message."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.line = {"stdout": bytearray(), "stderr": bytearray()}  # each stream's line so far, its kept part
+        self.cut = {"stdout": 0, "stderr": 0}  # bytes of that line past the kept part
+        self.budget = MAX_LINES
+        self.last = ""
+
+    def feed(self, stream: str, data: bytes) -> None:
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._add(stream, data, start, end)
+            self._emit(stream)
+            start = end + 1
+        self._add(stream, data, start, len(data))
+
+    def close(self, stream: str) -> None:
+        """The stream ended: a last line without a newline is a line too."""
+        if self.line[stream] or self.cut[stream]:
+            self._emit(stream)
+
+    def finish(self) -> None:
+        if self.budget < 0:
+            self.ctx.output("stderr", f"[{-self.budget} more output lines not logged]")
+
+    def _add(self, stream: str, data: bytes, start: int, end: int) -> None:
+        line = self.line[stream]
+        keep = min(end - start, max(0, MAX_LINE + 4 - len(line)))  # 4: room to cut after a whole character
+        line += data[start : start + keep]
+        self.cut[stream] += end - start - keep
+
+    def _emit(self, stream: str) -> None:
+        line, cut = self.line[stream], self.cut[stream]
+        if len(line) > MAX_LINE:
+            end = MAX_LINE
+            while end > MAX_LINE - 3 and line[end] & 0xC0 == 0x80:  # a UTF-8 continuation byte: cut before its start
+                end -= 1
+            cut += len(line) - end
+            del line[end:]
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        if cut:
+            text += f" [line cut: {cut} more bytes]"
+        line.clear()
+        self.cut[stream] = 0
+        self.last = text
+        self.budget -= 1
+        if self.budget >= 0:
+            self.ctx.output(stream, text)
+
+
+class _Group:
+    """The command's process group, signalled only while its leader is not reaped: its pid (the group's id)
+    cannot have been reused by then."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]):
+        self.proc = proc
+        self.lock = threading.Lock()
+
+    def signal(self, sig: signal.Signals) -> None:
+        with self.lock:
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, sig)
+
+    def end(self) -> None:
+        """Kill what is left in the group (the command itself if stopped early), close the pipes, reap. The
+        leader is reaped here only, after the kill (but for the POLL fallback, where the check reaps)."""
+        with self.lock:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            self.proc.wait()
+
+
+def _stop(group: _Group, clock: Clock) -> None:
     """SIGTERM to the command's process group, SIGKILL after KILL_GRACE if it is still there."""
-    if proc.poll() is not None:
-        return
-    _signal_group(proc, signal.SIGTERM)
+    group.signal(signal.SIGTERM)
 
     def kill() -> None:
         clock.sleep(KILL_GRACE)
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGKILL)
+        group.signal(signal.SIGKILL)
 
-    threading.Thread(target=kill, name=f"kill-{proc.pid}", daemon=True).start()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
+    threading.Thread(target=kill, name=f"kill-{group.proc.pid}", daemon=True).start()
