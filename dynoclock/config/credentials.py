@@ -47,7 +47,7 @@ def _walk(value: Any, env: Mapping[str, str], key: str, parent: str) -> Iterator
     with contextlib.suppress(Invalid):  # reported by the loader; what is written is still worth masking
         text = expand(text, env, missing_ok=True)
     if is_credential(key, parent):
-        yield from credential_forms(text, cookie=key.lower() == "cookie")
+        yield from credential_forms(text, key.lower())
     yield from url_credentials(text)
 
 
@@ -61,13 +61,13 @@ def is_credential(key: str, parent: str) -> bool:
     return parent == "http" and key == "sign"
 
 
-def credential_forms(value: str, cookie: bool = False) -> Iterator[str]:
-    """What to mask of a credential: the token of ``Bearer <token>`` (the scheme stays readable), each value of
-    a ``Cookie`` header, else the whole value."""
+def credential_forms(value: str, name: str = "") -> Iterator[str]:
+    """What to mask of the credential under ``name``: the token of an Authorization's ``Bearer <token>`` (the
+    scheme stays readable), each value of a Cookie header, else the whole value."""
     value = value.strip()
-    if match := _SCHEME_VALUE.fullmatch(value):
+    if name.endswith("authorization") and (match := _SCHEME_VALUE.fullmatch(value)):
         yield match.group(1)
-    elif cookie and "=" in value:
+    elif name == "cookie" and "=" in value:
         yield from (pair.partition("=")[2].strip() for pair in value.split(";"))
     else:
         yield value
