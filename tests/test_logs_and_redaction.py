@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
 import signal
-from collections.abc import Callable
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,8 +24,9 @@ from dynoclock.run.runner import Runner
 from tests.support.clock import FakeClock
 from tests.support.http import Loopback
 from tests.support.logs import logfmt_fields
-from tests.support.processes import ClockProcess, run_cli
+from tests.support.processes import ClockProcess, Clocks, run_cli, wait_until
 from tests.support.runner import now_slot
+from tests.support.services import free_port
 
 Write = Callable[[str], Path]
 StartClock = Callable[..., ClockProcess]
@@ -181,3 +186,151 @@ def test_an_env_secret_the_schedule_never_names_is_masked_too(write_schedule: Wr
     assert result.returncode == 1
     assert "key-from-the-env-only" not in result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "show-env: failed (exit=1: ***)"
+
+
+# ---- credentials written into the schedule itself ---------------------------------------------
+
+URL_USER, URL_TOKEN = "clockbot", "url-token-9e8d7c"
+URL_BASIC = base64.b64encode(f"{URL_USER}:{URL_TOKEN}".encode()).decode()
+PROXY_BASIC = base64.b64encode(b"proxyuser:literal-proxy-pw").decode()
+LITERAL_HEADERS = {  # job: (header, value written in the schedule, no ${VAR})
+    "bearer": ("Authorization", "Bearer literal-bearer-7f3a9c"),
+    "proxy": ("Proxy-Authorization", f"Basic {PROXY_BASIC}"),
+    "api-key": ("X-Api-Key", "literal-apikey-51d2e8"),
+    "cookie": ("Cookie", "sid=literal-cookie-c0ffee"),
+    "auth-token": ("X-Auth-Token", "literal-token-ab12cd"),
+    "webhook-secret": ("X-Webhook-Secret", "literal-whsecret-3344"),
+}
+CUT_KEY = "literal-cutkey-0a1b2c3d4e5f"
+LITERALS = (  # what must never show: each credential, as written or as derived from what is written
+    "literal-bearer-7f3a9c", PROXY_BASIC, "literal-apikey-51d2e8", "literal-cookie-c0ffee", "literal-token-ab12cd",
+    "literal-whsecret-3344", URL_TOKEN, URL_BASIC, CUT_KEY, "literal-sign-secret-77", "literal-cu",
+    "literal-param-key-77", "literal-envtoken-99aa",
+)  # fmt: skip
+_PLAIN = {"host", "user-agent", "accept", "accept-encoding", "connection", "content-length", "idempotency-key"}
+
+
+class EchoingApp:
+    """An app on loopback whose error page (500) echoes the request, as a careless one's does: ``/echo`` every
+    header but the clock's and the usual ones, then the query; ``/cut`` 290 dots, then the X-Api-Key value, so
+    that the first 300 characters the run keeps end inside it."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, str]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                owner.received.append(dict(self.headers.items()))
+                if self.path == "/cut":
+                    body = "." * 290 + self.headers.get("X-Api-Key", "")
+                else:
+                    shown = [(k, v) for k, v in self.headers.items() if k.lower() not in _PLAIN and k[:8] != "X-Clock-"]
+                    query = self.path.partition("?")[2]
+                    body = "; ".join(f"{k}: {v}" for k, v in [*shown, *([("Query", query)] if query else [])])
+                self.send_response(500)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.port = self.server.server_address[1]
+
+
+@pytest.fixture
+def echoing_app() -> Iterator[EchoingApp]:
+    app = EchoingApp()
+    yield app
+    app.server.shutdown()
+    app.server.server_close()
+
+
+def literal_schedule(port: int) -> str:
+    url = f"http://127.0.0.1:{port}"
+    jobs = [
+        f"  {job}: {{every: 1h, http: {{url: {url}/echo, headers: {{{name}: {json.dumps(value)}}}}}}}"
+        for job, (name, value) in LITERAL_HEADERS.items()
+    ]
+    jobs.append(
+        f"  url-credentials: {{every: 1h, http: {{url: 'http://{URL_USER}:{URL_TOKEN}@127.0.0.1:{port}/echo'}}}}"
+    )
+    jobs.append(f"  cut: {{every: 1h, http: {{url: {url}/cut, headers: {{X-Api-Key: {CUT_KEY}}}}}}}")
+    jobs.append(
+        f"  signed: {{every: 1h, http: {{url: {url}/echo, sign: literal-sign-secret-77,"
+        " headers: {Accept: application/json, X-Request-Source: the-clock-itself}}}"
+    )
+    jobs.append(
+        f"  params: {{every: 1h, http: {{url: {url}/echo,"
+        " params: {api_key: literal-param-key-77, source: clock-itself-param}}}"
+    )
+    jobs.append(
+        "  env-token: {every: 1h, shell: true, command: 'echo \"$API_TOKEN\"; exit 1',"
+        " env: {API_TOKEN: literal-envtoken-99aa, GREETING: plain-greeting}}"
+    )
+    return "jobs:\n" + "\n".join(jobs) + "\n"
+
+
+def assert_no_literals(where: str, text: str) -> None:
+    leaked = [secret for secret in LITERALS if secret in text]
+    assert not leaked, f"{where}: {leaked} leaked:\n{text[-4000:]}"
+
+
+def test_credentials_written_in_the_schedule_never_reach_output_history_or_pages(
+    write_schedule: Write, echoing_app: EchoingApp, start_clock: Clocks
+) -> None:
+    """Header values named like credentials and URL user-info, written as they are (no ${VAR}), are masked:
+    the values, the Bearer token in them, and the Basic-auth base64 that requests derives from user:password."""
+    path = write_schedule(literal_schedule(echoing_app.port))
+    env = {"CLOCK_DATABASE_URL": start_clock.state, "CLOCK_UI_TOKEN": "ui-token-for-literal-test"}
+    jobs = [*LITERAL_HEADERS, "url-credentials", "cut", "signed", "params", "env-token"]
+    for job in jobs:
+        result = run_cli("run", job, "-c", str(path), env=env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert_no_literals(f"run {job}", result.stdout + result.stderr)
+        assert result.stdout.splitlines()[-1].startswith(f"{job}: failed ("), result.stdout
+    # They reached the app, and the app echoed them: there was something to mask.
+    sent = {item for headers in echoing_app.received for item in headers.items()}
+    assert {*LITERAL_HEADERS.values(), ("Authorization", f"Basic {URL_BASIC}"), ("X-Api-Key", CUT_KEY)} <= sent
+    history = run_cli("history", "--json", env=env)
+    assert history.returncode == 0, history.stderr
+    assert_no_literals("history --json", history.stdout + history.stderr)
+    errors = {run["job"]: run["error"] for run in json.loads(history.stdout)["runs"]}
+    assert errors["bearer"].endswith("got 500: Authorization: Bearer ***")
+    assert errors["cookie"].endswith("got 500: Cookie: sid=***")
+    assert errors["url-credentials"].endswith("got 500: Authorization: Basic ***")
+    assert errors["cut"].endswith("." * 10 + "***")
+    assert "X-Request-Source: the-clock-itself" in errors["signed"]  # ordinary headers stay readable
+    assert errors["params"].endswith("Query: api_key=***&source=clock-itself-param")
+    assert errors["env-token"] == "exit=1: ***"
+    for command in (["history"], ["status", "--json", "-c", str(path)]):
+        shown = run_cli(*command, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert_no_literals(" ".join(command), shown.stdout + shown.stderr)
+    # The status page shows the same history, masked too.
+    port = free_port()
+    ui = start_clock.start("ui", "-c", str(path), "--port", str(port), env=env, name="ui")
+    bearer = {"Authorization": "Bearer ui-token-for-literal-test"}
+    pages = [wait_until(lambda: page_text(f"http://127.0.0.1:{port}/", bearer), "the page", details=ui.text)]
+    pages += [page_text(f"http://127.0.0.1:{port}/jobs/{job}", bearer) for job in jobs]
+    assert all(text and ("***" in text) == (job != "signed") for job, text in zip(jobs, pages[1:], strict=True))
+    assert_no_literals("pages", "".join(pages) + ui.text())
+
+
+def page_text(url: str, headers: dict[str, str]) -> str:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def test_the_schedule_marks_literal_credentials_as_secrets_and_nothing_else(write_schedule: Write) -> None:
+    secrets = load_schedule(str(write_schedule(literal_schedule(9)))).secrets
+    assert set(LITERALS) - {"literal-cu"} <= secrets
+    assert not {"application/json", "the-clock-itself", "clock-itself-param", "plain-greeting", URL_USER} & secrets
+    assert not {"Bearer", "sid"} & secrets

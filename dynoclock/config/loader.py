@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
-from dynoclock.config.envvars import SECRET_NAME, variables
+from dynoclock.config.credentials import schedule_secrets
 from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
 from dynoclock.config.source import Path, load
 from dynoclock.config.values import (
@@ -325,18 +325,6 @@ def _as_cron(value: Any) -> str:
 
 
 def _secrets(tree: Any, env: Mapping[str, str]) -> frozenset[str]:
-    """Values of the secret-named variables (``*TOKEN*``, ``*PASSWORD*``...) the schedule refers to."""
-    found: set[str] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            found.update(env[n] for n in variables(value) if SECRET_NAME.search(n) and env.get(n))
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(tree)
-    return frozenset(found)
+    """Values to mask wherever they might be printed: of secret-named variables the schedule refers to, of
+    credentials written in it (headers, ``sign``, URL passwords and their Basic-auth base64; see credentials.py)."""
+    return schedule_secrets(tree, env)
