@@ -15,7 +15,7 @@ from datetime import datetime
 from dynoclock.observe.logs import short_error
 from dynoclock.run.claims import Claims
 from dynoclock.run.runner import Runner
-from dynoclock.state.ledger import LeaseLost
+from dynoclock.state.ledger import Claim, LeaseLost
 
 MAX_BATCH = 1000
 
@@ -63,10 +63,14 @@ class Dispatcher:
                                     note="the lease was lost: these slots are the next leader's")  # fmt: skip
             return
         except Exception:
-            # The database is away: each run retries its own claim with backoff, within its misfire_grace, under
-            # the same run id, since the batch may have committed before its answer was lost.
+            # The database is away: the runs retry their claims with backoff, within misfire_grace, under the same
+            # run ids, since the batch may have committed before its answer was lost. Those of one job wait in
+            # line: claimed together when the database is back, they would otherwise run over each other.
+            late: dict[str, list[Claim]] = {}
             for claim in claims:
-                self.runner.submit(claim.job, claim.slot, run_id=claim.run_id)
+                late.setdefault(claim.job, []).append(claim)
+            for job_id, mine in late.items():
+                self.runner.submit_in_order(job_id, [c.slot for c in mine], "schedule", [c.run_id for c in mine])
             return
         for claim in claims:
             if claim.run_id in won:

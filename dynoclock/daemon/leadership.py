@@ -200,26 +200,32 @@ class Leadership:
             self.runner.submit(job_id, requested_at, reason="manual")
 
     def catch_up(self, now: datetime, led_until: datetime | None) -> None:
-        """Slots that passed while no clock led: run within misfire_grace, record the rest."""
+        """Slots with no row: within misfire_grace they run, the rest are recorded (planned by schedule/catchup.py).
+
+        Gaps are looked for from the last leader's heartbeat less the grace: a slot that a stopping leader handed
+        over within its grace and that no clock took in time lies there, between rows."""
         writer = self.runner.writer
         assert writer is not None
-        last = self.ledger.last_slots()
+        margin = timedelta(seconds=LEADER_CHECK)
         for job in self.schedule.jobs.values():
             if not job.enabled or job.action is None:
                 continue
-            since = last.get(job.id)
-            if since is None and led_until is not None:
-                # No row yet (a new job, an `at:` job, rows pruned): a leader would have claimed its slots
+            since = now - job.misfire_grace
+            if led_until is not None:
+                since = min(since, led_until - job.misfire_grace - margin)
+            after, taken = self.ledger.catch_up_slots(job.id, since, now)
+            if after is None and led_until is not None:
+                # No row before (a new job, an `at:` job, rows pruned): a leader would have claimed its slots
                 # while it led, so only those after the last leader's heartbeat can have been missed. The
                 # margin covers a slot fired just before that heartbeat and not yet claimed.
-                since = led_until - timedelta(seconds=LEADER_CHECK)
-            plan = catchup.plan(job, since, now)
-            for slot in plan.missed:
-                writer.not_run(job.id, slot, "missed", "no clock was leading within misfire_grace")
+                after = min([led_until - margin, *taken[:1]])
+            plan = catchup.plan(job, after, taken, now)
+            if plan.missed is not None:
+                writer.not_run(job.id, plan.missed.last, "missed", plan.missed.error(job.misfire_grace))
             for slot in plan.skipped:
                 writer.not_run(job.id, slot, "skipped", "catch_up=one: coalesced into a later run")
             if plan.missed or plan.skipped or plan.run:
                 self.events.emit("clock.catch_up", job=job.id, run=len(plan.run), skipped=len(plan.skipped),
-                                 missed=len(plan.missed) + plan.uncounted, since=since)  # fmt: skip
+                                 missed=plan.missed.count if plan.missed else 0, since=after)  # fmt: skip
             if plan.run:
                 self.runner.submit_in_order(job.id, plan.run, reason="catch_up")

@@ -25,6 +25,7 @@ from dynoclock.config.loader import Job, Schedule
 from dynoclock.observe.logs import EventLog, clip, log, short_error
 from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import to_ms
+from dynoclock.run.backlog import Backlog
 from dynoclock.run.claims import Claims
 from dynoclock.run.notify import Notifier, RunInfo
 from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields, recorded
@@ -75,6 +76,7 @@ class Runner:
         self._idle = threading.Condition(self._lock)
         self._released = 0  # of _pending: runs given back at shutdown whose timer entries have not fired yet
         self._waiting: dict[str, RunFields] = {}  # claimed runs waiting for their start: run id -> fields
+        self.backlog = Backlog(self)  # slots that run in order (submit_in_order)
         redact.add(schedule.secrets)
 
     # ---- entry points ---------------------------------------------------------------------
@@ -106,16 +108,12 @@ class Runner:
 
         self._schedule(task, slot + jitter_offset(job.id, slot, job.jitter))
 
-    def submit_in_order(self, job_id: str, slots: list[datetime], reason: RunReason) -> None:
-        """Run several slots of one job (``catch_up: all``) one after another, oldest first:
-        started together, all but one would be dropped by ``overlap: skip``."""
-        job = self.schedule.jobs[job_id]
-
-        def task() -> None:
-            for slot in slots:
-                self.execute(job, slot, reason=reason)
-
-        self._schedule(task, self.clock.now())
+    def submit_in_order(
+        self, job_id: str, slots: list[datetime], reason: RunReason, run_ids: list[str] | None = None
+    ) -> None:
+        """Run slots of one job one after another, oldest first, after those it already has waiting (a catch-up,
+        claims that waited for the database: run/backlog.py); ``run_ids`` as ``run_id`` for ``execute``."""
+        self.backlog.add(job_id, slots, reason, run_ids)
 
     def _schedule(self, task: Callable[[], None], start_at: datetime) -> None:
         """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread."""

@@ -243,6 +243,17 @@ class Ledger:
         with self.engine.connect() as conn:
             return {job: from_db(slot) for job, slot in conn.execute(query)}
 
+    def catch_up_slots(self, job: str, since: datetime, until: datetime) -> tuple[datetime | None, list[datetime]]:
+        """What a catch-up reads of one job: its latest slot with a row before ``since``, and its slots with a row
+        from ``since`` to ``until``, oldest first (manual runs are not slots). Both use the (job, slot) key."""
+        slot, scheduled = runs.c.scheduled_for, sa.and_(runs.c.job == job, runs.c.reason != "manual")
+        before = sa.select(sa.func.max(slot)).where(scheduled, slot < to_db(since))
+        within = sa.select(slot).where(scheduled, slot >= to_db(since), slot <= to_db(until)).order_by(slot)
+        with self.engine.connect() as conn:
+            last = conn.execute(before).scalar()
+            slots = [from_db(s) for (s,) in conn.execute(within)]
+        return (None if last is None else from_db(last)), slots
+
     def unfinished(self, dead_clocks_before: datetime) -> list[Run]:
         """Runs left claimed/running by clocks whose last heartbeat is older than the given instant (or gone)."""
         alive = sa.select(clocks.c.clock).where(clocks.c.heartbeat_at >= to_db(dead_clocks_before))

@@ -1,0 +1,118 @@
+"""Slots of one job that run one after another, oldest first: a takeover's catch-up and claims that waited.
+
+A catch-up (``catch_up: all``) and the slots whose claims waited out a database outage come late and
+together: started together, ``overlap: skip`` would drop all but one. Each job has one queue here, drained by
+one worker of the runner: a slot waits until the job's other runs are over, then runs (``Runner.execute``
+claims it on its own). With ``catch_up: one`` a slot with a newer one queued behind it is claimed and recorded
+``skipped``, coalesced into that one. When the clock stops, or stops leading, the rest is handed over: one
+log line names the slots, claims already made are given back, and the next leader's catch-up finds the
+slots as gaps between rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from dynoclock.config.loader import Job
+from dynoclock.observe.timefmt import iso_utc
+from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields
+from dynoclock.state.tables import RunReason
+
+if TYPE_CHECKING:
+    from dynoclock.run.runner import Runner
+
+# What Runner.execute returns, with no row written, for a slot it did not claim because the clock was stopping.
+_NOT_CLAIMED = Outcome("interrupted", error="the clock was stopping")
+
+
+@dataclass(frozen=True)
+class Queued:
+    slot: datetime
+    reason: RunReason
+    run_id: str | None  # the id of a claim that may have committed (a batch whose answer was lost)
+
+
+class Backlog:
+    """Per job, the slots waiting to run in order; a helper of one ``Runner`` (it uses the runner's own state)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self._queues: dict[str, list[Queued]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job_id: str, slots: list[datetime], reason: RunReason, run_ids: list[str] | None = None) -> None:
+        """Queue ``slots`` after those of ``job_id`` already waiting, in slot order; never blocks."""
+        items = [Queued(slot, reason, run_ids[n] if run_ids else None) for n, slot in enumerate(slots)]
+        with self._lock:
+            idle = job_id not in self._queues
+            queue = self._queues.setdefault(job_id, [])
+            queue += items
+            queue.sort(key=lambda item: item.slot)
+        if idle:
+            job = self.runner.schedule.jobs[job_id]
+            self.runner._schedule(lambda: self._drain(job), self.runner.clock.now())
+
+    def _drain(self, job: Job) -> None:
+        # Runs of this queue never count as overlapping the job's other runs: each waits for them to end instead.
+        own = job if job.overlap == "allow" else replace(job, overlap="allow")
+        while True:
+            with self._lock:
+                queue = self._queues[job.id]
+                if not queue:
+                    del self._queues[job.id]
+                    return
+                item = queue.pop(0)
+                newer = bool(queue)
+            if self._stopped():
+                return self._hand_over(job, [item])
+            if newer and job.catch_up == "one":
+                outcome = self._coalesce(job, item)
+            else:
+                if job.overlap != "allow":
+                    self._wait_for_other_runs(job.id)
+                outcome = self.runner.execute(own, item.slot, reason=item.reason, run_id=item.run_id)
+            if outcome.status in ("standby", "released") or outcome == _NOT_CLAIMED:
+                return self._hand_over(job, [item])
+
+    def _stopped(self) -> bool:
+        runner = self.runner
+        return runner.stopping.is_set() or (runner.is_leader is not None and not runner.is_leader())
+
+    def _wait_for_other_runs(self, job_id: str) -> None:
+        runner = self.runner
+        with runner._lock:
+            while runner._active.get(job_id) and not runner.stopping.is_set():
+                runner._idle.wait(0.1)  # woken as runs end; the timeout covers one that ends without a wake-up
+
+    def _coalesce(self, job: Job, item: Queued) -> Outcome:
+        """``catch_up: one``: a newer slot of the job is queued behind this one, which is recorded skipped."""
+        runner = self.runner
+        if runner.claims is None:
+            return Outcome("skipped")
+        run_id = item.run_id or runner.claims.new(job.id, item.slot).run_id
+        fields: RunFields = {"job": job.id, "run_id": run_id, "scheduled_for": item.slot}
+        if item.reason != "schedule":
+            fields["reason"] = item.reason
+        claimed = runner.claims.one(job, item.slot, run_id, item.reason, fields)
+        if claimed != "won":
+            return Outcome(NOT_CLAIMED[claimed])
+        return runner._report(Outcome("skipped", error="catch_up=one: coalesced into a later run"), fields, None)
+
+    def _hand_over(self, job: Job, items: list[Queued]) -> None:
+        """The clock stops or no longer leads: leave the rest to the next leader, and say so."""
+        with self._lock:
+            items += self._queues.pop(job.id, [])
+        writer = self.runner.writer
+        for item in items:
+            if item.run_id is not None and writer is not None:
+                with contextlib.suppress(Exception):  # a claim that committed unanswered: give it back
+                    writer.release(item.run_id)
+        slots = sorted(item.slot for item in items)
+        self.runner.events.emit(
+            "clock.handed_over", level="warning", job=job.id, slots=len(slots), first=iso_utc(slots[0]),
+            last=iso_utc(slots[-1]), note="not run here: the next leader's catch-up runs them within misfire_grace",
+        )  # fmt: skip
