@@ -57,6 +57,16 @@ class Backlog:
             self.runner._schedule(lambda: self._drain(job), self.runner.clock.now())
 
     def _drain(self, job: Job) -> None:
+        try:
+            self._run_in_order(job)
+        except BaseException:  # the job's queue must not stay behind with no worker to drain it: say what it held
+            with self._lock:
+                left = self._queues.pop(job.id, [])
+            if left:
+                self._hand_over(job, left)
+            raise
+
+    def _run_in_order(self, job: Job) -> None:
         # Runs of this queue never count as overlapping the job's other runs: each waits for them to end instead.
         own = job if job.overlap == "allow" else replace(job, overlap="allow")
         while True:
