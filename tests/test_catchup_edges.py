@@ -8,6 +8,7 @@ row saying why not. Waits are on log lines and rows, never on how long the clock
 
 from __future__ import annotations
 
+import io
 import signal
 import time
 from collections.abc import Iterator
@@ -18,8 +19,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from dynoclock.config.loader import load_schedule
+from dynoclock.daemon.leadership import Leadership
+from dynoclock.observe.logs import EventLog
 from dynoclock.observe.timefmt import iso_utc
+from dynoclock.run.runner import Runner
 from dynoclock.state.ledger import Ledger
+from tests.support.clock import FakeClock
 from tests.support.history import finish_run, start_run
 from tests.support.logs import parse_ts
 from tests.support.processes import Clocks, slot_floor, tick_slots, wait_until, write_schedule
@@ -49,7 +55,12 @@ def sleep_until(moment: datetime) -> None:
 
 def grid(first: datetime, last: datetime) -> list[datetime]:
     """Every whole second from ``first`` to ``last``."""
-    return [first + n * SECOND for n in range(int((last - first) / SECOND) + 1)]
+    return grid_every(first, last, SECOND)
+
+
+def grid_every(first: datetime, last: datetime, step: timedelta) -> list[datetime]:
+    """``first``, ``first + step``, ... up to ``last``."""
+    return [first + n * step for n in range(int((last - first) / step) + 1)]
 
 
 # ---- a SIGTERM in the middle of a catch_up: all chain --------------------------------------------
@@ -182,3 +193,41 @@ def test_a_gap_of_three_days_runs_within_grace_and_records_the_rest_in_one_row(
     assert [s for s in window if s not in rows] == [], "slots within misfire_grace with no row"
     assert {rows[s].status for s in window} <= {"ok", "skipped"}
     assert [s for s in rows if seeded < s < last] == []  # one row for the whole gap, not one per slot
+
+
+# ---- a successor that comes too late ------------------------------------------------------------------
+
+
+def test_slots_handed_over_and_taken_by_no_one_within_grace_are_recorded_missed(tmp_path: Path, store: Ledger) -> None:
+    # A leader stopped 2 minutes ago in the middle of a chain: 12:57:40 and 12:57:50 (as it were) have no row,
+    # the slots around them do. No clock led since; this one comes after their misfire_grace (1 minute).
+    now = slot_floor(datetime.now(UTC), 10 * SECOND)
+    ten = 10 * SECOND
+    Ledger(store.url, clock=FakeClock(now - 120 * SECOND)).heartbeat("old-leader", "leader", now - timedelta(hours=1))
+    gap = [now - 140 * SECOND, now - 130 * SECOND]
+    for n, slot in enumerate(grid_every(now - 160 * SECOND, now - 120 * SECOND, ten)):
+        if slot not in gap:
+            assert store.claim(f"old-{n}", "tick", slot, "old-leader")
+            start_run(store, f"old-{n}", 1, "old-leader")
+            finish_run(store, f"old-{n}", "ok", None, 5)
+    path = write_schedule(tmp_path, "jobs:\n  tick:\n    every: 10s\n    misfire_grace: 1m\n    command: ['true']\n")
+    schedule = load_schedule(str(path))
+    events = EventLog(io.StringIO(), fmt="json")
+    runner = Runner(schedule, events, "me", store)
+    try:
+        leadership = Leadership(schedule, store, runner, events, "me")
+        assert leadership.lease.try_acquire()  # catch-up is a leader's, and its claims are fenced by the lease
+        leadership.catch_up(now, store.led_until())
+        wait_until(lambda: over(store, "tick", [now]), "the catch-up run")
+    finally:
+        runner.stopping.set()
+    rows = rows_by_slot(store, "tick")
+    (missed,) = [run for run in rows.values() if run.status == "missed"]
+    # One row for the two handed-over slots and the five after the old leader's last one, all past the grace.
+    assert missed.scheduled_for == now - 70 * SECOND
+    assert missed.error == (
+        f"not run within misfire_grace=1m: 7 slots from {iso_utc(gap[0])} to {iso_utc(now - 70 * SECOND)}"
+        " (this row stands for all)"
+    )
+    window = grid_every(now - 60 * SECOND, now, ten)
+    assert {slot: rows[slot].status for slot in window} == {**dict.fromkeys(window[:-1], "skipped"), now: "ok"}
