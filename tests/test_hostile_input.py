@@ -189,6 +189,21 @@ CASES = [
         (5, "jobs.a.timezone", r"unknown time zone 'xxxx.*'\.\.\. \(5,000 characters\)"),
     ),
     case(
+        "expect-status-superscript",
+        "jobs:\n  a:\n    every: 1m\n    http: {url: 'http://127.0.0.1/x', expect_status: '²00'}\n",
+        (4, "jobs.a.http.expect_status", r"expected an HTTP status like 200 or 2xx .*got '²00'"),
+    ),
+    case(
+        "ping-port-out-of-range",
+        JOB + "    ping: 'http://127.0.0.1:99999999999/p'\n",
+        (5, "jobs.a.ping", r"expected a port from 0 to 65535 in the URL"),
+    ),
+    case(
+        "ping-port-superscript",
+        JOB + "    ping: 'http://127.0.0.1:²/p'\n",
+        (5, "jobs.a.ping", r"expected a port from 0 to 65535 in the URL"),
+    ),
+    case(
         "cron-field-5000-digits",
         "jobs:\n  a:\n    cron: '" + "1" * 5000 + " * * * *'\n    command: [echo]\n",
         (3, "jobs.a.cron", r"expected a crontab expression .*got '1111.*'\.\.\. \(5,008 characters\)"),

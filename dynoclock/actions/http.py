@@ -124,6 +124,10 @@ def as_url(value: Any) -> str:
         raise Invalid(f"expected an http:// or https:// URL, got {redact_url(url)!r} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"expected an http:// or https:// URL, got {redact_url(url)!r}")
+    try:
+        parts.port  # noqa: B018  (reading it checks it: a port that is not 0-65535 in ASCII digits raises)
+    except ValueError:
+        raise Invalid(f"expected a port from 0 to 65535 in the URL, got {redact_url(url)!r}") from None
     return url
 
 
@@ -133,9 +137,8 @@ def as_statuses(value: Any) -> tuple[str, ...]:
     out = []
     for item in items:
         text = str(item).lower()
-        if isinstance(item, bool) or not (
-            (text.isdigit() and 100 <= int(text) <= 599) or (len(text) == 3 and text[0] in "12345" and text[1:] == "xx")
-        ):
+        number = text.isascii() and text.isdigit() and 100 <= int(text) <= 599  # ASCII: '²00' is no status
+        if isinstance(item, bool) or not (number or (len(text) == 3 and text[0] in "12345" and text[1:] == "xx")):
             raise Invalid(f"expected an HTTP status like 200 or 2xx (or a list of them), got {show(item)}")
         out.append(text)
     if not out:
