@@ -9,7 +9,9 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from dynoclock.actions.base import JobTimeout, RunContext
 from dynoclock.observe.timefmt import iso_utc
 from tests.support.http import Loopback
 from tests.support.runner import Harness, now_slot
@@ -202,3 +205,118 @@ def test_verify_false_accepts_a_self_signed_certificate(write_schedule: Write, t
     h = Harness.load(write_schedule(http_job(tls_url, "verify: false")))
     outcome = h.run("call")
     assert (outcome.status, outcome.detail) == ("ok", "status=204 bytes=0")
+
+
+# ---- a server that drips its body ------------------------------------------------------------
+
+
+class Drip:
+    """A server on 127.0.0.1 that sends its headers (Content-Length 1000) at once, then one byte every 0.2 s,
+    until all 1000 are sent (200 s), the client goes away, or the test ends: each socket read gets a byte well
+    within a 1 s read timeout, so only the run's deadline can end the body."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()  # the body began
+        self.stop = threading.Event()  # set at teardown
+        self.client_gone = threading.Event()  # a write failed: the client closed the connection
+        self.sent = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                owner.started.set()
+                try:
+                    while owner.sent < 1000 and not owner.stop.wait(0.2):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        owner.sent += 1
+                except OSError:
+                    owner.client_gone.set()
+                self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/drip"
+
+
+@pytest.fixture
+def drip() -> Iterator[Drip]:
+    server = Drip()
+    yield server
+    server.stop.set()
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def test_a_dripping_body_times_out_at_the_deadline_and_never_holds_other_jobs(
+    write_schedule: Write, loopback: Loopback, drip: Drip
+) -> None:
+    h = Harness.load(
+        write_schedule(
+            f"""
+jobs:
+  drip:
+    every: 1h
+    timeout: 1s
+    http: {{url: "{drip.url}"}}
+  other:
+    every: 1h
+    http: {{url: "{loopback.url}/ok"}}
+"""
+        )
+    )
+    slot = now_slot()
+    h.runner.submit("drip", slot)
+    h.runner.submit("other", slot + timedelta(seconds=2))  # due after the drip's deadline
+    # The other job starts and finishes while the drip goes on (its 1000 bytes would take 200 s).
+    assert wait_for(lambda: h.captured.of("run.ok", job="other"), 60), h.captured.events
+    assert drip.sent < 1000
+    assert wait_for(lambda: h.captured.of("run.timeout", job="drip"), 60), h.captured.events
+    assert h.captured.names(job="drip") == ["run.start", "run.timeout"]  # its own read stopped: nothing written off
+    [timeout] = h.captured.of("run.timeout", job="drip")
+    assert timeout["error"] == "timeout=1s exceeded"
+    assert drip.client_gone.wait(60)  # the connection was closed, not left dripping into a pooled socket
+
+
+def test_the_body_read_stops_at_the_deadline_by_itself(write_schedule: Write, drip: Drip) -> None:
+    """No watchdog here: the action alone, in this thread, must not read past its deadline."""
+    h = Harness.load(write_schedule(http_job(drip.url, timeout="1s")))
+    action = h.schedule.jobs["call"].action
+    assert action is not None
+    ctx = RunContext("call", now_slot(), "r1", 1, timedelta(seconds=1))
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action.run(ctx)
+        except BaseException as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=run, daemon=True)
+    reader.start()
+    reader.join(60)  # only ends a hang
+    assert not reader.is_alive() and drip.sent < 1000  # it gave up while the body was still coming
+    assert [type(exc) for exc in raised] == [JobTimeout]
+    assert not ctx.cancelled.is_set()  # nothing cancelled it: it saw its deadline itself
+
+
+def wait_for(predicate: Callable[[], object], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

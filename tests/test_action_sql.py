@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
-from tests.support.runner import Harness
+from dynoclock.run.outcome import Outcome
+from tests.support.http import Loopback
+from tests.support.proxy import Proxy
+from tests.support.runner import Harness, now_slot
+from tests.support.state import forget_engine
 
 Write = Callable[[str], Path]
 
@@ -165,6 +173,22 @@ def test_pg_sleep_past_the_timeout_is_cancelled_on_the_server(write_schedule: Wr
         assert active == (0,)
 
 
+@pytest.mark.postgres
+def test_a_cancelled_runs_connection_is_closed_not_pooled(write_schedule: Write, postgres_url: str) -> None:
+    """Its cancel hook runs on a hook thread, maybe late: back in the pool, the connection could carry that cancel
+    request to the next run's statement."""
+    marker = unique("hung")
+    h = Harness.load(write_schedule(sql_job(postgres_url, f'"SELECT pg_sleep(60) AS {marker}"', timeout="1s")))
+    outcomes: list[Outcome] = []
+    runner = threading.Thread(target=lambda: outcomes.append(h.run("housekeeping")), daemon=True)
+    runner.start()
+    assert wait_for(lambda: backends(postgres_url, marker), 30)
+    [pid] = backends(postgres_url, marker)
+    runner.join(60)
+    assert [(o.status, o.error) for o in outcomes] == [("timeout", "timeout=1s exceeded")]
+    assert wait_for(lambda: not backend_alive(postgres_url, pid), 30)  # its server process is gone: not pooled
+
+
 def test_sqlite_long_query_past_the_timeout_ends_as_timeout(write_schedule: Write, lite: Database) -> None:
     endless = (
         '"WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000000000) '
@@ -183,3 +207,86 @@ def test_unreachable_database_fails_without_showing_the_password(write_schedule:
     assert outcome.status == "failed"
     assert outcome.error.startswith("cannot reach the database postgresql+psycopg://user:***@127.0.0.1:1/x")
     assert "hunter2pass" not in outcome.error
+
+
+@pytest.mark.postgres
+def test_a_cancel_that_cannot_reach_the_server_never_holds_other_jobs(
+    write_schedule: Write, postgres_url: str, loopback: Loopback
+) -> None:
+    """The job's database goes silent mid-statement (a frozen TCP proxy): at the timeout, its cancel request waits
+    for an answer that cannot come; meanwhile the other job, due after that timeout, starts and finishes."""
+    marker = unique("silent")
+    upstream = urlsplit(postgres_url)
+    proxy = Proxy(upstream.hostname or "127.0.0.1", upstream.port or 5432).start()
+    credentials = upstream.netloc.rpartition("@")[0]
+    silent_url = upstream._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}".lstrip("@")).geturl()
+    h = Harness.load(
+        write_schedule(
+            f"""
+jobs:
+  stuck:
+    every: 1h
+    timeout: 2s
+    database: {silent_url}
+    sql: "SELECT pg_sleep(60) AS {marker}"
+  other:
+    every: 1h
+    http: {{url: "{loopback.url}/ok"}}
+"""
+        )
+    )
+    try:
+        slot = now_slot()
+        h.runner.submit("stuck", slot)
+        h.runner.submit("other", slot + timedelta(seconds=4))  # due after the stuck run's timeout
+        assert wait_for(lambda: len(backends(postgres_url, marker)) == 1, 30)
+        proxy.freeze()  # from now on nothing passes: not the statement's end, not a cancel request
+        assert wait_for(lambda: h.captured.of("run.ok", job="other"), 60), h.captured.events
+        # The other job finished while the stuck run's cancel request was still waiting in the frozen proxy.
+        assert [still_open(sock) for sock in proxy_clients(proxy)] == [True, True]  # the job's, then its cancel
+        assert wait_for(lambda: h.captured.of("run.timeout", job="stuck"), 60), h.captured.events
+        [timeout] = h.captured.of("run.timeout", job="stuck")
+        assert timeout["error"] == "timeout=2s exceeded"
+        # Its worker waits on the silent connection: written off and replaced, as a job stuck in C is.
+        assert h.captured.names(job="stuck") == ["run.start", "run.abandoned", "run.timeout"]
+    finally:
+        proxy.thaw()
+        proxy.cut()
+        forget_engine(silent_url)
+
+
+def backends(url: str, marker: str) -> list[int]:
+    """The server processes running a statement that contains ``marker``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
+            (f"%{marker}%",),
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def backend_alive(url: str, pid: int) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is not None
+
+
+def proxy_clients(proxy: Proxy) -> list[socket.socket]:
+    """The proxy's client-side sockets, in the order the connections came (each is followed by its upstream)."""
+    return proxy._sockets[::2]
+
+
+def still_open(sock: socket.socket) -> bool:
+    """False once the client closed its end (a peek finds the end of the stream)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True  # open, nothing sent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dynoclock.actions.base import RunCancelled, RunContext
+from dynoclock.actions.base import HookThreads, RunCancelled, RunContext
 from dynoclock.run.timer import Timer
 from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
 from dynoclock.run.workers import WorkerPool
@@ -327,9 +327,12 @@ def test_a_cooperative_action_sees_the_timeout_and_its_cancel_hooks_run() -> Non
     written_off: list[Watch] = []
     kept: list[bool] = []
 
+    hooks: list[str | None] = []
+    hooked = threading.Event()
+
     def action() -> None:
         watch = watchdog.watch(ctx, written_off.append)
-        ctx.on_cancel(lambda: order.append(f"hook:{ctx.cancel_reason}"))
+        ctx.on_cancel(then(lambda: hooks.append(ctx.cancel_reason), hooked.set))
         try:
             if ctx.cancelled.wait(WAIT):  # a cooperative action: it watches its context
                 order.append("saw cancelled")
@@ -340,8 +343,9 @@ def test_a_cooperative_action_sees_the_timeout_and_its_cancel_hooks_run() -> Non
     thread = in_thread(action)
     thread.join(WAIT)
     settle(timer)
-    assert order == ["hook:timeout", "saw cancelled"]  # it stopped itself: no exception was needed
-    assert (ctx.cancel_reason, kept, written_off) == ("timeout", [True], [])
+    assert hooked.wait(WAIT)
+    assert order == ["saw cancelled"]  # it stopped itself: no exception was needed
+    assert (hooks, ctx.cancel_reason, kept, written_off) == (["timeout"], "timeout", [True], [])
 
 
 def test_a_busy_python_loop_gets_run_cancelled_raised_in_its_thread() -> None:
@@ -352,9 +356,11 @@ def test_a_busy_python_loop_gets_run_cancelled_raised_in_its_thread() -> None:
     written_off: list[Watch] = []
     kept: list[bool] = []
 
+    hooks: list[str | None] = []
+
     def action() -> None:
         watch = watchdog.watch(ctx, written_off.append)
-        ctx.on_cancel(lambda: order.append(f"hook:{ctx.cancel_reason}"))
+        ctx.on_cancel(lambda: hooks.append(ctx.cancel_reason))
         spins = 0
         try:
             while True:  # pure Python that never looks at its context
@@ -367,8 +373,8 @@ def test_a_busy_python_loop_gets_run_cancelled_raised_in_its_thread() -> None:
     thread.join(WAIT)
     assert not thread.is_alive()
     settle(timer)
-    assert order == ["hook:timeout", "RunCancelled (cancelled=True)"]
-    assert (kept, written_off) == ([True], [])  # it stopped within the grace: not written off
+    assert order == ["RunCancelled (cancelled=True)"]
+    assert (hooks, kept, written_off) == (["timeout"], [True], [])  # it stopped within the grace: not written off
 
 
 def test_a_worker_blocked_in_c_is_written_off_once_and_replaced(release: threading.Event) -> None:
@@ -389,9 +395,11 @@ def test_a_worker_blocked_in_c_is_written_off_once_and_replaced(release: threadi
         pool.write_off(watch.ident)  # as the runner does
         gone.set()
 
+    hooks: list[str | None] = []
+
     def action() -> None:
         watch = watchdog.watch(ctx, on_written_off)
-        ctx.on_cancel(lambda: order.append(f"hook:{ctx.cancel_reason}"))
+        ctx.on_cancel(lambda: hooks.append(ctx.cancel_reason))
         try:
             blocked.recv(1)  # blocked in C: neither the hooks nor an exception reach it
             order.append("recv returned")
@@ -403,7 +411,7 @@ def test_a_worker_blocked_in_c_is_written_off_once_and_replaced(release: threadi
     try:
         pool.submit(action)
         assert gone.wait(WAIT)
-        assert order == ["hook:timeout", "written off"]
+        assert (order, hooks) == (["written off"], ["timeout"])
         assert written_off[0].written_off and not finished.is_set()
         later = threading.Event()
         pool.submit(later.set)
@@ -413,10 +421,104 @@ def test_a_worker_blocked_in_c_is_written_off_once_and_replaced(release: threadi
         assert finished.wait(WAIT)
         settle(timer)
         # The exception sent at STOP_GRACE/2 lands as soon as the thread is back in Python.
-        assert order == ["hook:timeout", "written off", "RunCancelled"]
+        assert order == ["written off", "RunCancelled"]
         assert kept == [False]  # its result must be ignored
         assert len(written_off) == 1
         wait_until(lambda: len(pool_threads(pool)) == 1, "the stuck worker to leave")
     finally:
         blocked.close()
         unblock.close()
+
+
+# ---- cancel hooks ---------------------------------------------------------------------------
+
+
+def test_a_cancel_hook_that_blocks_holds_neither_the_timer_nor_the_watchdog(release: threading.Event) -> None:
+    """A hook stuck like ``response.close`` on a socket another thread reads from: the timer, which starts every
+    run, goes on, and the watchdog still interrupts the attempt."""
+    timer = Timer(name=f"timer-{uuid.uuid4().hex[:8]}")
+    watchdog = Watchdog(timer)
+    ctx = context()
+    hooked_on: list[str] = []
+    hook_started = threading.Event()
+    order: list[str] = []
+    written_off: list[Watch] = []
+    kept: list[bool] = []
+
+    def stuck_hook() -> None:
+        hooked_on.append(threading.current_thread().name)
+        hook_started.set()
+        release.wait()  # never returns while the test runs
+
+    def action() -> None:
+        watch = watchdog.watch(ctx, written_off.append)
+        ctx.on_cancel(stuck_hook)
+        try:
+            while True:  # pure Python: the watchdog's exception stops it
+                pass
+        except RunCancelled:
+            order.append("RunCancelled")
+        kept.append(watch.finish())
+
+    thread = in_thread(action)
+    assert hook_started.wait(WAIT)
+    timer_alive = threading.Event()
+    timer.at(time.monotonic(), timer_alive.set)
+    assert timer_alive.wait(WAIT)  # the timer runs the next task while the hook is still stuck
+    thread.join(WAIT)
+    assert not thread.is_alive() and order == ["RunCancelled"]  # the watchdog's steps went on too
+    assert (kept, written_off) == ([True], [])
+    assert not release.is_set() and hooked_on[0].startswith("cancel-hooks-")  # still stuck, on a thread of its own
+
+
+def test_cancel_returns_while_its_hook_blocks(release: threading.Event) -> None:
+    """Shutdown's drain and ``overlap: replace`` (another run's worker) call cancel: it must not wait for a hook."""
+    ctx = context(timeout=60)
+    ctx.on_cancel(then(release.wait))
+    returned = threading.Event()
+    in_thread(then(lambda: ctx.cancel("replaced"), returned.set))
+    assert returned.wait(WAIT)
+    assert (ctx.cancelled.is_set(), ctx.cancel_reason, release.is_set()) == (True, "replaced", False)
+
+
+def test_hooks_that_never_return_hold_at_most_the_limit_of_threads(release: threading.Event) -> None:
+    name = f"hooks-{uuid.uuid4().hex[:8]}"
+    hook_threads = HookThreads(limit=2, name=name)
+    started: list[int] = []
+    lock = threading.Lock()
+    ran = threading.Semaphore(0)
+
+    def hook(i: int) -> None:
+        with lock:
+            started.append(i)
+        release.wait()
+        ran.release()
+
+    contexts = [
+        RunContext("tick", datetime.now(UTC), uuid.uuid4().hex, 1, timedelta(seconds=60), hook_threads=hook_threads)
+        for _ in range(5)
+    ]
+    for i, ctx in enumerate(contexts):
+        ctx.on_cancel(functools.partial(hook, i))
+    for ctx in contexts:
+        ctx.cancel("shutdown")  # returns at once, every time
+    wait_until(lambda: len(started) == 2, "two hooks to start")
+    assert hook_threads.threads() == 2
+    assert len([t for t in threading.enumerate() if t.name.startswith(f"{name}-")]) == 2
+    assert sorted(started) == [0, 1]  # the others wait in the queue, not in threads of their own
+    release.set()
+    for _ in contexts:
+        assert ran.acquire(timeout=WAIT)  # each hook runs once stuck ones return
+    assert sorted(started) == [0, 1, 2, 3, 4]
+    wait_until(lambda: hook_threads.threads() == 0, "the hook threads to end")
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith(f"{name}-")], "no hook thread left")
+
+
+def test_a_hook_registered_after_the_cancel_runs_on_a_hook_thread_too(release: threading.Event) -> None:
+    ctx = context(timeout=60)
+    ctx.cancel("timeout")
+    ran_on: list[str] = []
+    done = threading.Event()
+    ctx.on_cancel(then(lambda: ran_on.append(threading.current_thread().name), done.set, lambda: release.wait(WAIT)))
+    assert done.wait(WAIT)  # and on_cancel itself returned while the hook still blocks
+    assert ran_on[0].startswith("cancel-hooks-") and not release.is_set()

@@ -8,7 +8,9 @@ An action kind is a module (``actions/http.py``...) with ``JOB_KEYS`` and ``pars
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -62,6 +64,48 @@ class RunCancelled(BaseException):
     that a job's own ``except Exception`` does not swallow it."""
 
 
+class HookThreads:
+    """Runs cancel hooks off the cancelling thread, on at most ``limit`` threads started as hooks come and ended
+    when none wait. A hook that never returns keeps its thread; once ``limit`` are stuck, later hooks wait in
+    the queue (the watchdog still stops their runs), so stuck hooks never pile up threads without bound."""
+
+    def __init__(self, limit: int = 8, name: str = "cancel-hooks"):
+        self.limit = limit
+        self.name = name
+        self._queue: deque[list[Callable[[], None]]] = deque()  # each entry: one run's hooks, in order
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._counter = itertools.count(1)
+
+    def submit(self, hooks: list[Callable[[], None]]) -> None:
+        """Run ``hooks`` one after another on a hook thread; returns at once."""
+        with self._lock:
+            self._queue.append(hooks)
+            start = self._threads < self.limit
+            if start:
+                self._threads += 1
+        if start:
+            threading.Thread(target=self._work, name=f"{self.name}-{next(self._counter)}", daemon=True).start()
+
+    def threads(self) -> int:
+        """Hook threads alive now (running a hook, or about to look for one)."""
+        with self._lock:
+            return self._threads
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._threads -= 1
+                    return
+                hooks = self._queue.popleft()
+            for hook in hooks:
+                _quietly(hook)
+
+
+HOOKS = HookThreads()  # one per process: every run's cancel hooks
+
+
 @dataclass
 class RunContext:
     """What a running action knows about its run; a Python job may take it as its ``run`` parameter."""
@@ -76,7 +120,9 @@ class RunContext:
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_reason: str | None = None  # timeout | shutdown | replaced
     clock: Clock = field(default=SYSTEM, repr=False)  # what the action asks for the time, and waits with
+    hook_threads: HookThreads = field(default_factory=lambda: HOOKS, repr=False)  # where cancel hooks run
     _hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _steps: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,23 +130,38 @@ class RunContext:
             self.deadline = self.clock.monotonic() + self.timeout.total_seconds()
 
     def on_cancel(self, hook: Callable[[], None]) -> None:
-        """Register how to stop this run early (kill a process, cancel a query); runs at once if already cancelled."""
+        """Register how to stop this run early (kill a process, cancel a query); runs at once if already cancelled.
+        Hooks run on the hook threads (``HookThreads``), never in the thread that cancels: they may block."""
         with self._lock:
             if not self.cancelled.is_set():
                 self._hooks.append(hook)
                 return
-        _quietly(hook)
+        self.hook_threads.submit([hook])
+
+    def on_cancel_step(self, step: Callable[[], None]) -> None:
+        """Register a step of the clock's own that never blocks (the watchdog's escalation): it runs in the
+        cancelling thread, so it happens even when every hook thread is stuck."""
+        with self._lock:
+            if not self.cancelled.is_set():
+                self._steps.append(step)
+                return
+        _quietly(step)
 
     def cancel(self, reason: str) -> None:
-        """Stop the run: on timeout, at shutdown, or when ``overlap: replace`` starts a newer one."""
+        """Stop the run: on timeout, at shutdown, or when ``overlap: replace`` starts a newer one. Returns at once:
+        the action's hooks are handed to the hook threads (closing a socket another thread reads from, or a
+        cancel request to a silent server, would hold the timer, the scheduler or another run's worker)."""
         with self._lock:
             if self.cancelled.is_set():
                 return
             self.cancel_reason = reason
             self.cancelled.set()
             hooks, self._hooks = self._hooks, []
-        for hook in hooks:
-            _quietly(hook)
+            steps, self._steps = self._steps, []
+        for step in steps:
+            _quietly(step)
+        if hooks:
+            self.hook_threads.submit(hooks)
 
     @property
     def remaining(self) -> float:
@@ -123,5 +184,5 @@ class RunContext:
 
 
 def _quietly(hook: Callable[[], None]) -> None:
-    with contextlib.suppress(Exception):  # a process that already exited, a connection already closed
+    with contextlib.suppress(BaseException):  # a process that already exited, a connection already closed
         hook()

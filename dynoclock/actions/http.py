@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import http.cookiejar
 import json as jsonlib
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from dynoclock import __version__
 from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
@@ -82,18 +84,17 @@ class HttpAction:
             if isinstance(exc, requests.exceptions.ConnectTimeout):
                 raise JobFailed(f"connect_timeout={format_duration(self.connect_timeout)} exceeded") from None
             raise JobFailed(f"request failed: {_reason(exc)}") from None
-        ctx.on_cancel(response.close)
+        body_reader = _Body(response.raw)
+        ctx.on_cancel(body_reader.stop)
         try:
-            # Read the body under the deadline (a server that drips bytes cannot hold the run).
             chunks, size = [], 0
-            for chunk in response.iter_content(8192):
-                ctx.check()
+            while chunk := body_reader.read(ctx):
                 if size < 4096:
                     chunks.append(chunk)
                 size += len(chunk)
-        except requests.exceptions.RequestException as exc:
-            if ctx.remaining <= 0 or ctx.cancelled.is_set():
-                raise JobTimeout(ctx.timeout) from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if ctx.remaining <= 0 or ctx.cancelled.is_set() or isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                raise JobTimeout(ctx.timeout) from None  # a read timeout is the time left: the run's deadline
             raise JobFailed(f"reading the response failed: {_reason(exc)}") from None
         finally:
             response.close()
@@ -124,6 +125,10 @@ def as_url(value: Any) -> str:
         raise Invalid(f"expected an http:// or https:// URL, got {redact_url(url)!r} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"expected an http:// or https:// URL, got {redact_url(url)!r}")
+    try:
+        parts.port  # noqa: B018  (reading it checks it: a port that is not 0-65535 in ASCII digits raises)
+    except ValueError:
+        raise Invalid(f"expected a port from 0 to 65535 in the URL, got {redact_url(url)!r}") from None
     return url
 
 
@@ -133,14 +138,45 @@ def as_statuses(value: Any) -> tuple[str, ...]:
     out = []
     for item in items:
         text = str(item).lower()
-        if isinstance(item, bool) or not (
-            (text.isdigit() and 100 <= int(text) <= 599) or (len(text) == 3 and text[0] in "12345" and text[1:] == "xx")
-        ):
+        number = text.isascii() and text.isdigit() and 100 <= int(text) <= 599  # ASCII: '²00' is no status
+        if isinstance(item, bool) or not (number or (len(text) == 3 and text[0] in "12345" and text[1:] == "xx")):
             raise Invalid(f"expected an HTTP status like 200 or 2xx (or a list of them), got {show(item)}")
         out.append(text)
     if not out:
         raise Invalid("expected at least one HTTP status, got an empty list")
     return tuple(out)
+
+
+class _Body:
+    """A response body read against the run's deadline, one socket read at a time, each waiting at most the time
+    left (a server that drips a byte a second cannot hold the run). ``stop``, the cancel hook, wakes a read in
+    progress by shutting the socket for reading: ``response.close`` would wait for the reading thread to let go."""
+
+    def __init__(self, raw: urllib3.HTTPResponse):
+        self.raw = raw
+        self.conn = raw.connection
+        self._lock = threading.Lock()
+        self._ours = self.conn is not None  # False once the connection went back to the pool (another run's now)
+        give_back = raw.release_conn
+
+        def release_conn() -> None:
+            with self._lock:
+                self._ours = False
+            give_back()
+
+        raw.release_conn = release_conn  # type: ignore[method-assign]  # so stop never shuts a pooled socket
+
+    def read(self, ctx: RunContext) -> bytes:
+        """The next bytes of the body (b"" at its end); raises JobTimeout at the deadline or when cancelled."""
+        ctx.check()
+        if self._ours and self.conn is not None and self.conn.sock is not None:
+            self.conn.sock.settimeout(max(ctx.remaining, 0.001))
+        return self.raw.read1(8192, decode_content=True)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._ours and self.conn is not None and self.conn.sock is not None:
+                self.conn.sock.shutdown(socket.SHUT_RD)
 
 
 def status_ok(status: int, expected: tuple[str, ...]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     import sqlalchemy.exc
 
 JOB_KEYS: tuple[str, ...] = ("database",)
+CANCEL_WAIT = 10.0  # seconds a cancel request may wait for a silent server; its statement_timeout still applies
 
 
 @dataclass(frozen=True)
@@ -42,26 +44,32 @@ class SqlAction:
         try:
             with engine.connect() as conn:
                 raw = conn.connection.dbapi_connection
-                with conn.begin():
-                    if db.is_postgres(engine):
-                        # Enforced by the server: a hung statement is cancelled there, not only abandoned here.
-                        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(ctx.remaining * 1000))}")
-                        ctx.on_cancel(getattr(raw, "cancel_safe", getattr(raw, "cancel", lambda: None)))
-                    elif isinstance(raw, sqlite3.Connection):
-                        # SQLite has no statement timeout: abort from its progress handler at the deadline.
-                        raw.set_progress_handler(lambda: int(ctx.remaining <= 0 or ctx.cancelled.is_set()), 1000)
-                        conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(ctx.remaining * 1000))}")
-                        # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE, so a
-                        # leading CREATE or ALTER would commit on its own: open it ourselves.
-                        if not raw.in_transaction:
-                            conn.exec_driver_sql("BEGIN")
-                    try:
-                        for statement in self.statements:
-                            result = conn.exec_driver_sql(statement)
-                            rows += max(result.rowcount, 0)
-                    finally:
-                        if isinstance(raw, sqlite3.Connection):
-                            raw.set_progress_handler(None, 0)
+                canceller = _Canceller(raw) if db.is_postgres(engine) else None
+                try:
+                    with conn.begin():
+                        if canceller is not None:
+                            # Enforced by the server: a hung statement is cancelled there, not only abandoned here.
+                            timeout_ms = max(1, int(ctx.remaining * 1000))
+                            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+                            ctx.on_cancel(canceller)
+                        elif isinstance(raw, sqlite3.Connection):
+                            # SQLite has no statement timeout: abort from its progress handler at the deadline.
+                            raw.set_progress_handler(lambda: int(ctx.remaining <= 0 or ctx.cancelled.is_set()), 1000)
+                            conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(ctx.remaining * 1000))}")
+                            # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE, so a
+                            # leading CREATE or ALTER would commit on its own: open it ourselves.
+                            if not raw.in_transaction:
+                                conn.exec_driver_sql("BEGIN")
+                        try:
+                            for statement in self.statements:
+                                result = conn.exec_driver_sql(statement)
+                                rows += max(result.rowcount, 0)
+                        finally:
+                            if isinstance(raw, sqlite3.Connection):
+                                raw.set_progress_handler(None, 0)
+                finally:
+                    if canceller is not None and canceller.done(ctx):
+                        conn.invalidate()  # a cancel request may still be on its way: never pool this connection
         except sqlalchemy.exc.DBAPIError as exc:
             raise _failure(exc, ctx, url) from None
         except sqlalchemy.exc.SQLAlchemyError as exc:
@@ -102,6 +110,32 @@ def as_database_url(value: Any) -> str:
         shown = "***@" + url.rsplit("@", 1)[1] if "@" in url else url  # user:password@host without a scheme
         raise Invalid(f"expected a database URL like postgres://user@host/db or sqlite:///app.db, got {shown!r}")
     return url
+
+
+class _Canceller:
+    """The cancel hook of one run's Postgres connection. It runs on a hook thread, maybe late: it asks the server
+    to cancel only while the run still holds the connection, and a cancelled run's connection is closed, never
+    pooled, so a cancel request still on its way cannot stop the next run's statement on it."""
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+        self._lock = threading.Lock()
+        self._holding = True
+
+    def __call__(self) -> None:
+        with self._lock:
+            if not self._holding:
+                return
+        if hasattr(self.raw, "cancel_safe"):  # psycopg 3: gives up after CANCEL_WAIT
+            self.raw.cancel_safe(timeout=CANCEL_WAIT)
+        elif hasattr(self.raw, "cancel"):
+            self.raw.cancel()
+
+    def done(self, ctx: RunContext) -> bool:
+        """The run lets go of the connection; True if it was cancelled (a hook may have run: close it)."""
+        with self._lock:
+            self._holding = False
+        return ctx.cancelled.is_set()
 
 
 def _failure(exc: sqlalchemy.exc.DBAPIError, ctx: RunContext, url: str) -> JobFailed:

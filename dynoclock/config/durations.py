@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from dynoclock.config.problems import Invalid
 
-_PART = re.compile(r"(\d+)(ms|w|d|h|m|s)")
+_PART = re.compile(r"([0-9]+)(ms|w|d|h|m|s)")  # ASCII digits only (\d also matches '١' or '²')
 _UNITS = {
     "w": timedelta(weeks=1),
     "d": timedelta(days=1),

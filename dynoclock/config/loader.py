@@ -20,7 +20,7 @@ from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
 from dynoclock.config.credentials import schedule_secrets
 from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
-from dynoclock.config.source import Path, load
+from dynoclock.config.source import Path, load, quoted
 from dynoclock.config.values import (
     as_bool,
     as_duration,
@@ -32,6 +32,7 @@ from dynoclock.config.values import (
     as_str,
     as_zone,
     interpolate,
+    show,
 )
 from dynoclock.schedule import cron
 from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Trigger, Window
@@ -191,7 +192,7 @@ def _job(
 ) -> Job | None:
     path: Path = ("jobs", job_id)
     if not JOB_ID.fullmatch(job_id):
-        report.error(path, f"job id {job_id!r} must be 1-100 of a-z, 0-9, '_' and '-'")
+        report.error(path, f"job id {quoted(job_id)} must be 1-100 of a-z, 0-9, '_' and '-'")
     spec = report.parse(path, raw, as_mapping)
     if spec is None:
         return None
@@ -319,8 +320,9 @@ def _trigger(
 
 
 def _as_cron(value: Any) -> str:
-    if not isinstance(value, str):
-        raise Invalid(f'expected a crontab expression like "0 2 * * *" or @daily, got {value!r}')
+    # The longest sensible expression lists every minute, hour, day and month (about 400 characters).
+    if not isinstance(value, str) or len(value) > 1000:
+        raise Invalid(f'expected a crontab expression like "0 2 * * *" or @daily, got {show(value)}')
     return cron.normalize(value)
 
 

@@ -4,11 +4,14 @@ PyYAML's ``safe_load`` forgets where things were, so we compose the node tree
 (which keeps marks) and build the values ourselves: every later error can then
 name ``file:line``. Only plain data is built (no object construction), duplicate
 keys are errors rather than last-one-wins, and timestamps stay strings so that
-one parser (ours) decides what an instant means.
+one parser (ours) decides what an instant means. Nesting, alias uses and what aliases
+expand to are bounded while composing and building, so a hostile file is refused cheaply.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,18 +63,42 @@ _YAML_HINTS = ("while scanning an alias", "found undefined alias", "found charac
 _STD_TAG = "tag:yaml.org,2002:"
 _MERGE = _STD_TAG + "merge"
 
+# Bounds far beyond any real schedule, so that a hostile file (a "billion laughs" alias bomb, nesting
+# thousands deep) is refused in well under a second and a few MB instead of minutes and gigabytes.
+MAX_DEPTH = 100  # collections nested in one another, the top mapping included
+MAX_ALIASES = 10_000  # uses of anchors (*name) in the file
+MAX_ALIAS_VALUES = 100_000  # values that expanding aliases (and merge keys) may add to those written out
+_MULTIPLY = "found aliases that multiply (an alias bomb)"
+_NESTED = f"found {MAX_DEPTH + 1} levels once it is expanded"
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """``text`` in quotes as found, shortened when long: ``'xxxxxxxxxxxxxxxxxxxxxxxx'... (5,000 characters)``."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit // 2]!r}... ({len(text):,} characters)"
+
 
 def load(file: str, raw: bytes) -> Source:
     """Parse ``raw`` (the bytes of ``file``), or raise ConfigError naming the line if it is not YAML at all."""
+    collecting = gc.isenabled()
+    gc.disable()  # the cyclic collector would walk the growing tree again and again: 40% of a 10,000-job load
+    try:
+        return _load(file, raw)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load(file: str, raw: bytes) -> Source:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         bad_line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Problem(file, bad_line, "", "not UTF-8 text (is this a YAML file?)")]) from None
-    fast = _compose_fast(text)
+    fast = _compose_fast(file, text)
     if fast is not None:
-        loader, node = fast
-        return _finish(file, loader, node)
+        return _finish(file, *fast)
     try:
         loader = yaml.SafeLoader(text)  # refuses control characters (NUL...) right here
     except yaml.reader.ReaderError as exc:
@@ -79,7 +106,7 @@ def load(file: str, raw: bytes) -> Source:
         what = f"unacceptable character #x{exc.character:04x}" if isinstance(exc.character, int) else exc.reason
         raise ConfigError([Problem(file, bad_line, "", f"not YAML text: {what} (is this a YAML file?)")]) from None
     try:
-        node = loader.get_single_node()
+        node, written = _compose(file, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -91,108 +118,235 @@ def load(file: str, raw: bytes) -> Source:
         raise ConfigError([Problem(file, None, "", f"YAML syntax error: {message}")]) from None
     finally:
         loader.dispose()
-    return _finish(file, loader, node)
+    return _finish(file, loader, node, written)
 
 
-def _compose_fast(text: str) -> tuple[yaml.SafeLoader, yaml.Node | None] | None:
-    """Compose with libyaml when PyYAML has it (4x faster on a 10,000-job schedule). On any error, None:
+def _compose_fast(file: str, text: str) -> tuple[yaml.SafeLoader, yaml.Node | None, int] | None:
+    """Parse with libyaml when PyYAML has it (5x faster on a 10,000-job schedule). On any YAML error, None:
     the pure-Python parser then reads the file again for its clearer, located message."""
     c_loader = getattr(yaml, "CSafeLoader", None)
     if c_loader is None:
         return None
     loader = c_loader(text)
     try:
-        return loader, loader.get_single_node()
+        return loader, *_compose(file, loader)
     except yaml.YAMLError:
         return None
     finally:
         loader.dispose()
 
 
-def _finish(file: str, loader: yaml.SafeLoader, node: yaml.Node | None) -> Source:
+def _compose(file: str, loader: Any) -> tuple[yaml.Node | None, int]:
+    """The document's node tree and how many nodes it writes out, composed from the parser's events as
+    PyYAML's composer does, but without recursion (its C composer crashes at 100,000 levels) and within
+    ``MAX_DEPTH`` and ``MAX_ALIASES``: past them, ConfigError at the line of the offending node or alias.
+    ``loader`` is a SafeLoader or a CSafeLoader (their events are alike; the type stubs tell them apart)."""
+    loader.get_event()  # stream start
+    if loader.check_event(yaml.StreamEndEvent):
+        return None, 0
+    loader.get_event()  # document start
+    anchors: dict[str, yaml.Node] = {}
+    open_: list[tuple[yaml.Node, list[yaml.Node]]] = []  # collections being read, each with its items so far
+    items: list[yaml.Node] = []  # those of the innermost one (a mapping's: key, value, key, value...)
+    root: yaml.Node | None = None
+    aliases = written = 0
+    get_event = loader.get_event
+    while root is None:
+        event = get_event()
+        mark = event.start_mark  # read untyped: narrowed by isinstance, the stubs' two Mark types clash
+        if isinstance(event, yaml.CollectionEndEvent):
+            done, done_items = open_.pop()
+            done.end_mark = event.end_mark
+            if isinstance(done, yaml.MappingNode):  # its keys and values were read in turn
+                done.value = list(zip(done_items[::2], done_items[1::2], strict=True))
+            if open_:
+                items = open_[-1][1]
+            else:
+                root = done
+            continue
+        node: yaml.Node
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                what = f"more than {MAX_ALIASES:,} YAML aliases: expected a few *name references"
+                raise _at(file, event, f"{what}, found the {MAX_ALIASES + 1:,}st here")
+            if event.anchor not in anchors:
+                raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", mark)
+            node = _Alias(event.anchor, anchors[event.anchor], mark)
+        else:
+            node = _node(loader, event)
+            written += 1
+            if event.anchor is not None:
+                if event.anchor in anchors:
+                    first = anchors[event.anchor].start_mark
+                    what = f"found duplicate anchor {event.anchor!r}; first occurrence"
+                    raise yaml.composer.ComposerError(what, first, "second occurrence", mark)
+                anchors[event.anchor] = node
+        if open_:
+            items.append(node)
+        elif not isinstance(event, yaml.CollectionStartEvent):
+            root = node  # the whole document is one value
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_) == MAX_DEPTH:
+                what = f"nested more than {MAX_DEPTH} levels deep: expected a schedule a few levels deep"
+                raise _at(file, event, f"{what}, found a {MAX_DEPTH + 1}st level here")
+            items = node.value if isinstance(node, yaml.SequenceNode) else []
+            open_.append((node, items))
+    loader.get_event()  # document end
+    if not loader.check_event(yaml.StreamEndEvent):
+        following = loader.get_event()
+        raise yaml.composer.ComposerError(
+            "expected a single document in the stream", root.start_mark, "but found another document",
+            following.start_mark,
+        )  # fmt: skip
+    return root, written
+
+
+def _node(loader: Any, event: Any) -> yaml.Node:
+    """A scalar, or an empty sequence or mapping, for ``event``, its tag resolved as PyYAML's composer does."""
+    tag, start, end = event.tag, event.start_mark, event.end_mark
+    if isinstance(event, yaml.ScalarEvent):
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        return yaml.ScalarNode(tag, event.value, start, end, style=event.style)
+    kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
+    if tag is None or tag == "!":
+        tag = loader.resolve(kind, None, event.implicit)
+    return kind(tag, [], start, None, flow_style=event.flow_style)
+
+
+class _Alias(yaml.Node):
+    """A use of an anchor (``*name``), where it was written; ``value`` is the anchored node."""
+
+    id = "alias"
+
+    def __init__(self, name: str, target: yaml.Node, mark: Any):
+        super().__init__(target.tag, target, mark, mark)
+        self.name = name
+
+
+def _at(file: str, event: Any, message: str) -> ConfigError:
+    return ConfigError([Problem(file, event.start_mark.line + 1, "", message)])
+
+
+def _finish(file: str, loader: yaml.SafeLoader, node: yaml.Node | None, written: int) -> Source:
     if node is None:
         raise ConfigError([Problem(file, 1, "", "the file is empty; expected a mapping with a 'jobs:' key")])
     src = Source(file, None)
-    problems: list[Problem] = []
-    src.data = _build(loader, node, (), src, problems, set())
-    src.problems = list(dict.fromkeys(problems))  # a merged anchor repeats its problems
+    builder = _Builder(loader, file, written)
+    src.data = builder.build(node, (), src, 0)
+    src.problems = list(dict.fromkeys(builder.problems))  # a merged anchor repeats its problems
     return src
 
 
-def _build(
-    loader: yaml.SafeLoader, node: yaml.Node, path: Path, src: Source, problems: list[Problem], active: set[int]
-) -> Any:
-    """Plain data for ``node``; ``active`` holds the collections being built, to catch an alias to itself."""
-    src.lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
-        if node.tag not in (_STD_TAG + "map", _STD_TAG + "seq"):
-            return _unreadable(src, problems, path, node.start_mark.line + 1, _unsupported(node.tag))
-        if id(node) in active:
-            return _unreadable(src, problems, path, src.lines[path], "a YAML alias refers to itself")
-        active.add(id(node))
+class _Builder:
+    """Plain data from a composed tree. Aliases are expanded here, so here the expanded size (``MAX_ALIAS_VALUES``
+    more than written) and depth (``MAX_DEPTH``) are bounded, against the alias in use when they are passed."""
+
+    def __init__(self, loader: yaml.SafeLoader, file: str, written: int):
+        self.loader = loader
+        self.file = file
+        self.problems: list[Problem] = []
+        self.budget = written + MAX_ALIAS_VALUES  # values built, merge sources each time they are merged
+        self.active: set[int] = set()  # the collections being built, to catch an alias to itself
+        self.aliases: list[tuple[_Alias, Path]] = []  # the aliases being expanded, outermost first
+
+    def build(self, node: yaml.Node, path: Path, src: Source, depth: int) -> Any:
+        """Plain data for ``node`` at ``path``, inside ``depth`` collections; lines and unreadable go to ``src``."""
+        if isinstance(node, _Alias):
+            self.aliases.append((node, path))
+            try:
+                return self.build(node.value, path, src, depth)
+            finally:
+                self.aliases.pop()
+        self.budget -= 1
+        if self.budget < 0:  # only through aliases: without them no value is built twice
+            alias, where = self.aliases[0]
+            what = f"YAML alias *{alias.name} takes the file past {MAX_ALIAS_VALUES:,} values added by aliases"
+            raise self._refuse(alias, where, f"{what}: expected aliases that repeat a few settings, {_MULTIPLY}")
+        src.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if node.tag not in (_STD_TAG + "map", _STD_TAG + "seq"):
+                return self._unreadable(src, path, node.start_mark.line + 1, _unsupported(node.tag))
+            if id(node) in self.active:
+                return self._unreadable(src, path, src.lines[path], "a YAML alias refers to itself")
+            if depth == MAX_DEPTH:  # only through aliases: the file as written was bounded by _compose
+                alias, where = self.aliases[-1]
+                what = f"YAML alias *{alias.name} nests the file more than {MAX_DEPTH} levels deep"
+                raise self._refuse(alias, where, f"{what}: expected a schedule a few levels deep, {_NESTED}")
+            self.active.add(id(node))
+            try:
+                if isinstance(node, yaml.MappingNode):
+                    return self._mapping(node, path, src, depth + 1)
+                return [self.build(item, (*path, i), src, depth + 1) for i, item in enumerate(node.value)]
+            finally:
+                self.active.discard(id(node))
+        assert isinstance(node, yaml.ScalarNode)
+        return self._scalar(node, path, src)
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path, src: Source) -> Any:
+        if node.tag == _STD_TAG + "timestamp":
+            return node.value
+        longest = sys.get_int_max_str_digits()
+        if node.tag == _STD_TAG + "int" and longest and len(node.value) > longest:  # int() would raise
+            what = f"expected a number of at most {longest:,} digits (or text in quotes), got {quoted(node.value)}"
+            return self._unreadable(src, path, node.start_mark.line + 1, what)
         try:
-            if isinstance(node, yaml.MappingNode):
-                return _build_mapping(loader, node, path, src, problems, active)
-            return [_build(loader, item, (*path, i), src, problems, active) for i, item in enumerate(node.value)]
-        finally:
-            active.discard(id(node))
-    assert isinstance(node, yaml.ScalarNode)
-    if node.tag == "tag:yaml.org,2002:timestamp":
-        return node.value
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.constructor.ConstructorError:  # an unknown tag, e.g. !!python/name:os.system
-        return _unreadable(src, problems, path, node.start_mark.line + 1, _unsupported(node.tag))
-    except (yaml.YAMLError, ValueError, KeyError):  # e.g. !!int abc
-        what = f"cannot read {node.value!r} as {node.tag.replace(_STD_TAG, '!!')}"
-        return _unreadable(src, problems, path, node.start_mark.line + 1, what)
+            return self.loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError:  # an unknown tag, e.g. !!python/name:os.system
+            return self._unreadable(src, path, node.start_mark.line + 1, _unsupported(node.tag))
+        except (yaml.YAMLError, ValueError, KeyError):  # e.g. !!int abc
+            what = f"cannot read {quoted(node.value)} as {node.tag.replace(_STD_TAG, '!!')}"
+            return self._unreadable(src, path, node.start_mark.line + 1, what)
 
+    def _unreadable(self, src: Source, path: Path, line: int, message: str) -> None:
+        self.problems.append(Problem(self.file, line, dotted(path), message))
+        src.unreadable.add(path)
 
-def _unreadable(src: Source, problems: list[Problem], path: Path, line: int, message: str) -> None:
-    problems.append(Problem(src.file, line, dotted(path), message))
-    src.unreadable.add(path)
+    def _refuse(self, alias: _Alias, path: Path, message: str) -> ConfigError:
+        return ConfigError([Problem(self.file, alias.start_mark.line + 1, dotted(path), message)])
 
-
-def _build_mapping(
-    loader: yaml.SafeLoader, node: yaml.MappingNode, path: Path, src: Source, problems: list[Problem], active: set[int]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    merges = []
-    for key_node, value_node in node.value:
-        if key_node.tag == _MERGE:
-            merges.append(value_node)
-            continue
-        if not isinstance(key_node, yaml.ScalarNode):
-            problems.append(Problem(src.file, key_node.start_mark.line + 1, dotted(path), "a key must be a plain word"))
-            continue
-        key = str(key_node.value)
-        line = key_node.start_mark.line + 1
-        if key in out:
-            first = src.lines.get((*path, key))
-            problems.append(
-                Problem(src.file, line, dotted((*path, key)), f"duplicate key (first defined at line {first})")
-            )
-            continue
-        src.lines[(*path, key)] = line
-        out[key] = _build(loader, value_node, (*path, key), src, problems, active)
-    # YAML merge keys (<<: *common): the mapping's own keys win, then earlier sources over later ones.
-    for merge_node in merges:
-        sources = merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
-        for source in sources:
-            if not isinstance(source, yaml.MappingNode):
-                what = "'<<' merges a mapping or a list of them (<<: *common)"
-                problems.append(Problem(src.file, source.start_mark.line + 1, dotted(path), what))
+    def _mapping(self, node: yaml.MappingNode, path: Path, src: Source, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        merges = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merges.append(value_node)
                 continue
-            scratch = Source(src.file, None)
-            merged = _build(loader, source, path, scratch, problems, active) or {}
-            for key, value in merged.items():
-                if key not in out:
-                    out[key] = value
-                    for sub, line in scratch.lines.items():
-                        if sub[: len(path) + 1] == (*path, key):
-                            src.lines.setdefault(sub, line)
-                    src.unreadable.update(sub for sub in scratch.unreadable if sub[: len(path) + 1] == (*path, key))
-    return out
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(Problem(self.file, line, dotted(path), "a key must be a plain word"))
+                continue
+            key = str(key_node.value)
+            if key in out:
+                first = src.lines.get((*path, key))
+                what = f"duplicate key (first defined at line {first})"
+                self.problems.append(Problem(self.file, line, dotted((*path, key)), what))
+                continue
+            src.lines[(*path, key)] = line
+            out[key] = self.build(value_node, (*path, key), src, depth)
+        # YAML merge keys (<<: *common): the mapping's own keys win, then earlier sources over later ones.
+        for merge_node in merges:
+            sources = merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
+            for source in sources:
+                target = source.value if isinstance(source, _Alias) else source
+                if not isinstance(target, yaml.MappingNode):
+                    what = "'<<' merges a mapping or a list of them (<<: *common)"
+                    self.problems.append(Problem(self.file, source.start_mark.line + 1, dotted(path), what))
+                    continue
+                scratch = Source(self.file, None)
+                merged = self.build(source, path, scratch, depth - 1) or {}
+                taken = [key for key in merged if key not in out]
+                out.update((key, merged[key]) for key in taken)
+                taken_keys = set(taken)
+                inside = len(path)  # one pass over the source's lines: a merge costs what the source holds
+                for sub, line in scratch.lines.items():
+                    if len(sub) > inside and sub[inside] in taken_keys:
+                        src.lines.setdefault(sub, line)
+                src.unreadable.update(
+                    sub for sub in scratch.unreadable if len(sub) > inside and sub[inside] in taken_keys
+                )
+        return out
 
 
 def _unsupported(tag: str) -> str:

@@ -7,6 +7,8 @@ every problem at once rather than one per run of ``check``.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -15,9 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dynoclock.config.durations import parse_duration
 from dynoclock.config.envvars import expand
 from dynoclock.config.problems import Invalid, Report
-from dynoclock.config.source import Path, dotted
+from dynoclock.config.source import Path, dotted, quoted
 
 T = TypeVar("T")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes '²' and '١٢', which int() refuses or reads
 
 
 def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], unset: set[str] | None = None) -> Any:
@@ -64,14 +67,19 @@ def parse_fields(
 
 
 def show(value: Any) -> str:
-    """A found value as the user wrote it, in messages."""
+    """A found value as the user wrote it, in messages; a long one shortened (a message is one short line)."""
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
     if value is None:
         return "nothing"
-    return repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return quoted(value)
+    text = str(value)
+    if len(text) <= 60:
+        return text
+    return f"{text[:30]}... ({len(text):,} {'digits' if isinstance(value, int) else 'characters'})"
 
 
 def as_str(value: Any) -> str:
@@ -110,14 +118,18 @@ _BOOLS = {
 
 
 def as_int(low: int, high: int | None = None) -> Callable[[Any], int]:
+    """A whole number from ``low`` to ``high``: a YAML integer, or text of ASCII digits (from ``${VAR}``)."""
+    bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+
     def parse(value: Any) -> int:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+            if len(value.strip()) > 18:  # far out of any bound, and int() refuses more than 4,300 digits
+                raise Invalid(f"expected a number {bound}, got {show(value)}")
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"expected a whole number, got {show(value)}")
         if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise Invalid(f"expected a number {bound}, got {value}")
+            raise Invalid(f"expected a number {bound}, got {show(value)}")
         return value
 
     return parse
@@ -133,11 +145,21 @@ def as_enum(*choices: str) -> Callable[[Any], str]:
 
 
 def as_duration(value: Any) -> timedelta:
-    return parse_duration(value)
+    return _duration(value, allow_zero=False)
 
 
 def as_duration_or_zero(value: Any) -> timedelta:
-    return parse_duration(value, allow_zero=True)
+    return _duration(value, allow_zero=True)
+
+
+def _duration(value: Any, allow_zero: bool) -> timedelta:
+    """``parse_duration``, after refusing what it is not meant to see: other digits than ASCII ('１０m', '١٢m'),
+    text longer than any duration (its digits would reach int()'s 4,300-digit limit), and inf or NaN."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        text = str(value)
+        if not text.isascii() or len(text) > 40 or (isinstance(value, float) and not math.isfinite(value)):
+            raise Invalid(f"expected a duration like 30s, 10m or 1h30m, got {show(value)}")
+    return parse_duration(value, allow_zero=allow_zero)
 
 
 def as_zone(value: Any) -> ZoneInfo:
@@ -145,8 +167,8 @@ def as_zone(value: Any) -> ZoneInfo:
         raise Invalid(f"expected an IANA time zone like UTC or America/New_York, got {show(value)}")
     try:
         return ZoneInfo(value.strip())
-    except (ZoneInfoNotFoundError, ValueError):
-        raise Invalid(f"unknown time zone {value!r}; expected an IANA name like Europe/London") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (America), a name too long for a file
+        raise Invalid(f"unknown time zone {show(value)}; expected an IANA name like Europe/London") from None
 
 
 def as_instant(zone: ZoneInfo) -> Callable[[Any], datetime]:
@@ -158,12 +180,12 @@ def as_instant(zone: ZoneInfo) -> Callable[[Any], datetime]:
         try:
             instant = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise Invalid(f"expected an ISO-8601 time like 2026-12-31T23:00:00Z, got {value!r}") from None
+            raise Invalid(f"expected an ISO-8601 time like 2026-12-31T23:00:00Z, got {show(value)}") from None
         if instant.tzinfo is None:
             instant = instant.replace(tzinfo=zone)
         # Slot math adds intervals to instants: keep them well inside the calendar (year 1 to 9999).
         if not datetime(1000, 1, 1, tzinfo=UTC) <= instant <= datetime(9000, 1, 1, tzinfo=UTC):
-            raise Invalid(f"expected a time between the years 1000 and 9000, got {value!r}")
+            raise Invalid(f"expected a time between the years 1000 and 9000, got {show(value)}")
         return instant.astimezone(UTC)
 
     return parse

@@ -1,10 +1,11 @@
 """Where every run's timeout is enforced: the watchdog.
 
-At an attempt's deadline it cancels the run: the action's own hooks run (kill the process group, cancel the
-query, close the HTTP response). A Python function still running STOP_GRACE/2 later gets an exception
-(``RunCancelled``, a BaseException) raised in its thread, which stops pure-Python code at its next line. A
-worker that still does not come back after STOP_GRACE is written off: its run is reported as timed out, and
-the pool starts a fresh thread in its place. The same escalation stops runs cancelled at shutdown or by
+At an attempt's deadline it cancels the run: the action's own hooks run on the hook threads (kill the process
+group, cancel the query, shut the HTTP socket), never on the timer's thread, which starts every run and every
+watchdog step, so a hook that blocks delays no other job. A Python function still running STOP_GRACE/2 later
+gets an exception (``RunCancelled``, a BaseException) raised in its thread, which stops pure-Python code at its
+next line. A worker that still does not come back after STOP_GRACE is written off: its run is reported as timed
+out, and the pool starts a fresh thread in its place. The same escalation stops runs cancelled at shutdown or by
 ``overlap: replace``.
 """
 
@@ -53,13 +54,14 @@ class Watchdog:
     def watch(self, ctx: RunContext, on_written_off: Callable[[Watch], None]) -> Watch:
         """Watch the attempt running in the calling thread, until ``ctx.deadline``."""
         watch = Watch(ctx, threading.get_ident(), on_written_off)
-        ctx.on_cancel(lambda: self._escalate(watch))
+        ctx.on_cancel_step(lambda: self._escalate(watch))
         self.timer.at(ctx.deadline, lambda: None if watch.done else ctx.cancel("timeout"))
         return watch
 
     def _escalate(self, watch: Watch) -> None:
-        """Cancelled (timeout, shutdown, replaced): the action's own hooks run now; then, if it is still there,
-        an exception in its thread (a pure-Python loop stops at its next line); then it is written off."""
+        """Cancelled (timeout, shutdown, replaced): the action's own hooks are running on the hook threads; then,
+        if it is still there, an exception in its thread (a pure-Python loop stops at its next line); then it is
+        written off. Only puts the two steps in the timer: it runs in whatever thread cancelled."""
         now = self.clock.monotonic()
         self.timer.at(now + STOP_GRACE / 2, lambda: self._interrupt(watch))
         self.timer.at(now + STOP_GRACE, lambda: self._write_off(watch))
