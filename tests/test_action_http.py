@@ -9,7 +9,6 @@ import shutil
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ import pytest
 from dynoclock.actions.base import JobTimeout, RunContext
 from dynoclock.observe.timefmt import iso_utc
 from tests.support.http import Loopback
+from tests.support.processes import wait_until
 from tests.support.runner import Harness, now_slot
 from tests.support.services import unavailable
 
@@ -282,9 +282,13 @@ jobs:
     h.runner.submit("drip", slot)
     h.runner.submit("other", slot + timedelta(seconds=2))  # due after the drip's deadline
     # The other job starts and finishes while the drip goes on (its 1000 bytes would take 200 s).
-    assert wait_for(lambda: h.captured.of("run.ok", job="other"), 60), h.captured.events
+    wait_until(
+        lambda: h.captured.of("run.ok", job="other"), "the runs", timeout=60, details=lambda: str(h.captured.events)
+    )
     assert drip.sent < 1000
-    assert wait_for(lambda: h.captured.of("run.timeout", job="drip"), 60), h.captured.events
+    wait_until(
+        lambda: h.captured.of("run.timeout", job="drip"), "the runs", timeout=60, details=lambda: str(h.captured.events)
+    )
     assert h.captured.names(job="drip") == ["run.start", "run.timeout"]  # its own read stopped: nothing written off
     [timeout] = h.captured.of("run.timeout", job="drip")
     assert timeout["error"] == "timeout=1s exceeded"
@@ -311,12 +315,3 @@ def test_the_body_read_stops_at_the_deadline_by_itself(write_schedule: Write, dr
     assert not reader.is_alive() and drip.sent < 1000  # it gave up while the body was still coming
     assert [type(exc) for exc in raised] == [JobTimeout]
     assert not ctx.cancelled.is_set()  # nothing cancelled it: it saw its deadline itself
-
-
-def wait_for(predicate: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True

@@ -18,6 +18,7 @@ import pytest
 
 from dynoclock.run.outcome import Outcome
 from tests.support.http import Loopback
+from tests.support.processes import wait_until
 from tests.support.proxy import Proxy
 from tests.support.runner import Harness, now_slot
 from tests.support.state import forget_engine
@@ -182,11 +183,13 @@ def test_a_cancelled_runs_connection_is_closed_not_pooled(write_schedule: Write,
     outcomes: list[Outcome] = []
     runner = threading.Thread(target=lambda: outcomes.append(h.run("housekeeping")), daemon=True)
     runner.start()
-    assert wait_for(lambda: backends(postgres_url, marker), 30)
+    wait_until(lambda: backends(postgres_url, marker), "the backends", timeout=30)
     [pid] = backends(postgres_url, marker)
     runner.join(60)
     assert [(o.status, o.error) for o in outcomes] == [("timeout", "timeout=1s exceeded")]
-    assert wait_for(lambda: not backend_alive(postgres_url, pid), 30)  # its server process is gone: not pooled
+    wait_until(
+        lambda: not backend_alive(postgres_url, pid), "the backends", timeout=30
+    )  # its server process is gone: not pooled
 
 
 def test_sqlite_long_query_past_the_timeout_ends_as_timeout(write_schedule: Write, lite: Database) -> None:
@@ -239,12 +242,19 @@ jobs:
         slot = now_slot()
         h.runner.submit("stuck", slot)
         h.runner.submit("other", slot + timedelta(seconds=4))  # due after the stuck run's timeout
-        assert wait_for(lambda: len(backends(postgres_url, marker)) == 1, 30)
+        wait_until(lambda: len(backends(postgres_url, marker)) == 1, "the backends", timeout=30)
         proxy.freeze()  # from now on nothing passes: not the statement's end, not a cancel request
-        assert wait_for(lambda: h.captured.of("run.ok", job="other"), 60), h.captured.events
+        wait_until(
+            lambda: h.captured.of("run.ok", job="other"), "the runs", timeout=60, details=lambda: str(h.captured.events)
+        )
         # The other job finished while the stuck run's cancel request was still waiting in the frozen proxy.
         assert [still_open(sock) for sock in proxy_clients(proxy)] == [True, True]  # the job's, then its cancel
-        assert wait_for(lambda: h.captured.of("run.timeout", job="stuck"), 60), h.captured.events
+        wait_until(
+            lambda: h.captured.of("run.timeout", job="stuck"),
+            "the runs",
+            timeout=60,
+            details=lambda: str(h.captured.events),
+        )
         [timeout] = h.captured.of("run.timeout", job="stuck")
         assert timeout["error"] == "timeout=2s exceeded"
         # Its worker waits on the silent connection: written off and replaced, as a job stuck in C is.
@@ -281,12 +291,3 @@ def still_open(sock: socket.socket) -> bool:
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
     except BlockingIOError:
         return True  # open, nothing sent
-
-
-def wait_for(predicate: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
