@@ -59,6 +59,7 @@ class Notifier:
         self._session = requests.Session()
         self._lock = threading.Lock()
         self._starts: dict[str, threading.Event] = {}  # run id -> set once its start ping is done
+        self._alerts: dict[str, threading.Event] = {}  # job id -> set once its latest alert is delivered
         for i in range(workers):
             threading.Thread(target=self._work, name=f"notify-{i}", daemon=True).start()
         self.sentry = _sentry()
@@ -89,11 +90,20 @@ class Notifier:
             state = "ok" if ok else "fail"
             self._send("ping.finish", info, *_ping_request(job.ping, job.ping_style, state, info), after=started)
         if not ok and job.on_failure:
-            self._send("alert.failure", info, "POST", job.on_failure, None, _slack("failed", info))
+            self._alert("alert.failure", info, job.on_failure, "failed")
         if ok and previous_failed and job.on_recovery:
-            self._send("alert.recovery", info, "POST", job.on_recovery, None, _slack("recovered", info))
+            self._alert("alert.recovery", info, job.on_recovery, "recovered")
         if not ok and self.sentry is not None:
             self._put(lambda: self._capture(info))
+
+    def _alert(self, what: str, info: RunInfo, url: str, word: str) -> None:
+        """A job's alerts arrive in the order they happened (the recovery after the failure it ends): each waits
+        for the delivery of the one before, as a finish ping waits for its start ping."""
+        done = threading.Event()
+        with self._lock:
+            after = self._alerts.get(info.job)
+            self._alerts[info.job] = done
+        self._send(what, info, "POST", url, None, _slack(word, info), done=done, after=after)
 
     def flush(self, timeout: float) -> None:
         """Wait (bounded) for queued notifications to be delivered, retries included, e.g. before exit."""
