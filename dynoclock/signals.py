@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT that arrive before the clock can act on them are held, not fatal.
+"""SIGTERM, SIGINT and SIGHUP that arrive before the clock can act on them are held, not fatal.
 
 Heroku sends SIGTERM whenever it restarts a dyno, also one that started a moment ago. Python's default action
 kills the process (exit 143, no log line) until a handler is installed, and the clock's own handler comes only
@@ -15,7 +15,7 @@ from types import FrameType
 
 from dynoclock.timesource import SYSTEM
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: a reload, held too (its default kills)
 _held: list[tuple[int, float]] = []  # (signal number, monotonic time it arrived)
 
 
@@ -32,7 +32,7 @@ def release() -> None:
     """Back to the default action; a signal held meanwhile is delivered now."""
     for signum in _SIGNALS:
         if signal.getsignal(signum) is _hold:
-            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
     if _held:
         os.kill(os.getpid(), _held[0][0])
 

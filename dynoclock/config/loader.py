@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,7 +20,7 @@ from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
 from dynoclock.config.credentials import schedule_secrets
 from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
-from dynoclock.config.source import Path, load, quoted
+from dynoclock.config.source import Path, Source, load, quoted
 from dynoclock.config.values import (
     as_bool,
     as_duration,
@@ -91,6 +91,8 @@ class Job:
     ping_style: str = "healthchecks"
     on_failure: str | None = None  # webhook (Slack-compatible JSON) after the last attempt failed
     on_recovery: str | None = None  # webhook when a run succeeds after a failed one
+    origin: str = "schedule"  # schedule (schedule.yaml) | api (added from the app: dynoclock.connect)
+    version: int | None = None  # an api job's row version: its claims commit only while the row has it
 
     def next_after(self, after: datetime) -> datetime | None:
         """The job's first slot strictly after ``after``, inside its start/end window."""
@@ -187,9 +189,11 @@ def _job(
     zone: ZoneInfo,
     defaults: dict[str, Any],
     parsed_defaults: dict[str, Any],
-    env: Mapping[str, str],
+    env: Mapping[str, str] | None,
     now: datetime | None,
 ) -> Job | None:
+    """One job of the file (``env``: its ``${VAR}`` are expanded), or of the Python API (``env`` None: every value
+    is taken literally)."""
     path: Path = ("jobs", job_id)
     if not JOB_ID.fullmatch(job_id):
         report.error(path, f"job id {quoted(job_id)} must be 1-100 of a-z, 0-9, '_' and '-'")
@@ -201,15 +205,16 @@ def _job(
     enabled = True
     value, where = _pick("enabled", spec, defaults, path)
     if where is not None:
-        if "enabled" in spec:  # defaults are expanded already
+        if "enabled" in spec and env is not None:  # defaults are expanded already
             value = interpolate(report, where, value, env)
         enabled = report.parse(where, value, as_bool) is not False
     # A disabled job may name variables that are unset where it is disabled (enabled: ${APP_URL:+true}):
     # problems in those values are not reported; every other problem is. As for ${VAR:+word}, a variable
     # set to "" counts as unset.
     unset: set[str] | None = None if enabled else set()
-    job_env = env if enabled else {k: v for k, v in env.items() if v}
-    spec = {k: interpolate(report, (*path, k), v, job_env, unset) for k, v in spec.items()}
+    if env is not None:
+        job_env = env if enabled else {k: v for k, v in env.items() if v}
+        spec = {k: interpolate(report, (*path, k), v, job_env, unset) for k, v in spec.items()}
 
     triggers = [k for k in TRIGGER_KEYS if k in spec]
     kinds = [k for k in KINDS if k in spec]
@@ -270,6 +275,19 @@ def _job(
         window=window,
         **options,
     )
+
+
+def parse_job(job_id: str, spec: Mapping[str, Any], now: datetime | None = None) -> Job:
+    """One job given from the app (``dynoclock.connect().add``): the keys of a schedule.yaml job, validated by
+    the same code with the same messages, each naming its key path (``jobs.digest-42.cron: ...``). Values are
+    taken literally (no ``${VAR}`` expansion: ``$`` is not special); zone UTC unless the job says ``timezone``.
+    Raises ConfigError with every problem."""
+    report = Report(Source("", dict(spec)))
+    job = _job(report, job_id, dict(spec), ZoneInfo("UTC"), {}, {}, None, now)
+    report.raise_if_failed()
+    if job is None:  # pragma: no cover - every None comes with a problem
+        raise ConfigError([Problem("", None, f"jobs.{job_id}", "invalid job")])
+    return replace(job, origin="api")
 
 
 def _pick(key: str, spec: dict[str, Any], defaults: dict[str, Any], path: Path) -> tuple[Any, Path | None]:

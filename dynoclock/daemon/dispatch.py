@@ -27,12 +27,12 @@ class Dispatcher:
         self.claims = claims  # None: no state (every slot is ours)
         self.runner = runner
         self.leading = leading
-        self._queue: queue.SimpleQueue[tuple[str, datetime]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, datetime, int | None]] = queue.SimpleQueue()
         threading.Thread(target=self._loop, name="dispatcher", daemon=True).start()
 
-    def due(self, job_id: str, slot: datetime) -> None:
-        """Called on the scheduler's thread: never blocks."""
-        self._queue.put((job_id, slot))
+    def due(self, job_id: str, slot: datetime, version: int | None = None) -> None:
+        """Called on the scheduler's thread: never blocks. ``version``: an api job's, which its claim must find."""
+        self._queue.put((job_id, slot, version))
 
     def _loop(self) -> None:
         while True:
@@ -47,17 +47,18 @@ class Dispatcher:
             except Exception as exc:  # never let the dispatcher die: the clock would silently stop running jobs
                 self.runner.events.emit("dispatch.error", level="error", error=short_error(exc))
 
-    def dispatch(self, batch: list[tuple[str, datetime]]) -> None:
-        """Claim ``batch`` (job id, slot) and start the runs won."""
+    def dispatch(self, batch: list[tuple[str, datetime, int | None]]) -> None:
+        """Claim ``batch`` (job id, slot, api version) and start the runs won."""
         if self.runner.stopping.is_set() or not self.leading():
             return  # a standby keeps time only; a stopping clock leaves its slots to the next leader
         if self.claims is None:
-            for job_id, slot in batch:
+            for job_id, slot, _ in batch:
                 self.runner.submit(job_id, slot)
             return
-        claims = [self.claims.new(job_id, slot) for job_id, slot in batch]
+        claims = [self.claims.new(job_id, slot, version) for job_id, slot, version in batch]
+        stale: set[str] = set()
         try:
-            won = self.claims.batch(claims)
+            won = self.claims.batch(claims, stale)
         except LeaseLost:
             self.runner.events.emit("dispatch.fenced", level="warning", slots=len(claims),
                                     note="the lease was lost: these slots are the next leader's")  # fmt: skip
@@ -75,5 +76,7 @@ class Dispatcher:
         for claim in claims:
             if claim.run_id in won:
                 self.runner.submit(claim.job, claim.slot, claimed_as=claim.run_id)
+            elif claim.run_id in stale:
+                self.claims.stale({"job": claim.job, "run_id": claim.run_id, "scheduled_for": claim.slot})
             else:
                 self.claims.duplicate({"job": claim.job, "run_id": claim.run_id, "scheduled_for": claim.slot})

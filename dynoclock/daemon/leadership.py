@@ -16,6 +16,7 @@ import threading
 from datetime import datetime, timedelta
 
 from dynoclock.config.loader import Schedule
+from dynoclock.daemon.apijobs import ApiJobs
 from dynoclock.daemon.housekeeping import Housekeeping
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.run.claims import LEAD
@@ -56,6 +57,7 @@ class Leadership:
         self._said_expired = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the lease's connection is used by the loop and by step_down
+        self.api: ApiJobs | None = None  # the app's jobs (daemon/apijobs.py), synced at each takeover
 
     def is_leader(self) -> bool:
         """Leading, and the lease renewed recently enough that the database cannot have expired it: a renewal that
@@ -95,6 +97,10 @@ class Leadership:
             self.events.emit("clock.lease_released", clock=self.clock_id)
         with contextlib.suppress(Exception):
             self.ledger.heartbeat(self.clock_id, "stopping", self.started_at)
+
+    def refresh_controls(self) -> None:
+        """Pauses and "run now" requests now (the app's change woke the api-jobs thread), not at the next round."""
+        self._controls(set(self.controls.paused()), requested=True)
 
     def forget(self) -> None:
         """At exit: remove this clock from the clocks table."""
@@ -160,6 +166,8 @@ class Leadership:
                 # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
                 self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
                 self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
+                if self.api is not None:  # before the catch-up, which covers the app's recurring jobs too
+                    self.api.lead_sync(self.schedule)
                 self._controls(set(self.controls.paused()), requested=True)
                 # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the
                 # catch-up of a takeover reaches LEAD ahead too. At start (``now`` given), the scheduler
@@ -194,7 +202,7 @@ class Leadership:
         self.runner.paused = paused_jobs
         if not requested:
             return
-        runnable = {job.id for job in self.schedule.jobs.values() if job.action is not None}
+        runnable = {job.id for job in list(self.schedule.jobs.values()) if job.action is not None}
         for request_id, job_id, requested_at in self.controls.take_requests(self.clock_id, runnable):
             self.events.emit("request.taken", job=job_id, request_id=request_id)
             self.runner.submit(job_id, requested_at, reason="manual")
@@ -207,9 +215,12 @@ class Leadership:
         writer = self.runner.writer
         assert writer is not None
         margin = timedelta(seconds=LEADER_CHECK)
-        for job in self.schedule.jobs.values():
+        for job in list(self.schedule.jobs.values()):
             if not job.enabled or job.action is None:
                 continue
+            if job.origin == "api" and job.trigger_key == "at":
+                continue  # the app's one-offs: daemon/apijobs.py runs or records those overdue
+            created = self.api.created.get(job.id) if self.api is not None else None
             since = now - job.misfire_grace
             if led_until is not None:
                 since = min(since, led_until - job.misfire_grace - margin)
@@ -219,6 +230,8 @@ class Leadership:
                 # while it led, so only those after the last leader's heartbeat can have been missed. The
                 # margin covers a slot fired just before that heartbeat and not yet claimed.
                 after = min([led_until - margin, *taken[:1]])
+            if created is not None and (after is None or after < created):
+                after = created  # an app's job has no slot before it was added
             plan = catchup.plan(job, after, taken, now)
             if plan.missed is not None:
                 writer.not_run(job.id, plan.missed.last, "missed", plan.missed.error(job.misfire_grace))

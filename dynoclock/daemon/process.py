@@ -13,6 +13,7 @@ exits 0 before Heroku's SIGKILL at 30 s.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -25,14 +26,17 @@ from typing import Any
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.base import BaseExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from dynoclock import signals
 from dynoclock.config.loader import Job, Schedule
+from dynoclock.daemon.apijobs import ApiJobs
 from dynoclock.daemon.dispatch import Dispatcher
 from dynoclock.daemon.leadership import Leadership
+from dynoclock.daemon.reload import Reloader
 from dynoclock.observe.logs import EventLog, log
 from dynoclock.observe.redact import redact
 from dynoclock.run.claims import LEAD
@@ -69,11 +73,29 @@ class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
         self.dispatcher = dispatcher
 
     def submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        version = job.trigger.job.version  # an api job's: its claim commits only while the row still has it
         for run_time in run_times:  # several when the loop itself was late: each slot runs
-            self.dispatcher.due(job.id, run_time + LEAD)
+            self.dispatcher.due(job.id, run_time + LEAD, version)
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:  # pragma: no cover - unused
         raise NotImplementedError
+
+
+class SchedulerSlots:
+    """Jobs into and out of the running scheduler (api jobs, a reload); APScheduler's calls are thread-safe."""
+
+    def __init__(self, scheduler: BlockingScheduler):
+        self.scheduler = scheduler
+
+    def put(self, job: Job, since: datetime) -> None:
+        self.scheduler.add_job(
+            _unused, trigger=SlotTrigger(job, since), id=job.id, name=job.id, misfire_grace_time=None,
+            coalesce=False, replace_existing=True,
+        )  # fmt: skip
+
+    def drop(self, job_id: str) -> None:
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job(job_id)
 
 
 def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = None, clock: Clock = SYSTEM) -> int:
@@ -98,6 +120,11 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     since = clock.now()
     dispatcher = Dispatcher(runner.claims, runner, leading=leadership.is_leader)
     scheduler = BlockingScheduler(timezone=UTC, executors={"default": RunnerExecutor(dispatcher)})
+    slots = SchedulerSlots(scheduler)
+    api = ApiJobs(ledger, runner, slots, dispatcher.due, events, leadership.is_leader, leadership.refresh_controls,
+                  clock)  # fmt: skip
+    leadership.api = api
+    reloader = Reloader(schedule, runner, slots, api, events, leadership.leader, clock)
     jobs = [job for job in schedule.jobs.values() if job.enabled and job.action is not None]
     for job in jobs:
         scheduler.add_job(
@@ -110,13 +137,18 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     stop = _Stopper(scheduler, runner, events, leadership, clock)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
+    signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request())
     events.emit(
         "clock.start", clock=me, jobs=len(jobs), disabled=len(schedule.jobs) - len(jobs),
         schedule=schedule.file, workers=schedule.workers, pid=os.getpid(), state=ledger.location,
     )  # fmt: skip
     for signum, at in signals.held():  # arrived while the clock was starting: it stops now, cleanly
-        stop.on_signal(signum, None, at=at)
+        if signum == signal.SIGHUP:
+            reloader.request()  # the file may have changed since it was read
+        else:
+            stop.on_signal(signum, None, at=at)
     leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
+    api.start()
     # The schedule's objects live as long as the process: keep the cyclic GC from walking them again and
     # again (with 10,000 jobs, those walks were most of an idle clock's CPU).
     runner.pool.prestart(len(jobs))  # at most `workers`: one per job is as many as can be due at once

@@ -53,7 +53,11 @@ class Backlog:
             queue += items
             queue.sort(key=lambda item: item.slot)
         if idle:
-            job = self.runner.schedule.jobs[job_id]
+            job = self.runner.job(job_id)
+            if job is None:  # removed before its catch-up began: nothing of it runs
+                with self._lock:
+                    self._queues.pop(job_id, None)
+                return
             self.runner._schedule(lambda: self._drain(job), self.runner.clock.now())
 
     def _drain(self, job: Job) -> None:

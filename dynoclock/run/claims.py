@@ -49,14 +49,15 @@ class Claims:
         self.stopping = stopping
         self.fence: Callable[[], Fence | None] = lambda: None  # the leader's lease sets it (daemon/leadership.py)
 
-    def new(self, job_id: str, slot: datetime) -> Claim:
-        """A claim to make, under the run id this clock will use if it wins."""
-        return Claim(uuid.uuid4().hex, job_id, slot, self.clock_id)
+    def new(self, job_id: str, slot: datetime, version: int | None = None) -> Claim:
+        """A claim to make, under the run id this clock will use if it wins (``version``: an api job's)."""
+        return Claim(uuid.uuid4().hex, job_id, slot, self.clock_id, version=version)
 
-    def batch(self, claims: list[Claim]) -> set[str]:
+    def batch(self, claims: list[Claim], stale: set[str] | None = None) -> set[str]:
         """Claim due slots in one transaction; returns the run ids won. Raises if the database is away: the batch
-        may then have committed before its answer was lost, so each is retried under the same run id."""
-        return self.ledger.claim_many(claims, self.fence())
+        may then have committed before its answer was lost, so each is retried under the same run id. Claims of
+        api jobs changed or removed since go to ``stale``."""
+        return self.ledger.claim_many(claims, self.fence(), stale)
 
     def one(self, job: Job, slot: datetime, run_id: str, reason: RunReason, fields: RunFields) -> ClaimResult:
         """Claim one slot; while the database is unreachable, retry with backoff until the slot's grace ends.
@@ -66,9 +67,13 @@ class Claims:
         delay = 0.5
         while True:
             try:
-                if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason, self.fence()):
+                stale: set[str] = set()
+                if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason, self.fence(), job.version, stale):
                     return "won"
-                self.duplicate(fields)
+                if stale:
+                    self.stale(fields)
+                else:
+                    self.duplicate(fields)
                 return "lost"
             except LeaseLost:
                 self.events.emit("run.standby", level="warning", **fields, note="this clock no longer leads")
@@ -93,6 +98,9 @@ class Claims:
         self.events.emit("run.reclaimed", job=run.job, run_id=run.run_id, scheduled_for=run.scheduled_for,
                          previous_clock=run.clock)  # fmt: skip
         return True
+
+    def stale(self, fields: RunFields) -> None:
+        self.events.emit("run.stale", **fields, note="the job was changed or removed from the app: not run")
 
     def duplicate(self, fields: RunFields) -> None:
         self.events.emit("run.duplicate", **fields, note="already claimed; not run here")

@@ -10,19 +10,45 @@ from typing import Any
 import sqlalchemy as sa
 
 from dynoclock.state.ledger import Ledger
-from dynoclock.state.tables import from_db, paused, requests, to_db
+from dynoclock.state.tables import from_db, jobs, paused, requests, to_db
+
+
+class UnknownJob(KeyError):
+    """No job has this id: not in schedule.yaml (as the leading clock published it), not added from the app."""
+
+    def __init__(self, job: str):
+        super().__init__(job)
+        self.job = job
+
+    def __str__(self) -> str:
+        return f"no job '{self.job}': not in the schedule.yaml the clock runs, nor added from the app"
 
 
 class Controls:
-    """What the status page asks of the clock: run a job now, pause or resume it."""
+    """What the status page and the app ask of the clock: run a job now, pause or resume it.
 
-    def __init__(self, ledger: Ledger):
+    An unknown id raises UnknownJob: known are the rows of ``clock_jobs`` (the app's jobs, and the leading clock's
+    schedule.yaml ids) and the ``known`` ids the caller passes (the page's own schedule.yaml)."""
+
+    def __init__(self, ledger: Ledger, known: Collection[str] = ()):
         self.ledger = ledger
+        self.known = known
+
+    def _wake(self, conn: Any, job: str) -> None:
+        """The job must exist; the leader is woken to apply the change within a second (state/jobstore.py)."""
+        from dynoclock.state.jobstore import JobStore
+
+        row = conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job, jobs.c.removed_at.is_(None))).first()
+        if row is None and job not in self.known:
+            raise UnknownJob(job)
+        store = JobStore(self.ledger)
+        store.touch(conn, job, store.bump(conn))
 
     def request_run(self, job: str, by: str) -> str:
         request_id = uuid.uuid4().hex
         row = {"request_id": request_id, "job": job, "requested_at": to_db(self.ledger.clock.now()), "requested_by": by}
         with self.ledger._tx() as conn:
+            self._wake(conn, job)
             conn.execute(requests.insert().values(**row))
         return request_id
 
@@ -55,10 +81,12 @@ class Controls:
     def pause(self, job: str, by: str) -> None:
         stmt = self.ledger._insert(paused).values(job=job, paused_at=to_db(self.ledger.clock.now()), paused_by=by)
         with self.ledger._tx() as conn:
+            self._wake(conn, job)
             conn.execute(stmt.on_conflict_do_nothing())
 
     def resume(self, job: str) -> None:
         with self.ledger._tx() as conn:
+            self._wake(conn, job)
             conn.execute(paused.delete().where(paused.c.job == job))
 
     def paused(self) -> dict[str, tuple[datetime, str]]:

@@ -32,6 +32,7 @@ from dynoclock.state.tables import (
     RunStatus,
     clocks,
     from_db,
+    jobs,
     meta,
     metadata,
     paused,
@@ -53,6 +54,7 @@ class Claim:
     slot: datetime
     clock: str
     reason: RunReason = "schedule"
+    version: int | None = None  # an api job's: the claim commits only while its row has this version
 
 
 @dataclass(frozen=True)
@@ -161,11 +163,14 @@ class Ledger:
         clock: str,
         reason: RunReason = "schedule",
         fence: Fence | None = None,
+        version: int | None = None,
+        stale: set[str] | None = None,
     ) -> bool:
-        """Insert the run's row; False when another claim of (job, slot) got there first."""
-        return run_id in self.claim_many([Claim(run_id, job, slot, clock, reason)], fence)
+        """Insert the run's row; False when another claim of (job, slot) got there first (or, ``version`` given,
+        the api job's row no longer has it: added to ``stale``)."""
+        return run_id in self.claim_many([Claim(run_id, job, slot, clock, reason, version)], fence, stale)
 
-    def claim_many(self, claims: list[Claim], fence: Fence | None = None) -> set[str]:
+    def claim_many(self, claims: list[Claim], fence: Fence | None = None, stale: set[str] | None = None) -> set[str]:
         """Claim several slots in one transaction (a burst of due jobs); returns the run ids won.
 
         A row that already carries our run id, is still ``claimed`` and still ours counts as won: the reply to
@@ -173,31 +178,51 @@ class Ledger:
         (once another clock has reclaimed or closed it, it is no longer ours to run).
         Rows go in sorted by slot: two clocks claiming overlapping bursts then lock them in the same order, and
         one waits for the other instead of both deadlocking.
+        A claim with a ``version`` (an api job's) commits only while the job's row is there, not removed, with that
+        version (read FOR SHARE on Postgres: a removal or change commits after this claim, or this claim sees it);
+        the others are left out and their run ids put in ``stale``.
         """
         if not claims:
             return set()
         now = to_db(self.clock.now())
+        with self._tx() as conn:
+            versioned = sorted({c.job for c in claims if c.version is not None})
+            if versioned:
+                claims = self._current(conn, claims, versioned, stale)
+            if not claims:
+                return set()
+            return self._claim_rows(conn, claims, now, fence)
+
+    def _current(self, conn: Connection, claims: list[Claim], ids: list[str], stale: set[str] | None) -> list[Claim]:
+        query = sa.select(jobs.c.id, jobs.c.version).where(jobs.c.id.in_(ids), jobs.c.removed_at.is_(None))
+        if self.is_postgres:
+            query = query.order_by(jobs.c.id).with_for_update(read=True)
+        current = dict(conn.execute(query).tuples().all())
+        keep = [c for c in claims if c.version is None or current.get(c.job) == c.version]
+        if stale is not None:
+            stale.update(c.run_id for c in claims if c.version is not None and current.get(c.job) != c.version)
+        return keep
+
+    def _claim_rows(self, conn: Connection, claims: list[Claim], now: datetime, fence: Fence | None) -> set[str]:
         rows = [
             {"run_id": c.run_id, "job": c.job, "scheduled_for": to_db(c.slot), "claimed_at": now,
              "status": "claimed", "attempt": 0, "clock": c.clock, "reason": c.reason}
             for c in sorted(claims, key=lambda c: (c.job, c.slot))
         ]  # fmt: skip
-        with self._tx() as conn:
-            if fence is not None and (
-                fence.epoch is None
-                or conn.execute(_FENCE, {"holder": fence.holder, "epoch": fence.epoch}).first() is None
-            ):
-                raise LeaseLost(f"{fence.holder} does not hold the leader lease (epoch {fence.epoch})")
-            # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
-            # One statement built once, executed for all rows: SQLAlchemy's insertmanyvalues batches them
-            # into multi-row INSERTs and keeps the compiled form cached (a fresh .values(rows) compiles anew).
-            won = {run_id for (run_id,) in conn.execute(self._claim_stmt, rows)}
-            lost = {c.run_id: c.clock for c in claims if c.run_id not in won}
-            if lost:
-                ours = sa.select(runs.c.run_id, runs.c.clock).where(
-                    runs.c.run_id.in_(list(lost)), runs.c.status == "claimed"
-                )
-                won.update(run_id for run_id, clock in conn.execute(ours) if lost[run_id] == clock)
+        if fence is not None and (
+            fence.epoch is None or conn.execute(_FENCE, {"holder": fence.holder, "epoch": fence.epoch}).first() is None
+        ):
+            raise LeaseLost(f"{fence.holder} does not hold the leader lease (epoch {fence.epoch})")
+        # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
+        # One statement built once, executed for all rows: SQLAlchemy's insertmanyvalues batches them
+        # into multi-row INSERTs and keeps the compiled form cached (a fresh .values(rows) compiles anew).
+        won = {run_id for (run_id,) in conn.execute(self._claim_stmt, rows)}
+        lost = {c.run_id: c.clock for c in claims if c.run_id not in won}
+        if lost:
+            ours = sa.select(runs.c.run_id, runs.c.clock).where(
+                runs.c.run_id.in_(list(lost)), runs.c.status == "claimed"
+            )
+            won.update(run_id for run_id, clock in conn.execute(ours) if lost[run_id] == clock)
         return won
 
     def unclaim(self, run_id: str) -> bool:

@@ -7,7 +7,8 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3  # 1: runs, clocks, meta; 2: + requests ("run now") and paused jobs; 3: + the leader lease row
+SCHEMA_VERSION = 4  # 1: runs, clocks, meta; 2: + requests ("run now") and paused jobs; 3: + the leader lease row;
+# 4: + jobs (added from the app, and the ids of the leading clock's schedule.yaml jobs)
 
 # The status column: claimed (a clock won the slot), running, then how it ended; or why the slot did not run.
 RunStatus = Literal["claimed", "running", "ok", "failed", "timeout", "interrupted", "skipped", "missed"]
@@ -77,8 +78,24 @@ lease = sa.Table(  # the leader lease on Postgres (state/lease.py): times are th
     sa.Column("backend_pid", sa.Integer),  # the holder's last server process, to see at once that it died
     sa.Column("backend_start", sa.DateTime(timezone=True)),
 )
+jobs = sa.Table(  # runtime jobs (state/jobstore.py): the app's (origin api), and the leader's schedule.yaml ids
+    "clock_jobs",
+    metadata,
+    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("origin", sa.String(16), nullable=False),  # api | schedule (a row naming a schedule.yaml job, no spec)
+    sa.Column("kind", sa.String(8), nullable=False),  # cron | every | at
+    sa.Column("spec", sa.Text),  # the job's keys as JSON (api only)
+    sa.Column("next_fire_at", sa.DateTime),  # a one-off's instant until its run is over; NULL: finished, recurring
+    sa.Column("version", sa.Integer, nullable=False),  # +1 at every change: a claim commits only under its version
+    sa.Column("changed_seq", sa.BigInteger, nullable=False),  # table-wide order of changes: what the leader polls
+    sa.Column("removed_at", sa.DateTime),  # a removed job stays as a tombstone a while, so the leader sees it go
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+sa.Index("clock_jobs_next_fire_at", jobs.c.next_fire_at)
+sa.Index("clock_jobs_changed_seq", jobs.c.changed_seq)
 # Changes to existing tables, by the version that brings them (new tables are created above as needed).
-MIGRATIONS: dict[int, list[str]] = {2: [], 3: []}
+MIGRATIONS: dict[int, list[str]] = {2: [], 3: [], 4: []}
 SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema creation, per schema
 
 

@@ -298,17 +298,17 @@ class StatusApp:
         spec = self._job_or_404(ctx, job)
         if spec.action is None:
             return self.message(ctx, 409, "Conflict", f"Job {job!r} is disabled and its action names unset variables.")
-        self._write(lambda ledger: Controls(ledger).request_run(job, self._by(ctx)))
+        self._write(lambda ledger: Controls(ledger, self.schedule.jobs).request_run(job, self._by(ctx)))
         return self._back(ctx, job, "run")
 
     def view_pause(self, ctx: Ctx, job: str) -> Response:
         self._job_or_404(ctx, job)
-        self._write(lambda ledger: Controls(ledger).pause(job, self._by(ctx)))
+        self._write(lambda ledger: Controls(ledger, self.schedule.jobs).pause(job, self._by(ctx)))
         return self._back(ctx, job, "paused")
 
     def view_resume(self, ctx: Ctx, job: str) -> Response:
         self._job_or_404(ctx, job)
-        self._write(lambda ledger: Controls(ledger).resume(job))
+        self._write(lambda ledger: Controls(ledger, self.schedule.jobs).resume(job))
         return self._back(ctx, job, "resumed")
 
     # ---- helpers -----------------------------------------------------------------------------

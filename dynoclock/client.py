@@ -1,0 +1,227 @@
+"""Schedule from the app: ``dynoclock.connect()`` adds, changes and removes jobs at run time, from the web process.
+
+The jobs go to the clock's state database (``clock_jobs``, state/jobstore.py); the leading clock applies each
+change within about a second (daemon/apijobs.py) and runs every slot exactly once, as it does schedule.yaml's.
+Specs take the keys of a schedule.yaml job, validated by the same code (config/loader.py ``parse_job``), taken
+literally (no ``${VAR}``), JSON only. With ``connection=`` the change is written through the app's own
+SQLAlchemy connection (or Session): the job exists if and only if the app's transaction commits.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from dynoclock.actions import KINDS
+from dynoclock.config.loader import TRIGGER_KEYS, Job, parse_job
+from dynoclock.config.problems import ConfigError, Problem
+from dynoclock.state.controls import Controls, UnknownJob
+from dynoclock.state.jobstore import JobRow, JobStore, spec_text
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.location import state_url
+from dynoclock.timesource import SYSTEM, Clock
+
+__all__ = ["ConfigError", "Scheduler", "UnknownJob", "connect"]
+
+
+def connect(url: str | None = None, clock: Clock = SYSTEM) -> Scheduler:
+    """The clock's state database (``url``, else the clock's own rules: CLOCK_DATABASE_URL, DATABASE_URL, the
+    SQLite file), with its tables created or upgraded if needed."""
+    return Scheduler(url or state_url(), clock)
+
+
+class Scheduler:
+    """Runtime jobs of one state database; safe to share between the threads of a web process."""
+
+    def __init__(self, url: str, clock: Clock = SYSTEM):
+        self.ledger = Ledger(url, clock)
+        self.ledger.ensure_schema()
+        self.store = JobStore(self.ledger)
+        self.controls = Controls(self.ledger)
+        self.clock = clock
+
+    # ---- adding and changing -------------------------------------------------------------
+
+    def add(self, job_id: str, *, replace: bool = False, connection: Any = None, **keys: Any) -> None:
+        """A job with the keys of a schedule.yaml job. Adding the same spec again changes nothing; another spec
+        under an existing id raises ConfigError unless ``replace=True``."""
+        self._put([(job_id, keys)], replace, connection)
+
+    def at(
+        self, when: datetime | str, *, key: str | None = None, replace: bool = False, connection: Any = None,
+        **keys: Any,
+    ) -> str:  # fmt: skip
+        """A one-off run at ``when`` (an aware datetime; a naive one is UTC); idempotent by ``key`` (its id), else
+        under a generated id. Returns the id."""
+        job_id = key if key is not None else f"at-{uuid.uuid4().hex[:20]}"
+        self._put([(job_id, {"at": _instant(when), **keys})], replace, connection)
+        return job_id
+
+    def at_many(
+        self, items: Iterable[Mapping[str, Any]], *, replace: bool = False, connection: Any = None
+    ) -> list[str]:
+        """Many one-offs in one transaction: each a mapping with ``when``, optional ``key``, and the job's keys."""
+        specs = []
+        for item in items:
+            keys = dict(item)
+            when = keys.pop("when")
+            key = keys.pop("key", None)
+            specs.append((key if key is not None else f"at-{uuid.uuid4().hex[:20]}", {"at": _instant(when), **keys}))
+        self._put(specs, replace, connection)
+        return [job_id for job_id, _ in specs]
+
+    def update(self, job_id: str, *, connection: Any = None, **changes: Any) -> None:
+        """Change some keys of an api job (a key set to None is removed; a new trigger or action replaces the old
+        one). Slots after the change commits follow the new spec."""
+        with self.store.tx(_conn(connection)) as conn:
+            row = self.store.get(conn, [job_id]).get(job_id)
+            _own(row, job_id, "update")
+            assert row is not None and row.spec is not None
+            spec = dict(row.spec)
+            for group in (TRIGGER_KEYS, tuple(KINDS)):
+                if any(key in changes for key in group):
+                    for key in group:
+                        spec.pop(key, None)
+            if "at" in changes and changes["at"] is not None:
+                changes["at"] = _instant(changes["at"])
+            spec.update(changes)
+            spec = {k: v for k, v in spec.items() if v is not None}
+            new = _validated(job_id, spec)
+            if spec_text(spec) != spec_text(row.spec):
+                self.store.replace(conn, row, new, self.store.bump(conn))
+
+    def remove(self, job_id: str, *, connection: Any = None) -> None:
+        """No run of the job starts after the removal commits; its history stays."""
+        with self.store.tx(_conn(connection)) as conn:
+            row = self.store.get(conn, [job_id]).get(job_id)
+            _own(row, job_id, "remove")
+            assert row is not None
+            self.store.remove(conn, row, self.store.bump(conn))
+
+    def _put(self, specs: list[tuple[str, dict[str, Any]]], replace: bool, connection: Any) -> None:
+        rows = {job_id: _validated(job_id, spec) for job_id, spec in specs}  # every spec checked before any write
+        with self.store.tx(_conn(connection)) as conn:
+            existing = self.store.get(conn, rows)
+            new, changed = [], []
+            for job_id, row in rows.items():
+                old = existing.get(job_id)
+                if old is None:
+                    new.append(row)
+                    continue
+                if old.origin == "schedule" and not old.removed:
+                    raise _schedule_job(job_id, "add")
+                if old.removed or replace:
+                    if old.removed or spec_text(row["spec"]) != spec_text(old.spec or {}):
+                        changed.append((old, row))
+                elif spec_text(row["spec"]) != spec_text(old.spec or {}):
+                    raise ConfigError([Problem("", None, f"jobs.{job_id}",
+                                               "a job with this id exists with another spec; pass replace=True to "
+                                               "replace it")])  # fmt: skip
+            if not new and not changed:
+                return
+            seq = self.store.bump(conn)
+            self.store.insert(conn, new, seq)
+            for old, row in changed:
+                self.store.replace(conn, old, row, seq)
+
+    # ---- controls and listing ------------------------------------------------------------
+
+    def pause(self, job_id: str, by: str = "app") -> None:
+        self.controls.pause(job_id, by)
+
+    def resume(self, job_id: str) -> None:
+        self.controls.resume(job_id)
+
+    def run_now(self, job_id: str, by: str = "app") -> str:
+        """Ask the leading clock to run the job now (reason ``manual``); returns the request id."""
+        return self.controls.request_run(job_id, by)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job: schedule.yaml's (as the leading clock published them) and the app's (recurring, and the
+        next 200 pending one-offs), each with id, origin, kind, next run (UTC) and paused."""
+        paused = self.controls.paused()
+        now = self.clock.now()
+        out = []
+        for row in self.store.listed():
+            job = job_of(row)
+            nxt = row.next_fire_at if row.kind == "at" else (job.next_after(now) if job is not None else None)
+            out.append({"id": row.id, "origin": row.origin, "kind": row.kind, "next": nxt, "paused": row.id in paused,
+                        "spec": row.spec if row.origin == "api" else None})  # fmt: skip
+        return out
+
+
+def job_of(row: JobRow) -> Job | None:
+    """The row's job (an api job with its version; a schedule row's trigger only), or None if it no longer parses
+    (a row written by a newer version)."""
+    if row.spec is None:
+        return None
+    spec = row.spec if row.origin == "api" else {**row.spec, "command": "true"}
+    try:
+        job = parse_job(row.id, spec)
+    except ConfigError:
+        return None
+    return Job(**{**job.__dict__, "version": row.version, "origin": row.origin})
+
+
+def _validated(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The row to write for a spec: validated (ConfigError naming each key path), JSON only."""
+    _check_json(spec, f"jobs.{job_id}")
+    job = parse_job(job_id, spec)
+    next_fire_at = job.next_after(datetime(1000, 1, 1, tzinfo=UTC)) if job.trigger_key == "at" else None
+    return {"id": job_id, "origin": "api", "kind": job.trigger_key, "spec": spec, "next_fire_at": next_fire_at}
+
+
+def _check_json(value: Any, path: str) -> None:
+    """Arguments are stored as JSON (never pickled): anything else is refused here, by key path."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError([Problem("", None, path, f"keys must be strings (JSON), got {key!r}")])
+            _check_json(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}.{index}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError([Problem("", None, path, f"{value} is not JSON")])
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ConfigError([Problem("", None, path, f"expected JSON data (text, numbers, true/false, null, lists, "
+                                                   f"mappings), got a {type(value).__name__}")])  # fmt: skip
+
+
+def _instant(when: datetime | str) -> str:
+    if isinstance(when, datetime):
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    return when
+
+
+def _own(row: JobRow | None, job_id: str, verb: str) -> None:
+    if row is None or row.removed:
+        raise UnknownJob(job_id)
+    if row.origin == "schedule":
+        raise _schedule_job(job_id, verb)
+
+
+def _schedule_job(job_id: str, verb: str) -> ConfigError:
+    return ConfigError(
+        [
+            Problem(
+                "",
+                None,
+                f"jobs.{job_id}",
+                f"cannot {verb} a schedule.yaml job from the app; "
+                "change schedule.yaml (pause, resume and run_now work)",
+            )
+        ]
+    )
+
+
+def _conn(connection: Any) -> Any:
+    """A Session's connection (in its transaction), or the Connection as given."""
+    if connection is None:
+        return None
+    from sqlalchemy.orm import Session
+
+    return connection.connection() if isinstance(connection, Session) else connection

@@ -1,0 +1,282 @@
+"""The leader's side of runtime jobs: the app's changes applied within a second, without a restart.
+
+On taking the lead (``lead_sync``, before the catch-up) the clock publishes its schedule.yaml ids, loads every
+recurring api job into the scheduler and the runner's registry, and holds the one-offs due within ``WINDOW``
+(overdue ones too: within ``misfire_grace`` they run late, else they are recorded ``missed``). Then a thread
+(``api-jobs``) wakes on Postgres ``NOTIFY`` (a ``listen`` thread; behind PgBouncer in transaction pooling it
+hears nothing) or every ``POLL`` seconds, reads the change counter, and applies the rows changed since
+(state/jobstore.py). Every ``SLIDE`` seconds the window moves on: one-offs are read from the index on
+next_fire_at, a window at a time, never all of them. A run's claim commits only while the job's row still has
+the version the run was planned under (state/ledger.py ``claim_many``): a removed or changed job starts no
+run planned before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from dynoclock.client import job_of
+from dynoclock.config.credentials import schedule_secrets
+from dynoclock.config.durations import format_duration
+from dynoclock.config.loader import Job, Schedule
+from dynoclock.observe.logs import EventLog, short_error
+from dynoclock.observe.redact import redact
+from dynoclock.observe.timefmt import iso_utc
+from dynoclock.run.claims import LEAD
+from dynoclock.run.runner import Runner
+from dynoclock.schedule.triggers import AtTrigger, CronTrigger, EveryTrigger
+from dynoclock.state.jobstore import CHANNEL, JobRow, JobStore
+from dynoclock.state.ledger import Ledger
+from dynoclock.timesource import SYSTEM, Clock
+
+WINDOW = timedelta(seconds=60)  # one-offs due this far ahead are held in memory
+SLIDE = 10.0  # seconds between moves of the window
+POLL = 0.5  # seconds between reads of the change counter (Postgres: NOTIFY wakes it sooner)
+
+
+class Slots(Protocol):
+    """The scheduler's side (daemon/process.py): a job's slots from ``since`` on, or none."""
+
+    def put(self, job: Job, since: datetime) -> None: ...
+
+    def drop(self, job_id: str) -> None: ...
+
+
+class ApiJobs:
+    def __init__(
+        self, ledger: Ledger, runner: Runner, slots: Slots, due: Callable[[str, datetime, int | None], None],
+        events: EventLog, leading: Callable[[], bool], controls: Callable[[], None], clock: Clock = SYSTEM,
+    ):  # fmt: skip
+        self.store = JobStore(ledger)
+        self.ledger = ledger
+        self.runner = runner
+        self.slots = slots
+        self.due = due  # the dispatcher's: claims the slot under the job's version
+        self.events = events
+        self.leading = leading
+        self.controls = controls  # re-reads pauses and "run now" requests
+        self.clock = clock
+        self.recurring: dict[str, Job] = {}  # api jobs in the scheduler
+        self.created: dict[str, datetime] = {}  # their creation: a takeover's catch-up starts no earlier
+        self.window: dict[str, tuple[int, datetime]] = {}  # one-offs held: id -> (version, slot)
+        self.horizon: datetime | None = None  # None: not synced since this clock took the lead
+        self.seen = 0
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._next_slide = 0.0
+        self._failures = 0
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="api-jobs", daemon=True).start()
+        if self.ledger.is_postgres:
+            threading.Thread(target=self._listen, name="listen", daemon=True).start()
+
+    # ---- taking the lead -----------------------------------------------------------------
+
+    def lead_sync(self, schedule: Schedule) -> None:
+        """At a takeover (leadership thread): publish schedule.yaml's ids, load every api job anew."""
+        with self._lock:
+            self.publish(schedule)
+            now = self.clock.now()
+            self.seen = self.store.seq()  # changes after this are read by the loop
+            rows = {row.id: row for row in self.store.recurring() if row.origin == "api"}
+            for job_id in list(self.recurring):
+                if job_id not in rows:
+                    self._drop(job_id)
+            for row in rows.values():
+                self._recurring(row, now + LEAD, takeover=True)
+            self.window.clear()
+            self.horizon = now + WINDOW
+            for row in self.store.one_offs(None, self.horizon):
+                self._hold(row, now)
+            self._next_slide = self.clock.monotonic() + SLIDE
+
+    def publish(self, schedule: Schedule) -> None:
+        """The schedule's job ids (and triggers, for listings) as rows of origin ``schedule``: the app may not
+        take these ids."""
+        shadowed = self.store.publish_schedule({job.id: trigger_keys(job) for job in list(schedule.jobs.values())
+                                                if job.origin == "schedule"})  # fmt: skip
+        for job_id in shadowed:
+            self.recurring.pop(job_id, None)
+            self.window.pop(job_id, None)
+            note = "schedule.yaml has a job with this id: it replaces the one added from the app"
+            self.events.emit("clock.api_job_shadowed", level="warning", job=job_id, note=note)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            self.clock.wait(self.wake, POLL * (2 ** min(self._failures, 4)))
+            self.wake.clear()
+            if self.stopped.is_set() or not self.leading() or self.horizon is None:
+                continue
+            try:
+                with self._lock:
+                    if self.store.seq() != self.seen:
+                        self.apply_changes()
+                    if self.clock.monotonic() >= self._next_slide:
+                        self.slide()
+                if self._failures:
+                    self._failures = 0
+                    self.events.emit("ledger.reachable", note="runtime jobs")
+            except Exception as exc:  # the database is away: the next round tries again; nothing is lost
+                self._failures += 1
+                if self._failures == 1:
+                    self.events.emit("api_jobs.error", level="warning", error=short_error(exc))
+
+    def _listen(self) -> None:
+        """Postgres: LISTEN on its own session; a notification of this schema wakes the loop at once."""
+        import psycopg
+
+        url = self.ledger.engine.url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        while not self.stopped.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+                    schema = conn.execute("SELECT current_schema()").fetchone()
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self.stopped.is_set():
+                        for note in conn.notifies(timeout=5.0):
+                            if schema is None or note.payload == schema[0]:
+                                self.wake.set()
+            except Exception:
+                self.clock.wait(self.stopped, 5.0)  # the poll goes on meanwhile
+
+    def apply_changes(self) -> None:
+        """Rows changed since ``seen``, in the order of their changes."""
+        assert self.horizon is not None
+        now = self.clock.now()
+        seq = self.store.seq()
+        rows = self.store.changed_since(self.seen, self.horizon)
+        for row in rows:
+            self._apply(row, now)
+        self.seen = max([seq, *(row.changed_seq for row in rows)])
+        self.controls()
+
+    def _apply(self, row: JobRow, now: datetime) -> None:
+        if row.origin != "api":  # a schedule row: this id is schedule.yaml's (a pause, a run-now woke us)
+            if row.id in self.recurring or row.id in self.window:
+                self.recurring.pop(row.id, None)
+                self.window.pop(row.id, None)
+            return
+        if row.removed or row.kind == "at":
+            if row.id in self.recurring:
+                self._drop(row.id)
+            if row.removed:
+                if self.window.pop(row.id, None) is not None:
+                    self.runner.retire(row.id)
+                self.events.emit("api_jobs.removed", job=row.id, version=row.version)
+                return
+        if row.kind == "at":
+            assert self.horizon is not None
+            if row.next_fire_at is None or row.next_fire_at > self.horizon:
+                if self.window.pop(row.id, None) is not None:
+                    self.runner.retire(row.id)
+                return
+            if self.window.get(row.id) != (row.version, row.next_fire_at):
+                self._hold(row, now)
+            return
+        self._recurring(row, row.updated_at)
+
+    def slide(self) -> None:
+        """The next stretch of one-offs into memory; finished ones leave the job list."""
+        assert self.horizon is not None
+        now = self.clock.now()
+        horizon = now + WINDOW
+        for row in self.store.one_offs(self.horizon, horizon):
+            self._hold(row, now)
+        self.horizon = horizon
+        self._next_slide = self.clock.monotonic() + SLIDE
+        self.store.finish_one_offs(now - timedelta(seconds=1))
+        self.runner.forget_retired(self.clock.monotonic() - 900)
+
+    # ---- one job -------------------------------------------------------------------------
+
+    def _recurring(self, row: JobRow, since: datetime, takeover: bool = False) -> None:
+        job = self._job(row)
+        if job is None:
+            return
+        known = self.recurring.get(row.id)
+        if known is not None and known.version == job.version:
+            return
+        self.recurring[row.id] = job
+        self.created[row.id] = row.created_at
+        self.runner.schedule.jobs[row.id] = job
+        if job.enabled and job.action is not None:
+            self.slots.put(job, since)
+        else:
+            self.slots.drop(row.id)
+        if not takeover:
+            self.events.emit("api_jobs.applied", job=row.id, version=row.version,
+                             change="added" if known is None else "changed", since=since)  # fmt: skip
+
+    def _drop(self, job_id: str) -> None:
+        self.recurring.pop(job_id, None)
+        self.created.pop(job_id, None)
+        self.slots.drop(job_id)
+        self.runner.retire(job_id)
+
+    def _hold(self, row: JobRow, now: datetime) -> None:
+        """A one-off due within the window: its run at its time, or, overdue, late within its grace."""
+        job = self._job(row)
+        slot = row.next_fire_at
+        if job is None or slot is None:
+            return
+        self.runner.schedule.jobs[row.id] = job
+        self.window[row.id] = (row.version, slot)
+        if not job.enabled or job.action is None:
+            return
+        if slot > now:
+            delay = max(0.0, (slot - LEAD - now).total_seconds())
+            self.runner.timer.at(self.clock.monotonic() + delay, lambda: self._fire(row.id, row.version, slot))
+            return
+        self.window.pop(row.id, None)
+        if now - slot <= job.misfire_grace:
+            self.runner.submit(row.id, slot, reason="catch_up")  # claimed by Claims.one under the job's version
+        elif self.runner.writer is not None:
+            error = f"not run within misfire_grace={format_duration(job.misfire_grace)}: due at {iso_utc(slot)}"
+            if self.runner.writer.not_run(row.id, slot, "missed", error, reason="catch_up"):
+                self.events.emit("run.missed", level="error", job=row.id, scheduled_for=slot, status="missed",
+                                 error=error)  # fmt: skip
+        self.runner.retire(row.id)
+
+    def _fire(self, job_id: str, version: int, slot: datetime) -> None:
+        """On the timer, LEAD before the slot: still the same job? Then claim it (the dispatcher)."""
+        if self.window.get(job_id) != (version, slot):
+            return  # changed or removed meanwhile
+        del self.window[job_id]
+        self.due(job_id, slot, version)
+        self.runner.retire(job_id)
+
+    def _job(self, row: JobRow) -> Job | None:
+        job = job_of(row)
+        if job is None:
+            self.events.emit("api_jobs.unreadable", level="error", job=row.id, version=row.version,
+                             note="its spec does not parse with this clock's version: not scheduled")  # fmt: skip
+            return None
+        if row.spec:
+            redact.add(schedule_secrets({"jobs": {row.id: row.spec}}, {}))
+        return job
+
+
+def trigger_keys(job: Job) -> dict[str, Any]:
+    """A schedule.yaml job's trigger as keys (no action, no secret): what ``jobs()`` needs for its next run."""
+    keys: dict[str, Any] = {}
+    trigger = job.trigger
+    if isinstance(trigger, CronTrigger):
+        keys = {"cron": trigger.expr, "timezone": trigger.zone.key}
+    elif isinstance(trigger, EveryTrigger):
+        keys = {"every": format_duration(trigger.interval), "anchor": trigger.anchor.isoformat()}
+    elif isinstance(trigger, AtTrigger):
+        keys = {"at": trigger.instant.isoformat()}
+    for key in ("start", "end"):
+        value = getattr(job.window, key)
+        if value is not None:
+            keys[key] = value.isoformat()
+    if not job.enabled:
+        keys["enabled"] = False
+    return keys

@@ -1,0 +1,227 @@
+"""Runtime jobs in the state database (``clock_jobs``): what the app adds, changes and removes, and what the leader
+reads back.
+
+Every change goes through ``JobStore.write`` inside one transaction (the store's own, or the app's): it raises
+the change counter (``clock_meta`` key ``jobs_seq``) first, which takes that row's lock until the transaction ends,
+so changes commit in the order of their number and the leader, reading ``changed_seq > seen``, never misses one;
+on Postgres it also issues ``NOTIFY dynoclock_jobs`` (delivered only at commit). A row of origin ``schedule``
+names a job of the leading clock's schedule.yaml (published at each takeover and reload): the app may pause,
+resume and run it, never add, change or remove it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.tables import from_db, jobs, meta, runs, to_db
+
+CHANNEL = "dynoclock_jobs"
+SEQ_KEY = "jobs_seq"
+FINAL = ("ok", "failed", "timeout", "interrupted", "skipped", "missed")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    origin: str  # api | schedule
+    kind: str  # cron | every | at
+    spec: dict[str, Any] | None
+    next_fire_at: datetime | None
+    version: int
+    changed_seq: int
+    removed: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+def row_of(row: Any) -> JobRow:
+    return JobRow(
+        id=row.id, origin=row.origin, kind=row.kind, spec=None if row.spec is None else json.loads(row.spec),
+        next_fire_at=None if row.next_fire_at is None else from_db(row.next_fire_at), version=row.version,
+        changed_seq=row.changed_seq, removed=row.removed_at is not None, created_at=from_db(row.created_at),
+        updated_at=from_db(row.updated_at),
+    )  # fmt: skip
+
+
+def spec_text(spec: dict[str, Any]) -> str:
+    """The stored form of a spec: canonical JSON, so that the same spec given twice compares equal."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class JobStore:
+    """Reads and writes of ``clock_jobs`` on the state database of ``ledger``."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.clock = ledger.clock
+
+    @contextmanager
+    def tx(self, connection: Connection | None = None) -> Iterator[Connection]:
+        """The app's connection as it is (its transaction decides), or a transaction of our own."""
+        if connection is not None:
+            yield connection
+            return
+        with self.ledger._tx() as conn:
+            yield conn
+
+    def bump(self, conn: Connection) -> int:
+        """Raise the change counter (locking its row until the transaction ends) and wake the leader at commit."""
+        value = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.String)
+        stmt = self.ledger._insert(meta).values(key=SEQ_KEY, value="1")
+        stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}).returning(meta.c.value)
+        seq = int(conn.execute(stmt).scalar_one())
+        if self.ledger.is_postgres:
+            conn.execute(sa.text("SELECT pg_notify(:channel, current_schema())"), {"channel": CHANNEL})
+        return seq
+
+    def get(self, conn: Connection, ids: Iterable[str]) -> dict[str, JobRow]:
+        wanted = list(ids)
+        out: dict[str, JobRow] = {}
+        for start in range(0, len(wanted), 1000):
+            query = sa.select(jobs).where(jobs.c.id.in_(wanted[start : start + 1000]))
+            out.update((row.id, row_of(row)) for row in conn.execute(query))
+        return out
+
+    def insert(self, conn: Connection, rows: list[dict[str, Any]], seq: int) -> None:
+        """New rows: id, origin, kind, spec (dict or None), next_fire_at."""
+        now = to_db(self.clock.now())
+        values = [
+            {"id": r["id"], "origin": r["origin"], "kind": r["kind"],
+             "spec": None if r["spec"] is None else spec_text(r["spec"]),
+             "next_fire_at": None if r["next_fire_at"] is None else to_db(r["next_fire_at"]), "version": 1,
+             "changed_seq": seq, "removed_at": None, "created_at": now, "updated_at": now}
+            for r in rows
+        ]  # fmt: skip
+        if values:
+            conn.execute(jobs.insert(), values)
+
+    def replace(self, conn: Connection, old: JobRow, new: dict[str, Any], seq: int) -> None:
+        """A new spec (or origin) for an existing row, removed or not: version + 1."""
+        now = to_db(self.clock.now())
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == old.id)
+            .values(
+                origin=new["origin"],
+                kind=new["kind"],
+                spec=None if new["spec"] is None else spec_text(new["spec"]),
+                next_fire_at=None if new["next_fire_at"] is None else to_db(new["next_fire_at"]),
+                version=old.version + 1,
+                changed_seq=seq,
+                removed_at=None,
+                updated_at=now,
+                **({"created_at": now} if old.removed else {}),
+            )
+        )
+
+    def remove(self, conn: Connection, old: JobRow, seq: int) -> None:
+        """A tombstone: the leader sees the job go; its history stays."""
+        now = to_db(self.clock.now())
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == old.id)
+            .values(version=old.version + 1, changed_seq=seq, removed_at=now, next_fire_at=None, updated_at=now)
+        )
+
+    def touch(self, conn: Connection, job_id: str, seq: int) -> None:
+        """Wake the leader for this job (a pause, a resume, a "run now") without changing its version."""
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(changed_seq=seq))
+
+    # ---- what the leader reads -------------------------------------------------------------
+
+    def seq(self) -> int:
+        with self.ledger.engine.connect() as conn:
+            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == SEQ_KEY)).scalar()
+        return 0 if value is None else int(value)
+
+    def changed_since(self, seen: int, horizon: datetime) -> list[JobRow]:
+        """Rows changed after ``seen``: recurring ones, one-offs due up to ``horizon`` and those that ended."""
+        due = sa.or_(jobs.c.kind != "at", jobs.c.next_fire_at.is_(None), jobs.c.next_fire_at <= to_db(horizon))
+        query = sa.select(jobs).where(jobs.c.changed_seq > seen, due).order_by(jobs.c.changed_seq)
+        with self.ledger.engine.connect() as conn:
+            return [row_of(row) for row in conn.execute(query)]
+
+    def recurring(self) -> list[JobRow]:
+        """Every live recurring row (api and schedule)."""
+        query = sa.select(jobs).where(jobs.c.kind != "at", jobs.c.removed_at.is_(None))
+        with self.ledger.engine.connect() as conn:
+            return [row_of(row) for row in conn.execute(query)]
+
+    def one_offs(self, after: datetime | None, until: datetime, limit: int | None = None) -> list[JobRow]:
+        """Live api one-offs due in (``after``, ``until``] (from the start when ``after`` is None) whose run has no
+        final row yet, soonest first: what the leader holds in memory (the index on next_fire_at)."""
+        done = sa.exists().where(
+            runs.c.job == jobs.c.id, runs.c.scheduled_for == jobs.c.next_fire_at, runs.c.status.in_(FINAL)
+        )
+        query = sa.select(jobs).where(
+            jobs.c.kind == "at", jobs.c.origin == "api", jobs.c.next_fire_at <= to_db(until), ~done
+        )
+        if after is not None:
+            query = query.where(jobs.c.next_fire_at > to_db(after))
+        query = query.order_by(jobs.c.next_fire_at)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.ledger.engine.connect() as conn:
+            return [row_of(row) for row in conn.execute(query)]
+
+    def finish_one_offs(self, before: datetime) -> int:
+        """One-offs due before ``before`` whose run has a final row leave the job list (their history stays)."""
+        done = sa.exists().where(
+            runs.c.job == jobs.c.id, runs.c.scheduled_for == jobs.c.next_fire_at, runs.c.status.in_(FINAL)
+        )
+        stmt = (
+            jobs.update()
+            .where(jobs.c.kind == "at", jobs.c.next_fire_at.is_not(None), jobs.c.next_fire_at < to_db(before), done)
+            .values(next_fire_at=None)
+        )
+        with self.ledger._tx() as conn:
+            return int(conn.execute(stmt).rowcount or 0)
+
+    def listed(self, one_offs: int = 200) -> list[JobRow]:
+        """What ``jobs()``, ``status`` and the page list: every live recurring row, and the next ``one_offs``
+        pending one-offs."""
+        return [row for row in self.recurring()] + self.one_offs(None, datetime(9999, 1, 1), limit=one_offs)
+
+    def publish_schedule(self, specs: dict[str, dict[str, Any]]) -> list[str]:
+        """The leader's schedule.yaml jobs (id -> trigger keys) as rows of origin ``schedule``; rows of jobs no
+        longer in it are removed. Returns the ids of api jobs these shadowed (schedule.yaml wins)."""
+        shadowed: list[str] = []
+        with self.ledger._tx() as conn:
+            mine = sa.or_(jobs.c.origin == "schedule", jobs.c.id.in_(list(specs)))
+            current = {row.id: row_of(row) for row in conn.execute(sa.select(jobs).where(mine))}
+            stale = [r for r in current.values() if r.origin == "schedule" and not r.removed and r.id not in specs]
+            new = {
+                job_id: {"id": job_id, "origin": "schedule", "kind": _kind(spec), "spec": spec, "next_fire_at": None}
+                for job_id, spec in specs.items()
+            }
+            changed = [
+                job_id for job_id, row in new.items()
+                if job_id not in current or current[job_id].removed or current[job_id].origin != "schedule"
+                or current[job_id].spec != row["spec"]
+            ]  # fmt: skip
+            if not stale and not changed:
+                return []
+            seq = self.bump(conn)
+            for row in stale:
+                self.remove(conn, row, seq)
+            self.insert(conn, [new[i] for i in changed if i not in current], seq)
+            for job_id in changed:
+                if job_id in current:
+                    old = current[job_id]
+                    if old.origin == "api" and not old.removed:
+                        shadowed.append(job_id)
+                    self.replace(conn, old, new[job_id], seq)
+        return shadowed
+
+
+def _kind(spec: dict[str, Any]) -> str:
+    return next(key for key in ("cron", "every", "at") if key in spec)
