@@ -141,7 +141,7 @@ def test_a_leader_round_applies_pauses_and_takes_run_now_requests(tmp_path: Path
     leadership, clock, ledger, stream, _ = chores(tmp_path, store, TICK)
     leadership.step()
     assert leadership.is_leader()
-    controls = Controls(ledger)
+    controls = Controls(ledger, known=["tick"])
     controls.pause("tick", by="test")
     controls.request_run("tick", by="test")
     clock.advance(5)
@@ -166,7 +166,7 @@ def test_a_run_now_request_for_a_job_the_leader_does_not_know_waits_for_a_clock_
     old, clock, ledger, old_stream, _ = chores(tmp_path, store, TICK)
     old.step()
     assert old.is_leader()
-    Controls(ledger).request_run("new", by="test")
+    Controls(ledger, known=["new"]).request_run("new", by="test")
     clock.advance(5)
     old.step()
     assert events_of(old_stream, "request.taken") == []

@@ -446,7 +446,7 @@ def test_prune_of_nothing_old_deletes_nothing(store: Ledger) -> None:
 
 def test_leader_round_beats_and_reports_paused_jobs_and_waiting_requests(store: Ledger) -> None:
     started = datetime.now(UTC) - timedelta(minutes=1)
-    controls = Controls(store)
+    controls = Controls(store, known=["tick", "tock"])
     assert store.leader_round("clock-a", started) == (set(), False)
     controls.pause("tick", "ops")
     controls.pause("tock", "ops")

@@ -228,7 +228,7 @@ def test_jobs_table_shows_schedule_zone_next_last_failures_and_paused(page, ledg
     add_run(ledger, "nightly", hours_ago(3), "ok", 250)
     add_run(ledger, "nightly", hours_ago(2), "failed", 1500, error="exit status 3")
     add_run(ledger, "nightly", hours_ago(1), "timeout", 30_000)
-    Controls(ledger).pause("yearly", "test")
+    Controls(ledger, known=["yearly"]).pause("yearly", "test")
     html = text_of(page.get("/"))
     nightly = re.search(r'<tr data-job="nightly">.*?</tr>', html, re.S)
     assert nightly
@@ -345,7 +345,7 @@ def test_a_broken_schedule_is_shown_not_raised(ledger, write_schedule):
 
 
 def test_next_marks_paused_jobs_in_text_and_json(ledger, state_db, schedule, tmp_path):
-    Controls(ledger).pause("nightly", "test")
+    Controls(ledger, known=["nightly"]).pause("nightly", "test")
     env = {"CLOCK_DATABASE_URL": state_db, "CLOCK_TOKEN": CLOCK_TOKEN}
     text = run_cli("next", "-c", str(schedule), "--count", "1", env=env, cwd=tmp_path)
     assert text.returncode == 0, text.stderr
