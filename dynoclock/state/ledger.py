@@ -197,7 +197,7 @@ class Ledger:
         query = sa.select(jobs.c.id, jobs.c.version).where(jobs.c.id.in_(ids), jobs.c.removed_at.is_(None))
         if self.is_postgres:
             query = query.order_by(jobs.c.id).with_for_update(read=True)
-        current = dict(conn.execute(query).tuples().all())
+        current = {job_id: version for job_id, version in conn.execute(query)}
         keep = [c for c in claims if c.version is None or current.get(c.job) == c.version]
         if stale is not None:
             stale.update(c.run_id for c in claims if c.version is not None and current.get(c.job) != c.version)
