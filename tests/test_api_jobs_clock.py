@@ -42,7 +42,8 @@ def beats_after(tmp_path: Path, count: int) -> None:
 
 
 def leader_of(*clocks: ClockProcess) -> ClockProcess:
-    return wait_until(lambda: next((c for c in clocks if c.events("clock.leader")), None), "a leader")
+    found: ClockProcess = wait_until(lambda: next((c for c in clocks if c.events("clock.leader")), None), "a leader")
+    return found
 
 
 def test_reminders_from_the_app_run_once_with_two_clocks(
