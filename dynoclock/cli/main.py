@@ -244,6 +244,7 @@ def cmd_next(args: argparse.Namespace, clock: Clock) -> int:
     except OverflowError:  # slot math past year 9999 or before year 1
         print(f"next: --now: {args.now!r} is too close to the ends of the calendar", file=sys.stderr)
         return EXIT_INVALID
+    rows += [{**_next_row(job, now, args.count), "origin": "api"} for job in _api_jobs(set(schedule.jobs))]
     paused = _paused_jobs()
     if paused is not None:
         for row in rows:
@@ -253,6 +254,7 @@ def cmd_next(args: argparse.Namespace, clock: Clock) -> int:
         return EXIT_OK
     for row in rows:
         state = ("" if row["enabled"] else "  [disabled]") + ("  [paused]" if row.get("paused") else "")
+        state += "  [api]" if row.get("origin") == "api" else ""
         print(f"{row['id']}: {row['schedule']} ({row['timezone']}){state}")
         if not row["next"]:
             print("    (no upcoming runs)")
@@ -284,6 +286,23 @@ def _paused_jobs() -> set[str] | None:
         return set(Controls(Ledger(url)).paused())
     except Exception:
         return None
+
+
+def _api_jobs(skip: set[str]) -> list[Job]:
+    """The jobs added from the app, when the state can be read (an SQLite file only if it exists: `next` creates
+    nothing); none otherwise."""
+    from dynoclock.state.location import state_url
+
+    url = state_url()
+    try:
+        if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :].split("?")[0]):
+            return []
+        from dynoclock.observe.status import api_jobs
+        from dynoclock.state.ledger import Ledger
+
+        return api_jobs(Ledger(url), skip)
+    except Exception:
+        return []
 
 
 def _next_row(job: Job, now: datetime, count: int) -> dict[str, Any]:

@@ -36,6 +36,7 @@ def format_status(statuses: list[JobStatus]) -> str:
     for st in statuses:
         schedule = f"{st.job.describe()} ({st.job.zone.key})" + ("" if st.job.enabled else " [disabled]")
         schedule += " [paused]" if st.paused else ""
+        schedule += " [api]" if st.job.origin == "api" else ""
         if st.last is None:
             last = "never ran"
         else:

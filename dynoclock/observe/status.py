@@ -34,6 +34,7 @@ class JobStatus:
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.job.id,
+            "origin": self.job.origin,
             "schedule": self.job.describe(),
             "timezone": self.job.zone.key,
             "enabled": self.job.enabled,
@@ -53,7 +54,7 @@ def job_statuses(
     now = now or clock.now()
     paused = Controls(ledger).paused()
     out = []
-    for job in schedule.jobs.values():
+    for job in [*schedule.jobs.values(), *api_jobs(ledger, set(schedule.jobs))]:
         recent = [run for run in ledger.history(job.id, limit=50) if run.status not in ("claimed", "skipped")]
         streak = 0
         for run in recent:
@@ -65,3 +66,12 @@ def job_statuses(
         next_run = job.next_after(now) if job.enabled else None
         out.append(JobStatus(job, next_run, recent[0] if recent else None, streak, job.id in paused))
     return out
+
+
+def api_jobs(ledger: Ledger, skip: set[str]) -> list[Job]:
+    """The jobs added from the app (recurring ones, and the next pending one-offs), as the clock reads them."""
+    from dynoclock.client import job_of
+    from dynoclock.state.jobstore import JobStore
+
+    listed = [job_of(row) for row in JobStore(ledger).listed() if row.origin == "api" and row.id not in skip]
+    return [job for job in listed if job is not None]

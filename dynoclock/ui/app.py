@@ -48,6 +48,7 @@ NOTICES = {  # ?notice=... after an action: fixed texts, so the query string can
     "run": "Run requested: the leading clock picks it up within a few seconds and records it as a manual run.",
     "paused": "Paused: the clock skips this job's scheduled runs until it is resumed.",
     "resumed": "Resumed: the job runs on its schedule again.",
+    "deleted": "Deleted: the job added from the app starts no more runs; its history stays.",
 }
 
 
@@ -118,6 +119,7 @@ class StatusApp:
                 Rule("/jobs/<job>/run", endpoint="run", methods=["POST"]),
                 Rule("/jobs/<job>/pause", endpoint="pause", methods=["POST"]),
                 Rule("/jobs/<job>/resume", endpoint="resume", methods=["POST"]),
+                Rule("/jobs/<job>/delete", endpoint="delete", methods=["POST"]),
                 Rule("/login", endpoint="login", methods=["GET", "POST"]),
                 Rule("/logout", endpoint="logout", methods=["POST"]),
             ]
@@ -268,7 +270,7 @@ class StatusApp:
     def view_job(self, ctx: Ctx, job: str) -> Response:
         ledger = self.ledger()
         now = self.clock.now()
-        spec = self.schedule.jobs.get(job)
+        spec = self.schedule.jobs.get(job) or self._api_job(job)
         try:
             page = max(int(ctx.request.args.get("page", "1")), 1)
         except ValueError:
@@ -311,10 +313,33 @@ class StatusApp:
         self._write(lambda ledger: Controls(ledger, self.schedule.jobs).resume(job))
         return self._back(ctx, job, "resumed")
 
+    def view_delete(self, ctx: Ctx, job: str) -> Response:
+        """An api job (added from the app) only: schedule.yaml's are changed in schedule.yaml."""
+        from dynoclock.client import Scheduler
+
+        if self._api_job(job) is None:
+            raise NotFound(f"No job {job!r} added from the app.")
+        self._write(lambda ledger: Scheduler(ledger.url, self.clock).remove(job))
+        return redirect(f"{ctx.url('index')}?{urlencode({'notice': 'deleted', 'job': job})}", 303)
+
     # ---- helpers -----------------------------------------------------------------------------
 
+    def _api_job(self, job: str) -> Job | None:
+        from dynoclock.client import job_of
+        from dynoclock.state.jobstore import JobStore
+
+        if job in self.schedule.jobs:
+            return None
+        ledger = self.ledger()
+        try:
+            with ledger.engine.connect() as conn:
+                row = JobStore(ledger).get(conn, [job]).get(job)
+        except Exception as exc:
+            raise self._unavailable(exc) from None
+        return None if row is None or row.removed or row.origin != "api" else job_of(row)
+
     def _job_or_404(self, ctx: Ctx, job: str) -> Job:
-        spec = self.schedule.jobs.get(job)
+        spec = self.schedule.jobs.get(job) or self._api_job(job)
         if spec is None:
             raise NotFound(f"No job {job!r} in the schedule.")
         return spec

@@ -37,6 +37,7 @@ class JobRow:
     paused_since: str
     paused_by: str
     requested: int  # "run now" requests not yet taken by the leader
+    origin: str = "schedule"  # or api: added from the app, which the page may delete
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def job_row(
         paused_since=relative(since, now) if since else "",
         paused_by=redact(by),
         requested=pending.get(job.id, 0),
+        origin=job.origin,
     )
 
 

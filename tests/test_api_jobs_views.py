@@ -1,0 +1,77 @@
+"""Jobs added from the app where people look: ``status`` and ``next`` (real processes) and the status page, which
+lists them as api jobs and may delete them (read-write role only)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import dynoclock
+from dynoclock.state.ledger import Ledger
+from tests.support.processes import run_cli
+from tests.support.ui import mount
+
+pytestmark = pytest.mark.usefixtures("no_ui_env")
+
+SCHEDULE = """jobs:
+  nightly:
+    cron: "30 2 * * *"
+    command: [echo, nightly]
+"""
+WRITE, READ = "write-token-0123456789", "read-token-0123456789"
+
+
+@pytest.fixture(name="schedule")
+def schedule_fixture(write_schedule: Callable[[str], Path]) -> Path:
+    return write_schedule(SCHEDULE)
+
+
+def test_status_and_next_list_api_jobs_with_their_origin(state_db: str, schedule: Path, tmp_path: Path) -> None:
+    app = dynoclock.connect(state_db)
+    app.add("digest-42", cron="0 9 * * *", timezone="Europe/Paris", python="myapp.jobs:digest", kwargs={"u": 42})
+    app.at("2030-01-01T09:00:00Z", key="remind-7", command="true")
+    done = run_cli("status", "--json", "-c", str(schedule), state=state_db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = {job["id"]: job for job in json.loads(done.stdout)["jobs"]}
+    assert {job_id: job["origin"] for job_id, job in listed.items()} == {
+        "nightly": "schedule", "digest-42": "api", "remind-7": "api",
+    }  # fmt: skip
+    assert listed["digest-42"]["next"].endswith("09:00:00+01:00") or listed["digest-42"]["next"].endswith("+02:00")
+    assert listed["remind-7"]["next"] == "2030-01-01T09:00:00+00:00"
+    text = run_cli("status", "-c", str(schedule), state=state_db, cwd=tmp_path).stdout
+    assert re.search(r"digest-42 .*\[api\]", text) and re.search(r"remind-7 .*\[api\]", text)
+    upcoming = run_cli("next", "-c", str(schedule), "--count", "1", state=state_db, cwd=tmp_path)
+    assert upcoming.returncode == 0, upcoming.stderr
+    assert "digest-42: At 09:00 every day (Europe/Paris)  [api]" in upcoming.stdout
+    assert "remind-7: Once at 2030-01-01 09:00:00 UTC (UTC)  [api]" in upcoming.stdout
+
+
+def test_the_page_lists_api_jobs_and_deletes_them_for_the_write_role(state_db: str, schedule: Path) -> None:
+    ledger = Ledger(state_db)
+    app = dynoclock.connect(state_db)
+    app.add("digest-42", every="1h", command="true")
+    reader = mount(ledger, schedule, token=WRITE, read_token=READ)
+    assert reader.login(READ).status_code == 303
+    html = reader.get("/").get_data(as_text=True)
+    row = re.search(r'<tr data-job="digest-42">.*?</tr>', html, re.S)
+    assert row and '<span class="pill">api</span>' in row.group(0)
+    assert reader.post("/jobs/digest-42/delete", {"csrf": reader.csrf()}).status_code == 403
+    assert [job["id"] for job in app.jobs() if job["origin"] == "api"] == ["digest-42"]
+
+    writer = mount(ledger, schedule, token=WRITE, read_token=READ)
+    assert writer.login(WRITE).status_code == 303
+    html = writer.get("/").get_data(as_text=True)
+    nightly = re.search(r'<tr data-job="nightly">.*?</tr>', html, re.S)
+    assert nightly and "Delete" not in nightly.group(0)  # schedule.yaml's jobs are changed in schedule.yaml
+    assert writer.act("delete", "nightly").status_code == 404
+    assert writer.act("pause", "digest-42").status_code == 303
+    assert set(app.controls.paused()) == {"digest-42"}
+    response = writer.act("delete", "digest-42")
+    assert response.status_code == 303 and "notice=deleted" in response.headers["Location"]
+    assert [job["id"] for job in app.jobs() if job["origin"] == "api"] == []
+    assert writer.act("delete", "digest-42").status_code == 404
+    assert 'data-job="digest-42"' not in writer.get("/").get_data(as_text=True)
