@@ -28,6 +28,7 @@ BEAT = """jobs:
     command: [sh, -c, 'echo $CLOCK_SCHEDULED_FOR >> beats.txt']
 """
 # What the app's jobs run: the slot, into a file of the job's own (sh expands the variable, not dynoclock).
+NOT_RUN = ("skipped", "missed")
 TICK = ["sh", "-c", "echo $CLOCK_SCHEDULED_FOR >> ticks.txt"]
 
 
@@ -177,10 +178,13 @@ def test_leader_killed_while_the_app_adds_one_offs_and_changes_jobs_each_runs_on
     assert max(ran.values()) == 1  # none twice
     for run in runs:
         # A run the killed leader had started is closed as interrupted (on_interrupted: skip); any other ran.
-        assert run.status == "ok" or (run.status == "interrupted" and run.clock != survivor_id), run
+        started = run.started_at is not None and run.clock != survivor_id
+        assert run.status == "ok" or (run.status == "interrupted" and started), run
         assert run.status != "ok" or ran[run.job] == 1, run
     for job_id, at in removed.items():
-        assert all(run.claimed_at <= at for run in all_runs(ledger, job_id)), job_id
+        # A takeover's catch-up may still record a slot of it skipped or missed; none is claimed to run.
+        late = [run for run in all_runs(ledger, job_id) if run.claimed_at > at and run.status not in NOT_RUN]
+        assert not late, (job_id, at, late)
         slots = [line for line in lines(tmp_path / f"{job_id}.txt")]
         assert len(slots) == len(set(slots))
 

@@ -77,10 +77,11 @@ class ApiJobs:
 
     # ---- taking the lead -----------------------------------------------------------------
 
-    def lead_sync(self, schedule: Schedule) -> None:
-        """At a takeover (leadership thread): publish schedule.yaml's ids, load every api job anew."""
+    def lead_sync(self) -> None:
+        """At a takeover (leadership thread; the loop tries again if it failed): publish schedule.yaml's ids, load
+        every api job anew."""
         with self._lock:
-            self.publish(schedule)
+            self.publish(self.runner.schedule)
             now = self.clock.now()
             self.seen = self.store.seq()  # changes after this are read by the loop
             rows = {row.id: row for row in self.store.recurring() if row.origin == "api"}
@@ -88,7 +89,7 @@ class ApiJobs:
                 if job_id not in rows:
                     self._drop(job_id)
             for row in rows.values():
-                self._recurring(row, now + LEAD, takeover=True)
+                self._recurring(row, now + LEAD, now, takeover=True)
             self.window.clear()
             self.horizon = now + WINDOW
             for row in self.store.one_offs(None, self.horizon):
@@ -112,9 +113,14 @@ class ApiJobs:
         while not self.stopped.is_set():
             self.clock.wait(self.wake, POLL * (2 ** min(self._failures, 4)))
             self.wake.clear()
-            if self.stopped.is_set() or not self.leading() or self.horizon is None:
+            if self.stopped.is_set():
+                return
+            if not self.leading():
+                self.horizon = None  # synced anew at the next takeover
                 continue
             try:
+                if self.horizon is None:
+                    self.lead_sync()
                 with self._lock:
                     if self.store.seq() != self.seen:
                         self.apply_changes()
@@ -180,7 +186,7 @@ class ApiJobs:
             if self.window.get(row.id) != (row.version, row.next_fire_at):
                 self._hold(row, now)
             return
-        self._recurring(row, row.updated_at)
+        self._recurring(row, None, now)
 
     def slide(self) -> None:
         """The next stretch of one-offs into memory; finished ones leave the job list."""
@@ -196,13 +202,18 @@ class ApiJobs:
 
     # ---- one job -------------------------------------------------------------------------
 
-    def _recurring(self, row: JobRow, since: datetime, takeover: bool = False) -> None:
+    def _recurring(self, row: JobRow, since: datetime | None, now: datetime, takeover: bool = False) -> None:
+        """An api job's slots into the scheduler from ``since``; None: from its change (those between it and now
+        run late), but not from further back than misfire_grace (a leader that could not read the change for
+        long does not run a burst of stale slots)."""
         job = self._job(row)
         if job is None:
             return
         known = self.recurring.get(row.id)
         if known is not None and known.version == job.version:
             return
+        if since is None:
+            since = max(row.updated_at, now - job.misfire_grace)
         self.recurring[row.id] = job
         self.created[row.id] = row.created_at
         self.runner.schedule.jobs[row.id] = job
@@ -248,7 +259,7 @@ class ApiJobs:
         """On the timer, LEAD before the slot: still the same job? Then claim it (the dispatcher)."""
         if self.window.get(job_id) != (version, slot):
             return  # changed or removed meanwhile
-        del self.window[job_id]
+        self.window.pop(job_id, None)
         self.due(job_id, slot, version)
         self.runner.retire(job_id)
 

@@ -167,7 +167,7 @@ class Leadership:
                 self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
                 self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
                 if self.api is not None:  # before the catch-up, which covers the app's recurring jobs too
-                    self.api.lead_sync(self.schedule)
+                    self.api.lead_sync()
                 self._controls(set(self.controls.paused()), requested=True)
                 # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the
                 # catch-up of a takeover reaches LEAD ahead too. At start (``now`` given), the scheduler

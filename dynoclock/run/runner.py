@@ -35,7 +35,7 @@ from dynoclock.run.workers import WorkerPool
 from dynoclock.schedule.triggers import jitter_offset
 from dynoclock.state.ledger import Ledger, Run
 from dynoclock.state.tables import RunReason
-from dynoclock.state.writer import RunWriter
+from dynoclock.state.writer import STARTED_WAIT, RunWriter
 from dynoclock.timesource import SYSTEM, Clock
 
 
@@ -309,7 +309,7 @@ class Runner:
         with self._lock:
             self._active.setdefault(job.id, []).append(ctx)
         if self.writer is not None:
-            self.writer.started(run_id, attempt, started)
+            self.writer.started(run_id, attempt, started, wait=STARTED_WAIT)
         self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=to_ms(started - slot))
         watch = self.watchdog.watch(ctx, lambda w: self._written_off(w, job, fields, attempt, started))
         outcome = self._run_action(job, ctx, watch)

@@ -31,6 +31,7 @@ BATCH_WINDOW = 0.05  # seconds the writer lets updates gather before a commit
 MAX_QUEUED = 100_000  # updates kept while the database is away; older ones are dropped (and said so)
 MAX_DURATION_MS = 2**31 - 1  # the column is a 32-bit integer: a run over 24.8 days is recorded as that long
 LATER_TRIES = 30  # tries of a row written later, with doubling pauses up to 30 s: about 13 minutes
+STARTED_WAIT = 5.0  # seconds a run waits for its "running" to be committed before its action starts
 
 
 class RunWriter:
@@ -39,7 +40,8 @@ class RunWriter:
         self.events = events
         self.clock = clock
         self.clock_id = clock_id
-        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._queue: deque[tuple[str, dict[str, Any], threading.Event | None]] = deque()
+        self._urgent = False  # a run waits for this batch: no batch window
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._busy = False
@@ -49,9 +51,16 @@ class RunWriter:
 
     # ---- progress, batched -------------------------------------------------------------------
 
-    def started(self, run_id: str, attempt: int, at: datetime) -> None:
+    def started(self, run_id: str, attempt: int, at: datetime, wait: float = 0.0) -> bool:
+        """The run is starting; with ``wait``, return once that is committed (True) or ``wait`` seconds passed.
+
+        The runner waits (group commit: the batch goes at once, with whatever else is queued): a row left
+        ``claimed`` by a dead clock means "never started" and is run again by the next leader, so it must never
+        hide a run that did start (a kill -9 in the batch window would run it twice)."""
+        done = threading.Event() if wait > 0 else None
         self._put(run_id, {"status": "running", "attempt": attempt, "clock": self.clock_id, "started_at": at,
-                           "finished_at": None, "error": None, "duration_ms": None})  # fmt: skip
+                           "finished_at": None, "error": None, "duration_ms": None}, done)  # fmt: skip
+        return done is None or self.clock.wait(done, wait)
 
     def finished(
         self, run_id: str, status: RunStatus, error: str | None, duration_ms: int | None, at: datetime
@@ -122,22 +131,27 @@ class RunWriter:
                     self.events.emit("ledger.rejected", level="error", run_id=run_id, error=short_error(one),
                                      note="this update of the run's row was dropped")  # fmt: skip
 
-    def _put(self, run_id: str, values: dict[str, Any]) -> None:
+    def _put(self, run_id: str, values: dict[str, Any], done: threading.Event | None = None) -> None:
         with self._cond:
             if len(self._queue) >= MAX_QUEUED:
                 self._queue.popleft()
                 self.events.emit("ledger.dropped", level="warning", note="history queue full; oldest update dropped")
-            self._queue.append((run_id, values))
-            if len(self._queue) == 1:  # wake the writer once per batch, not once per update
+            self._queue.append((run_id, values, done))
+            if done is not None:
+                self._urgent = True
+                self._wake.set()
+            elif len(self._queue) == 1:  # wake the writer once per batch, not once per update
                 self._wake.set()
 
     def _loop(self) -> None:
         delay = 0.5
         while True:
             self._wake.wait()
-            self.clock.sleep(BATCH_WINDOW)  # let a burst gather: one commit for many runs
+            if not self._urgent:
+                self.clock.sleep(BATCH_WINDOW)  # let a burst gather: one commit for many runs
             with self._cond:
                 self._wake.clear()
+                self._urgent = False
                 batch = list(self._queue)
                 self._queue.clear()
                 self._busy = bool(batch)
@@ -145,6 +159,9 @@ class RunWriter:
                 continue
             try:
                 self._write(_merge(batch))
+                for _, _, done in batch:
+                    if done is not None:
+                        done.set()
                 delay = 0.5
                 if self._failing:
                     self._failing = False
@@ -172,9 +189,9 @@ def _is_transient(exc: Exception) -> bool:
     )
 
 
-def _merge(batch: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def _merge(batch: list[tuple[str, dict[str, Any], threading.Event | None]]) -> dict[str, dict[str, Any]]:
     """One update per run: later values win (started then finished in one batch gives the outcome)."""
     merged: dict[str, dict[str, Any]] = {}
-    for run_id, values in batch:
+    for run_id, values, _ in batch:
         merged.setdefault(run_id, {}).update(values)
     return merged
