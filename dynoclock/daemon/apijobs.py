@@ -174,14 +174,14 @@ class ApiJobs:
                 self._drop(row.id)
             if row.removed:
                 if self.window.pop(row.id, None) is not None:
-                    self.runner.retire(row.id)
+                    self.runner.jobs.retire(row.id)
                 self.events.emit("api_jobs.removed", job=row.id, version=row.version)
                 return
         if row.kind == "at":
             assert self.horizon is not None
             if row.next_fire_at is None or row.next_fire_at > self.horizon:
                 if self.window.pop(row.id, None) is not None:
-                    self.runner.retire(row.id)
+                    self.runner.jobs.retire(row.id)
                 return
             if self.window.get(row.id) != (row.version, row.next_fire_at):
                 self._hold(row, now)
@@ -198,7 +198,7 @@ class ApiJobs:
         self.horizon = horizon
         self._next_slide = self.clock.monotonic() + SLIDE
         self.store.finish_one_offs(now - timedelta(seconds=1))
-        self.runner.forget_retired(self.clock.monotonic() - 900)
+        self.runner.jobs.forget_retired()
 
     # ---- one job -------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ class ApiJobs:
         self.recurring.pop(job_id, None)
         self.created.pop(job_id, None)
         self.slots.drop(job_id)
-        self.runner.retire(job_id)
+        self.runner.jobs.retire(job_id)
 
     def _hold(self, row: JobRow, now: datetime) -> None:
         """A one-off due within the window: its run at its time, or, overdue, late within its grace."""
@@ -253,7 +253,7 @@ class ApiJobs:
             if self.runner.writer.not_run(row.id, slot, "missed", error, reason="catch_up"):
                 self.events.emit("run.missed", level="error", job=row.id, scheduled_for=slot, status="missed",
                                  error=error)  # fmt: skip
-        self.runner.retire(row.id)
+        self.runner.jobs.retire(row.id)
 
     def _fire(self, job_id: str, version: int, slot: datetime) -> None:
         """On the timer, LEAD before the slot: still the same job? Then claim it (the dispatcher)."""
@@ -261,7 +261,7 @@ class ApiJobs:
             return  # changed or removed meanwhile
         self.window.pop(job_id, None)
         self.due(job_id, slot, version)
-        self.runner.retire(job_id)
+        self.runner.jobs.retire(job_id)
 
     def _job(self, row: JobRow) -> Job | None:
         job = job_of(row)

@@ -53,7 +53,7 @@ class Housekeeping:
         assert runner.writer is not None and runner.claims is not None
         now = self.clock.now()
         for run in self.ledger.unfinished(now - DEAD_AFTER):
-            job = runner.job(run.job)  # also an api job removed or a one-off handed to its claim
+            job = runner.jobs.get(run.job)  # also an api job removed or a one-off handed to its claim
             if run.clock == me:  # ours, in flight (on the first round our heartbeat is not written yet)
                 continue
             if run.reason == "manual" and job is not None and run.claimed_at > now - job.timeout - DEAD_AFTER:

@@ -66,7 +66,7 @@ class Reloader:
             removed = [job_id for job_id in old if job_id not in new.jobs]
             for job_id in removed:
                 self.slots.drop(job_id)
-                self.runner.retire(job_id)
+                self.runner.jobs.retire(job_id)
             for job_id in (*added, *changed):
                 job = new.jobs[job_id]
                 jobs[job_id] = job

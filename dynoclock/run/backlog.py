@@ -53,7 +53,7 @@ class Backlog:
             queue += items
             queue.sort(key=lambda item: item.slot)
         if idle:
-            job = self.runner.job(job_id)
+            job = self.runner.jobs.get(job_id)
             if job is None:  # removed before its catch-up began: nothing of it runs
                 with self._lock:
                     self._queues.pop(job_id, None)

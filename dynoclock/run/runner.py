@@ -29,6 +29,7 @@ from dynoclock.run.backlog import Backlog
 from dynoclock.run.claims import Claims
 from dynoclock.run.notify import Notifier, RunInfo
 from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields, recorded
+from dynoclock.run.registry import Registry
 from dynoclock.run.timer import Timer
 from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
 from dynoclock.run.workers import WorkerPool
@@ -77,9 +78,7 @@ class Runner:
         self._released = 0  # of _pending: runs given back at shutdown whose timer entries have not fired yet
         self._waiting: dict[str, RunFields] = {}  # claimed runs waiting for their start: run id -> fields
         self.backlog = Backlog(self)  # slots that run in order (submit_in_order)
-        # Jobs no longer in the registry (an api job removed or changed, a one-off handed to its claim), kept a while
-        # for the runs already claimed: job id -> (job, monotonic time retired).
-        self._retired: dict[str, tuple[Job, float]] = {}
+        self.jobs = Registry(schedule.jobs, clock)  # what ``submit`` finds by id
         redact.add(schedule.secrets)
 
     # ---- entry points ---------------------------------------------------------------------
@@ -95,7 +94,7 @@ class Runner:
     ) -> None:
         """Queue the run of ``job_id`` for ``slot`` (arguments as for ``execute``): it waits in the timer's heap until
         its start, then runs on the worker pool."""
-        job = self.job(job_id)
+        job = self.jobs.get(job_id)
         if job is None:  # removed, and retired long ago: a run claimed before cannot wait this long
             self.events.emit("run.unknown_job", level="error", job=job_id, scheduled_for=slot)
             if claimed_as is not None:
@@ -115,25 +114,6 @@ class Runner:
             self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id)
 
         self._schedule(task, slot + jitter_offset(job.id, slot, job.jitter))
-
-    def job(self, job_id: str) -> Job | None:
-        """The job of ``job_id``: in the schedule (schedule.yaml's and the api jobs the leader holds), else retired."""
-        job = self.schedule.jobs.get(job_id)
-        if job is None:
-            retired = self._retired.get(job_id)
-            job = retired[0] if retired is not None else None
-        return job
-
-    def retire(self, job_id: str) -> None:
-        """Take a job out of the registry; its runs already claimed still find it (``job``)."""
-        job = self.schedule.jobs.pop(job_id, None)
-        if job is not None:
-            self._retired[job_id] = (job, self.clock.monotonic())
-
-    def forget_retired(self, before: float) -> None:
-        for job_id, (_, since) in list(self._retired.items()):
-            if since < before:
-                self._retired.pop(job_id, None)
 
     def submit_in_order(
         self, job_id: str, slots: list[datetime], reason: RunReason, run_ids: list[str] | None = None
