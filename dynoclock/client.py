@@ -77,6 +77,7 @@ class Scheduler:
         """Change some keys of an api job (a key set to None is removed; a new trigger or action replaces the old
         one). Slots after the change commits follow the new spec."""
         with self.store.tx(_conn(connection)) as conn:
+            seq = self.store.bump(conn)
             row = self.store.get(conn, [job_id]).get(job_id)
             _own(row, job_id, "update")
             assert row is not None and row.spec is not None
@@ -91,19 +92,23 @@ class Scheduler:
             spec = {k: v for k, v in spec.items() if v is not None}
             new = _validated(job_id, spec)
             if spec_text(spec) != spec_text(row.spec):
-                self.store.replace(conn, row, new, self.store.bump(conn))
+                self.store.replace(conn, row, new, seq)
 
     def remove(self, job_id: str, *, connection: Any = None) -> None:
         """No run of the job starts after the removal commits; its history stays."""
         with self.store.tx(_conn(connection)) as conn:
+            seq = self.store.bump(conn)
             row = self.store.get(conn, [job_id]).get(job_id)
             _own(row, job_id, "remove")
             assert row is not None
-            self.store.remove(conn, row, self.store.bump(conn))
+            self.store.remove(conn, row, seq)
 
     def _put(self, specs: list[tuple[str, dict[str, Any]]], replace: bool, connection: Any) -> None:
         rows = {job_id: _validated(job_id, spec) for job_id, spec in specs}  # every spec checked before any write
         with self.store.tx(_conn(connection)) as conn:
+            # The counter first: its lock orders this change after every other one, and what is read next is what
+            # they committed (an add that is no change still raises the counter; the leader then finds nothing).
+            seq = self.store.bump(conn)
             existing = self.store.get(conn, rows)
             new, changed = [], []
             for job_id, row in rows.items():
@@ -120,9 +125,6 @@ class Scheduler:
                     raise ConfigError([Problem("", None, f"jobs.{job_id}",
                                                "a job with this id exists with another spec; pass replace=True to "
                                                "replace it")])  # fmt: skip
-            if not new and not changed:
-                return
-            seq = self.store.bump(conn)
             self.store.insert(conn, new, seq)
             for old, row in changed:
                 self.store.replace(conn, old, row, seq)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -273,6 +273,7 @@ def _job(
         action=action,
         enabled=enabled,
         window=window,
+        origin="schedule" if env is not None else "api",
         **options,
     )
 
@@ -287,7 +288,7 @@ def parse_job(job_id: str, spec: Mapping[str, Any], now: datetime | None = None)
     report.raise_if_failed()
     if job is None:  # pragma: no cover - every None comes with a problem
         raise ConfigError([Problem("", None, f"jobs.{job_id}", "invalid job")])
-    return replace(job, origin="api")
+    return job
 
 
 def _pick(key: str, spec: dict[str, Any], defaults: dict[str, Any], path: Path) -> tuple[Any, Path | None]:

@@ -46,15 +46,16 @@ class JobStatus:
 
 
 def job_statuses(
-    schedule: Schedule, ledger: Ledger, now: datetime | None = None, clock: Clock = SYSTEM
+    schedule: Schedule, ledger: Ledger, now: datetime | None = None, clock: Clock = SYSTEM, api: bool = True
 ) -> list[JobStatus]:
-    """Each job's next run after ``now`` (default: the clock's now), its last run, and its failures in a row."""
+    """Each job's next run after ``now`` (default: the clock's now), its last run, and its failures in a row; the
+    schedule's jobs, then (``api``) those added from the app."""
     from dynoclock.state.controls import Controls
 
     now = now or clock.now()
     paused = Controls(ledger).paused()
     out = []
-    for job in [*schedule.jobs.values(), *api_jobs(ledger, set(schedule.jobs))]:
+    for job in [*schedule.jobs.values(), *(api_jobs(ledger, set(schedule.jobs)) if api else [])]:
         recent = [run for run in ledger.history(job.id, limit=50) if run.status not in ("claimed", "skipped")]
         streak = 0
         for run in recent:

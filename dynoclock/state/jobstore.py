@@ -26,6 +26,12 @@ from dynoclock.state.tables import from_db, jobs, meta, runs, to_db
 
 CHANNEL = "dynoclock_jobs"
 SEQ_KEY = "jobs_seq"
+# The counter raised and the leader notified in one round trip (the NOTIFY is delivered at commit).
+_BUMP_PG = sa.text(
+    "WITH s AS (INSERT INTO clock_meta (key, value) VALUES (:key, '1') ON CONFLICT (key) DO UPDATE "
+    "SET value = CAST(CAST(clock_meta.value AS BIGINT) + 1 AS VARCHAR) RETURNING value) "
+    "SELECT value, pg_notify(:channel, current_schema()) FROM s"
+)
 FINAL = ("ok", "failed", "timeout", "interrupted", "skipped", "missed")
 
 
@@ -63,6 +69,7 @@ class JobStore:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
         self.clock = ledger.clock
+        self._insert_stmt = ledger._insert(jobs).on_conflict_do_nothing(index_elements=["id"]).returning(jobs.c.id)
 
     @contextmanager
     def tx(self, connection: Connection | None = None) -> Iterator[Connection]:
@@ -74,14 +81,14 @@ class JobStore:
             yield conn
 
     def bump(self, conn: Connection) -> int:
-        """Raise the change counter (locking its row until the transaction ends) and wake the leader at commit."""
+        """Raise the change counter (locking its row until the transaction ends) and wake the leader at commit:
+        one round trip."""
+        if self.ledger.is_postgres:
+            return int(conn.execute(_BUMP_PG, {"key": SEQ_KEY, "channel": CHANNEL}).scalar_one())
         value = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.String)
         stmt = self.ledger._insert(meta).values(key=SEQ_KEY, value="1")
         stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}).returning(meta.c.value)
-        seq = int(conn.execute(stmt).scalar_one())
-        if self.ledger.is_postgres:
-            conn.execute(sa.text("SELECT pg_notify(:channel, current_schema())"), {"channel": CHANNEL})
-        return seq
+        return int(conn.execute(stmt).scalar_one())
 
     def get(self, conn: Connection, ids: Iterable[str]) -> dict[str, JobRow]:
         wanted = list(ids)
@@ -91,8 +98,10 @@ class JobStore:
             out.update((row.id, row_of(row)) for row in conn.execute(query))
         return out
 
-    def insert(self, conn: Connection, rows: list[dict[str, Any]], seq: int) -> None:
-        """New rows: id, origin, kind, spec (dict or None), next_fire_at."""
+    def insert(self, conn: Connection, rows: list[dict[str, Any]], seq: int) -> set[str]:
+        """New rows (id, origin, kind, spec as a dict or None, next_fire_at); an id that has a row already is left
+        alone. Returns the ids inserted. One statement built once, executed for all rows: SQLAlchemy's
+        insertmanyvalues sends them as multi-row INSERTs, compiled once."""
         now = to_db(self.clock.now())
         values = [
             {"id": r["id"], "origin": r["origin"], "kind": r["kind"],
@@ -101,8 +110,9 @@ class JobStore:
              "changed_seq": seq, "removed_at": None, "created_at": now, "updated_at": now}
             for r in rows
         ]  # fmt: skip
-        if values:
-            conn.execute(jobs.insert(), values)
+        if not values:
+            return set()
+        return {job_id for (job_id,) in conn.execute(self._insert_stmt, values)}
 
     def replace(self, conn: Connection, old: JobRow, new: dict[str, Any], seq: int) -> None:
         """A new spec (or origin) for an existing row, removed or not: version + 1."""
@@ -196,6 +206,7 @@ class JobStore:
         longer in it are removed. Returns the ids of api jobs these shadowed (schedule.yaml wins)."""
         shadowed: list[str] = []
         with self.ledger._tx() as conn:
+            seq = self.bump(conn)  # first: what is read next is what every earlier change committed
             mine = sa.or_(jobs.c.origin == "schedule", jobs.c.id.in_(list(specs)))
             current = {row.id: row_of(row) for row in conn.execute(sa.select(jobs).where(mine))}
             stale = [r for r in current.values() if r.origin == "schedule" and not r.removed and r.id not in specs]
@@ -208,9 +219,6 @@ class JobStore:
                 if job_id not in current or current[job_id].removed or current[job_id].origin != "schedule"
                 or current[job_id].spec != row["spec"]
             ]  # fmt: skip
-            if not stale and not changed:
-                return []
-            seq = self.bump(conn)
             for row in stale:
                 self.remove(conn, row, seq)
             self.insert(conn, [new[i] for i in changed if i not in current], seq)

@@ -283,7 +283,7 @@ class StatusApp:
                 controls = Controls(ledger)
                 one = dataclasses.replace(self.schedule, jobs={job: spec})
                 pending = views.pending_by_job(controls.pending_requests())
-                row = views.job_row(job_statuses(one, ledger, now)[0], controls.paused(), pending, now)
+                row = views.job_row(job_statuses(one, ledger, now, api=False)[0], controls.paused(), pending, now)
             clocks = views.clock_state(ledger.clocks(), now)
         except Exception as exc:
             raise self._unavailable(exc) from None
