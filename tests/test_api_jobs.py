@@ -226,3 +226,25 @@ def test_schema_3_is_upgraded_to_4(state_db: str) -> None:
     assert version == str(SCHEMA_VERSION) == "4"
     app.add("after-upgrade", every="1h", command="true")
     assert [job["id"] for job in app.jobs()] == ["after-upgrade"]
+
+
+def test_finished_one_offs_leave_the_list_and_old_rows_are_pruned(app: Scheduler) -> None:
+    from tests.support.history import finish_run
+
+    store = JobStore(app.ledger)
+    app.add("gone", every="1h", command="true")
+    app.remove("gone")
+    app.at(SOON, key="done", command="true")
+    app.at(SOON + timedelta(days=1), key="pending", command="true")
+    assert app.ledger.claim("r1", "done", SOON, "clock-a")
+    assert store.finish_one_offs(SOON + timedelta(seconds=1)) == 0  # claimed, not over
+    finish_run(app.ledger, "r1", "ok", None, 5)
+    assert [job["id"] for job in app.jobs()] == ["pending"]  # over: no longer listed, at once
+    assert store.finish_one_offs(SOON + timedelta(seconds=1)) == 1
+    app.at(SOON, key="done", command="true")  # the same key again: it ran, it does not run again
+    assert [job["id"] for job in app.jobs()] == ["pending"]
+    assert store.prune(datetime.now(UTC) - timedelta(days=1)) == 0  # kept as long as the history is
+    assert store.prune(datetime.now(UTC) + timedelta(seconds=1)) == 2
+    with app.ledger.engine.connect() as conn:
+        assert set(conn.execute(sa.select(jobs.c.id)).scalars()) == {"pending"}
+    assert [run.run_id for run in app.ledger.history("done")] == ["r1"]  # its history stays

@@ -68,6 +68,8 @@ def test_the_page_lists_api_jobs_and_deletes_them_for_the_write_role(state_db: s
     nightly = re.search(r'<tr data-job="nightly">.*?</tr>', html, re.S)
     assert nightly and "Delete" not in nightly.group(0)  # schedule.yaml's jobs are changed in schedule.yaml
     assert writer.act("delete", "nightly").status_code == 404
+    page = writer.get("/jobs/digest-42")
+    assert page.status_code == 200 and "Every 1h" in page.get_data(as_text=True)
     assert writer.act("pause", "digest-42").status_code == 303
     assert set(app.controls.paused()) == {"digest-42"}
     response = writer.act("delete", "digest-42")

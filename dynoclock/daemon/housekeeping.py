@@ -83,11 +83,15 @@ class Housekeeping:
 
     def prune(self) -> int:
         """Delete history older than history_keep, a batch at a time with pauses; returns the rows deleted."""
+        from dynoclock.state.jobstore import JobStore
+
         before = self.clock.now() - self.schedule.history_keep
         total = 0
+        store = JobStore(self.ledger)
         try:
             while not self.stopped.is_set():
-                deleted = self.ledger.prune(before)
+                # Runs, then jobs added from the app that were removed or ran (one-offs) that long ago.
+                deleted = self.ledger.prune(before) or store.prune(before)
                 total += deleted
                 if deleted == 0:
                     break

@@ -191,10 +191,18 @@ class JobStore:
         stmt = (
             jobs.update()
             .where(jobs.c.kind == "at", jobs.c.next_fire_at.is_not(None), jobs.c.next_fire_at < to_db(before), done)
-            .values(next_fire_at=None)
+            .values(next_fire_at=None, updated_at=to_db(self.clock.now()))
         )
         with self.ledger._tx() as conn:
             return int(conn.execute(stmt).rowcount or 0)
+
+    def prune(self, before: datetime, batch: int = 500) -> int:
+        """Delete one batch of rows removed, or one-offs over, before ``before`` (so ``at(key=…)`` is idempotent
+        for as long as the history is kept); returns how many went."""
+        gone = sa.or_(jobs.c.removed_at.is_not(None), sa.and_(jobs.c.kind == "at", jobs.c.next_fire_at.is_(None)))
+        old = sa.select(jobs.c.id).where(gone, jobs.c.updated_at < to_db(before)).limit(batch)
+        with self.ledger._tx() as conn:
+            return int(conn.execute(jobs.delete().where(jobs.c.id.in_(old))).rowcount or 0)
 
     def listed(self, one_offs: int = 200) -> list[JobRow]:
         """What ``jobs()``, ``status`` and the page list: every live recurring row, and the next ``one_offs``
