@@ -223,3 +223,23 @@ def test_sighup_is_held_until_the_clock_can_reload() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signals._held.clear()
+
+
+@pytest.mark.postgres
+def test_behind_pgbouncer_the_leader_applies_the_apps_changes_by_polling(
+    tmp_path: Path, bounced_db: str, write_schedule: Callable[[str], Path]
+) -> None:
+    # LISTEN needs a session of its own, which transaction pooling does not keep: the counter's poll applies them.
+    clocks = Clocks(tmp_path, bounced_db)
+    try:
+        leader = clocks(write_schedule(BEAT))
+        leader.wait_for("clock.ready")
+        clock = dynoclock.connect(bounced_db)
+        clock.add("tick", every="1s", command=TICK)
+        leader.wait_for("api_jobs.applied", job="tick", change="added")
+        wait_until(lambda: len(tick_slots(tmp_path)) >= 2, "two ticks")
+        clock.remove("tick")
+        leader.wait_for("api_jobs.removed", job="tick")
+        assert "prepared statement" not in leader.text()
+    finally:
+        clocks.close()
