@@ -145,14 +145,21 @@ class Scheduler:
         """Every job: schedule.yaml's (as the leading clock published them) and the app's (recurring, and the
         next 200 pending one-offs), each with id, origin, kind, next run (UTC) and paused."""
         paused = self.controls.paused()
-        now = self.clock.now()
-        out = []
-        for row in self.store.listed():
-            job = job_of(row)
-            nxt = row.next_fire_at if row.kind == "at" else (job.next_after(now) if job is not None else None)
-            out.append({"id": row.id, "origin": row.origin, "kind": row.kind, "next": nxt, "paused": row.id in paused,
-                        "spec": row.spec if row.origin == "api" else None})  # fmt: skip
-        return out
+        return [self._listed(row, paused) for row in self.store.listed()]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """One job as ``jobs()`` lists it (a one-off that ran: ``next`` None); UnknownJob if there is none."""
+        with self.ledger.engine.connect() as conn:
+            row = self.store.get(conn, [job_id]).get(job_id)
+        if row is None or row.removed:
+            raise UnknownJob(job_id)
+        return self._listed(row, self.controls.paused())
+
+    def _listed(self, row: JobRow, paused: Mapping[str, Any]) -> dict[str, Any]:
+        job = job_of(row)
+        nxt = row.next_fire_at if row.kind == "at" else (job.next_after(self.clock.now()) if job is not None else None)
+        return {"id": row.id, "origin": row.origin, "kind": row.kind, "next": nxt, "paused": row.id in paused,
+                "spec": row.spec if row.origin == "api" else None}  # fmt: skip
 
 
 def job_of(row: JobRow) -> Job | None:

@@ -77,3 +77,54 @@ def test_the_page_lists_api_jobs_and_deletes_them_for_the_write_role(state_db: s
     assert [job["id"] for job in app.jobs() if job["origin"] == "api"] == []
     assert writer.act("delete", "digest-42").status_code == 404
     assert 'data-job="digest-42"' not in writer.get("/").get_data(as_text=True)
+
+
+def test_the_json_api_lists_creates_replaces_pauses_runs_and_deletes_with_the_write_token(
+    state_db: str, schedule: Path
+) -> None:
+    page = mount(Ledger(state_db), schedule, token=WRITE, read_token=READ)
+    write = {"Authorization": f"Bearer {WRITE}"}
+    read = {"Authorization": f"Bearer {READ}"}
+    spec = {"every": "1h", "http": {"url": "https://example.test/hook", "headers": {"Authorization": "Bearer tok-123"}}}
+    created = page.client.post("/clock/api/jobs", json={"id": "hook", "spec": spec}, headers=write)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    job = created.get_json()
+    assert job["id"] == "hook" and job["origin"] == "api" and job["kind"] == "every"
+    assert "tok-123" not in created.get_data(as_text=True)  # credentials in a spec are masked
+    assert (
+        page.client.post("/clock/api/jobs", json={"id": "hook", "spec": spec}, headers=write).status_code == 201
+    )  # no change
+    other = {"every": "2h", "command": "true"}
+    conflict = page.client.post("/clock/api/jobs", json={"id": "hook", "spec": other}, headers=write)
+    assert conflict.status_code == 422 and "replace" in conflict.get_json()["problems"][0]
+    replaced = page.client.put("/clock/api/jobs/hook", json={"spec": other}, headers=write)
+    assert replaced.status_code == 200 and replaced.get_json()["spec"] == other
+    bad = page.client.post(
+        "/clock/api/jobs", json={"id": "bad", "spec": {"cron": "0 9 32 * *", "command": "true"}}, headers=write
+    )
+    assert bad.status_code == 422
+    assert bad.get_json()["problems"] == ["jobs.bad.cron: bad day-of-month '32': out of range 1-31"]
+
+    listed = page.get("/api/jobs", headers=read).get_json()["jobs"]
+    assert {(j["id"], j["origin"]) for j in listed} == {("hook", "api")}
+    assert page.get("/api/jobs/hook", headers=read).get_json()["next"].endswith("Z")
+    assert page.get("/api/jobs/ghost", headers=read).status_code == 404
+    assert page.get("/api/jobs/hook/history?limit=5", headers=read).get_json() == {"runs": []}
+    assert page.get("/api/openapi.json").get_json()["paths"]["/api/jobs/{job}"]["delete"]
+
+    # The read-only token and a signed-in browser may only read; nobody unauthenticated.
+    assert page.post("/api/jobs/hook/pause", headers=read).status_code == 403
+    assert page.get("/api/jobs").status_code == 401
+    assert page.login(WRITE).status_code == 303
+    assert page.get("/api/jobs").status_code == 200  # the session cookie reads
+    assert page.client.delete("/clock/api/jobs/hook").status_code == 403  # and never writes (no CSRF here)
+
+    assert page.post("/api/jobs/hook/pause", headers=write).get_json() == {"id": "hook", "paused": True}
+    assert page.get("/api/jobs/hook", headers=read).get_json()["paused"] is True
+    assert page.post("/api/jobs/hook/resume", headers=write).status_code == 200
+    assert page.post("/api/jobs/hook/run", headers=write).status_code == 202
+    assert page.post("/api/jobs/nightly/pause", headers=write).status_code == 200  # the page's schedule.yaml job
+    assert page.client.delete("/clock/api/jobs/nightly", headers=write).status_code == 404  # not the app's
+    assert page.client.delete("/clock/api/jobs/hook", headers=write).status_code == 204
+    assert page.get("/api/jobs/hook", headers=read).status_code == 404
+    assert page.post("/api/jobs", data="not json", headers=write).status_code == 400

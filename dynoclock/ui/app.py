@@ -34,6 +34,7 @@ from dynoclock.state.location import state_url
 from dynoclock.timesource import SYSTEM, Clock
 from dynoclock.ui import views
 from dynoclock.ui.access import Access, AuthCallable, Identity, browser_id, same_origin, set_browser_id
+from dynoclock.ui.api import JobsApi
 from dynoclock.ui.chart import durations_chart
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class StatusApp:
         redact.add_from_env()
         self._ledger = ledger
         self._schema_ready = False
+        self.api = JobsApi(access, lambda: (self.ledger().url, self.schedule.jobs), clock)
         self.jinja = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -131,6 +133,8 @@ class StatusApp:
     # ---- the request pipeline ----------------------------------------------------------------
 
     def respond(self, request: Request) -> Response:
+        if request.path.startswith("/api/"):  # the jobs as JSON (ui/api.py)
+            return self.api.respond(request)
         adapter = self.url_map.bind_to_environ(request.environ)
         sid, new_sid = browser_id(request)
         ctx = Ctx(request, adapter, sid)
