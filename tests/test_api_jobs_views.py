@@ -127,4 +127,4 @@ def test_the_json_api_lists_creates_replaces_pauses_runs_and_deletes_with_the_wr
     assert page.client.delete("/clock/api/jobs/nightly", headers=write).status_code == 404  # not the app's
     assert page.client.delete("/clock/api/jobs/hook", headers=write).status_code == 204
     assert page.get("/api/jobs/hook", headers=read).status_code == 404
-    assert page.post("/api/jobs", data="not json", headers=write).status_code == 400
+    assert page.client.post("/clock/api/jobs", data="not json", headers=write).status_code == 400
