@@ -34,7 +34,8 @@ from dynoclock.timesource import SYSTEM, Clock
 
 WINDOW = timedelta(seconds=60)  # one-offs due this far ahead are held in memory
 SLIDE = 10.0  # seconds between moves of the window
-POLL = 0.5  # seconds between reads of the change counter (Postgres: NOTIFY wakes it sooner)
+POLL = 0.5  # seconds between reads of the change counter on SQLite
+POLL_PG = 1.0  # on Postgres, where NOTIFY wakes the loop at once (behind PgBouncer, this poll is what applies)
 
 
 class Slots(Protocol):
@@ -69,6 +70,7 @@ class ApiJobs:
         self._lock = threading.Lock()
         self._next_slide = 0.0
         self._failures = 0
+        self._poll = POLL_PG if ledger.is_postgres else POLL
 
     def start(self) -> None:
         threading.Thread(target=self._loop, name="api-jobs", daemon=True).start()
@@ -111,7 +113,7 @@ class ApiJobs:
 
     def _loop(self) -> None:
         while not self.stopped.is_set():
-            self.clock.wait(self.wake, POLL * (2 ** min(self._failures, 4)))
+            self.clock.wait(self.wake, self._poll * (2 ** min(self._failures, 4)))
             self.wake.clear()
             if self.stopped.is_set():
                 return
