@@ -13,6 +13,7 @@ run planned before.
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -33,7 +34,7 @@ from dynoclock.state.ledger import Ledger
 from dynoclock.timesource import SYSTEM, Clock
 
 WINDOW = timedelta(seconds=60)  # one-offs due this far ahead are held in memory
-SLIDE = 10.0  # seconds between moves of the window
+SLIDE = 30.0  # seconds between moves of the window (so a one-off is read at least 30 s before it is due)
 POLL = 0.5  # seconds between reads of the change counter on SQLite
 POLL_PG = 1.0  # on Postgres, where NOTIFY wakes the loop at once (behind PgBouncer, this poll is what applies)
 
@@ -71,6 +72,7 @@ class ApiJobs:
         self._next_slide = 0.0
         self._failures = 0
         self._poll = POLL_PG if ledger.is_postgres else POLL
+        self.counter = self.store.counter()
 
     def start(self) -> None:
         threading.Thread(target=self._loop, name="api-jobs", daemon=True).start()
@@ -124,7 +126,7 @@ class ApiJobs:
                 if self.horizon is None:
                     self.lead_sync()
                 with self._lock:
-                    if self.store.seq() != self.seen:
+                    if self.counter.read() != self.seen:
                         self.apply_changes()
                     if self.clock.monotonic() >= self._next_slide:
                         self.slide()
@@ -148,7 +150,12 @@ class ApiJobs:
                     schema = conn.execute("SELECT current_schema()").fetchone()
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self.stopped.is_set():
-                        for note in conn.notifies(timeout=5.0):
+                        # Wait on the socket itself: psycopg's own notifies(timeout=) wakes ten times a second,
+                        # most of an idle clock's CPU. A dead connection reads as ready, and notifies() raises.
+                        ready, _, _ = select.select([conn.fileno()], [], [], 30.0)
+                        if not ready:
+                            continue
+                        for note in conn.notifies(timeout=0.0, stop_after=1000):
                             if schema is None or note.payload == schema[0]:
                                 self.wake.set()
             except Exception:
@@ -158,7 +165,7 @@ class ApiJobs:
         """Rows changed since ``seen``, in the order of their changes."""
         assert self.horizon is not None
         now = self.clock.now()
-        seq = self.store.seq()
+        seq = self.counter.read()
         rows = self.store.changed_since(self.seen, self.horizon)
         for row in rows:
             self._apply(row, now)
