@@ -29,7 +29,7 @@ from dynoclock.observe.timefmt import iso_utc
 from dynoclock.run.claims import LEAD
 from dynoclock.run.runner import Runner
 from dynoclock.schedule.triggers import AtTrigger, CronTrigger, EveryTrigger
-from dynoclock.state.jobstore import CHANNEL, JobRow, JobStore
+from dynoclock.state.jobstore import CHANNEL, JobRow, JobStore, schema_of
 from dynoclock.state.ledger import Ledger
 from dynoclock.timesource import SYSTEM, Clock
 
@@ -147,7 +147,8 @@ class ApiJobs:
         while not self.stopped.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
-                    schema = conn.execute("SELECT current_schema()").fetchone()
+                    schema = (schema_of(self.ledger),) if schema_of(self.ledger) else None
+                    schema = schema or conn.execute("SELECT current_schema()").fetchone()
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self.stopped.is_set():
                         # Wait on the socket itself: psycopg's own notifies(timeout=) wakes ten times a second,

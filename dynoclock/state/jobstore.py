@@ -26,12 +26,27 @@ from dynoclock.state.tables import from_db, jobs, meta, runs, to_db
 
 CHANNEL = "dynoclock_jobs"
 SEQ_KEY = "jobs_seq"
-# The counter raised and the leader notified in one round trip (the NOTIFY is delivered at commit).
-_BUMP_PG = sa.text(
-    "WITH s AS (INSERT INTO clock_meta (key, value) VALUES (:key, '1') ON CONFLICT (key) DO UPDATE "
-    "SET value = CAST(CAST(clock_meta.value AS BIGINT) + 1 AS VARCHAR) RETURNING value) "
-    "SELECT value, pg_notify(:channel, current_schema()) FROM s"
-)
+
+
+def schema_of(ledger: Ledger) -> str | None:
+    """Where the clock's tables live on Postgres when the ledger names a schema of its own (None: where the
+    connection's search_path finds them). Raw SQL and the app's own connection need it spelled out."""
+    schema = getattr(ledger, "schema", None)
+    return schema if isinstance(schema, str) else None
+
+
+class _Translated:
+    """The app's connection, our statements run on it with the clock's schema; the app's own statements are left
+    as they are (``execution_options`` on a Connection would change it for the app too)."""
+
+    def __init__(self, conn: Connection, schema: str):
+        self.conn = conn
+        self.options = {"schema_translate_map": {None: schema}}
+
+    def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self.conn.execute(statement, parameters, execution_options=self.options)
+
+
 FINAL = ("ok", "failed", "timeout", "interrupted", "skipped", "missed")
 
 
@@ -75,7 +90,8 @@ class JobStore:
     def tx(self, connection: Connection | None = None) -> Iterator[Connection]:
         """The app's connection as it is (its transaction decides), or a transaction of our own."""
         if connection is not None:
-            yield connection
+            schema = schema_of(self.ledger)
+            yield connection if schema is None else _Translated(connection, schema)  # type: ignore[misc]
             return
         with self.ledger._tx() as conn:
             yield conn
@@ -83,12 +99,15 @@ class JobStore:
     def bump(self, conn: Connection) -> int:
         """Raise the change counter (locking its row until the transaction ends) and wake the leader at commit:
         one round trip."""
-        if self.ledger.is_postgres:
-            return int(conn.execute(_BUMP_PG, {"key": SEQ_KEY, "channel": CHANNEL}).scalar_one())
         value = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.String)
         stmt = self.ledger._insert(meta).values(key=SEQ_KEY, value="1")
         stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}).returning(meta.c.value)
-        return int(conn.execute(stmt).scalar_one())
+        if not self.ledger.is_postgres:
+            return int(conn.execute(stmt).scalar_one())
+        bumped = stmt.cte("bumped")  # raised and NOTIFY sent in one round trip (delivered at commit)
+        schema = schema_of(self.ledger)
+        payload = sa.literal(schema) if schema is not None else sa.func.current_schema()
+        return int(conn.execute(sa.select(bumped.c.value, sa.func.pg_notify(CHANNEL, payload))).scalar_one())
 
     def get(self, conn: Connection, ids: Iterable[str]) -> dict[str, JobRow]:
         wanted = list(ids)
@@ -250,6 +269,8 @@ class Counter:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
         self._raw: Any = None
+        schema = schema_of(ledger)
+        self._table = "clock_meta" if schema is None else '"{}".clock_meta'.format(schema.replace('"', '""'))
 
     def read(self) -> int:
         try:
@@ -259,7 +280,7 @@ class Counter:
                     self._raw.driver_connection.autocommit = True
             cursor = self._raw.cursor()
             try:
-                cursor.execute(f"SELECT value FROM clock_meta WHERE key = '{SEQ_KEY}'")
+                cursor.execute(f"SELECT value FROM {self._table} WHERE key = '{SEQ_KEY}'")
                 row = cursor.fetchone()
             finally:
                 cursor.close()
