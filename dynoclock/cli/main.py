@@ -107,13 +107,14 @@ def _ledger() -> Ledger:
     return ledger
 
 
-def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
+def _load(args: argparse.Namespace, now: datetime | None = None, view: bool = False) -> Schedule:
+    """The schedule; ``view`` (status, next, crontab) reads when jobs run, not what they do (see load_schedule)."""
     file = args.config or default_path()
     # python: jobs import from the schedule's folder (jobs/ beside schedule.yaml) and from the current one.
     for folder in (os.getcwd(), os.path.dirname(os.path.abspath(file))):
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    schedule = load_schedule(file, now=now)
+    schedule = load_schedule(file, now=now, view=view)
     for warning in schedule.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return schedule
@@ -189,7 +190,7 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     from dynoclock.cli.tables import format_status
     from dynoclock.observe.status import job_statuses
 
-    schedule = _load(args)
+    schedule = _load(args, view=True)
     statuses = job_statuses(schedule, _ledger(), clock=clock)
     if args.json:
         print(json.dumps({"jobs": [st.as_json() for st in statuses]}, indent=2))
@@ -199,7 +200,7 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_crontab(args: argparse.Namespace, clock: Clock) -> int:
-    schedule = _load(args)
+    schedule = _load(args, view=True)
     # Cron has no $CLOCK_SCHEDULE: a schedule chosen through it must be named on each line.
     text, left_out = render(schedule, args.prefix, args.config or os.environ.get("CLOCK_SCHEDULE"))
     print(text, end="")
@@ -226,7 +227,7 @@ def cmd_next(args: argparse.Namespace, clock: Clock) -> int:
     if args.count < 1:
         print("next: --count must be at least 1", file=sys.stderr)
         return EXIT_INVALID
-    schedule = _load(args)
+    schedule = _load(args, view=True)
     now = clock.now()
     if args.now:
         try:

@@ -95,7 +95,7 @@ class StatusApp:
         self.clock = clock
         self.problems: list[str] = []
         try:
-            self.schedule = load_schedule(schedule_path)
+            self.schedule = load_schedule(schedule_path, view=True)  # when jobs run; their actions need no env
         except ConfigError as exc:  # a broken schedule must not take the web app down: show it instead
             self.schedule = Schedule(schedule_path, ZoneInfo("UTC"), {})
             self.problems = [str(problem) for problem in exc.problems]
@@ -296,7 +296,7 @@ class StatusApp:
 
     def view_run(self, ctx: Ctx, job: str) -> Response:
         spec = self._job_or_404(ctx, job)
-        if spec.action is None:
+        if not spec.runnable:
             return self.message(ctx, 409, "Conflict", f"Job {job!r} is disabled and its action names unset variables.")
         self._write(lambda ledger: Controls(ledger).request_run(job, self._by(ctx)))
         return self._back(ctx, job, "run")
