@@ -5,6 +5,7 @@ read everything. A web process without APP_URL (named only in an http url) lists
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from textwrap import dedent
@@ -15,7 +16,8 @@ import pytest
 from dynoclock.config.loader import load_schedule
 from dynoclock.config.problems import ConfigError
 from dynoclock.state.ledger import Ledger
-from tests.support.processes import run_cli
+from tests.support.processes import Clocks, run_cli, wait_until
+from tests.support.services import free_port
 from tests.support.ui import mount
 
 pytestmark = pytest.mark.usefixtures("no_ui_env")
@@ -202,3 +204,24 @@ def test_the_page_lists_every_job_without_the_actions_variables(state_db: str, s
     assert 'aria-label="Run digest now"' not in html  # disabled here, and its url names the unset APP_URL
     assert page.act("run", "import-feeds").status_code == 303
     assert page.act("run", "digest").status_code == 409
+
+
+def test_the_ui_command_serves_every_job_without_the_actions_variables(schedule: Path, start_clock: Clocks) -> None:
+    port = free_port()
+    ui = start_clock.start("ui", "--port", str(port), "-c", str(schedule), env={"CLOCK_UI_TOKEN": TOKEN}, name="ui")
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Authorization": f"Bearer {TOKEN}"})
+
+    def page() -> str | None:
+        assert ui.alive(), ui.text()
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    try:
+        html = wait_until(page, "the page to answer", timeout=30, details=ui.text)
+        assert all(f'href="/jobs/{job}"' in html for job in JOBS), html
+        assert "Schedule problem" not in html
+    finally:
+        assert ui.stop(timeout=10) == 0
