@@ -114,18 +114,27 @@ def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
         if folder not in sys.path:
             sys.path.insert(0, folder)
     schedule = load_schedule(file, now=now)
-    for warning in schedule.warnings:
+    from dynoclock.daemon.supervisor import supervised
+
+    for warning in [] if supervised() else schedule.warnings:  # a supervisor printed them already
         print(f"warning: {warning}", file=sys.stderr)
     return schedule
 
 
 def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
     schedule = _load(args)
-    check_environment(schedule)
     if args.job is None:
+        from dynoclock.daemon import supervisor
+
+        if supervisor.wanted():  # the scheduler runs in a child process it restarts (daemon/supervisor.py)
+            return supervisor.Supervisor(schedule, clock=clock).run()
+        if supervisor.supervised():
+            supervisor.start_heartbeat(clock)
+        check_environment(schedule)
         from dynoclock.daemon.process import run_clock
 
         return run_clock(schedule, clock=clock)
+    check_environment(schedule)
     return run_once(schedule, args.job, clock)
 
 
@@ -157,6 +166,9 @@ def run_once(schedule: Schedule, job_id: str, clock: Clock = SYSTEM) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     outcome = runner.run_foreground(job)  # returns even if the job will not stop: the watchdog reports it
+    from dynoclock.run.isolation import POOL
+
+    POOL.shutdown()  # an `isolate: process` job's worker
     if runner.writer is not None:
         runner.writer.flush(timeout=10.0)
     runner.notifier.flush(timeout=10.0)
