@@ -92,12 +92,13 @@ class Supervisor:
         self.child: subprocess.Popen[bytes] | None = None
         self.beating = False  # the child handles signals (it has written a heartbeat)
         self.forwarded = False
+        self.first_signal: int = signal.SIGTERM  # forwarded as it came (SIGINT stays SIGINT)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        for _, at in signals.held()[:1]:
-            self.stopping_since = at
+        for signum, at in signals.held()[:1]:
+            self.stopping_since, self.first_signal = at, signum
         pause = 1.0
         while True:
             started = self.clock.monotonic()
@@ -157,11 +158,11 @@ class Supervisor:
         assert self.child is not None
         self.forwarded = True
         with contextlib.suppress(ProcessLookupError):
-            self.child.send_signal(signal.SIGTERM)
+            self.child.send_signal(self.first_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping_since is None:
-            self.stopping_since = self.clock.monotonic()
+            self.stopping_since, self.first_signal = self.clock.monotonic(), signum
         elif self.child is not None and self.beating:
             with contextlib.suppress(ProcessLookupError):
                 self.child.send_signal(signum)  # a second signal: the child logs it, as it did unsupervised
