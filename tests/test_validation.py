@@ -554,18 +554,6 @@ CASES = [
         (6, "jobs.digest.max_memory", r"expected a memory size like 512MB or 2GB, got 'lots'"),
     ),
     case(
-        "python-process-args-not-json",
-        """\
-        jobs:
-          digest:
-            every: 1h
-            python: jobs.digest:send
-            isolate: process
-            args: [{1: one}]
-        """,
-        (6, "jobs.digest.args", r"with isolate: process, arguments must be JSON values; got the key 1"),
-    ),
-    case(
         "http-without-url",
         """\
         jobs:
