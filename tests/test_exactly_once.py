@@ -420,7 +420,7 @@ def test_a_clock_survives_its_database_connections_being_killed(
     terminated = 0
     trouble_ends = time.monotonic() + 8
     while time.monotonic() < trouble_ends:  # the lease's connection and the pooled ones, again and again
-        terminated += terminate_backends_of(clock.pid)
+        terminated += terminate_backends_of(clock.scheduler_pid())  # the process with the connections
         time.sleep(0.1)
     trouble_over = datetime.now(UTC)
     assert terminated > 0

@@ -22,6 +22,7 @@ from dynoclock.cli.crontab import render
 from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
 from dynoclock.config.preflight import check_environment
 from dynoclock.config.problems import ConfigError
+from dynoclock.daemon import supervisor
 from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
 from dynoclock.observe.status import StateUnavailable
@@ -115,18 +116,23 @@ def _load(args: argparse.Namespace, now: datetime | None = None, view: bool = Fa
         if folder not in sys.path:
             sys.path.insert(0, folder)
     schedule = load_schedule(file, now=now, view=view)
-    for warning in schedule.warnings:
+    for warning in [] if supervisor.supervised() else schedule.warnings:  # a supervisor printed them already
         print(f"warning: {warning}", file=sys.stderr)
     return schedule
 
 
 def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
     schedule = _load(args)
-    check_environment(schedule)
     if args.job is None:
+        if supervisor.wanted():  # the scheduler runs in a child process it restarts (daemon/supervisor.py)
+            return supervisor.Supervisor(schedule, clock=clock).run()
+        if supervisor.supervised():
+            supervisor.start_heartbeat(clock)
+        check_environment(schedule)
         from dynoclock.daemon.process import run_clock
 
         return run_clock(schedule, clock=clock)
+    check_environment(schedule)
     return run_once(schedule, args.job, clock)
 
 
@@ -158,6 +164,9 @@ def run_once(schedule: Schedule, job_id: str, clock: Clock = SYSTEM) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     outcome = runner.run_foreground(job)  # returns even if the job will not stop: the watchdog reports it
+    from dynoclock.run.isolation import POOL
+
+    POOL.shutdown()  # an `isolate: process` job's worker
     if runner.writer is not None:
         runner.writer.flush(timeout=10.0)
     runner.notifier.flush(timeout=10.0)

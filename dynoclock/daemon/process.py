@@ -30,12 +30,14 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from dynoclock import signals
+from dynoclock.actions.python import PythonAction
 from dynoclock.config.loader import Job, Schedule
 from dynoclock.daemon.dispatch import Dispatcher
 from dynoclock.daemon.leadership import Leadership
 from dynoclock.observe.logs import EventLog, log
 from dynoclock.observe.redact import redact
 from dynoclock.run.claims import LEAD
+from dynoclock.run.isolation import POOL as processes
 from dynoclock.run.runner import Runner
 from dynoclock.run.watchdog import STOP_GRACE
 from dynoclock.state import engines as db
@@ -120,6 +122,8 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     # The schedule's objects live as long as the process: keep the cyclic GC from walking them again and
     # again (with 10,000 jobs, those walks were most of an idle clock's CPU).
     runner.pool.prestart(len(jobs))  # at most `workers`: one per job is as many as can be due at once
+    isolated = [j.action for j in jobs if isinstance(j.action, PythonAction) and j.action.isolate == "process"]
+    processes.prestart({(action.app or "", action.max_memory) for action in isolated})
     gc.collect()
     gc.freeze()
     if stop.first_signal is None:
@@ -127,6 +131,7 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     first = stop.first_signal or clock.monotonic()
     grace = schedule.shutdown_grace.total_seconds()
     runner.drain(deadline=first + grace)
+    processes.shutdown(timeout=1.0)  # the runs are over or were stopped: no worker process is left behind
     # What is left is bounded so that the clock exits before Heroku's SIGKILL (30 s after the first
     # signal with the default grace), even if the database or a webhook does not answer.
     end = first + grace + STOP_GRACE + 1.5

@@ -79,6 +79,11 @@ class ClockProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def scheduler_pid(self, count: int = 1) -> int:
+        """The pid of the scheduler process (the supervisor's child; the process itself under CLOCK_SUPERVISE=0),
+        from its ``count``-th ``clock.start`` line (a restarted scheduler logs one more)."""
+        return int(self.wait_for("clock.start", count=count)["pid"])
+
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -246,3 +251,19 @@ def process_gone(pid: int, wait: float = 10) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, theirs...), from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+                parents[int(name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        below = [child for child, parent in parents.items() if parent in frontier]
+        found += below
+        frontier = below
+    return found
