@@ -95,12 +95,14 @@ def _ledger() -> Ledger:
     from dynoclock.state import engines as db
     from dynoclock.state.ledger import Ledger
     from dynoclock.state.location import state_url
-    from dynoclock.state.schema import SchemaDenied
+    from dynoclock.state.schema import SchemaDenied, SchemaNameError
 
     url = state_url()
     try:
         ledger = Ledger(url)
         migrated = ledger.ensure_schema()
+    except SchemaNameError as exc:
+        raise StateMisconfigured(str(exc)) from None
     except db.DatabaseUrlError as exc:
         raise StateUnavailable(str(exc)) from None
     except SchemaDenied as exc:
