@@ -15,15 +15,18 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from dynoclock.state import tables
 from dynoclock.state.engines import normalize_url
-from dynoclock.state.lease import PostgresLease
-from dynoclock.state.ledger import Claim, Ledger
+from dynoclock.state.ledger import Ledger
 from dynoclock.state.schema import Migrated, SchemaNameError, clock_schema
 from dynoclock.state.tables import metadata
+from dynoclock.timesource import SYSTEM
 from tests.support.processes import TICK_COMMAND, Clocks, run_cli, write_schedule
 
 CLOCK_TABLES = {table.name for table in metadata.sorted_tables}
 SLOT = datetime(2026, 3, 1, 12, tzinfo=UTC)
+# The older clock's history: recent, so that a clock's housekeeping (history_keep) keeps it.
+RECENT = SYSTEM.now().replace(microsecond=0) - timedelta(hours=1)
 
 
 def tables_in(url: str) -> dict[str, set[str]]:
@@ -44,17 +47,25 @@ def tables_in(url: str) -> dict[str, set[str]]:
 
 
 def old_layout(url: str, runs: int = 3) -> None:
-    """What a clock before this change left: its tables (schema version 3) where connections land by default
-    (``public``), with ``runs`` rows of history and a lease row."""
-    old = Ledger(url, schema="public")  # the same tables, rendered in public as the older clock made them
-    assert old.ensure_schema() is None
-    old.claim_many([Claim(uuid.uuid4().hex, "tick", SLOT + timedelta(minutes=n), "old-clock") for n in range(runs)])
-    old.heartbeat("old-clock", "leader", SLOT)
-    lease = PostgresLease(old.engine, "old-clock")
+    """What a clock before this change left: its tables (schema version 3, the same definitions) where connections
+    land by default (``public``), with ``runs`` rows of history, a heartbeat and a lease row."""
+    engine = sa.create_engine(normalize_url(url), poolclass=sa.pool.NullPool)
     try:
-        assert lease.try_acquire()
+        metadata.create_all(engine)  # no schema named: created in current_schema(), as the older clock did
+        with engine.begin() as conn:
+            conn.execute(tables.meta.insert().values(key="schema_version", value="3"))
+            naive = RECENT.replace(tzinfo=None)
+            conn.execute(
+                tables.runs.insert(),
+                [{"run_id": uuid.uuid4().hex, "job": "old-job", "scheduled_for": naive + timedelta(minutes=n),
+                  "claimed_at": naive, "finished_at": naive, "status": "ok", "clock": "old-clock"}
+                 for n in range(runs)],
+            )  # fmt: skip
+            conn.execute(tables.clocks.insert().values(clock="old-clock", role="leader", started_at=naive,
+                                                       heartbeat_at=naive))  # fmt: skip
+            conn.execute(tables.lease.insert().values(name="leader", holder="old-clock", epoch=7, expires_at=SLOT))
     finally:
-        lease.release()
+        engine.dispose()
     assert tables_in(url) == {"public": CLOCK_TABLES}
 
 
@@ -70,6 +81,7 @@ def old_layout(url: str, runs: int = 3) -> None:
         ("postgresql+psycopg://h/db?options=-c%20search_path%3DApp2", {}, "app2"),  # unquoted: folded, as Postgres does
         ("postgresql+psycopg://h/db?options=-csearch_path%3Dapp1", {"CLOCK_SCHEMA": "clock"}, "clock"),
         ("postgresql+psycopg://h/db?options=-cstatement_timeout%3D5s", {}, "dynoclock"),
+        ("postgresql+psycopg://h/db?options=-csearch_path%3Dpublic", {}, "dynoclock"),  # the app's: never the clock's
     ],
 )
 def test_the_schema_is_clock_schema_else_the_urls_search_path_else_dynoclock(
@@ -84,6 +96,7 @@ def test_the_schema_is_clock_schema_else_the_urls_search_path_else_dynoclock(
         ("postgresql+psycopg://h/db", {"CLOCK_SCHEMA": "clock-app"}, "CLOCK_SCHEMA 'clock-app' is not a schema name"),
         ("postgresql+psycopg://h/db", {"CLOCK_SCHEMA": "Clock"}, "CLOCK_SCHEMA 'Clock' is not a schema name"),
         ("postgresql+psycopg://h/db", {"CLOCK_SCHEMA": "pg_clock"}, "not starting with pg_"),
+        ("postgresql+psycopg://h/db", {"CLOCK_SCHEMA": "public"}, "never go in public"),
         ("postgresql+psycopg://h/db", {"CLOCK_SCHEMA": "x" * 64}, "at most 63 characters"),
         ("postgresql+psycopg://h/db?options=-csearch_path%3D%24user,public", {}, "search_path in the state URL"),
     ],
@@ -180,7 +193,7 @@ def test_an_older_clocks_tables_in_public_move_with_their_history(tmp_path: Path
     assert result.returncode == 0, result.stderr
     history = [run for run in json.loads(result.stdout)["runs"] if run["clock"] == "old-clock"]
     assert sorted(run["scheduled_for"] for run in history) == [
-        (SLOT + timedelta(minutes=n)).strftime("%Y-%m-%dT%H:%M:%SZ") for n in range(3)
+        (RECENT + timedelta(minutes=n)).strftime("%Y-%m-%dT%H:%M:%SZ") for n in range(3)
     ]
     assert "state.migrated" not in result.stderr  # moved once, by the clocks
 

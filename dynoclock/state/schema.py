@@ -4,9 +4,9 @@ The tables are defined with no schema (state/tables.py). The state engine render
 through SQLAlchemy's ``schema_translate_map``: no connection's search_path is ever set (PgBouncer in transaction
 pooling shares server sessions), and an app's own migrations, which compare the app's default schema, never see
 them. The schema is ``$CLOCK_SCHEMA``, else the first schema of a search_path the state URL's ``options`` set
-(the way several apps shared one database before), else ``dynoclock``. Tables an older clock made where a
-connection lands by default (``current_schema()``, usually ``public``) are moved in, rows and all.
-SQLite has no schemas: nothing here applies to it.
+(the way several apps shared one database before) unless that is ``public``, else ``dynoclock``: never
+``public``. Tables an older clock made where a connection lands by default (``current_schema()``, usually
+``public``) are moved in, rows and all. SQLite has no schemas: nothing here applies to it.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ class Migrated:
 
 
 def valid_name(name: str, where: str) -> str:
+    if name == "public":
+        raise SchemaNameError(
+            f"{where} 'public': the clock's tables never go in public, where the app's own migrations would see them "
+            "(and propose dropping them); choose another name, or leave CLOCK_SCHEMA unset for 'dynoclock'"
+        )
     if _NAME.match(name) and not name.startswith("pg_"):
         return name
     raise SchemaNameError(
@@ -66,6 +71,8 @@ def clock_schema(url: URL, env: Mapping[str, str] | None = None) -> str:
         if match:
             first = match.group(1).split(",")[0].strip()
             name = first[1:-1] if len(first) > 1 and first[0] == first[-1] == '"' else first.lower()
+            if name == "public":  # the app's own schema, named: the clock's tables go to their own (and move there)
+                return DEFAULT_SCHEMA
             return valid_name(name, "the first schema of the search_path in the state URL's options (set CLOCK_SCHEMA)")
     return DEFAULT_SCHEMA
 
