@@ -48,7 +48,8 @@ def postgres_url_fixture(pg_admin: sa.Engine) -> str:
 
 
 def schema_url(schema: str, url: str = POSTGRES_URL) -> str:
-    """The state URL of one schema: every connection's search_path is that schema."""
+    """The state URL of one schema: every connection's search_path is that schema, and so the clock's tables are
+    there too (with CLOCK_SCHEMA unset, the URL's search_path names the clock's schema: state/schema.py)."""
     return f"{url}?options=-csearch_path%3D{schema}"
 
 
