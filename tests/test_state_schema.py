@@ -325,3 +325,20 @@ def test_a_role_without_usage_or_create_in_the_schema_is_told_the_grant(
     finally:
         clock.close()
     assert tables_in(pg_database) == {"dynoclock": CLOCK_TABLES}
+
+
+@pytest.mark.postgres
+def test_a_role_that_does_not_own_an_older_clocks_tables_is_told_how_to_move_them(
+    tmp_path: Path, pg_database: str, pg_role: tuple[str, str]
+) -> None:
+    role, url = pg_role
+    old_layout(pg_database)  # made by the database's owner
+    as_admin(pg_database, f"CREATE SCHEMA dynoclock AUTHORIZATION {role}")
+    line = one_line(run_cli("history", state=url, cwd=tmp_path))
+    assert line.startswith("history: state: cannot move the clock's table clock_")
+    assert f"permission denied for role {role}; start the clock once with the tables' owner" in line
+    assert tables_in(pg_database) == {"public": CLOCK_TABLES}  # nothing half-moved
+    result = run_cli("history", "--json", state=pg_database, cwd=tmp_path)  # the owner moves them
+    assert result.returncode == 0, result.stderr
+    assert f"state.migrated from=public to=dynoclock tables={len(CLOCK_TABLES)}" in result.stderr
+    assert tables_in(pg_database) == {"dynoclock": CLOCK_TABLES}
