@@ -25,7 +25,7 @@ from dynoclock.config.problems import ConfigError
 from dynoclock.daemon import supervisor
 from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
-from dynoclock.observe.status import StateUnavailable
+from dynoclock.observe.status import StateMisconfigured, StateUnavailable
 from dynoclock.schedule.triggers import jitter_offset, upcoming
 from dynoclock.timesource import SYSTEM, Clock
 
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
         return EXIT_INVALID
     except StateUnavailable as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_INVALID if isinstance(exc, StateMisconfigured) else EXIT_FAILED
 
 
 def _ledger() -> Ledger:
@@ -96,15 +96,22 @@ def _ledger() -> Ledger:
     from dynoclock.state import engines as db
     from dynoclock.state.ledger import Ledger
     from dynoclock.state.location import state_url
+    from dynoclock.state.schema import SchemaDenied, SchemaNameError
 
     url = state_url()
     try:
         ledger = Ledger(url)
-        ledger.ensure_schema()
+        migrated = ledger.ensure_schema()
+    except SchemaNameError as exc:
+        raise StateMisconfigured(str(exc)) from None
     except db.DatabaseUrlError as exc:
         raise StateUnavailable(str(exc)) from None
+    except SchemaDenied as exc:
+        raise StateMisconfigured(f"state: {exc}") from None
     except Exception as exc:
         raise StateUnavailable(f"cannot reach the state database {redact_url(url)}: {short_error(exc)}") from None
+    if migrated is not None:  # on stderr: stdout may be --json
+        print(f"state.migrated from={migrated.source} to={migrated.target} tables={migrated.tables}", file=sys.stderr)
     return ledger
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 from dynoclock.config.loader import Schedule
 from dynoclock.daemon.housekeeping import Housekeeping
@@ -24,6 +25,7 @@ from dynoclock.schedule import catchup
 from dynoclock.state.controls import Controls
 from dynoclock.state.lease import make_lease
 from dynoclock.state.ledger import Ledger, SchemaTooNew
+from dynoclock.state.schema import SchemaDenied
 from dynoclock.timesource import SYSTEM, Clock
 
 STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
@@ -50,6 +52,7 @@ class Leadership:
         self.stopped = self.housekeeping.stopped  # set at SIGTERM: no more rounds, no more prune batches
         self.started_at = clock.now()
         self._ready = False  # schema exists
+        self.denied: SchemaDenied | None = None  # the role may not make or use the clock's schema
         self._said_standby = False
         self._failures = 0
         self._held_until = float("-inf")  # monotonic: until when the lease is surely ours
@@ -76,11 +79,14 @@ class Leadership:
         self._said_expired = False
 
     def start(self, now: datetime | None = None) -> None:
-        """One step at once (so a lone clock leads before its first slot), then the loop in a thread.
+        """One step at once (so a lone clock leads before its first slot), then the loop in a thread; raises
+        ``SchemaDenied`` if the role may not make or use the clock's schema.
 
         ``now`` bounds the first catch-up; the scheduler takes the slots after it.
         """
         self.step(now)
+        if self.denied is not None:
+            raise self.denied
         self._thread = threading.Thread(target=self._loop, name="leadership", daemon=True)
         self._thread.start()
 
@@ -131,8 +137,11 @@ class Leadership:
     def _step(self, now: datetime | None) -> None:
         try:
             if not self._ready:
-                self.ledger.ensure_schema()
+                migrated = self.ledger.ensure_schema()
                 self._ready = True
+                if migrated is not None:
+                    moved: dict[str, Any] = {"from": migrated.source, "to": migrated.target, "tables": migrated.tables}
+                    self.events.emit("state.migrated", **moved)
             if self.stopped.is_set():
                 return
             asked_at = self.clock.monotonic()
@@ -178,6 +187,11 @@ class Leadership:
             if self.leader.is_set() and not self.lease.still_held():
                 self.leader.clear()
                 self.events.emit("clock.lease_lost", level="error", clock=self.clock_id, note="database unreachable")
+            if isinstance(exc, SchemaDenied):  # a setup to fix: at start the clock exits (run_clock), later it waits
+                if self.denied is None:
+                    self.events.emit("state.denied", level="error", clock=self.clock_id, error=str(exc))
+                self.denied = exc
+                return
             if isinstance(exc, SchemaTooNew):  # not a network blip: say what is wrong (an older clock after a deploy)
                 self.events.emit("ledger.schema_too_new", level="error", clock=self.clock_id, error=str(exc),
                                  note="this clock stands by until it is upgraded")  # fmt: skip

@@ -43,6 +43,7 @@ from dynoclock.run.watchdog import STOP_GRACE
 from dynoclock.state import engines as db
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.location import clock_id, state_url
+from dynoclock.state.schema import SchemaDenied
 from dynoclock.timesource import SYSTEM, Clock
 
 
@@ -118,7 +119,12 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     )  # fmt: skip
     for signum, at in signals.held():  # arrived while the clock was starting: it stops now, cleanly
         stop.on_signal(signum, None, at=at)
-    leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
+    try:
+        leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
+    except SchemaDenied as exc:
+        print(f"state: {exc}", file=sys.stderr)
+        events.flush(timeout=1.0)
+        return 2
     # The schedule's objects live as long as the process: keep the cyclic GC from walking them again and
     # again (with 10,000 jobs, those walks were most of an idle clock's CPU).
     runner.pool.prestart(len(jobs))  # at most `workers`: one per job is as many as can be due at once

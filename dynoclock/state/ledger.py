@@ -23,9 +23,9 @@ from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.state import engines as db
 from dynoclock.state.lease import Fence
+from dynoclock.state.schema import Migrated, clock_schema, prepare, qualified, valid_name
 from dynoclock.state.tables import (
     MIGRATIONS,
-    SCHEMA_LOCK,
     SCHEMA_VERSION,
     UNFINISHED,
     RunReason,
@@ -85,8 +85,8 @@ class LeaseLost(RuntimeError):
 
 # The lease row still names this clock and epoch, unexpired; FOR SHARE keeps a takeover from committing before
 # the claim does (Postgres only: on SQLite the lease is a file lock, and claims carry no fence).
-_FENCE = sa.text(
-    "SELECT 1 FROM clock_lease WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now() "
+_FENCE = (
+    "SELECT 1 FROM {lease} WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now() "
     "FOR SHARE"
 )
 
@@ -98,13 +98,21 @@ class SchemaTooNew(RuntimeError):
 class Ledger:
     """Claims, outcomes and history of runs, in the state database."""
 
-    def __init__(self, url: str, clock: Clock = SYSTEM):
+    def __init__(self, url: str, clock: Clock = SYSTEM, schema: str | None = None):
+        """``schema``: where the tables live on Postgres (default: ``state/schema.py``'s ``clock_schema``)."""
         self.url = url
         self.clock = clock  # the timestamps it writes (claimed_at, finished_at, heartbeats)
-        self.engine = db.engine_for(url, state=True)
-        if self.engine.dialect.name not in ("postgresql", "sqlite"):
-            raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {self.engine.dialect.name}")
-        self.is_postgres = db.is_postgres(self.engine)
+        engine = db.engine_for(url, state=True)
+        if engine.dialect.name not in ("postgresql", "sqlite"):
+            raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {engine.dialect.name}")
+        self.is_postgres = db.is_postgres(engine)
+        self.schema: str | None = None  # SQLite: none
+        if self.is_postgres:
+            self.schema = clock_schema(engine.url) if schema is None else valid_name(schema, "schema")
+            # Every statement built from state/tables.py names the schema; no connection's search_path is set.
+            engine = engine.execution_options(schema_translate_map={None: self.schema})
+        self.engine = engine
+        self._fence = sa.text(_FENCE.format(lease=qualified(self.schema, "clock_lease")))
         self._claim_stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.run_id)
 
     @property
@@ -123,26 +131,34 @@ class Ledger:
 
     # ---- schema ----------------------------------------------------------------------------
 
-    def ensure_schema(self) -> None:
-        """Create or migrate the tables; safe when several clocks start at once on an empty database."""
+    def ensure_schema(self) -> Migrated | None:
+        """Create or migrate the tables; safe when several clocks start at once on an empty database.
+
+        On Postgres, first the clock's schema, and the tables an older clock left where connections land by
+        default moved into it (returned, for the caller to log). Raises ``SchemaDenied`` when the role may not."""
+        migrated, present = None, None
         with self._tx() as conn:
-            if self.is_postgres:  # CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type); serialize it
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": SCHEMA_LOCK}
-                )
+            if self.is_postgres:  # serialized: CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type)
+                assert self.schema is not None
+                present, migrated = prepare(conn, self.schema)
             for table in metadata.sorted_tables:
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                if present is None or table.name not in present:
+                    conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+                    if present is None or index.name not in present:
+                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
             if version is not None and int(version) > SCHEMA_VERSION:
                 raise SchemaTooNew(f"the state database has schema {version}, newer than this clock's {SCHEMA_VERSION}")
             if version is not None:
+                if self.is_postgres:  # hand-written migrations name tables bare: find them, for this transaction only
+                    conn.execute(sa.text("SELECT set_config('search_path', :s, true)"), {"s": f'"{self.schema}"'})
                 for step in range(int(version) + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS.get(step, []):
                         conn.exec_driver_sql(statement)
             if version is None or int(version) < SCHEMA_VERSION:
                 self._upsert_meta(conn, "schema_version", str(SCHEMA_VERSION))
+        return migrated
 
     def _upsert_meta(self, conn: Connection, key: str, value: str) -> None:
         stmt = self._insert(meta).values(key=key, value=value)
@@ -185,7 +201,7 @@ class Ledger:
         with self._tx() as conn:
             if fence is not None and (
                 fence.epoch is None
-                or conn.execute(_FENCE, {"holder": fence.holder, "epoch": fence.epoch}).first() is None
+                or conn.execute(self._fence, {"holder": fence.holder, "epoch": fence.epoch}).first() is None
             ):
                 raise LeaseLost(f"{fence.holder} does not hold the leader lease (epoch {fence.epoch})")
             # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
