@@ -232,7 +232,7 @@ def print_results(results: list[dict[str, Any]], checks: list[dict[str, Any]], j
     note = next((rep["note"] for r in results for rep in r["reps"] if rep.get("note")), "")
     if note:
         print(f"note: {note}")
-    common.print_verdicts("Burst targets (the clock's default settings are the issue's)", checks, digits=1)
+    common.print_verdicts("Burst targets (the clock's default settings are the issue's)", checks)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -245,9 +245,13 @@ def fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def verdict_row(v: dict[str, Any], digits: int = 2, with_benchmark: bool = False) -> list[str]:
+DIGITS = {"ms": 2, "s": 3, "MB": 1}  # decimals shown per unit (counts: none)
+
+
+def verdict_row(v: dict[str, Any], with_benchmark: bool = False) -> list[str]:
     """A verdict as table cells: [benchmark,] measure, subject, figure, baseline, ratio, target, met."""
     unit = f" {v['unit']}" if v["unit"] else ""
+    digits = DIGITS.get(v["unit"], 0)
     met = v["met"] if v["issue_size"] or v["met"] == "-" else f"{v['met']} (size: {v['size']}, not the issue's)"
     if v.get("invalid"):
         met += f" (INVALID: {v['invalid']})"
@@ -266,11 +270,11 @@ def verdict_row(v: dict[str, Any], digits: int = 2, with_benchmark: bool = False
 VERDICT_HEADERS = ["measure", "configuration", "figure", "baseline", "ratio", "target", "met"]
 
 
-def print_verdicts(title: str, verdicts: Sequence[dict[str, Any]], digits: int = 2) -> None:
+def print_verdicts(title: str, verdicts: Sequence[dict[str, Any]]) -> None:
     """The targets of one benchmark, one line each, and which run is the baseline of each."""
     if not verdicts:
         return
-    print_table(title, VERDICT_HEADERS, [verdict_row(v, digits) for v in verdicts])
+    print_table(title, VERDICT_HEADERS, [verdict_row(v) for v in verdicts])
     for label in dict.fromkeys(v["baseline_label"] for v in verdicts):
         print(f"baseline: {label}")
 
