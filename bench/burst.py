@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen, procs, profile
+from bench import common, gen, procs, profile, stores
 
 BASELINE_THREADS = 100
 BASELINE_LABEL = f"plain APScheduler, {BASELINE_THREADS} threads, no misfire limit"
@@ -71,7 +71,7 @@ def run_clock(
 ) -> dict[str, Any]:
     """One burst through the clock; returns lateness per run and what the ledger says."""
     marker, note = procs.ready_marker()
-    with common.fresh_store(cfg.store, wd, pg_url) as store:
+    with stores.fresh_store(cfg.store, wd, pg_url) as store:
         at = instant(lead)
         at_mono = monotonic_of(at)
         tag = f"{cfg.store}-{cfg.workers or 'default'}-{int(at.timestamp())}"
@@ -99,7 +99,7 @@ def run_clock(
         if spy is not None:
             profile.stop(spy)
         exit_code = proc.stop()
-        rows = [r for r in common.ledger_rows(store.url) if r["scheduled_for"] == at.replace(tzinfo=None)]
+        rows = [r for r in stores.ledger_rows(store.url) if r["scheduled_for"] == at.replace(tzinfo=None)]
     result = _from_rows(rows, jobs, at)
     result |= {
         "ready_s": ready,
@@ -196,14 +196,18 @@ def verdicts(results: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
         invalid = ""
         if not r["ready_before_instant"] or (base is not None and not base["ready_before_instant"]):
             invalid = "not ready before the instant"
-        size = {"size": f"{jobs} jobs", "issue_size": jobs == ISSUE_JOBS, "invalid": invalid}
+        size = common.Size(f"{jobs} jobs", jobs == ISSUE_JOBS)
         for stat, target in TARGETS.items():
             figure, baseline = r["lateness_ms"][stat], base["lateness_ms"][stat] if base else None
-            out.append(common.verdict("burst", f"{stat} lateness", r["label"], figure, baseline, "ms", target, **size))
+            out.append(
+                common.verdict(
+                    "burst", f"{stat} lateness", r["label"], figure, baseline, "ms", target, size=size, invalid=invalid
+                )
+            )
         missed, base_missed = sum(r["missed_per_rep"]), sum(base["missed_per_rep"]) if base else None
         out.append(
             common.verdict(
-                "burst", "missed", r["label"], missed, base_missed, "", MISSED_TARGET, BASELINE_LABEL, **size
+                "burst", "missed", r["label"], missed, base_missed, "", MISSED_TARGET, BASELINE_LABEL, size, invalid
             )
         )
     return out
@@ -239,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = common.machine()
     common.print_machine(info)
     if "postgres" in args.stores:
-        info["postgres"] = common.postgres_version(args.pg_url)
+        info["postgres"] = stores.postgres_version(args.pg_url)
     workers: list[int | None] = [None if w == 0 else w for w in args.workers]
     threads: list[int | None] = [None if t == 0 else t for t in args.plain_threads]
     cfgs = configs(args.stores, workers, threads)

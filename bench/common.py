@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the machine, statistics, state stores, tables, JSON (processes: ``procs``).
+"""Shared pieces of the benchmarks: the machine, statistics, targets and verdicts, tables, JSON (processes: ``procs``;
+state databases: ``stores``).
 
 Nothing here changes the product: the clock runs as ``python clock.py`` in a
 subprocess (cwd = the repo), and its ledger is read afterwards.
@@ -15,7 +16,6 @@ import platform
 import statistics
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -201,6 +201,17 @@ def ratio(value: float | int | None, baseline: float | int | None) -> float | No
     return value / baseline if baseline > 0 else None
 
 
+@dataclass(frozen=True)
+class Size:
+    """The size a verdict was measured at (e.g. "1000 jobs"), and whether it is the one the issue's target names."""
+
+    text: str = ""
+    issue: bool = True
+
+    def longer(self, text: str, issue: bool) -> Size:
+        return Size(f"{self.text}, {text}" if self.text else text, self.issue and issue)
+
+
 def verdict(
     benchmark: str,
     measure: str,
@@ -210,15 +221,14 @@ def verdict(
     unit: str,
     target: Target | RatioTarget | None,
     baseline_label: str = "plain APScheduler, same run",
-    size: str = "",
-    issue_size: bool = True,
+    size: Size = Size(),
     invalid: str = "",
 ) -> dict[str, Any]:
     """One line of a benchmark's findings: the figure, the same-run baseline, their ratio, the target, met.
 
     ``met`` is "yes", "NO", "?" (a figure or the baseline is missing) or "-" (no target: shown for comparison).
-    ``issue_size`` is False when the run used other sizes than the issue's (--jobs, --duration): the verdict
-    then says nothing about the target. ``invalid`` says why the figures cannot be compared (met is then "?").
+    A ``size`` other than the issue's (--jobs, --duration) is said beside met: the verdict then says nothing
+    about the target. ``invalid`` says why the figures cannot be compared (met is then "?").
     """
     if isinstance(target, RatioTarget):
         baseline_label = target.baseline_label
@@ -235,8 +245,8 @@ def verdict(
         "limit": target.limit if target else None,
         "target": target.text() if target else "-",
         "met": "?" if invalid and target else target.met(figure, baseline) if target else "-",
-        "size": size,
-        "issue_size": issue_size,
+        "size": size.text,
+        "issue_size": size.issue,
         "invalid": invalid,
     }
 
@@ -317,72 +327,7 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
     print(f"\nwrote {path}")
 
 
-# ---- state stores -----------------------------------------------------------------------------
-
-
-@dataclass
-class Store:
-    """A fresh state database for one clock run: an SQLite file or a Postgres schema of its own."""
-
-    kind: str  # sqlite | postgres
-    url: str
-
-
-@contextlib.contextmanager
-def fresh_store(kind: str, workdir: Path, pg_url: str = DEFAULT_PG) -> Iterator[Store]:
-    """An empty state database; a Postgres schema ``bench_<random>`` is dropped afterwards."""
-    if kind == "sqlite":
-        path = workdir / f"state-{uuid.uuid4().hex[:8]}.db"
-        yield Store("sqlite", f"sqlite:///{path}")
-        return
-    import sqlalchemy as sa
-
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(_psycopg(pg_url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        sep = "&" if "?" in pg_url else "?"
-        yield Store("postgres", f"{pg_url}{sep}options=-csearch_path%3D{schema}")
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
-
-
-def _psycopg(url: str) -> str:
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def postgres_version(pg_url: str) -> str:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(_psycopg(pg_url))
-    try:
-        with engine.connect() as conn:
-            return str(conn.exec_driver_sql("SHOW server_version").scalar())
-    except Exception as exc:
-        return f"unreachable ({type(exc).__name__})"
-    finally:
-        engine.dispose()
-
-
-def ledger_rows(url: str) -> list[dict[str, Any]]:
-    """Every row of clock_runs, through the product's own table definition."""
-    import sqlalchemy as sa
-
-    from dynoclock.state.ledger import Ledger
-    from dynoclock.state.tables import runs
-
-    ledger = Ledger(url)
-    try:
-        with ledger.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(sa.select(runs))]
-    finally:
-        ledger.engine.dispose()
+# ---- durations ------------------------------------------------------------------------------
 
 
 def ms_between(later: datetime | None, earlier: datetime | None) -> float | None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen, procs
+from bench import common, gen, procs, stores
 
 PLAIN_LABEL = "plain APScheduler (MemoryJobStore)"
 RSS_TARGET = common.RatioTarget(1.0, f"{PLAIN_LABEL} holding the same jobs, same run")
@@ -61,7 +61,7 @@ def idle(proc: procs.Proc, duration: float) -> dict[str, Any]:
 
 def run_clock(schedule: Path, store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[str, Any]:
     marker, note = procs.ready_marker()
-    with common.fresh_store(store_kind, wd, pg_url) as store:
+    with stores.fresh_store(store_kind, wd, pg_url) as store:
         proc = procs.spawn(
             procs.clock_argv(schedule),
             wd / f"footprint-{store_kind}.log",
@@ -78,7 +78,7 @@ def run_clock(schedule: Path, store_kind: str, duration: float, wd: Path, pg_url
             }
         figures = idle(proc, duration)
         proc.stop()
-        runs = len(common.ledger_rows(store.url))
+        runs = len(stores.ledger_rows(store.url))
     return {
         "label": f"dynoclock {store_kind}",
         "subject": "clock",
@@ -110,7 +110,7 @@ def verdicts(results: list[dict[str, Any]], jobs: int, duration: float) -> list[
         if r.get("subject") != "clock":
             continue
         ok = "error" not in r
-        size = {"size": f"{jobs} jobs", "issue_size": jobs == ISSUE_JOBS, "invalid": "" if ok else r["error"][:60]}
+        size, invalid = common.Size(f"{jobs} jobs", jobs == ISSUE_JOBS), "" if ok else r["error"][:60]
         rss = r["peak_rss_mb"] if ok else None
         out.append(
             common.verdict(
@@ -121,15 +121,17 @@ def verdicts(results: list[dict[str, Any]], jobs: int, duration: float) -> list[
                 base["peak_rss_mb"] if base else None,
                 "MB",
                 RSS_TARGET,
-                **size,
+                size=size,
+                invalid=invalid,
             )
         )
-        size["size"] += f", {duration:g} s"
-        size["issue_size"] = size["issue_size"] and duration == ISSUE_DURATION
+        size = size.longer(f"{duration:g} s", duration == ISSUE_DURATION)
         cpu = per_minute(r["cpu_s"], duration) if ok else None
         label = f"{PLAIN_LABEL}, same run"
         out.append(
-            common.verdict("footprint", "idle CPU per 60 s", r["label"], cpu, base_cpu, "s", CPU_TARGET, label, **size)
+            common.verdict(
+                "footprint", "idle CPU per 60 s", r["label"], cpu, base_cpu, "s", CPU_TARGET, label, size, invalid
+            )
         )
     return out
 

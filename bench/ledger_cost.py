@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import common
+from bench import common, stores
 
 TARGET = common.Target(2.0)
 WARMUP = 20
@@ -117,10 +117,10 @@ def jobstore_rounds(url: str, rounds: int) -> list[float]:
 
 
 def measure(kind: str, rounds: int, wd: Path, pg_url: str) -> list[dict[str, Any]]:
-    with common.fresh_store(kind, wd, pg_url) as store:
+    with stores.fresh_store(kind, wd, pg_url) as store:
         print(f"  {kind}: ledger x{rounds} ...", flush=True)
         ledger = ledger_rounds(store.url, rounds)
-    with common.fresh_store(kind, wd, pg_url) as store:
+    with stores.fresh_store(kind, wd, pg_url) as store:
         print(f"  {kind}: SQLAlchemyJobStore x{rounds} ...", flush=True)
         jobstore = jobstore_rounds(store.url, rounds)
     rows = [
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = common.machine()
     common.print_machine(info)
     if "postgres" in args.stores:
-        info["postgres"] = common.postgres_version(args.pg_url)
+        info["postgres"] = stores.postgres_version(args.pg_url)
     rows: list[dict[str, Any]] = []
     with common.workdir(args.keep) as wd:
         for kind in args.stores:

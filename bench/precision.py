@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen, procs
+from bench import common, gen, procs, stores
 
 TARGET = common.Target(2)
 PLAIN_LABEL = "plain APScheduler, IntervalTrigger(seconds=1)"
@@ -28,7 +28,7 @@ ISSUE_DURATION = 60.0
 
 def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[str, Any]:
     marker, note = procs.ready_marker()
-    with common.fresh_store(store_kind, wd, pg_url) as store:
+    with stores.fresh_store(store_kind, wd, pg_url) as store:
         schedule = gen.precision(wd / f"precision-{store_kind}.yaml")
         proc = procs.spawn(
             procs.clock_argv(schedule),
@@ -39,7 +39,7 @@ def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[s
         ready = proc.wait_for(marker, timeout=60)
         time.sleep(duration)
         exit_code = proc.stop()
-        rows = common.ledger_rows(store.url)
+        rows = stores.ledger_rows(store.url)
     # Only slots the scheduler fired: a catch-up at start (reason=catch_up) is late by design.
     timed = [r for r in rows if r["started_at"] and r["reason"] == "schedule"]
     lateness = [common.ms_between(r["started_at"], r["scheduled_for"]) for r in timed]
@@ -84,7 +84,7 @@ def verdicts(results: list[dict[str, Any]], duration: float) -> list[dict[str, A
     """Per store: the clock's p99 (absolute target) and the plain script's beside it."""
     base = next((r for r in results if r["subject"] == "plain"), None)
     base_p99 = base["lateness"]["p99"] if base else None
-    size = {"size": f"{duration:g} s", "issue_size": duration >= ISSUE_DURATION}
+    size = common.Size(f"{duration:g} s", duration >= ISSUE_DURATION)
     return [
         common.verdict(
             "precision",
@@ -95,7 +95,7 @@ def verdicts(results: list[dict[str, Any]], duration: float) -> list[dict[str, A
             "ms",
             TARGET,
             f"{PLAIN_LABEL}, same run",
-            **size,
+            size,
         )
         for r in results
         if r["subject"] == "clock"

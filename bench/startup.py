@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common, gen, procs
+from bench import common, gen, procs, stores
 
 PLAIN_READY = "plain: spawn -> EVENT_SCHEDULER_STARTED"
 PLAIN_LOAD = "plain: yaml.safe_load + build triggers, exit"
@@ -53,7 +53,7 @@ def time_command(argv: list[str], repeat: int) -> dict[str, Any]:
 def clock_ready(schedule: Path, store_kind: str, wd: Path, pg_url: str, tag: str) -> dict[str, Any]:
     """One start of the clock on a fresh store: seconds to clock.start and to ready."""
     marker, note = procs.ready_marker()
-    with common.fresh_store(store_kind, wd, pg_url) as store:
+    with stores.fresh_store(store_kind, wd, pg_url) as store:
         proc = procs.spawn(
             procs.clock_argv(schedule),
             wd / f"ready-{tag}.log",
@@ -166,8 +166,7 @@ def verdicts(rows: list[dict[str, Any]], target_jobs: int) -> list[dict[str, Any
                 "s",
                 target,
                 f"{plain} (same jobs, same run)",
-                size=f"{jobs} jobs",
-                issue_size=jobs == ISSUE_JOBS,
+                common.Size(f"{jobs} jobs", jobs == ISSUE_JOBS),
             )
         )
     return out
