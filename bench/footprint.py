@@ -127,7 +127,7 @@ def verdicts(results: list[dict[str, Any]], jobs: int, duration: float) -> list[
         )
         size = size.longer(f"{duration:g} s", duration == ISSUE_DURATION)
         cpu = per_minute(r["cpu_s"], duration) if ok else None
-        label = f"{PLAIN_LABEL}, same run"
+        label = RSS_TARGET.baseline_label
         out.append(
             common.verdict(
                 "footprint", "idle CPU per 60 s", r["label"], cpu, base_cpu, "s", CPU_TARGET, label, size, invalid
