@@ -27,6 +27,7 @@ from dynoclock.observe.timefmt import iso_utc
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+QUIET_LOAD = 0.5  # figures for the record are taken with the 1-minute load average below this at the start
 
 
 # ---- the machine ------------------------------------------------------------------------------
@@ -93,11 +94,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def quiet(info: dict[str, Any]) -> bool:
+    return bool(info["load_average_at_start"][0] < QUIET_LOAD)
+
+
 def print_machine(info: dict[str, Any]) -> None:
     load = " ".join(f"{x:.2f}" for x in info["load_average_at_start"])
-    busy = (
-        "  (BUSY: other processes load the machine)" if info["load_average_at_start"][0] > 0.5 * info["cores"] else ""
-    )
+    busy = "" if quiet(info) else f"  (NOT quiet: figures for the record need a load average < {QUIET_LOAD:g})"
     dirty = (
         " +uncommitted dynoclock changes"
         if info["dynoclock_modified"]

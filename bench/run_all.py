@@ -104,7 +104,7 @@ def print_summary(info: dict[str, Any], results: dict[str, Any], mode: str) -> l
     dirty = " (uncommitted changes)" if info["dynoclock_modified"] or info.get("dirty") else ""
     print("\n=== summary ===")
     print(f"CPU: {info['cpu_model']} ({info['cores']} cores); commit {info['git_head']}{dirty}")
-    quiet = "quiet" if info["load_average_at_start"][0] < 0.5 else "NOT quiet: figures for the record need < 0.5"
+    quiet = "quiet" if common.quiet(info) else f"NOT quiet: figures for the record need < {common.QUIET_LOAD:g}"
     print(f"load average at start: {load} ({quiet}){'' if mode == 'full' else f'; --{mode} run'}")
     common.print_table("Targets", ["benchmark", *common.VERDICT_HEADERS], rows)
     for number, label in enumerate(baselines, 1):
