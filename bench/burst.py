@@ -153,6 +153,7 @@ def run_plain(cfg: Config, jobs: int, lead: float, timeout: float, wd: Path) -> 
         "missed": jobs - len(data["lateness_ms"]),  # as for the clock: jobs without a successful run
         "missed_events": data["missed"],
         "errors": data["errors"],
+        "misfire_grace_time": data.get("misfire_grace_time"),  # as the plain script was told: default, none, s
         "ready_s": ready,
         "ready_before_instant": ready is not None and proc.spawned + ready < at_mono,
         "exit_code": proc.popen.returncode,

@@ -125,7 +125,7 @@ def verdicts(results: list[dict[str, Any]], jobs: int, duration: float) -> list[
                 invalid=invalid,
             )
         )
-        size = size.longer(f"{duration:g} s", duration == ISSUE_DURATION)
+        size = size.longer(f"{duration:g} s", duration >= ISSUE_DURATION)
         cpu = per_minute(r["cpu_s"], duration) if ok else None
         label = RSS_TARGET.baseline_label
         out.append(
