@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from dynoclock.cli.main import build_parser
+from dynoclock.cli.args import build_parser
 from dynoclock.config.loader import Schedule
 from dynoclock.run.watchdog import STOP_GRACE
 from tests.support.processes import ROOT

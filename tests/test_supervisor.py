@@ -84,7 +84,7 @@ def test_sigterm_to_the_supervisor_exits_0_and_leaves_no_process(
 
 
 def test_a_scheduler_that_exits_2_is_not_restarted(write_schedule: Write, tmp_path: Path) -> None:
-    # The schedule loads in the supervisor; the child's environment check fails (a module that does not import).
+    # The child loads the schedule (the supervisor reads none); its environment check fails: exit 2, passed on.
     schedule = write_schedule("jobs:\n  broken:\n    every: 1s\n    python: no_such_module_here:run\n")
     result = run_cli("-c", str(schedule), cwd=tmp_path, state=f"sqlite:///{tmp_path}/state.db")
     assert result.returncode == 2, result.stdout + result.stderr

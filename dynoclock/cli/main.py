@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from dynoclock import signals
+from dynoclock.cli.args import build_parser, parse_args
 from dynoclock.cli.crontab import render
 from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
 from dynoclock.config.preflight import check_environment
@@ -35,35 +36,6 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clock.py", description="A clock process for PaaS apps.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-c", "--config", default=None, help="schedule file (default: $CLOCK_SCHEDULE, ./schedule.yaml)")
-        return p
-
-    run = with_config(sub.add_parser("run", help="run the clock (default), or one job once, now"))
-    run.add_argument("job", nargs="?", help="run only this job, once, in the foreground; exit 0 ok, 1 failed")
-    with_config(sub.add_parser("check", help="validate the schedule; exit 0 ok, 2 invalid"))
-    nxt = with_config(sub.add_parser("next", help="upcoming fire times per job"))
-    nxt.add_argument("--count", type=int, default=5, help="fire times per job (default 5)")
-    nxt.add_argument("--now", default=None, help="ISO-8601 instant to count from (default: now)")
-    nxt.add_argument("--json", action="store_true", help="machine-readable output")
-    hist = sub.add_parser("history", help="past runs from the run ledger")
-    hist.add_argument("--job", default=None, help="only this job")
-    hist.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
-    hist.add_argument("--json", action="store_true", help="machine-readable output")
-    status = with_config(sub.add_parser("status", help="per job: schedule, next run, last result, failures in a row"))
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    cron = with_config(sub.add_parser("crontab", help="the schedule as crontab lines; exit 1 if some jobs cannot be"))
-    cron.add_argument("--prefix", default="", help="put before 'python clock.py', e.g. 'cd /app && .venv/bin/'")
-    ui = with_config(sub.add_parser("ui", help="the status page, standalone (normally mounted in the web app)"))
-    ui.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
     """Run one command; ``clock`` is what every command asks for the time."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -71,9 +43,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
         "run": cmd_run, "check": cmd_check, "next": cmd_next, "history": cmd_history,
         "status": cmd_status, "crontab": cmd_crontab, "ui": cmd_ui,
     }  # fmt: skip
-    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "run")  # `python clock.py [-c FILE]` runs the clock
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if not (args.command == "run" and args.job is None):
         signals.release()  # only the daemon stops on signals of its own; the other commands keep Python's default
     try:
@@ -123,18 +93,18 @@ def _load(args: argparse.Namespace, now: datetime | None = None, view: bool = Fa
         if folder not in sys.path:
             sys.path.insert(0, folder)
     schedule = load_schedule(file, now=now, view=view)
-    for warning in [] if supervisor.supervised() else schedule.warnings:  # a supervisor printed them already
+    for warning in schedule.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return schedule
 
 
 def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
+    if args.job is None and supervisor.wanted():  # the scheduler runs in a child it restarts (daemon/supervisor.py)
+        return supervisor.Supervisor(clock=clock).run()
     schedule = _load(args)
     if args.job is None:
-        if supervisor.wanted():  # the scheduler runs in a child process it restarts (daemon/supervisor.py)
-            return supervisor.Supervisor(schedule, clock=clock).run()
         if supervisor.supervised():
-            supervisor.start_heartbeat(clock)
+            supervisor.start_heartbeat(schedule.shutdown_grace.total_seconds(), clock)
         check_environment(schedule)
         from dynoclock.daemon.process import run_clock
 

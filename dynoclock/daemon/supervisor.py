@@ -6,7 +6,9 @@ The parent starts the scheduler as a child (the same command line, ``sys.orig_ar
 thread of its own) for ``CLOCK_HEARTBEAT_TIMEOUT`` seconds (10): a frozen process (stopped, or C code holding the
 GIL) is killed with SIGKILL, then restarted. Each restart is logged as ``clock.restarted`` with the reason.
 
-Exit codes stay the child's: 0 after a clean stop, 2 for an invalid schedule (never restarted). A signal that
+The supervisor reads no schedule and imports next to nothing (it costs about one bare interpreter): the child
+tells it its ``shutdown_grace`` in its first message on the heartbeat pipe (``g25.0``), then writes ``.`` each
+second. Exit codes stay the child's: 0 after a clean stop, 2 for an invalid schedule (never restarted). A signal that
 arrives before the child handles signals is forwarded once it does (its first heartbeat). The child dies with the
 parent (a parent-death signal, Linux), so a SIGKILL to the parent ends both, as before. ``CLOCK_SUPERVISE=0``
 runs the scheduler in the first process, with no supervisor.
@@ -25,7 +27,6 @@ from collections.abc import Mapping
 from types import FrameType
 
 from dynoclock import signals
-from dynoclock.config.loader import Schedule
 from dynoclock.observe.logs import EventLog, log
 from dynoclock.timesource import SYSTEM, Clock
 
@@ -33,6 +34,7 @@ HEARTBEAT_FD = "CLOCK_HEARTBEAT_FD"  # set in the child: where it writes its hea
 PARENT_PID = "CLOCK_SUPERVISOR_PID"
 HEARTBEAT_TIMEOUT = 10.0  # seconds without a heartbeat before the child is called frozen
 FIRST_BEAT_TIMEOUT = 120.0  # the child's start-up (imports, the schedule) comes before its first heartbeat
+DEFAULT_GRACE = 25.0  # shutdown_grace until the child has said its own
 STOP_SLACK = 6.0  # after shutdown_grace: the child's own bounded exit (STOP_GRACE, flushes); then SIGKILL
 
 
@@ -49,11 +51,14 @@ def supervised(env: Mapping[str, str] | None = None) -> bool:
     return HEARTBEAT_FD in (os.environ if env is None else env)
 
 
-def start_heartbeat(clock: Clock = SYSTEM) -> None:
-    """In the child: die with the supervisor, and write a heartbeat every second on a thread of its own."""
+def start_heartbeat(grace_s: float, clock: Clock = SYSTEM) -> None:
+    """In the child: die with the supervisor, tell it ``grace_s`` (the schedule's shutdown_grace), and write a
+    heartbeat every second on a thread of its own."""
     fd = int(os.environ[HEARTBEAT_FD])
     os.set_inheritable(fd, False)  # no job's process may keep the pipe open
     die_with_parent(int(os.environ.get(PARENT_PID, "0")))
+    with contextlib.suppress(OSError):
+        os.write(fd, f"g{grace_s:g}\n".encode())
 
     def beat() -> None:
         while True:
@@ -81,10 +86,10 @@ def die_with_parent(parent: int) -> None:
 class Supervisor:
     """Runs the scheduler child until a clean stop; see the module's doc."""
 
-    def __init__(self, schedule: Schedule, events: EventLog = log, clock: Clock = SYSTEM):
+    def __init__(self, events: EventLog = log, clock: Clock = SYSTEM):
         self.events = events
         self.clock = clock
-        self.stop_bound = schedule.shutdown_grace.total_seconds() + STOP_SLACK
+        self.stop_bound = DEFAULT_GRACE + STOP_SLACK
         self.heartbeat_timeout = float(os.environ.get("CLOCK_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT)
         self.stopping_since: float | None = None
         self.wake_r, self.wake_w = os.pipe()
@@ -136,13 +141,21 @@ class Supervisor:
                 if code is not None:
                     return self._ended(code)
                 ready, _, _ = select.select([beat_r, self.wake_r], [], [], 1.0)
-                if beat_r in ready and os.read(beat_r, 4096):
+                if beat_r in ready and (data := os.read(beat_r, 4096)):
                     self.beating, last_beat = True, self.clock.monotonic()
+                    self._heard(data)
                 if self.wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_r, 4096)
         finally:
             os.close(beat_r)
+
+    def _heard(self, data: bytes) -> None:
+        """A message from the child: ``g<seconds>\\n`` is its shutdown_grace; the rest are heartbeats."""
+        for part in data.split(b"\n"):
+            if part.startswith(b"g"):
+                with contextlib.suppress(ValueError):
+                    self.stop_bound = float(part[1:].strip(b".")) + STOP_SLACK
 
     def _ended(self, code: int) -> tuple[int, str | None]:
         if self.stopping_since is not None:  # stopped by our signal (perhaps before it could handle it)

@@ -242,12 +242,16 @@ def wait_until(
 
 
 def process_gone(pid: int, wait: float = 10) -> bool:
-    """Whether process ``pid`` is gone, or goes within ``wait`` seconds (a job's process its clock killed)."""
+    """Whether process ``pid`` is gone, or goes within ``wait`` seconds (a job's process its clock killed). A zombie
+    is dead (its orphaned entry waits for whoever reaps it: init here, not the clock)."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        if stat[stat.rfind(b")") + 2 :].startswith(b"Z"):
             return True
         time.sleep(0.05)
     return False
