@@ -235,7 +235,7 @@ class Runner:
         first = reclaimed.attempt + 1 if reclaimed else 1
         tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
         info = RunInfo(job.id, run_id, slot, first, "running")
-        self.notifier.run_started(job.ping, job.ping_style, info)
+        self.notifier.run_started(job.ping, job.ping_style, info, job)
         outcome = self._attempts(job, slot, run_id, first, retries, fields, tail)
         if outcome.status == "abandoned":
             with self._lock:

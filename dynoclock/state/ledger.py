@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.state import engines as db
+from dynoclock.state import totals
 from dynoclock.state.lease import Fence
 from dynoclock.state.schema import Migrated, clock_schema, prepare, qualified, valid_name
 from dynoclock.state.tables import (
@@ -236,7 +237,10 @@ class Ledger:
         with self._tx() as conn:
             # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
             stmt = self._insert(runs).values(**row).on_conflict_do_nothing().returning(runs.c.run_id)
-            return conn.execute(stmt).scalar() is not None
+            inserted = conn.execute(stmt).scalar() is not None
+            if inserted:
+                totals.add(conn, {(job, f"runs:{status}"): 1})
+            return inserted
 
     def update_runs(self, updates: dict[str, dict[str, Any]]) -> None:
         """Apply many row updates (run id -> column values) in one transaction, one statement per shape."""
@@ -245,9 +249,11 @@ class Ledger:
             row = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
             shapes.setdefault(tuple(sorted(row)), []).append({"rid": run_id, **row})
         with self._tx() as conn:
+            added = totals.finished_increments(conn, {row["rid"]: row for rows in shapes.values() for row in rows})
             for columns, rows in shapes.items():
                 stmt = runs.update().where(runs.c.run_id == sa.bindparam("rid"))
                 conn.execute(stmt.values({c: sa.bindparam(c) for c in columns}), rows)
+            totals.add(conn, added)
 
     def last_slots(self) -> dict[str, datetime]:
         """Each job's latest scheduled slot with a row (manual runs do not count)."""
@@ -295,6 +301,8 @@ class Ledger:
                 .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
                 .values(status=status, error=error, finished_at=to_db(self.clock.now()))
             )
+            if result.rowcount == 1:
+                totals.add(conn, {(run.job, f"runs:{status}"): 1})
             return bool(result.rowcount == 1)
 
     def history(self, job: str | None = None, limit: int = 50, offset: int = 0) -> list[Run]:

@@ -77,6 +77,13 @@ lease = sa.Table(  # the leader lease on Postgres (state/lease.py): times are th
     sa.Column("backend_pid", sa.Integer),  # the holder's last server process, to see at once that it died
     sa.Column("backend_start", sa.DateTime(timezone=True)),
 )
+run_totals = sa.Table(  # counters the metrics read (state/totals.py): they survive pruning, unlike history rows
+    "clock_run_totals",
+    metadata,
+    sa.Column("job", sa.String(100), primary_key=True),
+    sa.Column("series", sa.String(40), primary_key=True),  # runs:<status>, duration_le:<le>, lateness_sum_ms, ...
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
 # Changes to existing tables, by the version that brings them (new tables are created above as needed).
 MIGRATIONS: dict[int, list[str]] = {2: [], 3: []}
 SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema creation, per schema

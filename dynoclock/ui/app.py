@@ -104,6 +104,7 @@ class StatusApp:
         redact.add_from_env()
         self._ledger = ledger
         self._schema_ready = False
+        self._metrics: Any = None  # observe/metrics.py's Metrics, made at the first scrape
         self.jinja = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -120,6 +121,7 @@ class StatusApp:
                 Rule("/jobs/<job>/resume", endpoint="resume", methods=["POST"]),
                 Rule("/login", endpoint="login", methods=["GET", "POST"]),
                 Rule("/logout", endpoint="logout", methods=["POST"]),
+                Rule("/metrics", endpoint="metrics"),
             ]
         )
 
@@ -264,6 +266,17 @@ class StatusApp:
             raise self._unavailable(exc) from None
         rows = [views.job_row(status, paused, pending, now) for status in statuses]
         return self.render(ctx, "index.html", jobs=rows, clocks=clocks)
+
+    def view_metrics(self, ctx: Ctx) -> Response:
+        """Prometheus text, for any signed-in role (a scraper sends ``Authorization: Bearer <read token>``)."""
+        from dynoclock.observe.metrics import CONTENT_TYPE, Metrics
+
+        ledger = self.ledger()
+        try:
+            self._metrics = self._metrics or Metrics(self.schedule, ledger, self.clock)
+            return Response(self._metrics.text(), content_type=CONTENT_TYPE)
+        except Exception as exc:
+            raise self._unavailable(exc) from None
 
     def view_job(self, ctx: Ctx, job: str) -> Response:
         ledger = self.ledger()
