@@ -216,13 +216,39 @@ class Ledger:
                 won.update(run_id for run_id, clock in conn.execute(ours) if lost[run_id] == clock)
         return won
 
-    def unclaim(self, run_id: str) -> bool:
-        """Delete a claim that never started (the clock is stopping), so the next leader runs the slot."""
+    def begin(self, run_id: str, clock: str, attempt: int, at: datetime) -> bool:
+        """Mark this clock's claim started, before its run starts; False if the row is no longer its claim (another
+        clock took it over or closed it while this one could not reach the database): then it must not run.
+
+        So a ``claimed`` row of a dead clock surely never started, and the next leader may run it. A row already
+        ``running`` from this same call (``started_at`` = ``at``: the reply was lost after the commit) counts."""
+        when = to_db(at)
+        again = sa.and_(runs.c.status == "running", runs.c.started_at == when)
+        stmt = (
+            runs.update()
+            .where(runs.c.run_id == run_id, runs.c.clock == clock, sa.or_(runs.c.status == "claimed", again))
+            .values(status="running", attempt=attempt, started_at=when, finished_at=None, error=None, duration_ms=None)
+        )
         with self._tx() as conn:
-            gone = conn.execute(
-                runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed").returning(runs.c.run_id)
+            return bool(conn.execute(stmt).rowcount == 1)
+
+    def close_claim(self, run_id: str, clock: str, error: str) -> bool:
+        """Record this clock's claim ``missed``: it never started, and will not; False if it is no longer its claim."""
+        mine = sa.and_(runs.c.run_id == run_id, runs.c.clock == clock, runs.c.status == "claimed")
+        with self._tx() as conn:
+            closed = conn.execute(
+                runs.update().where(mine).values(status="missed", error=error, finished_at=to_db(self.clock.now()))
             )
-            return gone.first() is not None
+            return bool(closed.rowcount == 1)
+
+    def unclaim(self, run_id: str, clock: str | None = None) -> bool:
+        """Delete a claim that never started (the clock is stopping), so the next leader runs the slot; with
+        ``clock``, only while the claim is still that clock's."""
+        stmt = runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed")
+        if clock is not None:
+            stmt = stmt.where(runs.c.clock == clock)
+        with self._tx() as conn:
+            return conn.execute(stmt.returning(runs.c.run_id)).first() is not None
 
     def record(
         self, job: str, slot: datetime, status: RunStatus, clock: str, error: str, reason: RunReason = "schedule"
