@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy import event
 
 from dynoclock.config.loader import load_schedule
 from dynoclock.observe.logs import EventLog
 from dynoclock.run.runner import Runner
 from dynoclock.state.ledger import Ledger
+from dynoclock.state.writer import RunWriter
+from dynoclock.timesource import SYSTEM
 from tests.support.processes import write_schedule
 
 SLOT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -26,28 +31,33 @@ def statuses(store: Ledger) -> dict[str, tuple[str, str]]:
     return {run.run_id: (run.status, run.clock) for run in store.history(limit=100)}
 
 
-def test_begin_marks_this_clocks_claim_started_once_even_if_its_reply_was_lost(store: Ledger) -> None:
+def test_begin_marks_this_clocks_claims_started_once_even_if_the_reply_was_lost(store: Ledger) -> None:
     assert store.claim("r1", "tick", SLOT, "me")
+    assert store.claim("r2", "tick", SLOT + timedelta(hours=1), "me")
     at = SLOT + timedelta(seconds=1)
-    assert store.begin("r1", "me", 1, at) is True
-    assert statuses(store) == {"r1": ("running", "me")}
-    assert store.begin("r1", "me", 1, at) is True  # the same call again: its first reply was lost after the commit
-    assert store.begin("r1", "me", 1, at + timedelta(seconds=1)) is False  # another start of a started run
-    assert store.begin("r1", "other", 1, at) is False
-    run = store.history()[0]
-    assert (run.started_at, run.attempt) == (at, 1)
+    assert store.begin([("r1", 1, at), ("r2", 3, at)], "me") == {"r1", "r2"}  # one transaction for both
+    assert statuses(store) == {"r1": ("running", "me"), "r2": ("running", "me")}
+    assert store.begin([("r1", 1, at)], "me") == {"r1"}  # the same start again: its first reply was lost
+    assert store.begin([("r1", 1, at + timedelta(seconds=1))], "me") == set()  # another start of a started run
+    assert store.begin([("r1", 1, at)], "other") == set()
+    runs = {run.run_id: run for run in store.history()}
+    assert (runs["r1"].started_at, runs["r1"].attempt, runs["r2"].attempt) == (at, 1, 3)
 
 
 def test_begin_refuses_a_claim_another_clock_took_over_or_closed(store: Ledger) -> None:
     assert store.claim("taken", "tick", SLOT, "me")
     assert store.claim("closed", "tick", SLOT + timedelta(hours=1), "me")
+    assert store.claim("free", "tick", SLOT + timedelta(hours=2), "me")
     old = {run.run_id: run for run in store.history()}
     assert store.reclaim(old["taken"], "next-leader", reason="schedule")
     assert store.interrupt(old["closed"], "clock me stopped before the run started", status="missed")
-    assert store.begin("taken", "me", 1, SLOT) is False
-    assert store.begin("closed", "me", 1, SLOT) is False
+    assert store.begin([("taken", 1, SLOT), ("closed", 1, SLOT), ("free", 1, SLOT)], "me") == {"free"}
     assert store.unclaim("taken", "me") is False  # nor may it give back a claim that is no longer its own
-    assert statuses(store) == {"taken": ("claimed", "next-leader"), "closed": ("missed", "me")}
+    assert statuses(store) == {
+        "taken": ("claimed", "next-leader"),
+        "closed": ("missed", "me"),
+        "free": ("running", "me"),
+    }
 
 
 def test_close_claim_records_only_this_clocks_own_claim_missed(store: Ledger) -> None:
@@ -89,3 +99,22 @@ def test_a_claimed_run_that_another_clock_took_over_before_it_started_is_never_r
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [e["event"] for e in events] == ["run.duplicate"]
     assert statuses(store) == {"r1": ("claimed", "next-leader")}
+
+
+def test_runs_starting_together_are_marked_in_a_few_transactions_each_with_its_own_answer(store: Ledger) -> None:
+    ledger = Ledger(store.url)
+    writer = RunWriter(ledger, EventLog(io.StringIO()), SYSTEM, "me")
+    ids = [f"r{i}" for i in range(200)]
+    for i, run_id in enumerate(ids):
+        assert ledger.claim(run_id, "tick", SLOT + timedelta(minutes=i), "me" if i % 10 else "other")
+    commits: list[int] = []
+    event.listen(ledger.engine, "commit", lambda conn: commits.append(1))
+    answers: dict[str, bool] = {}
+    at = datetime.now(UTC)
+    threads = [threading.Thread(target=lambda r=r: answers.update({r: writer.begin(r, 1, at)})) for r in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answers == {r: i % 10 != 0 for i, r in enumerate(ids)}  # every tenth is another clock's claim
+    assert len(commits) < len(ids)  # runs that start while a transaction is in flight share the next one
