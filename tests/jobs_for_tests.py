@@ -145,3 +145,11 @@ def make_counting_app() -> CountingApp:
     with open(os.environ["APP_MADE_LOG"], "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return CountingApp()
+
+
+def own_row_status(run: RunContext, url: str) -> str:
+    """Reports the status its own run's row has in the ledger at ``url`` as the job starts."""
+    from dynoclock.state.ledger import Ledger
+
+    rows = [r for r in Ledger(url).history(run.job, limit=1_000) if r.run_id == run.run_id]
+    return rows[0].status if rows else "no row"

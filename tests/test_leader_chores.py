@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from dynoclock.config.loader import Schedule, load_schedule
 from dynoclock.daemon.housekeeping import HOUSEKEEPING_EVERY, PRUNE_EVERY
@@ -18,6 +20,7 @@ from dynoclock.run.claims import Claims
 from dynoclock.run.outcome import RunFields
 from dynoclock.run.runner import Runner
 from dynoclock.state.controls import Controls
+from dynoclock.state.lease import make_lease
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.writer import RunWriter
 from tests.support.clock import FakeClock
@@ -219,3 +222,43 @@ def test_run_job_reports_its_own_runs_outcome_when_another_run_is_written_off_fi
     assert (outcome.status, outcome.error) == ("timeout", "timeout=2s exceeded")
     abandoned = [e["job"] for e in events_of(stream, "run.abandoned")]
     assert abandoned == ["other", "mine"]
+
+
+class DropsOnce(Ledger):
+    """A ledger whose connection is lost once, in the middle of a takeover's catch-up (where a killed server
+    process or a dropped link can land; tests/test_exactly_once.py kills connections for real, at random points)."""
+
+    dropped = False
+
+    def catch_up_slots(self, job: str, since: datetime, until: datetime) -> tuple[datetime | None, list[datetime]]:
+        if not self.dropped:
+            self.dropped = True
+            raise sa.exc.OperationalError("SELECT ...", None, Exception("server closed the connection unexpectedly"))
+        return super().catch_up_slots(job, since, until)
+
+
+def test_a_takeover_whose_catch_up_fails_gives_the_lease_back_and_catches_up_when_it_leads_again(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # The clock once went on leading after such a failure, with no catch-up: the slots with no leader kept no row.
+    schedule = load_schedule(str(write_schedule(tmp_path, "jobs:\n  tick:\n    every: 1h\n    command: ['true']\n")))
+    stream = io.StringIO()
+    events = EventLog(stream, fmt="json")
+    clock = FakeClock()
+    ledger = DropsOnce(store.url, clock=clock)
+    assert ledger.claim("last", "tick", clock.now() - timedelta(hours=5), "old")
+    ledger.heartbeat("old", "leader", clock.now() - timedelta(hours=6))
+    leadership = Leadership(schedule, ledger, Runner(schedule, events, "me", ledger, clock=clock), events, "me", clock)
+    leadership.step()
+    assert ledger.dropped and not leadership.is_leader()
+    assert [e["note"] for e in events_of(stream, "clock.lease_lost")] == [
+        "the takeover did not finish: stopped claiming; will try to lead again"
+    ]
+    other = make_lease(store, "other")  # the lease was given back
+    assert other.try_acquire() is True
+    other.release()
+    leadership.step()
+    assert leadership.is_leader()
+    (caught,) = events_of(stream, "clock.catch_up")
+    assert (caught["run"], caught["missed"]) == (1, 4)  # five slots since the last row: the latest runs
+    wait_until(lambda: {r.status for r in store.history() if r.run_id != "last"} == {"missed", "ok"}, "the rows")

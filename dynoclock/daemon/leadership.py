@@ -161,20 +161,7 @@ class Leadership:
                 if self.stopped.is_set():
                     self.lease.release()
                     return
-                self._renewed(asked_at)
-                self.leader.set()
-                self._said_standby = False
-                # Until when the previous leader led: read before our own heartbeat moves the mark.
-                led_until = self.ledger.led_until()
-                # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
-                self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
-                self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
-                self._controls(set(self.controls.paused()), requested=True)
-                # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the
-                # catch-up of a takeover reaches LEAD ahead too. At start (``now`` given), the scheduler
-                # has not fired yet and takes every slot after ``now``.
-                self.catch_up(now or self.clock.now() + LEAD, led_until)
-                self.housekeeping.round()
+                self._take_over(asked_at, now)
             elif not self._said_standby:
                 self._said_standby = True
                 self.events.emit(
@@ -197,6 +184,36 @@ class Leadership:
                                  note="this clock stands by until it is upgraded")  # fmt: skip
                 return
             self.events.emit("ledger.unreachable", level="warning", clock=self.clock_id, error=short_error(exc))
+
+    def _take_over(self, asked_at: float, now: datetime | None) -> None:
+        """Lead, and catch up on what passed with no leader. If any of it fails (the database went away mid-way),
+        give the lease back and take it again in a later round, catch-up included: a leader that skipped its
+        catch-up would leave the slots of the gap with no row."""
+        self._renewed(asked_at)
+        self.leader.set()
+        self._said_standby = False
+        said = False
+        try:
+            # Until when the previous leader led: read before our own heartbeat moves the mark.
+            led_until = self.ledger.led_until()
+            # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
+            self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
+            self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
+            said = True
+            self._controls(set(self.controls.paused()), requested=True)
+            # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the catch-up of a
+            # takeover reaches LEAD ahead too. At start (``now`` given), the scheduler has not fired yet and takes
+            # every slot after ``now``.
+            self.catch_up(now or self.clock.now() + LEAD, led_until)
+        except BaseException:
+            self.leader.clear()
+            with contextlib.suppress(Exception):
+                self.lease.release()
+            if said:
+                note = "the takeover did not finish: stopped claiming; will try to lead again"
+                self.events.emit("clock.lease_lost", level="error", clock=self.clock_id, note=note)
+            raise
+        self.housekeeping.round()
 
     def _healthy(self) -> None:
         if self._failures:

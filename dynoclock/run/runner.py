@@ -233,6 +233,10 @@ class Runner:
         if early > 0 and self.clock.wait(self.stopping, early):
             return self._release(fields)
         first = reclaimed.attempt + 1 if reclaimed else 1
+        if self.claims is not None and not self.stopping.is_set():  # the row says started before the run does
+            begun = self.claims.begin(job, slot, run_id, first, fields)
+            if begun != "won":
+                return Outcome(NOT_CLAIMED[begun])
         tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
         info = RunInfo(job.id, run_id, slot, first, "running")
         self.notifier.run_started(job.ping, job.ping_style, info, job)

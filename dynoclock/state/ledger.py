@@ -115,6 +115,7 @@ class Ledger:
         self.engine = engine
         self._fence = sa.text(_FENCE.format(lease=qualified(self.schema, "clock_lease")))
         self._claim_stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.run_id)
+        self._begin_stmt = _begin_statement()
 
     @property
     def location(self) -> str:
@@ -217,13 +218,38 @@ class Ledger:
                 won.update(run_id for run_id, clock in conn.execute(ours) if lost[run_id] == clock)
         return won
 
-    def unclaim(self, run_id: str) -> bool:
-        """Delete a claim that never started (the clock is stopping), so the next leader runs the slot."""
+    def begin(self, starts: list[tuple[str, int, datetime]], clock: str) -> set[str]:
+        """Mark claims of this clock started, before their runs start, in one transaction: (run id, attempt, at)
+        each; returns the run ids marked. One left out is no longer this clock's claim (another clock took it
+        over or closed it while this one could not reach the database): it must not run.
+
+        So a ``claimed`` row of a dead clock surely never started, and the next leader may run it. A row already
+        ``running`` from this same start (``started_at`` = ``at``: the reply was lost after the commit) counts."""
+        begun: set[str] = set()
         with self._tx() as conn:
-            gone = conn.execute(
-                runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed").returning(runs.c.run_id)
+            for run_id, attempt, at in sorted(starts):  # one statement, compiled once, executed per run
+                params = {"rid": run_id, "me": clock, "att": attempt, "when": to_db(at)}
+                if conn.execute(self._begin_stmt, params).rowcount == 1:
+                    begun.add(run_id)
+        return begun
+
+    def close_claim(self, run_id: str, clock: str, error: str) -> bool:
+        """Record this clock's claim ``missed``: it never started, and will not; False if it is no longer its claim."""
+        mine = sa.and_(runs.c.run_id == run_id, runs.c.clock == clock, runs.c.status == "claimed")
+        with self._tx() as conn:
+            closed = conn.execute(
+                runs.update().where(mine).values(status="missed", error=error, finished_at=to_db(self.clock.now()))
             )
-            return gone.first() is not None
+            return bool(closed.rowcount == 1)
+
+    def unclaim(self, run_id: str, clock: str | None = None) -> bool:
+        """Delete a claim that never started (the clock is stopping), so the next leader runs the slot; with
+        ``clock``, only while the claim is still that clock's."""
+        stmt = runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed")
+        if clock is not None:
+            stmt = stmt.where(runs.c.clock == clock)
+        with self._tx() as conn:
+            return conn.execute(stmt.returning(runs.c.run_id)).first() is not None
 
     def record(
         self, job: str, slot: datetime, status: RunStatus, clock: str, error: str, reason: RunReason = "schedule"
@@ -367,3 +393,16 @@ def _run(row: Any) -> Run:
     for key in ("scheduled_for", "claimed_at", "started_at", "finished_at"):
         values[key] = from_db(values[key]) if values[key] is not None else None
     return Run(**values)
+
+
+def _begin_statement() -> sa.Update:
+    """``Ledger.begin``'s update of one run, with its values bound at execution."""
+    when = sa.bindparam("when", type_=sa.DateTime)
+    again = sa.and_(runs.c.status == "running", runs.c.started_at == when)
+    mine = sa.and_(runs.c.run_id == sa.bindparam("rid"), runs.c.clock == sa.bindparam("me"))
+    values = {"status": "running", "attempt": sa.bindparam("att"), "started_at": when, "finished_at": None}
+    return (
+        runs.update()
+        .where(mine, sa.or_(runs.c.status == "claimed", again))
+        .values(**values, error=None, duration_ms=None)
+    )

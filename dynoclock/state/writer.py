@@ -1,7 +1,9 @@
 """Every write to a run row after its claim goes through the ``RunWriter``.
 
-The claim (daemon/claims.py) is the only ledger write a run waits for: it
-decides whether the run happens. What follows is history:
+A run waits for two ledger writes: its claim (run/claims.py), which decides whether
+the run happens, and ``begin``, which marks the claim started just before the run
+starts (so a row left ``claimed`` by a clock that died or was cut off surely
+never ran, and the next leader may run it). What follows is history:
 - progress (started, then the outcome) is queued with the instant it happened
   and written in one transaction per batch, from a thread of its own: a burst
   of 1,000 runs costs a handful of commits instead of 2,000. If the database
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +50,36 @@ class RunWriter:
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name="run-writer", daemon=True)
         self._thread.start()
+        self._starts: list[tuple[str, int, datetime, Future[bool]]] = []
+        self._starting = threading.Condition()
+        threading.Thread(target=self._begin_loop, name="run-begins", daemon=True).start()
+
+    def begin(self, run_id: str, attempt: int, at: datetime) -> bool:
+        """Write now, before the run starts, that it starts (``Ledger.begin``); False if the claim is no longer this
+        clock's (then it must not run). Raises if the database is away.
+
+        The ``run-begins`` thread writes the starts queued while its last transaction was in flight in the next
+        one: runs starting together (a burst of 1,000) cost a few commits, and each caller waits for its answer."""
+        done: Future[bool] = Future()
+        with self._starting:
+            self._starts.append((run_id, attempt, at, done))
+            self._starting.notify()
+        return done.result()
+
+    def _begin_loop(self) -> None:
+        while True:
+            with self._starting:
+                while not self._starts:
+                    self._starting.wait()
+                batch, self._starts = self._starts, []
+            try:
+                begun = self.ledger.begin([(run_id, attempt, at) for run_id, attempt, at, _ in batch], self.clock_id)
+            except Exception as exc:
+                for *_, done in batch:
+                    done.set_exception(exc)
+                continue
+            for run_id, _, _, done in batch:
+                done.set_result(run_id in begun)
 
     # ---- progress, batched -------------------------------------------------------------------
 
@@ -82,22 +116,29 @@ class RunWriter:
 
     def not_run_later(self, job: str, slot: datetime, status: RunStatus, error: str) -> None:
         """The same, once the database is back: a bounded number of tries, off every hot path."""
+        self._later(lambda: self.not_run(job, slot, status, error), f"record-{job}")
 
-        def record() -> None:
+    def missed_later(self, run_id: str, error: str) -> None:
+        """Close this clock's claim ``missed`` once the database is back (its run never started, and never will),
+        unless another clock took the run over first."""
+        self._later(lambda: self.ledger.close_claim(run_id, self.clock_id, error), f"record-{run_id}")
+
+    def _later(self, write: Callable[[], object], name: str) -> None:
+        def tries() -> None:
             delay = 1.0
             for _ in range(LATER_TRIES):
                 try:
-                    self.not_run(job, slot, status, error)
+                    write()
                     return
                 except Exception:
                     self.clock.sleep(delay)
                     delay = min(delay * 2, 30.0)
 
-        threading.Thread(target=record, name=f"record-{job}", daemon=True).start()
+        threading.Thread(target=tries, name=name, daemon=True).start()
 
     def release(self, run_id: str) -> bool:
         """Give back a claim whose run never started (the clock is stopping); False if it had started."""
-        return self.ledger.unclaim(run_id)
+        return self.ledger.unclaim(run_id, self.clock_id)
 
     def interrupt(self, run: Run, error: str, status: RunStatus = "interrupted") -> bool:
         """Close a run a dead clock left behind; False if another clock closed or took it first."""

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,14 +59,15 @@ def run_cli(
 
 
 class ClockProcess:
-    """``python clock.py ARGS`` as a real process with cwd ``cwd``; its output goes to ``cwd/NAME.log``."""
+    """``python clock.py ARGS`` as a real process with cwd ``cwd``; its output goes to ``cwd/NAME.log``. ``wrap``
+    is a command that execs it (``ip netns exec NS``: the pid stays the clock's)."""
 
-    def __init__(self, cwd: Path, args: list[str], name: str, env: dict[str, str]):
+    def __init__(self, cwd: Path, args: list[str], name: str, env: dict[str, str], wrap: Sequence[str] = ()):
         self.name = name
         self.log_path = cwd / f"{name}.log"
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [PYTHON, str(ROOT / "clock.py"), *args],
+                [*wrap, PYTHON, str(ROOT / "clock.py"), *args],
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -148,8 +149,11 @@ class Clocks:
     def __call__(self, schedule: Path, env: dict[str, str] | None = None) -> ClockProcess:
         return self.start("-c", str(schedule), env=env)
 
-    def start(self, *args: str, env: dict[str, str] | None = None, name: str = "") -> ClockProcess:
-        clock = ClockProcess(self.cwd, list(args), name or f"clock-{len(self.started)}", clock_env(self.state, env))
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, name: str = "", wrap: Sequence[str] = ()
+    ) -> ClockProcess:
+        name = name or f"clock-{len(self.started)}"
+        clock = ClockProcess(self.cwd, list(args), name, clock_env(self.state, env), wrap)
         self.started.append(clock)
         return clock
 
