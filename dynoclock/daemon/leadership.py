@@ -169,6 +169,7 @@ class Leadership:
                 # this clock claims anything (if it cannot be read, this round leads nothing).
                 led_until = self.ledger.led_until()
                 self._renewed(asked_at)
+                self.runner.takeovers += 1  # before the catch-up reads the ledger (run/backlog.py's hand-over)
                 self.leader.set()
                 self._said_standby = False
                 # From here the dispatcher claims what comes due, and the catch-up owes the slots that passed
