@@ -155,7 +155,7 @@ class Leadership:
                 else:
                     self._renewed(asked_at)
                     if self._due is not None:  # the takeover's round failed before its catch-up was done
-                        self._catch_up_due(None)
+                        self._catch_up_due()
                     paused_jobs, requested = self.ledger.leader_round(self.clock_id, self.started_at)
                     self._controls(paused_jobs, requested)
                     self.housekeeping.round()
@@ -180,12 +180,15 @@ class Leadership:
                     led_until = min(self._due.led_until, led_until)
                 elif self._due is not None:
                     led_until = self._due.led_until  # None: no clock had led before that takeover
-                self._due = _Due(led_until)
+                # The slots it owes: up to the instant the scheduler starts from (at start, ``now`` given), or LEAD
+                # ahead, since a running scheduler fires each slot LEAD ahead and a standby drops what it fires.
+                # Later ones are the dispatcher's, even if the catch-up is done on a later round.
+                self._due = _Due(led_until, now or self.clock.now() + LEAD)
+                self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
                 # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
                 self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
-                self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
                 self._controls(set(self.controls.paused()), requested=True)
-                self._catch_up_due(now)
+                self._catch_up_due()
                 self.housekeeping.round()
             elif not self._said_standby:
                 self._said_standby = True
@@ -225,13 +228,12 @@ class Leadership:
             self.events.emit("request.taken", job=job_id, request_id=request_id)
             self.runner.submit(job_id, requested_at, reason="manual")
 
-    def _catch_up_due(self, now: datetime | None) -> None:
-        """The catch-up owed since this clock took the lease, up to ``now`` (at start: the instant the scheduler
-        starts from) or, later, LEAD ahead: a running scheduler fires each slot LEAD ahead and a standby drops
-        what it fires. Jobs done by an earlier try that failed on a later job are not planned again."""
+    def _catch_up_due(self) -> None:
+        """The catch-up owed since this clock took the lease; jobs done by an earlier try that failed on a later
+        job are not planned again."""
         due = self._due
         assert due is not None
-        self.catch_up(now or self.clock.now() + LEAD, due.led_until, due.done)
+        self.catch_up(due.until, due.led_until, due.done)
         self._due = None
 
     def catch_up(self, now: datetime, led_until: datetime | None, done: set[str] | None = None) -> None:
@@ -271,7 +273,9 @@ class Leadership:
 
 @dataclass
 class _Due:
-    """A takeover's catch-up not done yet: the last leader's mark it starts from, and the jobs already done."""
+    """A takeover's catch-up not done yet: the last leader's mark it starts from, the instant it plans up to (as
+    its ``now``), and the jobs already done."""
 
     led_until: datetime | None
+    until: datetime
     done: set[str] = field(default_factory=set)
