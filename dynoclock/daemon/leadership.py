@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,6 +60,7 @@ class Leadership:
         self._said_expired = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the lease's connection is used by the loop and by step_down
+        self._due: _Due | None = None  # the catch-up owed since the last takeover, until it is done
 
     def is_leader(self) -> bool:
         """Leading, and the lease renewed recently enough that the database cannot have expired it: a renewal that
@@ -152,6 +154,8 @@ class Leadership:
                                      note="stopped claiming; will try to lead again")  # fmt: skip
                 else:
                     self._renewed(asked_at)
+                    if self._due is not None:  # the takeover's round failed before its catch-up was done
+                        self._catch_up_due()
                     paused_jobs, requested = self.ledger.leader_round(self.clock_id, self.started_at)
                     self._controls(paused_jobs, requested)
                     self.housekeeping.round()
@@ -161,7 +165,31 @@ class Leadership:
                 if self.stopped.is_set():
                     self.lease.release()
                     return
-                self._take_over(asked_at, now)
+                # Until when the previous leader led: read before our own heartbeat moves the mark, and before
+                # this clock claims anything (if it cannot be read, this round leads nothing).
+                led_until = self.ledger.led_until()
+                self._renewed(asked_at)
+                self.runner.takeovers += 1  # before the catch-up reads the ledger (run/backlog.py's hand-over)
+                self.leader.set()
+                self._said_standby = False
+                # From here the dispatcher claims what comes due, and the catch-up owes the slots that passed
+                # before: owed until it is done, so that a round failing on the way leaves it to the next one
+                # rather than a clock that leads with a gap nobody looks at (the dispatcher dropped those slots).
+                # A catch-up still owed from a takeover before keeps its earlier mark (our heartbeats moved it).
+                if self._due is not None and self._due.led_until is not None and led_until is not None:
+                    led_until = min(self._due.led_until, led_until)
+                elif self._due is not None:
+                    led_until = self._due.led_until  # None: no clock had led before that takeover
+                # The slots it owes: up to the instant the scheduler starts from (at start, ``now`` given), or LEAD
+                # ahead, since a running scheduler fires each slot LEAD ahead and a standby drops what it fires.
+                # Later ones are the dispatcher's, even if the catch-up is done on a later round.
+                self._due = _Due(led_until, now or self.clock.now() + LEAD)
+                self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
+                # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
+                self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
+                self._controls(set(self.controls.paused()), requested=True)
+                self._catch_up_due()
+                self.housekeeping.round()
             elif not self._said_standby:
                 self._said_standby = True
                 self.events.emit(
@@ -185,36 +213,6 @@ class Leadership:
                 return
             self.events.emit("ledger.unreachable", level="warning", clock=self.clock_id, error=short_error(exc))
 
-    def _take_over(self, asked_at: float, now: datetime | None) -> None:
-        """Lead, and catch up on what passed with no leader. If any of it fails (the database went away mid-way),
-        give the lease back and take it again in a later round, catch-up included: a leader that skipped its
-        catch-up would leave the slots of the gap with no row."""
-        self._renewed(asked_at)
-        self.leader.set()
-        self._said_standby = False
-        said = False
-        try:
-            # Until when the previous leader led: read before our own heartbeat moves the mark.
-            led_until = self.ledger.led_until()
-            # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
-            self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
-            self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
-            said = True
-            self._controls(set(self.controls.paused()), requested=True)
-            # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the catch-up of a
-            # takeover reaches LEAD ahead too. At start (``now`` given), the scheduler has not fired yet and takes
-            # every slot after ``now``.
-            self.catch_up(now or self.clock.now() + LEAD, led_until)
-        except BaseException:
-            self.leader.clear()
-            with contextlib.suppress(Exception):
-                self.lease.release()
-            if said:
-                note = "the takeover did not finish: stopped claiming; will try to lead again"
-                self.events.emit("clock.lease_lost", level="error", clock=self.clock_id, note=note)
-            raise
-        self.housekeeping.round()
-
     def _healthy(self) -> None:
         if self._failures:
             self.events.emit("ledger.reachable", clock=self.clock_id)
@@ -230,16 +228,26 @@ class Leadership:
             self.events.emit("request.taken", job=job_id, request_id=request_id)
             self.runner.submit(job_id, requested_at, reason="manual")
 
-    def catch_up(self, now: datetime, led_until: datetime | None) -> None:
+    def _catch_up_due(self) -> None:
+        """The catch-up owed since this clock took the lease; jobs done by an earlier try that failed on a later
+        job are not planned again."""
+        due = self._due
+        assert due is not None
+        self.catch_up(due.until, due.led_until, due.done)
+        self._due = None
+
+    def catch_up(self, now: datetime, led_until: datetime | None, done: set[str] | None = None) -> None:
         """Slots with no row: within misfire_grace they run, the rest are recorded (planned by schedule/catchup.py).
 
         Gaps are looked for from the last leader's heartbeat less the grace: a slot that a stopping leader handed
-        over within its grace and that no clock took in time lies there, between rows."""
+        over within its grace and that no clock took in time lies there, between rows. ``done``: jobs to leave
+        out, to which each job is added once its plan is written and its runs queued."""
         writer = self.runner.writer
         assert writer is not None
         margin = timedelta(seconds=LEADER_CHECK)
+        done = set() if done is None else done
         for job in self.schedule.jobs.values():
-            if not job.enabled or job.action is None:
+            if not job.enabled or job.action is None or job.id in done:
                 continue
             since = now - job.misfire_grace
             if led_until is not None:
@@ -260,3 +268,14 @@ class Leadership:
                                  missed=plan.missed.count if plan.missed else 0, since=after)  # fmt: skip
             if plan.run:
                 self.runner.submit_in_order(job.id, plan.run, reason="catch_up")
+            done.add(job.id)
+
+
+@dataclass
+class _Due:
+    """A takeover's catch-up not done yet: the last leader's mark it starts from, the instant it plans up to (as
+    its ``now``), and the jobs already done."""
+
+    led_until: datetime | None
+    until: datetime
+    done: set[str] = field(default_factory=set)

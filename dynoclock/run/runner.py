@@ -58,6 +58,7 @@ class Runner:
         self.clock = clock
         self.ledger = ledger  # None: no state (e.g. `run JOB` when the database is down)
         self.is_leader = is_leader  # None: always claim (a single clock, or `run JOB`)
+        self.takeovers = 0  # times this clock took the lease (daemon/leadership.py counts, run/backlog.py reads)
         self.notifier = notifier or Notifier(events, clock=clock, ledger=ledger)
         self.stopping = threading.Event()
         self.writer: RunWriter | None = None  # every row written after a claim goes through it
