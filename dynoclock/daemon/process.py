@@ -139,14 +139,15 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     runner.drain(deadline=first + grace)
     processes.shutdown(timeout=1.0)  # the runs are over or were stopped: no worker process is left behind
     # What is left is bounded so that the clock exits before Heroku's SIGKILL (30 s after the first
-    # signal with the default grace), even if the database or a webhook does not answer.
-    end = first + grace + STOP_GRACE + 1.5
+    # signal with the default grace), even if the database or a webhook does not answer: everything below ends
+    # by 27.5 s, the last log lines by 28.5 s, leaving 1.5 s for the interpreter's exit on a loaded machine.
+    end = first + grace + STOP_GRACE - 0.5
     if runner.writer is not None:
         runner.writer.flush(timeout=max(0.0, end - clock.monotonic() - 0.5))
     _bounded(leadership.forget, timeout=max(0.0, min(0.5, end - clock.monotonic())))
     runner.notifier.flush(timeout=max(0.0, end - clock.monotonic()))
     events.emit("clock.stop", clock=me, after_signal_s=round(clock.monotonic() - (stop.first_signal or 0), 1))
-    events.flush(timeout=1.0)
+    events.flush(timeout=max(0.2, min(1.0, end + 1.0 - clock.monotonic())))
     return 0
 
 
