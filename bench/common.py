@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the machine, statistics, state stores, tables, JSON (processes: ``procs``).
+"""Shared pieces of the benchmarks: the machine, statistics, targets and verdicts, tables, JSON (processes: ``procs``;
+state databases: ``stores``).
 
 Nothing here changes the product: the clock runs as ``python clock.py`` in a
 subprocess (cwd = the repo), and its ledger is read afterwards.
@@ -15,7 +16,6 @@ import platform
 import statistics
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ from dynoclock.observe.timefmt import iso_utc
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+QUIET_LOAD = 0.5  # figures for the record are taken with the 1-minute load average below this at the start
 
 
 # ---- the machine ------------------------------------------------------------------------------
@@ -89,15 +90,24 @@ def machine() -> dict[str, Any]:
         "load_average_at_start": load_average(),
         "git_head": _git("rev-parse", "--short", "HEAD"),
         "dynoclock_modified": bool(_git("status", "--porcelain", "--", "dynoclock", "clock.py")),
+        "dirty": bool(_git("status", "--porcelain", "--", ".", ":!bench/results.json")),
     }
+
+
+def quiet(info: dict[str, Any]) -> bool:
+    return bool(info["load_average_at_start"][0] < QUIET_LOAD)
 
 
 def print_machine(info: dict[str, Any]) -> None:
     load = " ".join(f"{x:.2f}" for x in info["load_average_at_start"])
-    busy = (
-        "  (BUSY: other processes load the machine)" if info["load_average_at_start"][0] > 0.5 * info["cores"] else ""
+    busy = "" if quiet(info) else f"  (NOT quiet: figures for the record need a load average < {QUIET_LOAD:g})"
+    dirty = (
+        " +uncommitted dynoclock changes"
+        if info["dynoclock_modified"]
+        else " +uncommitted changes outside dynoclock/"
+        if info.get("dirty")
+        else ""
     )
-    dirty = " +uncommitted dynoclock changes" if info["dynoclock_modified"] else ""
     print(f"machine: {info['cores']} cores, {info['cpu_model']}, {info['mem_gb']} GB, Linux {info['kernel']}")
     print(
         f"python {info['python']}, APScheduler {info['apscheduler']}, SQLAlchemy {info['sqlalchemy']}, "
@@ -140,9 +150,17 @@ def fmt(value: float | int | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-@dataclass
+def _missing(value: float | int | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass(frozen=True)
 class Target:
-    """A target from the issue: ``value <= limit``; printed next to the figure, never asserted."""
+    """An absolute target from the issue: ``value <= limit``; printed next to the figure, never asserted.
+
+    Used only where a same-run baseline cannot stand in (plain APScheduler has no ``check``; idle CPU and
+    precision have limits of their own); the baseline is still printed beside it, with the ratio.
+    """
 
     limit: float
     unit: str = "ms"
@@ -150,10 +168,128 @@ class Target:
     def text(self) -> str:
         return f"<= {self.limit:g} {self.unit}"
 
-    def met(self, value: float | int | None) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+    def met(self, value: float | int | None, baseline: float | int | None = None) -> str:
+        if _missing(value):
             return "?"
+        assert value is not None
         return "yes" if value <= self.limit else "NO"
+
+
+@dataclass(frozen=True)
+class RatioTarget:
+    """A target relative to plain APScheduler measured in the same run: ``value / baseline <= limit``.
+
+    Machines differ (the same burst measured a median of 67 ms on one CPU and 170 ms on another), so the
+    clock is judged against the baseline it ran beside, never against a figure from another session.
+    """
+
+    limit: float
+    baseline_label: str
+
+    def text(self) -> str:
+        return f"<= {self.limit:g}x baseline"
+
+    def met(self, value: float | int | None, baseline: float | int | None) -> str:
+        r = ratio(value, baseline)
+        if r is None:
+            return "?"
+        return "yes" if r <= self.limit else "NO"
+
+
+def ratio(value: float | int | None, baseline: float | int | None) -> float | None:
+    """value / baseline; None when either is missing or the baseline is not positive (no meaningful ratio)."""
+    if _missing(value) or _missing(baseline):
+        return None
+    assert value is not None and baseline is not None
+    return value / baseline if baseline > 0 else None
+
+
+@dataclass(frozen=True)
+class Size:
+    """The size a verdict was measured at (e.g. "1000 jobs"), and whether it is the one the issue's target names."""
+
+    text: str = ""
+    issue: bool = True
+
+    def longer(self, text: str, issue: bool) -> Size:
+        return Size(f"{self.text}, {text}" if self.text else text, self.issue and issue)
+
+
+def verdict(
+    benchmark: str,
+    measure: str,
+    subject: str,
+    figure: float | int | None,
+    baseline: float | int | None,
+    unit: str,
+    target: Target | RatioTarget | None,
+    baseline_label: str = "plain APScheduler, same run",
+    size: Size = Size(),
+    invalid: str = "",
+) -> dict[str, Any]:
+    """One line of a benchmark's findings: the figure, the same-run baseline, their ratio, the target, met.
+
+    ``met`` is "yes", "NO", "?" (a figure or the baseline is missing) or "-" (no target: shown for comparison).
+    A ``size`` other than the issue's (--jobs, --duration) is said beside met: the verdict then says nothing
+    about the target. ``invalid`` says why the figures cannot be compared (met is then "?").
+    """
+    if isinstance(target, RatioTarget):
+        baseline_label = target.baseline_label
+    return {
+        "benchmark": benchmark,
+        "measure": measure,
+        "subject": subject,
+        "figure": figure,
+        "baseline": baseline,
+        "baseline_label": baseline_label,
+        "unit": unit,
+        "ratio": ratio(figure, baseline),
+        "kind": "ratio" if isinstance(target, RatioTarget) else "absolute" if target else "none",
+        "limit": target.limit if target else None,
+        "target": target.text() if target else "-",
+        "met": "?" if invalid and target else target.met(figure, baseline) if target else "-",
+        "size": size.text,
+        "issue_size": size.issue,
+        "invalid": invalid,
+    }
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+DIGITS = {"ms": 2, "s": 3, "MB": 1}  # decimals shown per unit (counts: none)
+
+
+def verdict_row(v: dict[str, Any], with_benchmark: bool = False) -> list[str]:
+    """A verdict as table cells: [benchmark,] measure, subject, figure, baseline, ratio, target, met."""
+    unit = f" {v['unit']}" if v["unit"] else ""
+    digits = DIGITS.get(v["unit"], 0)
+    met = v["met"] if v["issue_size"] or v["met"] == "-" else f"{v['met']} (size: {v['size']}, not the issue's)"
+    if v.get("invalid"):
+        met += f" (INVALID: {v['invalid']})"
+    cells = [
+        v["measure"],
+        v["subject"],
+        fmt(v["figure"], digits) + unit,
+        fmt(v["baseline"], digits) + unit,
+        fmt_ratio(v["ratio"]),
+        v["target"],
+        met,
+    ]
+    return [v["benchmark"], *cells] if with_benchmark else cells
+
+
+VERDICT_HEADERS = ["measure", "configuration", "figure", "baseline", "ratio", "target", "met"]
+
+
+def print_verdicts(title: str, verdicts: Sequence[dict[str, Any]]) -> None:
+    """The targets of one benchmark, one line each, and which run is the baseline of each."""
+    if not verdicts:
+        return
+    print_table(title, VERDICT_HEADERS, [verdict_row(v) for v in verdicts])
+    for label in dict.fromkeys(v["baseline_label"] for v in verdicts):
+        print(f"baseline: {label}")
 
 
 # ---- tables and JSON ------------------------------------------------------------------------------
@@ -194,72 +330,7 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
     print(f"\nwrote {path}")
 
 
-# ---- state stores -----------------------------------------------------------------------------
-
-
-@dataclass
-class Store:
-    """A fresh state database for one clock run: an SQLite file or a Postgres schema of its own."""
-
-    kind: str  # sqlite | postgres
-    url: str
-
-
-@contextlib.contextmanager
-def fresh_store(kind: str, workdir: Path, pg_url: str = DEFAULT_PG) -> Iterator[Store]:
-    """An empty state database; a Postgres schema ``bench_<random>`` is dropped afterwards."""
-    if kind == "sqlite":
-        path = workdir / f"state-{uuid.uuid4().hex[:8]}.db"
-        yield Store("sqlite", f"sqlite:///{path}")
-        return
-    import sqlalchemy as sa
-
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(_psycopg(pg_url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        sep = "&" if "?" in pg_url else "?"
-        yield Store("postgres", f"{pg_url}{sep}options=-csearch_path%3D{schema}")
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
-
-
-def _psycopg(url: str) -> str:
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def postgres_version(pg_url: str) -> str:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(_psycopg(pg_url))
-    try:
-        with engine.connect() as conn:
-            return str(conn.exec_driver_sql("SHOW server_version").scalar())
-    except Exception as exc:
-        return f"unreachable ({type(exc).__name__})"
-    finally:
-        engine.dispose()
-
-
-def ledger_rows(url: str) -> list[dict[str, Any]]:
-    """Every row of clock_runs, through the product's own table definition."""
-    import sqlalchemy as sa
-
-    from dynoclock.state.ledger import Ledger
-    from dynoclock.state.tables import runs
-
-    ledger = Ledger(url)
-    try:
-        with ledger.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(sa.select(runs))]
-    finally:
-        ledger.engine.dispose()
+# ---- durations ------------------------------------------------------------------------------
 
 
 def ms_between(later: datetime | None, earlier: datetime | None) -> float | None:

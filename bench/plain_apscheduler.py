@@ -3,7 +3,7 @@
 What a team writes without dynoclock: default executor (10 threads), default
 ``misfire_grace_time`` (1 s), MemoryJobStore, no ledger, no timeouts.
 
-    python -m bench.plain_apscheduler burst --jobs 1000 --at EPOCH [--threads N] --out FILE
+    python -m bench.plain_apscheduler burst --jobs 1000 --at EPOCH [--threads N] [--misfire-grace none] --out FILE
     python -m bench.plain_apscheduler precision --duration 60 --out FILE
     python -m bench.plain_apscheduler ready -c schedule.yaml    # prints "ready" at EVENT_SCHEDULER_STARTED
     python -m bench.plain_apscheduler load -c schedule.yaml     # builds every trigger and exits (check's analog)
@@ -56,11 +56,17 @@ _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def scheduler(threads: int | None) -> BlockingScheduler:
-    """BlockingScheduler with its defaults, or with a bigger thread pool."""
-    if threads is None:
-        return BlockingScheduler()
-    return BlockingScheduler(executors={"default": ThreadPoolExecutor(threads)})
+def scheduler(threads: int | None, grace: str = "default") -> BlockingScheduler:
+    """BlockingScheduler with its defaults, or with a bigger thread pool and/or another misfire_grace_time.
+
+    ``grace`` is "default" (APScheduler's 1 s), "none" (no limit: a late run still runs) or seconds.
+    """
+    options: dict[str, Any] = {}
+    if threads is not None:
+        options["executors"] = {"default": ThreadPoolExecutor(threads)}
+    if grace != "default":
+        options["job_defaults"] = {"misfire_grace_time": None if grace == "none" else int(grace)}
+    return BlockingScheduler(**options)
 
 
 def say(text: str) -> None:
@@ -127,7 +133,7 @@ def timed_noop() -> float:
 
 
 def cmd_burst(args: argparse.Namespace) -> int:
-    sched = scheduler(args.threads)
+    sched = scheduler(args.threads, args.misfire_grace)
     at = datetime.fromtimestamp(args.at, UTC)
     stop = stop_soon(sched)
     tally = Tally(args.jobs, stop)
@@ -137,7 +143,8 @@ def cmd_burst(args: argparse.Namespace) -> int:
         sched.add_job(timed_io_20ms, DateTrigger(run_date=at), id=f"burst-{i:05d}")
     deadline(max(0.0, args.at - time.time()) + args.timeout, stop)
     sched.start()
-    write_out(args.out, tally.as_json() | {"expected": args.jobs, "threads": args.threads or 10})
+    settings = {"expected": args.jobs, "threads": args.threads or 10, "misfire_grace_time": args.misfire_grace}
+    write_out(args.out, tally.as_json() | settings)
     return 0
 
 
@@ -228,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     burst.add_argument("--jobs", type=int, default=1000)
     burst.add_argument("--at", type=float, required=True, help="the instant, as a Unix time")
     burst.add_argument("--threads", type=int, default=None, help="thread pool size (default: APScheduler's 10)")
+    burst.add_argument(
+        "--misfire-grace", default="default", help="'default' (APScheduler's 1 s), 'none' (no limit) or seconds"
+    )
     burst.add_argument("--timeout", type=float, default=120.0, help="give up this long after the instant")
     burst.add_argument("--out", required=True)
     precision = sub.add_parser("precision")

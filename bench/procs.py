@@ -145,25 +145,55 @@ def ready_marker() -> tuple[str, str]:
 # ---- /proc --------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads, dead ones too), in seconds (resolution 1/CLK_TCK)."""
+def tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants: ``run`` is a supervisor with the scheduler as its child (and, with
+    ``isolate: process``, worker processes below that), so every figure counts the whole tree."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+def _stat_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process tree (all threads, dead ones too), in seconds (resolution 1/CLK_TCK)."""
+    total = 0.0
+    for one in tree(pid):
+        with contextlib.suppress(OSError):
+            total += _stat_cpu(one)
+    return total
+
+
+def _tasks(pid: int) -> list[Path]:
+    out: list[Path] = []
+    for one in tree(pid):
+        with contextlib.suppress(OSError):
+            out.extend(Path(f"/proc/{one}/task").iterdir())
+    return out
+
+
 def thread_cpu_ns(pid: int) -> int:
-    """On-CPU nanoseconds summed over the live threads (/proc/PID/task/*/schedstat): finer than utime+stime."""
+    """On-CPU nanoseconds summed over the tree's live threads (/proc/PID/task/*/schedstat): finer than utime+stime."""
     total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for task in _tasks(pid):
         with contextlib.suppress(OSError):
             total += int((task / "schedstat").read_text().split()[0])
     return total
 
 
 def context_switches(pid: int) -> int:
-    """Voluntary + involuntary context switches summed over the live threads: each wakeup counts."""
+    """Voluntary + involuntary context switches summed over the tree's live threads: each wakeup counts."""
     total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for task in _tasks(pid):
         with contextlib.suppress(OSError):
             for line in (task / "status").read_text().splitlines():
                 if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
@@ -172,14 +202,17 @@ def context_switches(pid: int) -> int:
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """VmHWM (peak RSS) and VmRSS from /proc/PID/status, in MB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmHWM", "VmRSS"):
-            out[key] = int(line.split()[1]) / 1024
+    """VmHWM (peak RSS) and VmRSS from /proc/PID/status, in MB, summed over the tree (a sum of peaks: an upper
+    bound of the tree's peak)."""
+    out = {"VmHWM": 0.0, "VmRSS": 0.0}
+    for one in tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                key = line.split(":", 1)[0]
+                if key in out:
+                    out[key] += int(line.split()[1]) / 1024
     return out
 
 
 def thread_count(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+    return len(_tasks(pid))

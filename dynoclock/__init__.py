@@ -8,13 +8,17 @@ if TYPE_CHECKING:
     from dynoclock.client import ConfigError, Scheduler, UnknownJob, connect
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "Scheduler", "UnknownJob", "connect"]
+
+from dynoclock.signing import require_signature, verify_signature
+
+__all__ = ["ConfigError", "Scheduler", "UnknownJob", "__version__", "connect", "require_signature", "verify_signature"]
+_CLIENT = ("ConfigError", "Scheduler", "UnknownJob", "connect")
 
 
 def __getattr__(name: str) -> Any:
     """``dynoclock.connect`` and friends (dynoclock/client.py), imported on first use: the clock's own
     commands do not pay for them."""
-    if name in __all__:
+    if name in _CLIENT:
         from dynoclock import client
 
         return getattr(client, name)

@@ -14,6 +14,7 @@ pytest.register_assert_rewrite("tests.support")
 
 pytest_plugins = [
     "tests.support.http",
+    "tests.support.netns",
     "tests.support.pgbouncer",
     "tests.support.postgres",
     "tests.support.processes",

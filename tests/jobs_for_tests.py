@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -94,3 +96,60 @@ def block_in_c(seconds: float) -> str:
     """Blocks inside C code (time.sleep), where no exception raised in its thread can stop it."""
     time.sleep(seconds)
     return f"slept {seconds}"
+
+
+def write_pid(path: str, seconds: float = 0) -> str:
+    """Writes this process's pid to ``path`` (appending), then sleeps ``seconds``."""
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return f"pid {os.getpid()}"
+
+
+def fork_stubborn_child(path: str, then_sleep: float = 0) -> str:
+    """Forks a copy that ignores SIGTERM and sleeps forever (its pid appended to ``path``); returns in the parent
+    after ``then_sleep`` seconds."""
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(1)
+    with open(path, "a") as fh:
+        fh.write(f"{child}\n")
+    time.sleep(then_sleep)
+    return f"forked {child}"
+
+
+def allocate(gigabytes: float) -> str:
+    """Allocates (and touches) that much memory."""
+    block = bytearray(int(gigabytes * (1 << 30)))
+    block[:: 1 << 12] = b"x" * len(range(0, len(block), 1 << 12))
+    return f"allocated {len(block)}"
+
+
+def say(run: RunContext, text: str) -> str:
+    """Sends ``text`` as an output line of the run, and returns the pid of the process it ran in."""
+    run.output("stdout", text)
+    return str(os.getpid())
+
+
+class CountingApp:
+    """What ``make_counting_app`` returns: an app with Flask's ``app_context()``."""
+
+    def app_context(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def make_counting_app() -> CountingApp:
+    """An app factory that appends its process's pid to $APP_MADE_LOG each time it is called."""
+    with open(os.environ["APP_MADE_LOG"], "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return CountingApp()
+
+
+def own_row_status(run: RunContext, url: str) -> str:
+    """Reports the status its own run's row has in the ledger at ``url`` as the job starts."""
+    from dynoclock.state.ledger import Ledger
+
+    rows = [r for r in Ledger(url).history(run.job, limit=1_000) if r.run_id == run.run_id]
+    return rows[0].status if rows else "no row"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,3 +78,57 @@ def test_a_pure_python_endless_loop_is_stopped_at_its_timeout(write_schedule: Wr
     assert (outcome.status, outcome.error) == ("timeout", "timeout=1s exceeded")
     assert marker.read_text().startswith("stopped after")  # the loop itself ended: nothing left spinning
     assert h.captured.names(job="task") == ["run.start", "run.timeout"]
+
+
+# ---- isolate: process ------------------------------------------------------------------------
+
+
+def test_in_a_worker_process_arguments_the_run_parameter_output_and_errors_work_as_in_a_thread(
+    write_schedule: Write,
+) -> None:
+    h = Harness.load(
+        write_schedule(
+            f"""defaults:
+  isolate: process
+jobs:
+  echo: {{every: 1h, python: "{JOBS}:echo_args", args: [1, two], kwargs: {{limit: 100}}}}
+  described: {{every: 1h, python: "{JOBS}:describe_run"}}
+  says: {{every: 1h, python: "{JOBS}:say", kwargs: {{text: hello from the worker}}}}
+  explodes: {{every: 1h, python: "{JOBS}:explode", kwargs: {{message: no feeds today}}}}
+  exits: {{every: 1h, python: "{JOBS}:exit_interpreter"}}
+  missing: {{every: 1h, python: "{JOBS}:no_such_function"}}
+"""
+        )
+    )
+    echo = h.run("echo")
+    assert json.loads(echo.detail) == {"args": [1, "two"], "kwargs": {"limit": 100}}
+    slot = now_slot()
+    described = h.run("described", slot)
+    [start] = h.captured.of("run.start", job="described")
+    assert described.detail == f"job=described scheduled_for={iso_utc(slot)} run_id={start['run_id']} attempt=1"
+    says = h.run("says")
+    assert says.status == "ok" and int(says.detail) != os.getpid()  # it ran in another process
+    [line] = h.captured.of("run.output", job="says")
+    assert line["line"] == "hello from the worker"
+    assert (h.run("explodes").status, h.run("explodes").error) == ("failed", "ValueError: no feeds today")
+    assert h.run("exits").status == "failed"
+    assert h.run("says").detail == says.detail  # sys.exit failed its run only: the same worker goes on
+    assert h.run("missing").error == f"python={JOBS}:no_such_function: {JOBS} has no no_such_function"
+
+
+def test_the_app_is_made_once_per_worker_process(write_schedule: Write, tmp_path: Path) -> None:
+    made = tmp_path / "made.log"
+    os.environ["APP_MADE_LOG"] = str(made)  # the worker process inherits it
+    try:
+        h = Harness.load(
+            write_schedule(
+                f"""jobs:
+  a: {{every: 1h, isolate: process, app: "{JOBS}:make_counting_app", python: "{JOBS}:say", kwargs: {{text: a}}}}
+  b: {{every: 1h, isolate: process, app: "{JOBS}:make_counting_app", python: "{JOBS}:say", kwargs: {{text: b}}}}
+"""
+            )
+        )
+        pids = {h.run(job).detail for job in ("a", "b", "a", "b")}
+    finally:
+        del os.environ["APP_MADE_LOG"]
+    assert made.read_text().split() == sorted(pids)  # one worker, shared by the jobs of one app, made it once

@@ -195,6 +195,40 @@ def test_a_gap_of_three_days_runs_within_grace_and_records_the_rest_in_one_row(
     assert [s for s in rows if seeded < s < last] == []  # one row for the whole gap, not one per slot
 
 
+# ---- a hand-over racing a takeover -------------------------------------------------------------------
+
+
+def test_a_claim_handed_over_as_the_clock_takes_the_lease_back_runs_and_is_not_given_back(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # A batch claim committed, its answer lost: the slot waits in the backlog under the batch's run id. The backlog
+    # looks at leadership: lost. Just then the clock takes the lease back, and its catch-up reads the ledger, where
+    # the slot has its row (claimed): nothing to plan. Giving the claim back now would leave the slot with no row
+    # at all; it is the clock's again, and runs, once.
+    schedule = load_schedule(str(write_schedule(tmp_path, "jobs:\n  tick:\n    every: 1h\n    command: ['true']\n")))
+    stream = io.StringIO()
+    looks: list[bool] = []
+
+    def is_leader() -> bool:
+        if not looks:  # the first look says lost, and the takeover comes right after it
+            runner.takeovers += 1
+        looks.append(len(looks) > 0)
+        return looks[-1]
+
+    runner = Runner(schedule, EventLog(stream, fmt="json"), "me", store, is_leader=is_leader)
+    slot = datetime.now(UTC).replace(microsecond=0)
+    assert store.claim("batch-1", "tick", slot, "me")
+    try:
+        runner.submit_in_order("tick", [slot], "schedule", ["batch-1"])
+        wait_until(lambda: over(store, "tick", [slot]) or "clock.handed_over" in stream.getvalue(), "the run")
+    finally:
+        runner.stopping.set()
+    assert "clock.handed_over" not in stream.getvalue()
+    (run,) = store.history("tick")
+    assert (run.run_id, run.status) == ("batch-1", "ok")
+    assert looks[0] is False
+
+
 # ---- a successor that comes too late ------------------------------------------------------------------
 
 

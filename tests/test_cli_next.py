@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from tests.support.http import recording
 from tests.support.processes import ROOT, run_cli
 
 NOW = "2026-03-07T12:00:00Z"  # the day before New York springs forward (2026-03-08 02:00 -> 03:00)
@@ -66,12 +67,16 @@ def test_the_shipped_schedule_checks_and_runs_where_only_python3_is_on_path(tmp_
     checked = run_cli("check", "-c", config, env=env, cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
     shipped = yaml.safe_load((ROOT / "schedule.yaml").read_text())
-    for job, spec in shipped["jobs"].items():
-        if "enabled" in spec:
-            continue  # the jobs that need the app (APP_URL)
-        result = run_cli("run", job, "-c", config, env=env, cwd=tmp_path)
-        assert result.returncode == 0, (job, result.stdout, result.stderr)
-        assert result.stdout.splitlines()[-1].startswith(f"{job}: ok"), result.stdout
+    with recording() as app:  # the jobs that need the app (enabled: ${APP_URL:+true}) call this one
+        with_app = env | {"APP_URL": app.url, "CLOCK_TOKEN": "t0ken-for-the-app"}
+        assert run_cli("check", "-c", config, env=with_app, cwd=tmp_path).returncode == 0
+        for job in shipped["jobs"]:
+            result = run_cli("run", job, "-c", config, env=with_app, cwd=tmp_path)
+            assert result.returncode == 0, (job, result.stdout, result.stderr)
+            assert result.stdout.splitlines()[-1].startswith(f"{job}: ok"), result.stdout
+        calls = {(r.method, r.path): r for r in app.received}
+    assert set(calls) == {("POST", "/tasks/import-feeds"), ("POST", "/tasks/digest")}  # http: posts by default
+    assert calls["POST", "/tasks/import-feeds"].headers["Authorization"] == "Bearer t0ken-for-the-app"
 
 
 def test_check_warns_about_an_at_in_the_past_but_succeeds(write_schedule):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import signal
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from dynoclock.config.loader import load_schedule
@@ -420,7 +422,7 @@ def test_a_clock_survives_its_database_connections_being_killed(
     terminated = 0
     trouble_ends = time.monotonic() + 8
     while time.monotonic() < trouble_ends:  # the lease's connection and the pooled ones, again and again
-        terminated += terminate_backends_of(clock.pid)
+        terminated += terminate_backends_of(clock.scheduler_pid())  # the process with the connections
         time.sleep(0.1)
     trouble_over = datetime.now(UTC)
     assert terminated > 0
@@ -440,6 +442,48 @@ def test_a_clock_survives_its_database_connections_being_killed(
     not_run = {s: (rows[s].status, rows[s].reason) for s in after if s not in set(slots)}
     assert all(v[0] in ("skipped", "missed") and s < led_again for s, v in not_run.items()), (led_again, not_run)
     assert all(s in set(slots) for s in after if s > led_again)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("dies", [0, 1], ids=["led_until-read", "first-heartbeat"])
+def test_a_takeover_whose_round_fails_after_taking_the_lease_still_catches_up(
+    tmp_path: Path, pg_schema_url: str, pg_admin: sa.Engine, dies: int
+) -> None:
+    # The clock loses its lease (its connections killed), two slots pass with no leader, then it takes the lease
+    # back on a round whose next database call fails (a pooled connection killed too). Whichever call it is, the
+    # slots that passed are caught up: by that round, or by the next one. (The takeover used to set the leader
+    # flag first and catch up last: a failure in between left the clock leading with the gap never looked at.)
+    schedule = load_schedule(str(write_schedule(tmp_path, "jobs:\n  tick:\n    every: 1m\n    command: ['true']\n")))
+    clock = FakeClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
+    events = EventLog(io.StringIO(), fmt="json")
+    ledger = Ledger(pg_schema_url, clock=clock)
+    leadership = Leadership(schedule, ledger, Runner(schedule, events, "me", ledger, clock=clock), events, "me", clock)
+    leadership.step()
+    assert leadership.is_leader()
+    first = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    clock.set(first)
+    assert ledger.claim("r1", "tick", first, "me", fence=leadership.lease.fence())  # run by the leader
+    finish_run(ledger, "r1", "ok", None, 10)
+    terminate_backends_of(os.getpid())
+    clock.advance(5)
+    leadership.step()  # the lease's connection is gone: no longer leads
+    assert not leadership.is_leader()
+    clock.set(first + timedelta(minutes=2, seconds=30))  # 00:02 and 00:03 pass with no leader
+    with ledger.engine.connect() as one, ledger.engine.connect() as two:  # two pooled connections, used in turn
+        pids = [c.connection.dbapi_connection.info.backend_pid for c in (one, two)]  # type: ignore[union-attr]
+    with pg_admin.connect() as admin:
+        admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pids[dies]})
+    leadership.step()  # takes the lease back; one of its database calls fails
+    clock.advance(5)
+    leadership.step()
+    assert leadership.is_leader()
+    wanted = {first + timedelta(minutes=1): "skipped", first + timedelta(minutes=2): "ok"}
+    wait_until(
+        lambda: {s: r.status for s, r in rows_by_slot(ledger, "tick").items() if s in wanted} == wanted,
+        "the slots that passed with no leader caught up",
+        details=lambda: str({s: (r.status, r.reason) for s, r in rows_by_slot(ledger, "tick").items()}),
+    )
+    leadership.step_down()
 
 
 def test_a_claim_that_cannot_reach_the_database_gives_up_past_misfire_grace_and_never_runs(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from dynoclock.actions.http import signature
+from dynoclock.signing import sign as signature
 from jobs.flask_example import User, create_app, db
 from tests.support.processes import run_cli
 

@@ -3,12 +3,15 @@ and "run now" taken on a round, a single claim retried while the database is awa
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from dynoclock.config.loader import Schedule, load_schedule
 from dynoclock.daemon.housekeeping import HOUSEKEEPING_EVERY, PRUNE_EVERY
@@ -219,3 +222,38 @@ def test_run_job_reports_its_own_runs_outcome_when_another_run_is_written_off_fi
     assert (outcome.status, outcome.error) == ("timeout", "timeout=2s exceeded")
     abandoned = [e["job"] for e in events_of(stream, "run.abandoned")]
     assert abandoned == ["other", "mine"]
+
+
+class DropsOnce(Ledger):
+    """A ledger whose connection is lost once, in the middle of a takeover's catch-up (where a killed server
+    process or a dropped link can land; tests/test_exactly_once.py kills connections for real, at random points)."""
+
+    dropped = False
+
+    def catch_up_slots(self, job: str, since: datetime, until: datetime) -> tuple[datetime | None, list[datetime]]:
+        if not self.dropped:
+            self.dropped = True
+            raise sa.exc.OperationalError("SELECT ...", None, Exception("server closed the connection unexpectedly"))
+        return super().catch_up_slots(job, since, until)
+
+
+def test_a_takeover_whose_catch_up_fails_owes_it_and_catches_up_on_the_next_round(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # The clock once went on leading after such a failure, with no catch-up: the slots with no leader kept no row.
+    schedule = load_schedule(str(write_schedule(tmp_path, "jobs:\n  tick:\n    every: 1h\n    command: ['true']\n")))
+    stream = io.StringIO()
+    events = EventLog(stream, fmt="json")
+    clock = FakeClock()
+    ledger = DropsOnce(store.url, clock=clock)
+    assert ledger.claim("last", "tick", clock.now() - timedelta(hours=5), "old")
+    ledger.heartbeat("old", "leader", clock.now() - timedelta(hours=6))
+    leadership = Leadership(schedule, ledger, Runner(schedule, events, "me", ledger, clock=clock), events, "me", clock)
+    with contextlib.suppress(Exception):
+        leadership.step()
+    assert ledger.dropped and events_of(stream, "clock.catch_up") == []
+    leadership.step()
+    assert leadership.is_leader()
+    (caught,) = events_of(stream, "clock.catch_up")
+    assert (caught["run"], caught["missed"]) == (1, 4)  # five slots since the last row: the latest runs
+    wait_until(lambda: {r.status for r in store.history() if r.run_id != "last"} == {"missed", "ok"}, "the rows")

@@ -519,6 +519,41 @@ CASES = [
         (4, "jobs.digest.python", r"expected module:function like jobs\.digest:send, got 'jobs\.digest\.send'"),
     ),
     case(
+        "python-isolate-unknown",
+        """\
+        defaults:
+          isolate: fork
+        jobs:
+          digest:
+            every: 1h
+            python: jobs.digest:send
+        """,
+        (2, "defaults.isolate", r"expected one of process, thread, got 'fork'"),
+    ),
+    case(
+        "python-max-memory-with-threads",
+        """\
+        jobs:
+          digest:
+            every: 1h
+            python: jobs.digest:send
+            max_memory: 512MB
+        """,
+        (5, "jobs.digest.max_memory", r"max_memory applies to isolate: process only"),
+    ),
+    case(
+        "python-max-memory-not-a-size",
+        """\
+        jobs:
+          digest:
+            every: 1h
+            python: jobs.digest:send
+            isolate: process
+            max_memory: lots
+        """,
+        (6, "jobs.digest.max_memory", r"expected a memory size like 512MB or 2GB, got 'lots'"),
+    ),
+    case(
         "http-without-url",
         """\
         jobs:

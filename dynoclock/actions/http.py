@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.cookiejar
 import json as jsonlib
 import socket
@@ -25,10 +23,10 @@ from dynoclock.config.source import Path
 from dynoclock.config.values import as_bool, as_duration, as_enum, as_nonempty_str, as_str_map, parse_fields, show
 from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
+from dynoclock.signing import SIGNATURE_HEADER, sign
 
 JOB_KEYS: tuple[str, ...] = ()
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
-SIGNATURE_HEADER = "X-Clock-Signature"
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ class HttpAction:
     expect_status: tuple[str, ...] = ("2xx",)
     verify: bool = True
     follow_redirects: bool = False
-    sign: str | None = None
+    sign: tuple[str, ...] | None = None  # one secret, or several while the app rotates its own
 
     def run(self, ctx: RunContext) -> str:
         """Send the request within the run's timeout; a status outside ``expect_status`` fails the run."""
@@ -64,7 +62,7 @@ class HttpAction:
             headers["Content-Type"] = "application/json"
         headers.update(self.headers)
         if self.sign is not None:
-            headers[SIGNATURE_HEADER] = signature(self.sign, int(ctx.clock.now().timestamp()), body or b"")
+            headers[SIGNATURE_HEADER] = sign(self.sign, int(ctx.clock.now().timestamp()), body or b"")
         remaining = max(ctx.remaining, 0.001)
         try:
             response = session().request(
@@ -184,10 +182,12 @@ def status_ok(status: int, expected: tuple[str, ...]) -> bool:
     return any(text == e or (e.endswith("xx") and text[0] == e[0]) for e in expected)
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """``t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``: the app recomputes it to trust the call."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
+def as_secrets(value: Any) -> tuple[str, ...]:
+    """``sign: <secret>``, or ``sign: [<new>, <old>]`` to send one signature per secret (rotation)."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise Invalid("expected a secret or a list of secrets, got an empty list")
+    return tuple(as_nonempty_str(item) for item in items)
 
 
 _session: requests.Session | None = None
@@ -227,5 +227,5 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "expect_status": as_statuses,
     "verify": as_bool,
     "follow_redirects": as_bool,
-    "sign": as_nonempty_str,
+    "sign": as_secrets,
 }

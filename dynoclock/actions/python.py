@@ -14,10 +14,12 @@ from typing import Any, Protocol, runtime_checkable
 from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_mapping, as_nonempty_str, as_tuple
+from dynoclock.config.values import as_enum, as_mapping, as_nonempty_str, as_tuple, show
 
-JOB_KEYS: tuple[str, ...] = ("args", "kwargs", "app")
+JOB_KEYS: tuple[str, ...] = ("args", "kwargs", "app", "isolate", "max_memory")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_SIZE = re.compile(r"(\d{1,12})\s*([KMG]i?B?|B)?", re.IGNORECASE)
+ISOLATE_DEFAULT = "thread"
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,18 @@ class PythonAction:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     app: str | None = None  # package:create_app, for a Flask application context
+    isolate: str = ISOLATE_DEFAULT  # process: in a worker process the clock can kill (run/isolation.py)
+    max_memory: int = 0  # bytes of address space a worker process may use (isolate: process); 0: no limit
 
     def run(self, ctx: RunContext) -> str:
         """Call the function (inside the Flask app context when ``app`` is set); its return value is logged."""
+        if self.isolate == "process":
+            from dynoclock.run.isolation import POOL
+
+            return POOL.call((self.app or "", self.max_memory), self.target, self.args, self.kwargs, ctx)
         func = resolve(self.target)
         kwargs = dict(self.kwargs)
-        if _takes_run(self.target, func):
+        if takes_run(self.target, func):
             kwargs["run"] = ctx
         if self.app is None:
             result = func(*self.args, **kwargs)
@@ -56,13 +64,54 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
     before = len(report.problems)
     target = report.parse(path, value, as_target)
     kw: dict[str, Any] = {}
-    for key, parser in (("args", as_tuple), ("kwargs", as_mapping), ("app", as_target)):
+    parsers = (("args", as_tuple), ("kwargs", as_mapping), ("app", as_target), ("isolate", as_isolate),
+               ("max_memory", as_size))  # fmt: skip
+    for key, parser in parsers:
         if key in extras:
             raw, where = extras[key]
             kw[key] = report.parse(where, raw, parser)
+    if kw.get("isolate", ISOLATE_DEFAULT) == "process":
+        for key in ("args", "kwargs"):  # they cross to the worker process as JSON
+            if key in extras and kw.get(key) is not None and (bad := _not_json(kw[key])) is not None:
+                report.error(extras[key][1], f"with isolate: process, arguments must be JSON values; got {bad}")
+    elif "max_memory" in extras and kw.get("max_memory") is not None:
+        report.error(
+            extras["max_memory"][1], "max_memory applies to isolate: process only (a thread shares the clock's memory)"
+        )
     if target is None or len(report.problems) > before:
         return None
     return PythonAction(target, **kw)
+
+
+as_isolate = as_enum("process", "thread")
+
+
+def as_size(value: Any) -> int:
+    """A memory size: ``512MB``, ``2G``, ``1GiB`` (powers of 1024), or bytes."""
+    match = _SIZE.fullmatch(str(value).strip()) if isinstance(value, (str, int)) and value is not True else None
+    if match is None or int(match[1]) == 0:
+        raise Invalid(f"expected a memory size like 512MB or 2GB, got {show(value)}")
+    unit = (match[2] or "B")[0].upper()
+    size = int(match[1]) * {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+    if size < 64 << 20:
+        raise Invalid(f"expected at least 64MB (a Python process needs that much to start), got {show(value)}")
+    return size
+
+
+def _not_json(value: Any) -> str | None:
+    """What in ``value`` JSON cannot carry (a date, a set...), or None."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((bad for item in value if (bad := _not_json(item)) is not None), None)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"the key {show(k)}"
+            if (bad := _not_json(v)) is not None:
+                return bad
+        return None
+    return f"{show(value)} ({type(value).__name__})"
 
 
 def as_target(value: Any) -> str:
@@ -119,7 +168,7 @@ def flask_app(factory: str) -> FlaskApp:
         return _apps.setdefault(factory, app)
 
 
-def _takes_run(target: str, func: Callable[..., Any]) -> bool:
+def takes_run(target: str, func: Callable[..., Any]) -> bool:
     """Whether ``func`` has a ``run`` parameter (looked up once per target: inspect is slow)."""
     with _cache_lock:
         if target in _takes_run_cache:

@@ -18,13 +18,15 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from dynoclock import signals
+from dynoclock.cli.args import build_parser, parse_args
 from dynoclock.cli.crontab import render
 from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
 from dynoclock.config.preflight import check_environment
 from dynoclock.config.problems import ConfigError
+from dynoclock.daemon import supervisor
 from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
-from dynoclock.observe.status import StateUnavailable
+from dynoclock.observe.status import StateMisconfigured, StateUnavailable
 from dynoclock.schedule.triggers import jitter_offset, upcoming
 from dynoclock.timesource import SYSTEM, Clock
 
@@ -34,35 +36,6 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clock.py", description="A clock process for PaaS apps.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-c", "--config", default=None, help="schedule file (default: $CLOCK_SCHEDULE, ./schedule.yaml)")
-        return p
-
-    run = with_config(sub.add_parser("run", help="run the clock (default), or one job once, now"))
-    run.add_argument("job", nargs="?", help="run only this job, once, in the foreground; exit 0 ok, 1 failed")
-    with_config(sub.add_parser("check", help="validate the schedule; exit 0 ok, 2 invalid"))
-    nxt = with_config(sub.add_parser("next", help="upcoming fire times per job"))
-    nxt.add_argument("--count", type=int, default=5, help="fire times per job (default 5)")
-    nxt.add_argument("--now", default=None, help="ISO-8601 instant to count from (default: now)")
-    nxt.add_argument("--json", action="store_true", help="machine-readable output")
-    hist = sub.add_parser("history", help="past runs from the run ledger")
-    hist.add_argument("--job", default=None, help="only this job")
-    hist.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
-    hist.add_argument("--json", action="store_true", help="machine-readable output")
-    status = with_config(sub.add_parser("status", help="per job: schedule, next run, last result, failures in a row"))
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    cron = with_config(sub.add_parser("crontab", help="the schedule as crontab lines; exit 1 if some jobs cannot be"))
-    cron.add_argument("--prefix", default="", help="put before 'python clock.py', e.g. 'cd /app && .venv/bin/'")
-    ui = with_config(sub.add_parser("ui", help="the status page, standalone (normally mounted in the web app)"))
-    ui.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
     """Run one command; ``clock`` is what every command asks for the time."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -70,9 +43,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
         "run": cmd_run, "check": cmd_check, "next": cmd_next, "history": cmd_history,
         "status": cmd_status, "crontab": cmd_crontab, "ui": cmd_ui,
     }  # fmt: skip
-    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "run")  # `python clock.py [-c FILE]` runs the clock
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if not (args.command == "run" and args.job is None):
         signals.release()  # only the daemon stops on signals of its own; the other commands keep Python's default
     try:
@@ -87,7 +58,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
         return EXIT_INVALID
     except StateUnavailable as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_INVALID if isinstance(exc, StateMisconfigured) else EXIT_FAILED
 
 
 def _ledger() -> Ledger:
@@ -95,37 +66,50 @@ def _ledger() -> Ledger:
     from dynoclock.state import engines as db
     from dynoclock.state.ledger import Ledger
     from dynoclock.state.location import state_url
+    from dynoclock.state.schema import SchemaDenied, SchemaNameError
 
     url = state_url()
     try:
         ledger = Ledger(url)
-        ledger.ensure_schema()
+        migrated = ledger.ensure_schema()
+    except SchemaNameError as exc:
+        raise StateMisconfigured(str(exc)) from None
     except db.DatabaseUrlError as exc:
         raise StateUnavailable(str(exc)) from None
+    except SchemaDenied as exc:
+        raise StateMisconfigured(f"state: {exc}") from None
     except Exception as exc:
         raise StateUnavailable(f"cannot reach the state database {redact_url(url)}: {short_error(exc)}") from None
+    if migrated is not None:  # on stderr: stdout may be --json
+        print(f"state.migrated from={migrated.source} to={migrated.target} tables={migrated.tables}", file=sys.stderr)
     return ledger
 
 
-def _load(args: argparse.Namespace, now: datetime | None = None) -> Schedule:
+def _load(args: argparse.Namespace, now: datetime | None = None, view: bool = False) -> Schedule:
+    """The schedule; ``view`` (status, next, crontab) reads when jobs run, not what they do (see load_schedule)."""
     file = args.config or default_path()
     # python: jobs import from the schedule's folder (jobs/ beside schedule.yaml) and from the current one.
     for folder in (os.getcwd(), os.path.dirname(os.path.abspath(file))):
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    schedule = load_schedule(file, now=now)
+    schedule = load_schedule(file, now=now, view=view)
     for warning in schedule.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return schedule
 
 
 def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
+    if args.job is None and supervisor.wanted():  # the scheduler runs in a child it restarts (daemon/supervisor.py)
+        return supervisor.Supervisor(clock=clock).run()
     schedule = _load(args)
-    check_environment(schedule)
     if args.job is None:
+        if supervisor.supervised():
+            supervisor.start_heartbeat(schedule.shutdown_grace.total_seconds(), clock)
+        check_environment(schedule)
         from dynoclock.daemon.process import run_clock
 
         return run_clock(schedule, clock=clock)
+    check_environment(schedule)
     return run_once(schedule, args.job, clock)
 
 
@@ -157,6 +141,9 @@ def run_once(schedule: Schedule, job_id: str, clock: Clock = SYSTEM) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     outcome = runner.run_foreground(job)  # returns even if the job will not stop: the watchdog reports it
+    from dynoclock.run.isolation import POOL
+
+    POOL.shutdown()  # an `isolate: process` job's worker
     if runner.writer is not None:
         runner.writer.flush(timeout=10.0)
     runner.notifier.flush(timeout=10.0)
@@ -189,7 +176,7 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     from dynoclock.cli.tables import format_status
     from dynoclock.observe.status import job_statuses
 
-    schedule = _load(args)
+    schedule = _load(args, view=True)
     statuses = job_statuses(schedule, _ledger(), clock=clock)
     if args.json:
         print(json.dumps({"jobs": [st.as_json() for st in statuses]}, indent=2))
@@ -199,7 +186,7 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_crontab(args: argparse.Namespace, clock: Clock) -> int:
-    schedule = _load(args)
+    schedule = _load(args, view=True)
     # Cron has no $CLOCK_SCHEDULE: a schedule chosen through it must be named on each line.
     text, left_out = render(schedule, args.prefix, args.config or os.environ.get("CLOCK_SCHEDULE"))
     print(text, end="")
@@ -226,7 +213,7 @@ def cmd_next(args: argparse.Namespace, clock: Clock) -> int:
     if args.count < 1:
         print("next: --count must be at least 1", file=sys.stderr)
         return EXIT_INVALID
-    schedule = _load(args)
+    schedule = _load(args, view=True)
     now = clock.now()
     if args.now:
         try:

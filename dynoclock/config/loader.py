@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
 from dynoclock.config.credentials import schedule_secrets
+from dynoclock.config.envvars import expand
 from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
 from dynoclock.config.source import Path, Source, load, quoted
 from dynoclock.config.values import (
@@ -62,6 +63,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], Any], Any]] = {
 SPECIAL = ("enabled", "timezone", "start", "end", "anchor")
 JOB_KEYS_ALL = frozenset((*OPTIONS, *SPECIAL, *TRIGGER_KEYS, *KINDS, *ALL_JOB_KEYS))
 DEFAULT_KEYS = JOB_KEYS_ALL - set(TRIGGER_KEYS) - set(KINDS)
+# What a job is read for when the schedule is only viewed (status, next, crontab, the page): when it runs.
+# Every other key (the action, its job-level keys, pings and webhooks) is neither interpolated nor validated.
+NOTIFY_OPTIONS = ("ping", "ping_style", "on_failure", "on_recovery")
+VIEW_KEYS = frozenset((*TRIGGER_KEYS, *SPECIAL, *(k for k in OPTIONS if k not in NOTIFY_OPTIONS)))
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,9 @@ class Job:
     trigger: Trigger
     zone: ZoneInfo
     kind: str  # http | sql | python | command | enqueue | celery
-    action: Action | None  # None only for a disabled job whose action names unset variables
+    action: Action | None  # None for a disabled job whose action names unset variables, and when only viewed
     enabled: bool = True
+    runnable: bool = True  # has an action the clock can run: false for a disabled job naming unset variables
     window: Window = field(default_factory=Window)
     description: str = ""
     timeout: timedelta = timedelta(minutes=5)
@@ -120,8 +126,14 @@ def default_path(env: Mapping[str, str] | None = None) -> str:
     return env.get("CLOCK_SCHEDULE") or "schedule.yaml"
 
 
-def load_schedule(file: str, env: Mapping[str, str] | None = None, now: datetime | None = None) -> Schedule:
-    """Read and validate ``file``; ``now`` (if given) enables the "at lies in the past" warning."""
+def load_schedule(
+    file: str, env: Mapping[str, str] | None = None, now: datetime | None = None, view: bool = False
+) -> Schedule:
+    """Read and validate ``file``; ``now`` (if given) enables the "at lies in the past" warning.
+
+    ``view=True`` reads only what says when jobs run (triggers, zones, windows, ``enabled``, timing options),
+    for the read-only commands and the status page: actions are not parsed (``Job.action`` is None), and a
+    variable only an action, a ping or a webhook names need not be set where the schedule is only viewed."""
     env = os.environ if env is None else env
     try:
         with open(file, "rb") as fh:
@@ -137,7 +149,12 @@ def load_schedule(file: str, env: Mapping[str, str] | None = None, now: datetime
     # Top-level keys starting with "x-" are free for YAML anchors (x-common: &common {...}), as in Compose files.
     top = {k: v for k, v in top.items() if not k.startswith("x-")}
     report.check_keys((), top, TOP_KEYS)
+    defaults_raw = top.get("defaults")
+    if view and isinstance(defaults_raw, dict):  # defaults: only the keys that say when
+        top["defaults"] = {k: v for k, v in defaults_raw.items() if k in VIEW_KEYS}
     top = {k: interpolate(report, (k,), v, env) for k, v in top.items() if k != "jobs"} | {"jobs": top.get("jobs")}
+    if view and isinstance(defaults_raw, dict):
+        top["defaults"] = defaults_raw | top["defaults"]
 
     zone = report.parse(("timezone",), top.get("timezone", "UTC"), as_zone) or ZoneInfo("UTC")
     settings: dict[str, Any] = {}
@@ -155,7 +172,7 @@ def load_schedule(file: str, env: Mapping[str, str] | None = None, now: datetime
     parsed_defaults = {
         key: report.parse(("defaults", key), value, OPTIONS[key][0])
         for key, value in defaults.items()
-        if key in OPTIONS
+        if key in OPTIONS and (key in VIEW_KEYS or not view)
     }
 
     jobs: dict[str, Job] = {}
@@ -166,7 +183,7 @@ def load_schedule(file: str, env: Mapping[str, str] | None = None, now: datetime
         if not raw_jobs and "jobs" in top and isinstance(top["jobs"], dict):
             report.warn(("jobs",), "no jobs are defined")
         for job_id, raw in raw_jobs.items():
-            job = _job(report, job_id, raw, zone, defaults, parsed_defaults, env, now)
+            job = _job(report, job_id, raw, zone, defaults, parsed_defaults, env, now, view)
             if job is not None:
                 jobs[job_id] = job
 
@@ -191,6 +208,7 @@ def _job(
     parsed_defaults: dict[str, Any],
     env: Mapping[str, str] | None,
     now: datetime | None,
+    view: bool = False,
 ) -> Job | None:
     """One job of the file (``env``: its ``${VAR}`` are expanded), or of the Python API (``env`` None: every value
     is taken literally)."""
@@ -212,9 +230,11 @@ def _job(
     # problems in those values are not reported; every other problem is. As for ${VAR:+word}, a variable
     # set to "" counts as unset.
     unset: set[str] | None = None if enabled else set()
+    job_env: Mapping[str, str] = {}
     if env is not None:
         job_env = env if enabled else {k: v for k, v in env.items() if v}
-        spec = {k: interpolate(report, (*path, k), v, job_env, unset) for k, v in spec.items()}
+        read = VIEW_KEYS if view else spec.keys()  # viewed: the action and notifications are kept as written
+        spec = {k: interpolate(report, (*path, k), v, job_env, unset) if k in read else v for k, v in spec.items()}
 
     triggers = [k for k in TRIGGER_KEYS if k in spec]
     kinds = [k for k in KINDS if k in spec]
@@ -232,7 +252,7 @@ def _job(
 
     options: dict[str, Any] = {}
     for key, (parser, default) in OPTIONS.items():
-        if key in spec:
+        if key in spec and (key in VIEW_KEYS or not view):
             options[key] = report.parse((*path, key), spec[key], parser)
         else:
             options[key] = parsed_defaults.get(key, default)
@@ -248,7 +268,12 @@ def _job(
     if len(triggers) == 1:
         trigger = _trigger(report, path, triggers[0], spec, defaults, job_zone, options, now)
     action = None
-    if kind is not None:
+    runnable = True
+    if kind is not None and view:
+        runnable = enabled or not _names_unset(
+            [spec[kind], *(_pick(k, spec, defaults, path)[0] for k in JOB_KEYS[kind])], job_env
+        )
+    elif kind is not None:
         extras = {}
         for key in JOB_KEYS[kind]:
             value, where = _pick(key, spec, defaults, path)
@@ -261,7 +286,7 @@ def _job(
             p for p in report.problems[before:] if not any(p.path == u or p.path.startswith(u + ".") for u in unset)
         ]
     # A disabled job whose action names unset variables is still listed, with no action.
-    if len(report.problems) > before or trigger is None or kind is None or (action is None and enabled):
+    if len(report.problems) > before or trigger is None or kind is None or (action is None and enabled and not view):
         return None
     return Job(
         id=job_id,
@@ -272,6 +297,7 @@ def _job(
         kind=kind,
         action=action,
         enabled=enabled,
+        runnable=runnable if view else action is not None,
         window=window,
         origin="schedule" if env is not None else "api",
         **options,
@@ -289,6 +315,21 @@ def parse_job(job_id: str, spec: Mapping[str, Any], now: datetime | None = None)
     if job is None:  # pragma: no cover - every None comes with a problem
         raise ConfigError([Problem("", None, f"jobs.{job_id}", "invalid job")])
     return job
+
+
+def _names_unset(value: Any, env: Mapping[str, str]) -> bool:
+    """Whether ``value`` refers to a variable that ``env`` does not set (``${VAR}``, with no default)."""
+    if isinstance(value, str):
+        try:
+            expand(value, env)
+        except Invalid as exc:
+            return "is not set" in str(exc)
+        return False
+    if isinstance(value, dict):
+        return any(_names_unset(v, env) for v in value.values())
+    if isinstance(value, list):
+        return any(_names_unset(v, env) for v in value)
+    return False
 
 
 def _pick(key: str, spec: dict[str, Any], defaults: dict[str, Any], path: Path) -> tuple[Any, Path | None]:

@@ -1,8 +1,9 @@
 """The leader's chores: runs left behind by dead clocks, and old history.
 
 A run still ``claimed`` or ``running`` whose clock has sent no heartbeat for DEAD_AFTER was cut off by a crash.
-One that never started (its clock died between the claim and the start) was not interrupted: it is taken over
-and run, once, if its slot is still within misfire_grace, and recorded ``missed`` otherwise. One that had
+One that never started (its clock died or lost the database between the claim and the start; a run starts only
+once its row says ``running``, Claims.begin) was not interrupted: it is taken over and run, once, if its slot is
+still within misfire_grace, and recorded ``missed`` otherwise. One that had
 started is closed as ``interrupted``, or taken over and run again with ``on_interrupted: retry``. History older than
 ``history_keep`` is deleted in small batches from a thread of its own, never holding the leader's round.
 """

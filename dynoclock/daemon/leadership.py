@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from dynoclock.config.loader import Schedule
 from dynoclock.daemon.apijobs import ApiJobs
@@ -25,6 +27,7 @@ from dynoclock.schedule import catchup
 from dynoclock.state.controls import Controls
 from dynoclock.state.lease import make_lease
 from dynoclock.state.ledger import Ledger, SchemaTooNew
+from dynoclock.state.schema import SchemaDenied
 from dynoclock.timesource import SYSTEM, Clock
 
 STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
@@ -51,6 +54,7 @@ class Leadership:
         self.stopped = self.housekeeping.stopped  # set at SIGTERM: no more rounds, no more prune batches
         self.started_at = clock.now()
         self._ready = False  # schema exists
+        self.denied: SchemaDenied | None = None  # the role may not make or use the clock's schema
         self._said_standby = False
         self._failures = 0
         self._held_until = float("-inf")  # monotonic: until when the lease is surely ours
@@ -58,6 +62,7 @@ class Leadership:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the lease's connection is used by the loop and by step_down
         self.api: ApiJobs | None = None  # the app's jobs (daemon/apijobs.py), synced at each takeover
+        self._due: _Due | None = None  # the catch-up owed since the last takeover, until it is done
 
     def is_leader(self) -> bool:
         """Leading, and the lease renewed recently enough that the database cannot have expired it: a renewal that
@@ -78,11 +83,14 @@ class Leadership:
         self._said_expired = False
 
     def start(self, now: datetime | None = None) -> None:
-        """One step at once (so a lone clock leads before its first slot), then the loop in a thread.
+        """One step at once (so a lone clock leads before its first slot), then the loop in a thread; raises
+        ``SchemaDenied`` if the role may not make or use the clock's schema.
 
         ``now`` bounds the first catch-up; the scheduler takes the slots after it.
         """
         self.step(now)
+        if self.denied is not None:
+            raise self.denied
         self._thread = threading.Thread(target=self._loop, name="leadership", daemon=True)
         self._thread.start()
 
@@ -137,8 +145,11 @@ class Leadership:
     def _step(self, now: datetime | None) -> None:
         try:
             if not self._ready:
-                self.ledger.ensure_schema()
+                migrated = self.ledger.ensure_schema()
                 self._ready = True
+                if migrated is not None:
+                    moved: dict[str, Any] = {"from": migrated.source, "to": migrated.target, "tables": migrated.tables}
+                    self.events.emit("state.migrated", **moved)
             if self.stopped.is_set():
                 return
             asked_at = self.clock.monotonic()
@@ -149,6 +160,8 @@ class Leadership:
                                      note="stopped claiming; will try to lead again")  # fmt: skip
                 else:
                     self._renewed(asked_at)
+                    if self._due is not None:  # the takeover's round failed before its catch-up was done
+                        self._catch_up_due()
                     paused_jobs, requested = self.ledger.leader_round(self.clock_id, self.started_at)
                     self._controls(paused_jobs, requested)
                     self.housekeeping.round()
@@ -158,21 +171,30 @@ class Leadership:
                 if self.stopped.is_set():
                     self.lease.release()
                     return
+                # Until when the previous leader led: read before our own heartbeat moves the mark, and before
+                # this clock claims anything (if it cannot be read, this round leads nothing).
+                led_until = self.ledger.led_until()
                 self._renewed(asked_at)
+                self.runner.takeovers += 1  # before the catch-up reads the ledger (run/backlog.py's hand-over)
                 self.leader.set()
                 self._said_standby = False
-                # Until when the previous leader led: read before our own heartbeat moves the mark.
-                led_until = self.ledger.led_until()
+                # From here the dispatcher claims what comes due, and the catch-up owes the slots that passed
+                # before: owed until it is done, so that a round failing on the way leaves it to the next one
+                # rather than a clock that leads with a gap nobody looks at (the dispatcher dropped those slots).
+                # A catch-up still owed from a takeover before keeps its earlier mark (our heartbeats moved it).
+                if self._due is not None and self._due.led_until is not None and led_until is not None:
+                    led_until = min(self._due.led_until, led_until)
+                elif self._due is not None:
+                    led_until = self._due.led_until  # None: no clock had led before that takeover
+                # The slots it owes: up to the instant the scheduler starts from (at start, ``now`` given), or LEAD
+                # ahead, since a running scheduler fires each slot LEAD ahead and a standby drops what it fires.
+                # Later ones are the dispatcher's, even if the catch-up is done on a later round.
+                self._due = _Due(led_until, now or self.clock.now() + LEAD)
+                self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
                 # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
                 self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
-                self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
-                if self.api is not None:  # before the catch-up, which covers the app's recurring jobs too
-                    self.api.lead_sync()
                 self._controls(set(self.controls.paused()), requested=True)
-                # A running scheduler fires each slot LEAD ahead, and a standby drops what it fires: the
-                # catch-up of a takeover reaches LEAD ahead too. At start (``now`` given), the scheduler
-                # has not fired yet and takes every slot after ``now``.
-                self.catch_up(now or self.clock.now() + LEAD, led_until)
+                self._catch_up_due()
                 self.housekeeping.round()
             elif not self._said_standby:
                 self._said_standby = True
@@ -186,6 +208,11 @@ class Leadership:
             if self.leader.is_set() and not self.lease.still_held():
                 self.leader.clear()
                 self.events.emit("clock.lease_lost", level="error", clock=self.clock_id, note="database unreachable")
+            if isinstance(exc, SchemaDenied):  # a setup to fix: at start the clock exits (run_clock), later it waits
+                if self.denied is None:
+                    self.events.emit("state.denied", level="error", clock=self.clock_id, error=str(exc))
+                self.denied = exc
+                return
             if isinstance(exc, SchemaTooNew):  # not a network blip: say what is wrong (an older clock after a deploy)
                 self.events.emit("ledger.schema_too_new", level="error", clock=self.clock_id, error=str(exc),
                                  note="this clock stands by until it is upgraded")  # fmt: skip
@@ -207,16 +234,28 @@ class Leadership:
             self.events.emit("request.taken", job=job_id, request_id=request_id)
             self.runner.submit(job_id, requested_at, reason="manual")
 
-    def catch_up(self, now: datetime, led_until: datetime | None) -> None:
+    def _catch_up_due(self) -> None:
+        """The catch-up owed since this clock took the lease; jobs done by an earlier try that failed on a later
+        job are not planned again."""
+        due = self._due
+        assert due is not None
+        if self.api is not None:  # before the catch-up, which covers the app's recurring jobs too
+            self.api.lead_sync()
+        self.catch_up(due.until, due.led_until, due.done)
+        self._due = None
+
+    def catch_up(self, now: datetime, led_until: datetime | None, done: set[str] | None = None) -> None:
         """Slots with no row: within misfire_grace they run, the rest are recorded (planned by schedule/catchup.py).
 
         Gaps are looked for from the last leader's heartbeat less the grace: a slot that a stopping leader handed
-        over within its grace and that no clock took in time lies there, between rows."""
+        over within its grace and that no clock took in time lies there, between rows. ``done``: jobs to leave
+        out, to which each job is added once its plan is written and its runs queued."""
         writer = self.runner.writer
         assert writer is not None
         margin = timedelta(seconds=LEADER_CHECK)
+        done = set() if done is None else done
         for job in list(self.schedule.jobs.values()):
-            if not job.enabled or job.action is None:
+            if not job.enabled or job.action is None or job.id in done:
                 continue
             if job.origin == "api" and job.trigger_key == "at":
                 continue  # the app's one-offs: daemon/apijobs.py runs or records those overdue
@@ -242,3 +281,14 @@ class Leadership:
                                  missed=plan.missed.count if plan.missed else 0, since=after)  # fmt: skip
             if plan.run:
                 self.runner.submit_in_order(job.id, plan.run, reason="catch_up")
+            done.add(job.id)
+
+
+@dataclass
+class _Due:
+    """A takeover's catch-up not done yet: the last leader's mark it starts from, the instant it plans up to (as
+    its ``now``), and the jobs already done."""
+
+    led_until: datetime | None
+    until: datetime
+    done: set[str] = field(default_factory=set)

@@ -32,6 +32,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from dynoclock import signals
+from dynoclock.actions.python import PythonAction
 from dynoclock.config.loader import Job, Schedule
 from dynoclock.daemon.apijobs import ApiJobs
 from dynoclock.daemon.dispatch import Dispatcher
@@ -40,11 +41,13 @@ from dynoclock.daemon.reload import Reloader
 from dynoclock.observe.logs import EventLog, log
 from dynoclock.observe.redact import redact
 from dynoclock.run.claims import LEAD
+from dynoclock.run.isolation import POOL as processes
 from dynoclock.run.runner import Runner
 from dynoclock.run.watchdog import STOP_GRACE
 from dynoclock.state import engines as db
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.location import clock_id, state_url
+from dynoclock.state.schema import SchemaDenied
 from dynoclock.timesource import SYSTEM, Clock
 
 
@@ -147,11 +150,18 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
             reloader.request()  # the file may have changed since it was read
         else:
             stop.on_signal(signum, None, at=at)
-    leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
+    try:
+        leadership.start(now=since)  # leads at once if no other clock does, and catches up to `since`
+    except SchemaDenied as exc:
+        print(f"state: {exc}", file=sys.stderr)
+        events.flush(timeout=1.0)
+        return 2
     api.start()
     # The schedule's objects live as long as the process: keep the cyclic GC from walking them again and
     # again (with 10,000 jobs, those walks were most of an idle clock's CPU).
     runner.pool.prestart(len(jobs))  # at most `workers`: one per job is as many as can be due at once
+    isolated = [j.action for j in jobs if isinstance(j.action, PythonAction) and j.action.isolate == "process"]
+    processes.prestart({(action.app or "", action.max_memory) for action in isolated})
     gc.collect()
     gc.freeze()
     if stop.first_signal is None:
@@ -159,15 +169,17 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     first = stop.first_signal or clock.monotonic()
     grace = schedule.shutdown_grace.total_seconds()
     runner.drain(deadline=first + grace)
+    processes.shutdown(timeout=1.0)  # the runs are over or were stopped: no worker process is left behind
     # What is left is bounded so that the clock exits before Heroku's SIGKILL (30 s after the first
-    # signal with the default grace), even if the database or a webhook does not answer.
-    end = first + grace + STOP_GRACE + 1.5
+    # signal with the default grace), even if the database or a webhook does not answer: everything below ends
+    # by 27.5 s, the last log lines by 28.5 s, leaving 1.5 s for the interpreter's exit on a loaded machine.
+    end = first + grace + STOP_GRACE - 0.5
     if runner.writer is not None:
         runner.writer.flush(timeout=max(0.0, end - clock.monotonic() - 0.5))
     _bounded(leadership.forget, timeout=max(0.0, min(0.5, end - clock.monotonic())))
     runner.notifier.flush(timeout=max(0.0, end - clock.monotonic()))
     events.emit("clock.stop", clock=me, after_signal_s=round(clock.monotonic() - (stop.first_signal or 0), 1))
-    events.flush(timeout=1.0)
+    events.flush(timeout=max(0.2, min(1.0, end + 1.0 - clock.monotonic())))
     return 0
 
 

@@ -3,11 +3,17 @@
 Every value passes through the redactor first, so secrets (values of
 ``*TOKEN*``/``*SECRET*``/``*PASSWORD*``/``*KEY*`` variables, ``sign:`` keys,
 Authorization headers, passwords in URLs) never reach the log.
+
+With ``CLOCK_LOG=logging`` (or ``use_logging()``, or ``EventLog(to="logging")``) events go to the stdlib
+``logging`` logger ``dynoclock`` instead (``both``: to stdout and to it): the line is the message, the level
+maps to INFO/WARNING/ERROR, and the fields are on the record (``record.dynoclock``, and each as an attribute
+when its name is free).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -20,19 +26,28 @@ from dynoclock.observe.timefmt import iso_utc
 from dynoclock.timesource import SYSTEM, Clock
 
 _BAREWORD = re.compile(r"[A-Za-z0-9_./:@+-]+")
+LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+DESTINATIONS = ("stdout", "logging", "both")
+logger = logging.getLogger("dynoclock")
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+Entry = tuple[str, str, dict[str, Any]]  # the line, its level, its fields
 
 
 class EventLog:
     """Writes events; thread-safe, one flushed line per event."""
 
-    def __init__(self, stream: TextIO | None = None, fmt: str | None = None, clock: Clock = SYSTEM):
+    def __init__(
+        self, stream: TextIO | None = None, fmt: str | None = None, clock: Clock = SYSTEM, to: str | None = None
+    ):
         self.stream = stream
+        to = (to or os.environ.get("CLOCK_LOG") or "stdout").lower()
+        self.to = to if to in DESTINATIONS else "stdout"  # where events go: stdout, logging, both
         self.clock = clock  # stamps each line (ts=), and bounds flush()
         self.fmt = (fmt or os.environ.get("LOG_FORMAT", "logfmt")).lower()
         # Reentrant: a signal handler (a second SIGTERM) may log while the main thread it interrupted
         # holds the lock mid-line; a plain Lock would deadlock the clock there, until SIGKILL.
         self._lock = threading.RLock()
-        self._pending: list[str] | None = None  # set by write_behind(): lines waiting for the writer thread
+        self._pending: list[Entry] | None = None  # set by write_behind(): lines waiting for the writer thread
         self._writing = False
         self._cond = threading.Condition(self._lock)
 
@@ -53,11 +68,11 @@ class EventLog:
         line = json.dumps(record, default=str) if self.fmt == "json" else logfmt(record)
         with self._lock:
             if self._pending is not None:
-                self._pending.append(line)
+                self._pending.append((line, level, record))
                 if len(self._pending) == 1:
                     self._cond.notify()
                 return
-            self._write([line])
+            self._write([(line, level, record)])
 
     def write_behind(self) -> None:
         """From now on, lines are written by a thread of their own, as many per write as are waiting:
@@ -86,13 +101,31 @@ class EventLog:
                 self._writing = False
                 self._cond.notify_all()
 
-    def _write(self, lines: list[str]) -> None:
+    def _write(self, entries: list[Entry]) -> None:
+        if self.to != "stdout":
+            for line, level, record in entries:
+                to_logging(line, level, record)
+            if self.to == "logging" and logger.hasHandlers():  # with no handler anywhere, stdout: never lost
+                return
         stream = self.stream or sys.stdout
         try:
-            stream.write("\n".join(lines) + "\n")
+            stream.write("\n".join(line for line, _, _ in entries) + "\n")
             stream.flush()
         except (OSError, ValueError):  # stdout closed or its reader gone: logging must not stop the clock
             pass
+
+
+def to_logging(line: str, level: str, record: dict[str, Any]) -> None:
+    """One event to the ``dynoclock`` logger: a handler's failure is logging's business (it reports it on stderr)."""
+    number = LEVELS.get(level, logging.ERROR)
+    if logger.isEnabledFor(number):
+        extra = {key: value for key, value in record.items() if key not in _RESERVED}
+        logger.log(number, "%s", line, extra={**extra, "dynoclock": dict(record)})
+
+
+def use_logging(also_stdout: bool = False, events: EventLog | None = None) -> None:
+    """Send the events of this process (``log``, or ``events``) to the ``dynoclock`` logger from now on."""
+    (events or log).to = "both" if also_stdout else "logging"
 
 
 def short_error(exc: BaseException) -> str:

@@ -23,6 +23,10 @@ class StateUnavailable(Exception):
     """The state database cannot be reached or read (a bad URL, or the server is down)."""
 
 
+class StateMisconfigured(StateUnavailable):
+    """The state database's role may not make or use the clock's schema: the setup needs fixing (exit 2)."""
+
+
 @dataclass(frozen=True)
 class JobStatus:
     job: Job

@@ -11,13 +11,13 @@ slots as gaps between rows.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from dynoclock.config.loader import Job
+from dynoclock.observe.logs import short_error
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields
 from dynoclock.state.tables import RunReason
@@ -74,6 +74,7 @@ class Backlog:
         # Runs of this queue never count as overlapping the job's other runs: each waits for them to end instead.
         own = job if job.overlap == "allow" else replace(job, overlap="allow")
         while True:
+            term = self.runner.takeovers  # before any look at leadership: see _hand_over
             with self._lock:
                 queue = self._queues[job.id]
                 if not queue:
@@ -82,15 +83,18 @@ class Backlog:
                 item = queue.pop(0)
                 newer = bool(queue)
             if self._stopped():
-                return self._hand_over(job, [item])
+                if self._hand_over(job, [item], term):
+                    return
+                continue
             if newer and job.catch_up == "one":
                 outcome = self._coalesce(job, item)
             else:
                 if job.overlap != "allow":
                     self._wait_for_other_runs(job.id)
                 outcome = self.runner.execute(own, item.slot, reason=item.reason, run_id=item.run_id)
-            if outcome.status in ("standby", "released") or outcome == _NOT_CLAIMED:
-                return self._hand_over(job, [item])
+            handed = outcome.status in ("standby", "released") or outcome == _NOT_CLAIMED
+            if handed and self._hand_over(job, [item], term):
+                return
 
     def _stopped(self) -> bool:
         runner = self.runner
@@ -116,17 +120,50 @@ class Backlog:
             return Outcome(NOT_CLAIMED[claimed])
         return runner._report(Outcome("skipped", error="catch_up=one: coalesced into a later run"), fields, None)
 
-    def _hand_over(self, job: Job, items: list[Queued]) -> None:
-        """The clock stops or no longer leads: leave the rest to the next leader, and say so."""
+    def _hand_over(self, job: Job, items: list[Queued], term: int | None = None) -> bool:
+        """The clock stops or no longer leads: leave the rest to the next leader, and say so (True). ``term``: the
+        runner's takeovers when the item was taken; if this clock took the lease again since, the items are put
+        back and False returned, for the caller to go on draining (or True if another drainer has them).
+
+        A takeover's catch-up reads the ledger: one that read it before a claim here was given back counted the
+        slot as taken, and one that queued slots here before they were popped with the rest saw them queued.
+        Either way the slot would be left with no row, so it stays ours: claimed again (under the same run id,
+        the claim decides), or skipped as a catch-up's slot would be. A takeover after the check below reads
+        the ledger after every give-back, and queues what it plans for a new drainer."""
+        runner = self.runner
         with self._lock:
             items += self._queues.pop(job.id, [])
-        writer = self.runner.writer
         for item in items:
-            if item.run_id is not None and writer is not None:
-                with contextlib.suppress(Exception):  # a claim that committed unanswered: give it back
-                    writer.release(item.run_id)
+            if item.run_id is not None:  # a claim that may have committed unanswered: give it back
+                self._give_back(item.run_id, term)
+        if term is not None and runner.takeovers != term and not runner.stopping.is_set():
+            with self._lock:
+                queue = self._queues.get(job.id)
+                others = queue is not None  # a drainer was started for slots queued after the pop
+                queue = self._queues.setdefault(job.id, [])
+                queue += items
+                queue.sort(key=lambda item: item.slot)
+            return others
         slots = sorted(item.slot for item in items)
         self.runner.events.emit(
             "clock.handed_over", level="warning", job=job.id, slots=len(slots), first=iso_utc(slots[0]),
             last=iso_utc(slots[-1]), note="not run here: the next leader's catch-up runs them within misfire_grace",
         )  # fmt: skip
+        return True
+
+    def _give_back(self, run_id: str, term: int | None) -> None:
+        """Delete a claim that never started; while the database is away, retry until it is done, the clock
+        stops (its row is then a dead clock's for the next leader to close), or this clock leads again (the
+        claim is then its own to run)."""
+        runner, delay = self.runner, 0.5
+        writer = runner.writer
+        while writer is not None:
+            try:
+                writer.release(run_id)
+                return
+            except Exception as exc:
+                runner.events.emit("ledger.error", level="warning", operation="unclaim", run_id=run_id,
+                                   error=short_error(exc), retry_in_s=delay)  # fmt: skip
+            if term is None or runner.takeovers != term or runner.clock.wait(runner.stopping, delay):
+                return
+            delay = min(delay * 2, 10.0)

@@ -7,6 +7,7 @@ claim of that slot lose (state/ledger.py). Three ways in:
 - ``Claims.one``: a slot claimed on its own (catch-up, "run now", ``run JOB``, a batch whose answer was
   lost), retried with backoff while the database is away, until the slot's ``misfire_grace`` ends.
 - ``Claims.reclaim``: a run a dead clock left behind, taken over to run again (``on_interrupted: retry``).
+``Claims.begin`` then marks a won claim started, in the ledger, just before its run starts.
 """
 
 from __future__ import annotations
@@ -83,6 +84,39 @@ class Claims:
                     error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"
                     self.events.emit("run.missed", level="error", **fields, status="missed", error=error)
                     self.writer.not_run_later(job.id, slot, "missed", error)
+                    return "gave_up"
+                self.events.emit(
+                    "ledger.unreachable", level="warning", **fields, retry_in_s=delay, error=short_error(exc)
+                )
+                if self.clock.wait(self.stopping, delay):
+                    return "gave_up"
+                delay = min(delay * 2, 10.0)
+
+    def begin(self, job: Job, slot: datetime, run_id: str, attempt: int, fields: RunFields) -> ClaimResult:
+        """Just before a claimed run starts, write that it starts (``RunWriter.begin``); while the database is
+        unreachable, retry with backoff until the slot's grace ends. The run never starts on a claim the ledger
+        does not show started: a clock cut off from the database would otherwise run a slot that the next leader,
+        finding it still ``claimed``, runs again.
+
+        won: started, run it. lost: another clock took the run over (never run it). gave_up: never started
+        (recorded missed once the database is back), or the clock is stopping (the next leader runs it).
+        """
+        delay = 0.5
+        at = self.clock.now()
+        while True:
+            try:
+                if self.writer.begin(run_id, attempt, at):
+                    return "won"
+                self.events.emit("run.duplicate", **fields, note="taken over by another clock before it started; "
+                                 "not run here")  # fmt: skip
+                return "lost"
+            except Exception as exc:
+                if self.stopping.is_set():
+                    return "gave_up"
+                if self.clock.now() > slot + job.misfire_grace:
+                    error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"
+                    self.events.emit("run.missed", level="error", **fields, status="missed", error=error)
+                    self.writer.missed_later(run_id, error)
                     return "gave_up"
                 self.events.emit(
                     "ledger.unreachable", level="warning", **fields, retry_in_s=delay, error=short_error(exc)

@@ -1,4 +1,4 @@
-"""Telling the tools a team watches: monitoring pings, failure and recovery webhooks, Sentry.
+"""Telling the tools a team watches: monitoring pings, failure and recovery webhooks, Sentry (errors and Crons).
 
 All of it runs on a small pool of background threads, with short timeouts and
 a couple of retries: a slow or dead monitoring service never delays a job and
@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import requests
 
+from dynoclock.observe import sentry_crons
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.state.ledger import Ledger
@@ -60,13 +61,21 @@ class Notifier:
         self._lock = threading.Lock()
         self._starts: dict[str, threading.Event] = {}  # run id -> set once its start ping is done
         self._alerts: dict[str, threading.Event] = {}  # job id -> set once its latest alert is delivered
+        self._checkins: dict[str, threading.Event] = {}  # run id -> set once its in_progress check-in is sent
         for i in range(workers):
             threading.Thread(target=self._work, name=f"notify-{i}", daemon=True).start()
         self.sentry = _sentry()
 
     # ---- what the runner calls ----------------------------------------------------------------
 
-    def run_started(self, ping: str | None, style: str, info: RunInfo) -> None:
+    def run_started(self, ping: str | None, style: str, info: RunInfo, job: Job | None = None) -> None:
+        if job is not None and self.sentry is not None:
+            sent = threading.Event()
+            with self._lock:
+                self._checkins[info.run_id] = sent
+                while len(self._checkins) > 1_000:  # runs that never finished (interrupted): forget the oldest
+                    self._checkins.pop(next(iter(self._checkins))).set()
+            self._check_in(job, info, "in_progress", done=sent)
         if ping:
             done = threading.Event()
             with self._lock:
@@ -95,6 +104,29 @@ class Notifier:
             self._alert("alert.recovery", info, job.on_recovery, "recovered")
         if not ok and self.sentry is not None:
             self._put(lambda: self._capture(info))
+        if self.sentry is not None:
+            with self._lock:
+                sent = self._checkins.pop(info.run_id, None)
+            self._check_in(job, info, "ok" if ok else "error", after=sent)
+
+    def _check_in(
+        self, job: Job, info: RunInfo, status: str, done: threading.Event | None = None,
+        after: threading.Event | None = None,
+    ) -> None:  # fmt: skip
+        """A Sentry Crons check-in, in the background; the end waits for the start's (as a finish ping does)."""
+        duration = None if status == "in_progress" else info.duration_ms
+
+        def send() -> None:
+            try:
+                if after is not None:
+                    after.wait(START_WAIT)
+                sentry_crons.check_in(job, info.run_id, status, duration)
+            finally:
+                if done is not None:
+                    done.set()
+
+        if not self._put(send) and done is not None:
+            done.set()
 
     def _alert(self, what: str, info: RunInfo, url: str, word: str) -> None:
         """A job's alerts arrive in the order they happened (the recovery after the failure it ends): each waits

@@ -36,7 +36,7 @@ from dynoclock.run.workers import WorkerPool
 from dynoclock.schedule.triggers import jitter_offset
 from dynoclock.state.ledger import Ledger, Run
 from dynoclock.state.tables import RunReason
-from dynoclock.state.writer import STARTED_WAIT, RunWriter
+from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM, Clock
 
 
@@ -59,6 +59,7 @@ class Runner:
         self.clock = clock
         self.ledger = ledger  # None: no state (e.g. `run JOB` when the database is down)
         self.is_leader = is_leader  # None: always claim (a single clock, or `run JOB`)
+        self.takeovers = 0  # times this clock took the lease (daemon/leadership.py counts, run/backlog.py reads)
         self.notifier = notifier or Notifier(events, clock=clock, ledger=ledger)
         self.stopping = threading.Event()
         self.writer: RunWriter | None = None  # every row written after a claim goes through it
@@ -240,9 +241,13 @@ class Runner:
         if early > 0 and self.clock.wait(self.stopping, early):
             return self._release(fields)
         first = reclaimed.attempt + 1 if reclaimed else 1
+        if self.claims is not None and not self.stopping.is_set():  # the row says started before the run does
+            begun = self.claims.begin(job, slot, run_id, first, fields)
+            if begun != "won":
+                return Outcome(NOT_CLAIMED[begun])
         tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
         info = RunInfo(job.id, run_id, slot, first, "running")
-        self.notifier.run_started(job.ping, job.ping_style, info)
+        self.notifier.run_started(job.ping, job.ping_style, info, job)
         outcome = self._attempts(job, slot, run_id, first, retries, fields, tail)
         if outcome.status == "abandoned":
             with self._lock:
@@ -289,7 +294,7 @@ class Runner:
         with self._lock:
             self._active.setdefault(job.id, []).append(ctx)
         if self.writer is not None:
-            self.writer.started(run_id, attempt, started, wait=STARTED_WAIT)
+            self.writer.started(run_id, attempt, started)
         self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=to_ms(started - slot))
         watch = self.watchdog.watch(ctx, lambda w: self._written_off(w, job, fields, attempt, started))
         outcome = self._run_action(job, ctx, watch)

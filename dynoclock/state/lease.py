@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from dynoclock.state.engines import postgres_connect_args
 from dynoclock.state.location import DEFAULT_SQLITE
+from dynoclock.state.schema import qualified
 
 if TYPE_CHECKING:
     from dynoclock.state.ledger import Ledger
@@ -57,20 +58,20 @@ LEASE_TTL = 15.0  # seconds a Postgres lease lasts without renewal (the leader r
 _HOLDER_GONE = """NOT EXISTS (SELECT 1 FROM pg_stat_activity a
                                WHERE a.pid = l.backend_pid AND a.backend_start = l.backend_start)"""
 _ME = "pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
-_ACQUIRE = sa.text(f"""
-    INSERT INTO clock_lease AS l (name, holder, epoch, expires_at, backend_pid, backend_start)
+_ACQUIRE = f"""
+    INSERT INTO {{lease}} AS l (name, holder, epoch, expires_at, backend_pid, backend_start)
     VALUES ('leader', :holder, 1, now() + make_interval(secs => :ttl), {_ME})
     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at,
                                      backend_pid = excluded.backend_pid, backend_start = excluded.backend_start
     WHERE l.expires_at <= now() OR l.holder = excluded.holder OR {_HOLDER_GONE}
-    RETURNING l.epoch""")
-_RENEW = sa.text(f"""
-    UPDATE clock_lease SET expires_at = now() + make_interval(secs => :ttl), (backend_pid, backend_start) = ({_ME})
+    RETURNING l.epoch"""
+_RENEW = f"""
+    UPDATE {{lease}} SET expires_at = now() + make_interval(secs => :ttl), (backend_pid, backend_start) = ({_ME})
     WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now()
-    RETURNING epoch""")
-_RELEASE = sa.text("""
-    UPDATE clock_lease SET expires_at = now() - interval '1 second'
-    WHERE name = 'leader' AND holder = :holder AND epoch = :epoch""")
+    RETURNING epoch"""
+_RELEASE = """
+    UPDATE {lease} SET expires_at = now() - interval '1 second'
+    WHERE name = 'leader' AND holder = :holder AND epoch = :epoch"""
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ class PostgresLease:
     def __init__(self, engine: Engine, holder: str, ttl: float = LEASE_TTL):
         # A connection of its own, so that the holder's server process tells a standby whether it is alive.
         self.engine = sa.create_engine(engine.url, poolclass=NullPool, connect_args=postgres_connect_args("lease"))
+        # The clock's schema, as the ledger's engine renders the tables (state/schema.py); none: the search_path's.
+        schema = engine.get_execution_options().get("schema_translate_map", {}).get(None)
+        lease = qualified(schema, "clock_lease")
+        self._acquire, self._renew, self._release = (
+            sa.text(sql.format(lease=lease)) for sql in (_ACQUIRE, _RENEW, _RELEASE)
+        )
         self.holder = holder
         self.ttl = ttl
         self.conn: Connection | None = None
@@ -98,7 +105,7 @@ class PostgresLease:
 
     def try_acquire(self) -> bool:
         try:
-            row = self._connect().execute(_ACQUIRE, {"holder": self.holder, "ttl": self.ttl}).first()
+            row = self._connect().execute(self._acquire, {"holder": self.holder, "ttl": self.ttl}).first()
         except Exception:
             self._drop()
             raise
@@ -110,7 +117,7 @@ class PostgresLease:
         if self.conn is None or self.epoch is None:
             return False
         try:
-            renewed = self.conn.execute(_RENEW, self._mine() | {"ttl": self.ttl}).first() is not None
+            renewed = self.conn.execute(self._renew, self._mine() | {"ttl": self.ttl}).first() is not None
         except Exception:
             self._drop()
             return False
@@ -121,7 +128,7 @@ class PostgresLease:
     def release(self) -> None:
         if self.conn is not None and self.epoch is not None:
             with contextlib.suppress(Exception):
-                self.conn.execute(_RELEASE, self._mine())
+                self.conn.execute(self._release, self._mine())
         self._drop()
 
     def fence(self) -> Fence | None:

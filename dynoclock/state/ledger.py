@@ -22,10 +22,11 @@ from sqlalchemy.engine import Connection
 from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.state import engines as db
+from dynoclock.state import totals
 from dynoclock.state.lease import Fence
+from dynoclock.state.schema import Migrated, clock_schema, prepare, qualified, valid_name
 from dynoclock.state.tables import (
     MIGRATIONS,
-    SCHEMA_LOCK,
     SCHEMA_VERSION,
     UNFINISHED,
     RunReason,
@@ -87,8 +88,8 @@ class LeaseLost(RuntimeError):
 
 # The lease row still names this clock and epoch, unexpired; FOR SHARE keeps a takeover from committing before
 # the claim does (Postgres only: on SQLite the lease is a file lock, and claims carry no fence).
-_FENCE = sa.text(
-    "SELECT 1 FROM clock_lease WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now() "
+_FENCE = (
+    "SELECT 1 FROM {lease} WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now() "
     "FOR SHARE"
 )
 
@@ -100,14 +101,23 @@ class SchemaTooNew(RuntimeError):
 class Ledger:
     """Claims, outcomes and history of runs, in the state database."""
 
-    def __init__(self, url: str, clock: Clock = SYSTEM):
+    def __init__(self, url: str, clock: Clock = SYSTEM, schema: str | None = None):
+        """``schema``: where the tables live on Postgres (default: ``state/schema.py``'s ``clock_schema``)."""
         self.url = url
         self.clock = clock  # the timestamps it writes (claimed_at, finished_at, heartbeats)
-        self.engine = db.engine_for(url, state=True)
-        if self.engine.dialect.name not in ("postgresql", "sqlite"):
-            raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {self.engine.dialect.name}")
-        self.is_postgres = db.is_postgres(self.engine)
+        engine = db.engine_for(url, state=True)
+        if engine.dialect.name not in ("postgresql", "sqlite"):
+            raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {engine.dialect.name}")
+        self.is_postgres = db.is_postgres(engine)
+        self.schema: str | None = None  # SQLite: none
+        if self.is_postgres:
+            self.schema = clock_schema(engine.url) if schema is None else valid_name(schema, "schema")
+            # Every statement built from state/tables.py names the schema; no connection's search_path is set.
+            engine = engine.execution_options(schema_translate_map={None: self.schema})
+        self.engine = engine
+        self._fence = sa.text(_FENCE.format(lease=qualified(self.schema, "clock_lease")))
         self._claim_stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.run_id)
+        self._begin_stmt = _begin_statement()
 
     @property
     def location(self) -> str:
@@ -125,26 +135,34 @@ class Ledger:
 
     # ---- schema ----------------------------------------------------------------------------
 
-    def ensure_schema(self) -> None:
-        """Create or migrate the tables; safe when several clocks start at once on an empty database."""
+    def ensure_schema(self) -> Migrated | None:
+        """Create or migrate the tables; safe when several clocks start at once on an empty database.
+
+        On Postgres, first the clock's schema, and the tables an older clock left where connections land by
+        default moved into it (returned, for the caller to log). Raises ``SchemaDenied`` when the role may not."""
+        migrated, present = None, None
         with self._tx() as conn:
-            if self.is_postgres:  # CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type); serialize it
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": SCHEMA_LOCK}
-                )
+            if self.is_postgres:  # serialized: CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type)
+                assert self.schema is not None
+                present, migrated = prepare(conn, self.schema)
             for table in metadata.sorted_tables:
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                if present is None or table.name not in present:
+                    conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+                    if present is None or index.name not in present:
+                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
             if version is not None and int(version) > SCHEMA_VERSION:
                 raise SchemaTooNew(f"the state database has schema {version}, newer than this clock's {SCHEMA_VERSION}")
             if version is not None:
+                if self.is_postgres:  # hand-written migrations name tables bare: find them, for this transaction only
+                    conn.execute(sa.text("SELECT set_config('search_path', :s, true)"), {"s": f'"{self.schema}"'})
                 for step in range(int(version) + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS.get(step, []):
                         conn.exec_driver_sql(statement)
             if version is None or int(version) < SCHEMA_VERSION:
                 self._upsert_meta(conn, "schema_version", str(SCHEMA_VERSION))
+        return migrated
 
     def _upsert_meta(self, conn: Connection, key: str, value: str) -> None:
         stmt = self._insert(meta).values(key=key, value=value)
@@ -210,7 +228,8 @@ class Ledger:
             for c in sorted(claims, key=lambda c: (c.job, c.slot))
         ]  # fmt: skip
         if fence is not None and (
-            fence.epoch is None or conn.execute(_FENCE, {"holder": fence.holder, "epoch": fence.epoch}).first() is None
+            fence.epoch is None
+            or conn.execute(self._fence, {"holder": fence.holder, "epoch": fence.epoch}).first() is None
         ):
             raise LeaseLost(f"{fence.holder} does not hold the leader lease (epoch {fence.epoch})")
         # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
@@ -225,13 +244,38 @@ class Ledger:
             won.update(run_id for run_id, clock in conn.execute(ours) if lost[run_id] == clock)
         return won
 
-    def unclaim(self, run_id: str) -> bool:
-        """Delete a claim that never started (the clock is stopping), so the next leader runs the slot."""
+    def begin(self, starts: list[tuple[str, int, datetime]], clock: str) -> set[str]:
+        """Mark claims of this clock started, before their runs start, in one transaction: (run id, attempt, at)
+        each; returns the run ids marked. One left out is no longer this clock's claim (another clock took it
+        over or closed it while this one could not reach the database): it must not run.
+
+        So a ``claimed`` row of a dead clock surely never started, and the next leader may run it. A row already
+        ``running`` from this same start (``started_at`` = ``at``: the reply was lost after the commit) counts."""
+        begun: set[str] = set()
         with self._tx() as conn:
-            gone = conn.execute(
-                runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed").returning(runs.c.run_id)
+            for run_id, attempt, at in sorted(starts):  # one statement, compiled once, executed per run
+                params = {"rid": run_id, "me": clock, "att": attempt, "when": to_db(at)}
+                if conn.execute(self._begin_stmt, params).rowcount == 1:
+                    begun.add(run_id)
+        return begun
+
+    def close_claim(self, run_id: str, clock: str, error: str) -> bool:
+        """Record this clock's claim ``missed``: it never started, and will not; False if it is no longer its claim."""
+        mine = sa.and_(runs.c.run_id == run_id, runs.c.clock == clock, runs.c.status == "claimed")
+        with self._tx() as conn:
+            closed = conn.execute(
+                runs.update().where(mine).values(status="missed", error=error, finished_at=to_db(self.clock.now()))
             )
-            return gone.first() is not None
+            return bool(closed.rowcount == 1)
+
+    def unclaim(self, run_id: str, clock: str | None = None) -> bool:
+        """Delete a claim that never started (the clock is stopping), so the next leader runs the slot; with
+        ``clock``, only while the claim is still that clock's."""
+        stmt = runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed")
+        if clock is not None:
+            stmt = stmt.where(runs.c.clock == clock)
+        with self._tx() as conn:
+            return conn.execute(stmt.returning(runs.c.run_id)).first() is not None
 
     def record(
         self, job: str, slot: datetime, status: RunStatus, clock: str, error: str, reason: RunReason = "schedule"
@@ -245,7 +289,10 @@ class Ledger:
         with self._tx() as conn:
             # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
             stmt = self._insert(runs).values(**row).on_conflict_do_nothing().returning(runs.c.run_id)
-            return conn.execute(stmt).scalar() is not None
+            inserted = conn.execute(stmt).scalar() is not None
+            if inserted:
+                totals.add(conn, {(job, f"runs:{status}"): 1})
+            return inserted
 
     def update_runs(self, updates: dict[str, dict[str, Any]]) -> None:
         """Apply many row updates (run id -> column values) in one transaction, one statement per shape."""
@@ -254,9 +301,11 @@ class Ledger:
             row = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
             shapes.setdefault(tuple(sorted(row)), []).append({"rid": run_id, **row})
         with self._tx() as conn:
+            added = totals.finished_increments(conn, {row["rid"]: row for rows in shapes.values() for row in rows})
             for columns, rows in shapes.items():
                 stmt = runs.update().where(runs.c.run_id == sa.bindparam("rid"))
                 conn.execute(stmt.values({c: sa.bindparam(c) for c in columns}), rows)
+            totals.add(conn, added)
 
     def last_slots(self) -> dict[str, datetime]:
         """Each job's latest scheduled slot with a row (manual runs do not count)."""
@@ -304,6 +353,8 @@ class Ledger:
                 .where(runs.c.run_id == run.run_id, runs.c.clock == run.clock, runs.c.status == run.status)
                 .values(status=status, error=error, finished_at=to_db(self.clock.now()))
             )
+            if result.rowcount == 1:
+                totals.add(conn, {(run.job, f"runs:{status}"): 1})
             return bool(result.rowcount == 1)
 
     def history(self, job: str | None = None, limit: int = 50, offset: int = 0) -> list[Run]:
@@ -368,3 +419,16 @@ def _run(row: Any) -> Run:
     for key in ("scheduled_for", "claimed_at", "started_at", "finished_at"):
         values[key] = from_db(values[key]) if values[key] is not None else None
     return Run(**values)
+
+
+def _begin_statement() -> sa.Update:
+    """``Ledger.begin``'s update of one run, with its values bound at execution."""
+    when = sa.bindparam("when", type_=sa.DateTime)
+    again = sa.and_(runs.c.status == "running", runs.c.started_at == when)
+    mine = sa.and_(runs.c.run_id == sa.bindparam("rid"), runs.c.clock == sa.bindparam("me"))
+    values = {"status": "running", "attempt": sa.bindparam("att"), "started_at": when, "finished_at": None}
+    return (
+        runs.update()
+        .where(mine, sa.or_(runs.c.status == "claimed", again))
+        .values(**values, error=None, duration_ms=None)
+    )

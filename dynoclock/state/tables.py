@@ -94,6 +94,13 @@ jobs = sa.Table(  # runtime jobs (state/jobstore.py): the app's (origin api), an
 )
 sa.Index("clock_jobs_next_fire_at", jobs.c.next_fire_at)
 sa.Index("clock_jobs_changed_seq", jobs.c.changed_seq)
+run_totals = sa.Table(  # counters the metrics read (state/totals.py): they survive pruning, unlike history rows
+    "clock_run_totals",
+    metadata,
+    sa.Column("job", sa.String(100), primary_key=True),
+    sa.Column("series", sa.String(40), primary_key=True),  # runs:<status>, duration_le:<le>, lateness_sum_ms, ...
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
 # Changes to existing tables, by the version that brings them (new tables are created above as needed).
 MIGRATIONS: dict[int, list[str]] = {2: [], 3: [], 4: []}
 SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema creation, per schema

@@ -1,7 +1,9 @@
 """Every write to a run row after its claim goes through the ``RunWriter``.
 
-The claim (daemon/claims.py) is the only ledger write a run waits for: it
-decides whether the run happens. What follows is history:
+A run waits for two ledger writes: its claim (run/claims.py), which decides whether
+the run happens, and ``begin``, which marks the claim started just before the run
+starts (so a row left ``claimed`` by a clock that died or was cut off surely
+never ran, and the next leader may run it). What follows is history:
 - progress (started, then the outcome) is queued with the instant it happened
   and written in one transaction per batch, from a thread of its own: a burst
   of 1,000 runs costs a handful of commits instead of 2,000. If the database
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +35,6 @@ BATCH_WINDOW = 0.05  # seconds the writer lets updates gather before a commit
 MAX_QUEUED = 100_000  # updates kept while the database is away; older ones are dropped (and said so)
 MAX_DURATION_MS = 2**31 - 1  # the column is a 32-bit integer: a run over 24.8 days is recorded as that long
 LATER_TRIES = 30  # tries of a row written later, with doubling pauses up to 30 s: about 13 minutes
-STARTED_WAIT = 5.0  # seconds a run waits for its "running" to be committed before its action starts
 
 
 class RunWriter:
@@ -40,27 +43,49 @@ class RunWriter:
         self.events = events
         self.clock = clock
         self.clock_id = clock_id
-        self._queue: deque[tuple[str, dict[str, Any], threading.Event | None]] = deque()
-        self._urgent = False  # a run waits for this batch: no batch window
+        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._busy = False
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name="run-writer", daemon=True)
         self._thread.start()
+        self._starts: list[tuple[str, int, datetime, Future[bool]]] = []
+        self._starting = threading.Condition()
+        threading.Thread(target=self._begin_loop, name="run-begins", daemon=True).start()
+
+    def begin(self, run_id: str, attempt: int, at: datetime) -> bool:
+        """Write now, before the run starts, that it starts (``Ledger.begin``); False if the claim is no longer this
+        clock's (then it must not run). Raises if the database is away.
+
+        The ``run-begins`` thread writes the starts queued while its last transaction was in flight in the next
+        one: runs starting together (a burst of 1,000) cost a few commits, and each caller waits for its answer."""
+        done: Future[bool] = Future()
+        with self._starting:
+            self._starts.append((run_id, attempt, at, done))
+            self._starting.notify()
+        return done.result()
+
+    def _begin_loop(self) -> None:
+        while True:
+            with self._starting:
+                while not self._starts:
+                    self._starting.wait()
+                batch, self._starts = self._starts, []
+            try:
+                begun = self.ledger.begin([(run_id, attempt, at) for run_id, attempt, at, _ in batch], self.clock_id)
+            except Exception as exc:
+                for *_, done in batch:
+                    done.set_exception(exc)
+                continue
+            for run_id, _, _, done in batch:
+                done.set_result(run_id in begun)
 
     # ---- progress, batched -------------------------------------------------------------------
 
-    def started(self, run_id: str, attempt: int, at: datetime, wait: float = 0.0) -> bool:
-        """The run is starting; with ``wait``, return once that is committed (True) or ``wait`` seconds passed.
-
-        The runner waits (group commit: the batch goes at once, with whatever else is queued): a row left
-        ``claimed`` by a dead clock means "never started" and is run again by the next leader, so it must never
-        hide a run that did start (a kill -9 in the batch window would run it twice)."""
-        done = threading.Event() if wait > 0 else None
+    def started(self, run_id: str, attempt: int, at: datetime) -> None:
         self._put(run_id, {"status": "running", "attempt": attempt, "clock": self.clock_id, "started_at": at,
-                           "finished_at": None, "error": None, "duration_ms": None}, done)  # fmt: skip
-        return done is None or self.clock.wait(done, wait)
+                           "finished_at": None, "error": None, "duration_ms": None})  # fmt: skip
 
     def finished(
         self, run_id: str, status: RunStatus, error: str | None, duration_ms: int | None, at: datetime
@@ -91,22 +116,29 @@ class RunWriter:
 
     def not_run_later(self, job: str, slot: datetime, status: RunStatus, error: str) -> None:
         """The same, once the database is back: a bounded number of tries, off every hot path."""
+        self._later(lambda: self.not_run(job, slot, status, error), f"record-{job}")
 
-        def record() -> None:
+    def missed_later(self, run_id: str, error: str) -> None:
+        """Close this clock's claim ``missed`` once the database is back (its run never started, and never will),
+        unless another clock took the run over first."""
+        self._later(lambda: self.ledger.close_claim(run_id, self.clock_id, error), f"record-{run_id}")
+
+    def _later(self, write: Callable[[], object], name: str) -> None:
+        def tries() -> None:
             delay = 1.0
             for _ in range(LATER_TRIES):
                 try:
-                    self.not_run(job, slot, status, error)
+                    write()
                     return
                 except Exception:
                     self.clock.sleep(delay)
                     delay = min(delay * 2, 30.0)
 
-        threading.Thread(target=record, name=f"record-{job}", daemon=True).start()
+        threading.Thread(target=tries, name=name, daemon=True).start()
 
     def release(self, run_id: str) -> bool:
         """Give back a claim whose run never started (the clock is stopping); False if it had started."""
-        return self.ledger.unclaim(run_id)
+        return self.ledger.unclaim(run_id, self.clock_id)
 
     def interrupt(self, run: Run, error: str, status: RunStatus = "interrupted") -> bool:
         """Close a run a dead clock left behind; False if another clock closed or took it first."""
@@ -131,27 +163,22 @@ class RunWriter:
                     self.events.emit("ledger.rejected", level="error", run_id=run_id, error=short_error(one),
                                      note="this update of the run's row was dropped")  # fmt: skip
 
-    def _put(self, run_id: str, values: dict[str, Any], done: threading.Event | None = None) -> None:
+    def _put(self, run_id: str, values: dict[str, Any]) -> None:
         with self._cond:
             if len(self._queue) >= MAX_QUEUED:
                 self._queue.popleft()
                 self.events.emit("ledger.dropped", level="warning", note="history queue full; oldest update dropped")
-            self._queue.append((run_id, values, done))
-            if done is not None:
-                self._urgent = True
-                self._wake.set()
-            elif len(self._queue) == 1:  # wake the writer once per batch, not once per update
+            self._queue.append((run_id, values))
+            if len(self._queue) == 1:  # wake the writer once per batch, not once per update
                 self._wake.set()
 
     def _loop(self) -> None:
         delay = 0.5
         while True:
             self._wake.wait()
-            if not self._urgent:
-                self.clock.sleep(BATCH_WINDOW)  # let a burst gather: one commit for many runs
+            self.clock.sleep(BATCH_WINDOW)  # let a burst gather: one commit for many runs
             with self._cond:
                 self._wake.clear()
-                self._urgent = False
                 batch = list(self._queue)
                 self._queue.clear()
                 self._busy = bool(batch)
@@ -159,9 +186,6 @@ class RunWriter:
                 continue
             try:
                 self._write(_merge(batch))
-                for _, _, done in batch:
-                    if done is not None:
-                        done.set()
                 delay = 0.5
                 if self._failing:
                     self._failing = False
@@ -189,9 +213,9 @@ def _is_transient(exc: Exception) -> bool:
     )
 
 
-def _merge(batch: list[tuple[str, dict[str, Any], threading.Event | None]]) -> dict[str, dict[str, Any]]:
+def _merge(batch: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """One update per run: later values win (started then finished in one batch gives the outcome)."""
     merged: dict[str, dict[str, Any]] = {}
-    for run_id, values, _ in batch:
+    for run_id, values in batch:
         merged.setdefault(run_id, {}).update(values)
     return merged

@@ -21,7 +21,7 @@ def serve(config: str | None, host: str = "127.0.0.1", port: int = 8000, clock: 
     from dynoclock.config.loader import default_path, load_schedule
 
     path = config or default_path()
-    load_schedule(path)  # a broken schedule is reported as by `check` (exit 2), not only on the page
+    load_schedule(path, view=True)  # a broken schedule is reported as by `check` (exit 2), not only on the page
     app = make_app(path, clock=clock)
     if not app.access.enabled:
         print("ui: CLOCK_UI_TOKEN is not set: every page answers 403 until it is", file=sys.stderr)

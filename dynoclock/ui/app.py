@@ -97,7 +97,7 @@ class StatusApp:
         self.clock = clock
         self.problems: list[str] = []
         try:
-            self.schedule = load_schedule(schedule_path)
+            self.schedule = load_schedule(schedule_path, view=True)  # when jobs run; their actions need no env
         except ConfigError as exc:  # a broken schedule must not take the web app down: show it instead
             self.schedule = Schedule(schedule_path, ZoneInfo("UTC"), {})
             self.problems = [str(problem) for problem in exc.problems]
@@ -107,6 +107,7 @@ class StatusApp:
         self._ledger = ledger
         self._schema_ready = False
         self.api = JobsApi(access, lambda: (self.ledger().url, self.schedule.jobs), clock)
+        self._metrics: Any = None  # observe/metrics.py's Metrics, made at the first scrape
         self.jinja = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -124,6 +125,7 @@ class StatusApp:
                 Rule("/jobs/<job>/delete", endpoint="delete", methods=["POST"]),
                 Rule("/login", endpoint="login", methods=["GET", "POST"]),
                 Rule("/logout", endpoint="logout", methods=["POST"]),
+                Rule("/metrics", endpoint="metrics"),
             ]
         )
 
@@ -271,6 +273,17 @@ class StatusApp:
         rows = [views.job_row(status, paused, pending, now) for status in statuses]
         return self.render(ctx, "index.html", jobs=rows, clocks=clocks)
 
+    def view_metrics(self, ctx: Ctx) -> Response:
+        """Prometheus text, for any signed-in role (a scraper sends ``Authorization: Bearer <read token>``)."""
+        from dynoclock.observe.metrics import CONTENT_TYPE, Metrics
+
+        ledger = self.ledger()
+        try:
+            self._metrics = self._metrics or Metrics(self.schedule, ledger, self.clock)
+            return Response(self._metrics.text(), content_type=CONTENT_TYPE)
+        except Exception as exc:
+            raise self._unavailable(exc) from None
+
     def view_job(self, ctx: Ctx, job: str) -> Response:
         ledger = self.ledger()
         now = self.clock.now()
@@ -302,7 +315,7 @@ class StatusApp:
 
     def view_run(self, ctx: Ctx, job: str) -> Response:
         spec = self._job_or_404(ctx, job)
-        if spec.action is None:
+        if not spec.runnable:
             return self.message(ctx, 409, "Conflict", f"Job {job!r} is disabled and its action names unset variables.")
         self._write(lambda ledger: Controls(ledger, self.schedule.jobs).request_run(job, self._by(ctx)))
         return self._back(ctx, job, "run")

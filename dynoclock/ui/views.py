@@ -82,7 +82,7 @@ def job_row(
         schedule=job.describe(),
         zone=job.zone.key,
         enabled=job.enabled,
-        runnable=job.action is not None,
+        runnable=job.runnable,
         kind=job.kind,
         description=redact(job.description),
         next_run=when(status.next_run, job.zone),

@@ -48,7 +48,8 @@ def postgres_url_fixture(pg_admin: sa.Engine) -> str:
 
 
 def schema_url(schema: str, url: str = POSTGRES_URL) -> str:
-    """The state URL of one schema: every connection's search_path is that schema."""
+    """The state URL of one schema: every connection's search_path is that schema, and so the clock's tables are
+    there too (with CLOCK_SCHEMA unset, the URL's search_path names the clock's schema: state/schema.py)."""
     return f"{url}?options=-csearch_path%3D{schema}"
 
 
@@ -95,6 +96,29 @@ def pg_schemas_fixture(pg_admin: sa.Engine) -> Iterator[Callable[[], str]]:
 def pg_schema_url_fixture(pg_schemas: Callable[[], str]) -> str:
     """A state URL on a fresh Postgres schema of this test's own."""
     return pg_schemas()
+
+
+def database_url(name: str, url: str = POSTGRES_URL) -> str:
+    """The URL of database ``name`` on the server ``url`` names."""
+    return f"{url.rsplit('/', 1)[0]}/{name}"
+
+
+@pytest.fixture(name="pg_database")
+def pg_database_fixture(pg_admin: sa.Engine) -> Iterator[str]:
+    """The URL of a fresh database of this test's own, dropped at teardown: for what a schema of the shared one
+    cannot show (the clock's own ``dynoclock`` schema, tables an older clock left in ``public``)."""
+    name = f"db_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield database_url(name)
+    finally:
+        from dynoclock.state import engines
+
+        for key in [k for k in engines._engines if f"/{name}" in k[0]]:
+            engines._engines.pop(key).dispose()
+        with pg_admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 # ---- finding a process's Postgres backends ----------------------------------------------

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,14 +59,15 @@ def run_cli(
 
 
 class ClockProcess:
-    """``python clock.py ARGS`` as a real process with cwd ``cwd``; its output goes to ``cwd/NAME.log``."""
+    """``python clock.py ARGS`` as a real process with cwd ``cwd``; its output goes to ``cwd/NAME.log``. ``wrap``
+    is a command that execs it (``ip netns exec NS``: the pid stays the clock's)."""
 
-    def __init__(self, cwd: Path, args: list[str], name: str, env: dict[str, str]):
+    def __init__(self, cwd: Path, args: list[str], name: str, env: dict[str, str], wrap: Sequence[str] = ()):
         self.name = name
         self.log_path = cwd / f"{name}.log"
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [PYTHON, str(ROOT / "clock.py"), *args],
+                [*wrap, PYTHON, str(ROOT / "clock.py"), *args],
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -78,6 +79,11 @@ class ClockProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def scheduler_pid(self, count: int = 1) -> int:
+        """The pid of the scheduler process (the supervisor's child; the process itself under CLOCK_SUPERVISE=0),
+        from its ``count``-th ``clock.start`` line (a restarted scheduler logs one more)."""
+        return int(self.wait_for("clock.start", count=count)["pid"])
 
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -143,8 +149,11 @@ class Clocks:
     def __call__(self, schedule: Path, env: dict[str, str] | None = None) -> ClockProcess:
         return self.start("-c", str(schedule), env=env)
 
-    def start(self, *args: str, env: dict[str, str] | None = None, name: str = "") -> ClockProcess:
-        clock = ClockProcess(self.cwd, list(args), name or f"clock-{len(self.started)}", clock_env(self.state, env))
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, name: str = "", wrap: Sequence[str] = ()
+    ) -> ClockProcess:
+        name = name or f"clock-{len(self.started)}"
+        clock = ClockProcess(self.cwd, list(args), name, clock_env(self.state, env), wrap)
         self.started.append(clock)
         return clock
 
@@ -237,12 +246,32 @@ def wait_until(
 
 
 def process_gone(pid: int, wait: float = 10) -> bool:
-    """Whether process ``pid`` is gone, or goes within ``wait`` seconds (a job's process its clock killed)."""
+    """Whether process ``pid`` is gone, or goes within ``wait`` seconds (a job's process its clock killed). A zombie
+    is dead (its orphaned entry waits for whoever reaps it: init here, not the clock)."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        if stat[stat.rfind(b")") + 2 :].startswith(b"Z"):
             return True
         time.sleep(0.05)
     return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, theirs...), from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+                parents[int(name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        below = [child for child, parent in parents.items() if parent in frontier]
+        found += below
+        frontier = below
+    return found

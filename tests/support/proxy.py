@@ -10,10 +10,12 @@ import threading
 class Proxy:
     """A TCP forwarder to Postgres: ``cut()`` resets its connections and stops listening (connections are
     refused), ``restore()`` listens again on the same port; ``freeze()`` stops forwarding while every socket stays
-    open (a database that went silent: a call through it waits, nothing fails)."""
+    open (a database that went silent: a call through it waits, nothing fails). It listens on ``listen``
+    (loopback; tests/support/netns.py gives it the root side of a network namespace's link)."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, listen: str = "127.0.0.1"):
         self.upstream = (host, port)
+        self.listen = listen
         self.port = 0
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
@@ -24,7 +26,7 @@ class Proxy:
     def start(self) -> Proxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.listen, self.port))
         listener.listen(16)
         self.port = listener.getsockname()[1]
         self._listener = listener

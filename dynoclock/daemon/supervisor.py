@@ -1,0 +1,198 @@
+"""The supervisor: ``run`` (the clock) is a small parent process that keeps the scheduler process alive.
+
+The parent starts the scheduler as a child (the same command line, ``sys.orig_argv``, with
+``CLOCK_HEARTBEAT_FD`` set), forwards SIGTERM/SIGINT to it, and restarts it, with a growing pause (1 s doubling to
+30 s), when it dies unexpectedly (exit 1, a signal) or stops writing its heartbeat (one byte a second, from a
+thread of its own) for ``CLOCK_HEARTBEAT_TIMEOUT`` seconds (10): a frozen process (stopped, or C code holding the
+GIL) is killed with SIGKILL, then restarted. Each restart is logged as ``clock.restarted`` with the reason.
+
+The supervisor reads no schedule and imports next to nothing (it costs about one bare interpreter): the child
+tells it its ``shutdown_grace`` in its first message on the heartbeat pipe (``g25.0``), then writes ``.`` each
+second. Exit codes stay the child's: 0 after a clean stop, 2 for an invalid schedule (never restarted). A signal that
+arrives before the child handles signals is forwarded once it does (its first heartbeat). The child dies with the
+parent (a parent-death signal, Linux), so a SIGKILL to the parent ends both, as before. ``CLOCK_SUPERVISE=0``
+runs the scheduler in the first process, with no supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from types import FrameType
+
+from dynoclock import signals
+from dynoclock.observe.logs import EventLog, log
+from dynoclock.timesource import SYSTEM, Clock
+
+HEARTBEAT_FD = "CLOCK_HEARTBEAT_FD"  # set in the child: where it writes its heartbeat
+PARENT_PID = "CLOCK_SUPERVISOR_PID"
+HEARTBEAT_TIMEOUT = 10.0  # seconds without a heartbeat before the child is called frozen
+FIRST_BEAT_TIMEOUT = 120.0  # the child's start-up (imports, the schedule) comes before its first heartbeat
+DEFAULT_GRACE = 25.0  # shutdown_grace until the child has said its own
+STOP_SLACK = 6.0  # after shutdown_grace: the child's own bounded exit (STOP_GRACE, flushes); then SIGKILL
+
+
+def wanted(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``run`` supervises: unless CLOCK_SUPERVISE=0, and not inside the supervised child itself."""
+    env = os.environ if env is None else env
+    return env.get("CLOCK_SUPERVISE", "1").strip().lower() not in ("0", "false", "no", "off") and (
+        HEARTBEAT_FD not in env
+    )
+
+
+def supervised(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is the supervised scheduler."""
+    return HEARTBEAT_FD in (os.environ if env is None else env)
+
+
+def start_heartbeat(grace_s: float, clock: Clock = SYSTEM) -> None:
+    """In the child: die with the supervisor, tell it ``grace_s`` (the schedule's shutdown_grace), and write a
+    heartbeat every second on a thread of its own."""
+    fd = int(os.environ[HEARTBEAT_FD])
+    os.set_inheritable(fd, False)  # no job's process may keep the pipe open
+    die_with_parent(int(os.environ.get(PARENT_PID, "0")))
+    with contextlib.suppress(OSError):
+        os.write(fd, f"g{grace_s:g}\n".encode())
+
+    def beat() -> None:
+        while True:
+            try:
+                os.write(fd, b".")
+            except OSError:  # the supervisor is gone (and the parent-death signal is on its way)
+                return
+            clock.sleep(1.0)
+
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies (Linux's PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if parent and os.getppid() != parent:  # it died before the call above
+        os._exit(1)
+
+
+class Supervisor:
+    """Runs the scheduler child until a clean stop; see the module's doc."""
+
+    def __init__(self, events: EventLog = log, clock: Clock = SYSTEM):
+        self.events = events
+        self.clock = clock
+        self.stop_bound = DEFAULT_GRACE + STOP_SLACK
+        self.heartbeat_timeout = float(os.environ.get("CLOCK_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT)
+        self.stopping_since: float | None = None
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        self.child: subprocess.Popen[bytes] | None = None
+        self.beating = False  # the child handles signals (it has written a heartbeat)
+        self.forwarded = False
+        self.first_signal: int = signal.SIGTERM  # forwarded as it came (SIGINT stays SIGINT)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)  # a reload of schedule.yaml: the scheduler child's
+        for signum, at in [held for held in signals.held() if held[0] != signal.SIGHUP][:1]:
+            self.stopping_since, self.first_signal = at, signum
+        pause = 1.0
+        while True:
+            started = self.clock.monotonic()
+            code, reason = self._one_child()
+            if reason is None:
+                return code
+            if self.clock.monotonic() - started >= 60:
+                pause = 1.0
+            self.events.emit("clock.restarted", level="error", reason=reason, pause_s=pause)
+            if self._sleep(pause):
+                return 0  # a stop signal during the pause
+            pause = min(pause * 2, 30.0)
+
+    def _one_child(self) -> tuple[int, str | None]:
+        """Start the child and watch it; (exit code, None) to exit with, or (_, why) to restart it."""
+        beat_r, beat_w = os.pipe()
+        env = {**os.environ, HEARTBEAT_FD: str(beat_w), PARENT_PID: str(os.getpid())}
+        self.child = subprocess.Popen([sys.executable, *sys.orig_argv[1:]], env=env, pass_fds=(beat_w,))
+        os.close(beat_w)
+        self.beating = self.forwarded = False
+        last_beat = self.clock.monotonic()
+        try:
+            while True:
+                now = self.clock.monotonic()
+                if self.stopping_since is not None and self.beating and not self.forwarded:
+                    self._forward()
+                if self.stopping_since is not None and now > self.stopping_since + self.stop_bound:
+                    self.child.kill()  # it did not stop in time: exit before the platform's SIGKILL
+                bound = self.heartbeat_timeout if self.beating else FIRST_BEAT_TIMEOUT
+                if self.stopping_since is None and now - last_beat > bound:
+                    self.child.kill()
+                    self.child.wait()
+                    return 1, f"no heartbeat for {bound:g} s: the scheduler process was frozen, killed"
+                code = self.child.poll()
+                if code is not None:
+                    return self._ended(code)
+                ready, _, _ = select.select([beat_r, self.wake_r], [], [], 1.0)
+                if beat_r in ready and (data := os.read(beat_r, 4096)):
+                    self.beating, last_beat = True, self.clock.monotonic()
+                    self._heard(data)
+                if self.wake_r in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_r, 4096)
+        finally:
+            os.close(beat_r)
+
+    def _heard(self, data: bytes) -> None:
+        """A message from the child: ``g<seconds>\\n`` is its shutdown_grace; the rest are heartbeats."""
+        for part in data.split(b"\n"):
+            if part.startswith(b"g"):
+                with contextlib.suppress(ValueError):
+                    self.stop_bound = float(part[1:].strip(b".")) + STOP_SLACK
+
+    def _ended(self, code: int) -> tuple[int, str | None]:
+        if self.stopping_since is not None:  # stopped by our signal (perhaps before it could handle it)
+            return (0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else max(code, 1)), None
+        if code in (0, 2):  # a clean stop (a signal sent to it directly), or an invalid schedule: never restarted
+            return code, None
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return code, f"the scheduler process was killed by {signal.Signals(-code).name}"
+        return code, f"the scheduler process exited with {code}"
+
+    def _forward(self) -> None:
+        assert self.child is not None
+        self.forwarded = True
+        with contextlib.suppress(ProcessLookupError):
+            self.child.send_signal(self.first_signal)
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP reloads schedule.yaml in the scheduler child (daemon/reload.py); one before the child handles
+        signals is not needed: the child reads the file as it starts."""
+        if self.child is not None and self.beating:
+            with contextlib.suppress(ProcessLookupError):
+                self.child.send_signal(signal.SIGHUP)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping_since is None:
+            self.stopping_since, self.first_signal = self.clock.monotonic(), signum
+        elif self.child is not None and self.beating:
+            with contextlib.suppress(ProcessLookupError):
+                self.child.send_signal(signum)  # a second signal: the child logs it, as it did unsupervised
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_w, b"!")
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait ``seconds``, or until a stop signal; whether one came."""
+        end = self.clock.monotonic() + seconds
+        while self.stopping_since is None and self.clock.monotonic() < end:
+            select.select([self.wake_r], [], [], max(0.0, end - self.clock.monotonic()))
+        return self.stopping_since is not None

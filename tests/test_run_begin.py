@@ -1,0 +1,120 @@
+"""A claimed run starts only once the ledger says it started (``Ledger.begin``, through ``Claims.begin``).
+
+A row still ``claimed`` after its clock went silent is taken over by the next leader as never started, and run.
+That is safe only if no run ever starts while its row says ``claimed``: a clock whose packets were dropped right
+after it claimed once ran the slot while its "started" write waited in a queue, and the next leader ran it again
+(tests/test_half_open.py found it with real dropped packets).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import event
+
+from dynoclock.config.loader import load_schedule
+from dynoclock.observe.logs import EventLog
+from dynoclock.run.runner import Runner
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.writer import RunWriter
+from dynoclock.timesource import SYSTEM
+from tests.support.processes import write_schedule
+
+SLOT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def statuses(store: Ledger) -> dict[str, tuple[str, str]]:
+    return {run.run_id: (run.status, run.clock) for run in store.history(limit=100)}
+
+
+def test_begin_marks_this_clocks_claims_started_once_even_if_the_reply_was_lost(store: Ledger) -> None:
+    assert store.claim("r1", "tick", SLOT, "me")
+    assert store.claim("r2", "tick", SLOT + timedelta(hours=1), "me")
+    at = SLOT + timedelta(seconds=1)
+    assert store.begin([("r1", 1, at), ("r2", 3, at)], "me") == {"r1", "r2"}  # one transaction for both
+    assert statuses(store) == {"r1": ("running", "me"), "r2": ("running", "me")}
+    assert store.begin([("r1", 1, at)], "me") == {"r1"}  # the same start again: its first reply was lost
+    assert store.begin([("r1", 1, at + timedelta(seconds=1))], "me") == set()  # another start of a started run
+    assert store.begin([("r1", 1, at)], "other") == set()
+    runs = {run.run_id: run for run in store.history()}
+    assert (runs["r1"].started_at, runs["r1"].attempt, runs["r2"].attempt) == (at, 1, 3)
+
+
+def test_begin_refuses_a_claim_another_clock_took_over_or_closed(store: Ledger) -> None:
+    assert store.claim("taken", "tick", SLOT, "me")
+    assert store.claim("closed", "tick", SLOT + timedelta(hours=1), "me")
+    assert store.claim("free", "tick", SLOT + timedelta(hours=2), "me")
+    old = {run.run_id: run for run in store.history()}
+    assert store.reclaim(old["taken"], "next-leader", reason="schedule")
+    assert store.interrupt(old["closed"], "clock me stopped before the run started", status="missed")
+    assert store.begin([("taken", 1, SLOT), ("closed", 1, SLOT), ("free", 1, SLOT)], "me") == {"free"}
+    assert store.unclaim("taken", "me") is False  # nor may it give back a claim that is no longer its own
+    assert statuses(store) == {
+        "taken": ("claimed", "next-leader"),
+        "closed": ("missed", "me"),
+        "free": ("running", "me"),
+    }
+
+
+def test_close_claim_records_only_this_clocks_own_claim_missed(store: Ledger) -> None:
+    assert store.claim("mine", "tick", SLOT, "me")
+    assert store.claim("theirs", "tick", SLOT + timedelta(hours=1), "other")
+    assert store.close_claim("mine", "me", "database unreachable") is True
+    assert store.close_claim("mine", "me", "database unreachable") is False
+    assert store.close_claim("theirs", "me", "database unreachable") is False
+    assert statuses(store) == {"mine": ("missed", "me"), "theirs": ("claimed", "other")}
+
+
+def runner_on(tmp_path: Path, store: Ledger, job: str) -> tuple[Runner, io.StringIO]:
+    schedule = load_schedule(str(write_schedule(tmp_path, f"jobs:\n  probe:\n    every: 1h\n    {job}\n")))
+    stream = io.StringIO()
+    return Runner(schedule, EventLog(stream, fmt="json"), "me", Ledger(store.url)), stream
+
+
+def test_a_run_starts_only_once_its_row_says_running(tmp_path: Path, store: Ledger) -> None:
+    runner, _ = runner_on(
+        tmp_path, store, f"python: tests.jobs_for_tests:own_row_status\n    kwargs: {{url: '{store.url}'}}"
+    )
+    slot = datetime.now(UTC).replace(microsecond=0)
+    outcome = runner.execute(runner.schedule.jobs["probe"], slot)
+    assert (outcome.status, outcome.detail) == ("ok", "running")  # the job saw its own row started, not claimed
+
+
+def test_a_claimed_run_that_another_clock_took_over_before_it_started_is_never_run(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # A clock claimed a slot, then lost the database until the next leader had taken the run over: it must not
+    # run it as well when its turn comes.
+    runner, stream = runner_on(tmp_path, store, f"command: [sh, -c, 'echo ran >> ran.txt']\n    cwd: '{tmp_path}'")
+    slot = datetime.now(UTC).replace(microsecond=0)
+    assert store.claim("r1", "probe", slot, "me")
+    assert store.reclaim(store.history()[0], "next-leader", reason="schedule")
+    outcome = runner.execute(runner.schedule.jobs["probe"], slot, claimed_as="r1")
+    assert outcome.status == "duplicate"
+    assert not (tmp_path / "ran.txt").exists()
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["run.duplicate"]
+    assert statuses(store) == {"r1": ("claimed", "next-leader")}
+
+
+def test_runs_starting_together_are_marked_in_a_few_transactions_each_with_its_own_answer(store: Ledger) -> None:
+    ledger = Ledger(store.url)
+    writer = RunWriter(ledger, EventLog(io.StringIO()), SYSTEM, "me")
+    ids = [f"r{i}" for i in range(200)]
+    for i, run_id in enumerate(ids):
+        assert ledger.claim(run_id, "tick", SLOT + timedelta(minutes=i), "me" if i % 10 else "other")
+    commits: list[int] = []
+    event.listen(ledger.engine, "commit", lambda conn: commits.append(1))
+    answers: dict[str, bool] = {}
+    at = datetime.now(UTC)
+    threads = [threading.Thread(target=lambda r=r: answers.update({r: writer.begin(r, 1, at)})) for r in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answers == {r: i % 10 != 0 for i, r in enumerate(ids)}  # every tenth is another clock's claim
+    assert len(commits) < len(ids)  # runs that start while a transaction is in flight share the next one
