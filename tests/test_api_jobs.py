@@ -248,3 +248,19 @@ def test_finished_one_offs_leave_the_list_and_old_rows_are_pruned(app: Scheduler
     with app.ledger.engine.connect() as conn:
         assert set(conn.execute(sa.select(jobs.c.id)).scalars()) == {"pending"}
     assert [run.run_id for run in app.ledger.history("done")] == ["r1"]  # its history stays
+
+
+@pytest.mark.postgres
+def test_the_apps_own_connection_writes_to_the_clocks_schema_and_stays_the_apps(pg_schema_url: str) -> None:
+    from dynoclock.state.engines import normalize_url
+    from tests.support.postgres import POSTGRES_URL
+
+    app = dynoclock.connect(pg_schema_url)
+    web = sa.create_engine(normalize_url(POSTGRES_URL), poolclass=sa.pool.NullPool)  # the app's: search_path public
+    with web.connect() as conn, conn.begin():
+        app.add("from-the-app", every="1h", command="true", connection=conn)
+        # The app's own statements still land where its connection points.
+        assert conn.execute(sa.text("SELECT current_schema()")).scalar() == "public"
+        assert conn.get_execution_options().get("schema_translate_map") is None
+    assert [job["id"] for job in app.jobs()] == ["from-the-app"]
+    web.dispose()
