@@ -76,8 +76,9 @@ def test_sigterm_to_the_supervisor_exits_0_and_leaves_no_process(
     hung = "  hung:\n    every: 1s\n    timeout: 60s\n    shell: true\n    command: \"trap '' TERM; sleep 600\"\n"
     clock = start_clock(write_schedule(f"shutdown_grace: 1s\n{TICKS}{hung}"))
     clock.wait_for("run.start", job="hung")
-    procs = descendants(clock.pid)  # the scheduler, the hung command and its sleep
-    assert len(procs) >= 3
+    # The scheduler, the hung command and its sleep (run.start is logged as the command is being started).
+    wait_until(lambda: len(descendants(clock.pid)) >= 3, "the scheduler, the command and its sleep")
+    procs = descendants(clock.pid)
     assert clock.stop() == 0
     assert all(process_gone(pid) for pid in procs)
     assert clock.events("clock.restarted") == []
