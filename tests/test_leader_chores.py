@@ -230,11 +230,13 @@ class DropsOnce(Ledger):
 
     dropped = False
 
-    def catch_up_slots(self, job: str, since: datetime, until: datetime) -> tuple[datetime | None, list[datetime]]:
+    def catch_up_slots_of(
+        self, since: dict[str, datetime], until: datetime
+    ) -> dict[str, tuple[datetime | None, list[datetime]]]:
         if not self.dropped:
             self.dropped = True
             raise sa.exc.OperationalError("SELECT ...", None, Exception("server closed the connection unexpectedly"))
-        return super().catch_up_slots(job, since, until)
+        return super().catch_up_slots_of(since, until)
 
 
 def test_a_takeover_whose_catch_up_fails_owes_it_and_catches_up_on_the_next_round(

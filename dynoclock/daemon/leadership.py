@@ -254,16 +254,20 @@ class Leadership:
         assert writer is not None
         margin = timedelta(seconds=LEADER_CHECK)
         done = set() if done is None else done
-        for job in list(self.schedule.jobs.values()):
-            if not job.enabled or job.action is None or job.id in done:
-                continue
-            if job.origin == "api" and job.trigger_key == "at":
-                continue  # the app's one-offs: daemon/apijobs.py runs or records those overdue
-            created = self.api.created.get(job.id) if self.api is not None else None
-            since = now - job.misfire_grace
+        todo = [
+            job for job in list(self.schedule.jobs.values())
+            if job.enabled and job.action is not None and job.id not in done
+            and not (job.origin == "api" and job.trigger_key == "at")  # the app's one-offs: daemon/apijobs.py
+        ]  # fmt: skip
+        since: dict[str, datetime] = {}
+        for job in todo:
+            since[job.id] = now - job.misfire_grace
             if led_until is not None:
-                since = min(since, led_until - job.misfire_grace - margin)
-            after, taken = self.ledger.catch_up_slots(job.id, since, now)
+                since[job.id] = min(since[job.id], led_until - job.misfire_grace - margin)
+        read = self.ledger.catch_up_slots_of(since, now)
+        for job in todo:
+            created = self.api.created.get(job.id) if self.api is not None else None
+            after, taken = read[job.id]
             if after is None and led_until is not None:
                 # No row before (a new job, an `at:` job, rows pruned): a leader would have claimed its slots
                 # while it led, so only those after the last leader's heartbeat can have been missed. The

@@ -98,6 +98,9 @@ class SchemaTooNew(RuntimeError):
     """A newer clock migrated the state database: this one must not read or write it."""
 
 
+CATCH_UP_CHUNK = 400  # SQLite allows 500 terms in a compound SELECT
+
+
 class Ledger:
     """Claims, outcomes and history of runs, in the state database."""
 
@@ -320,13 +323,55 @@ class Ledger:
     def catch_up_slots(self, job: str, since: datetime, until: datetime) -> tuple[datetime | None, list[datetime]]:
         """What a catch-up reads of one job: its latest slot with a row before ``since``, and its slots with a row
         from ``since`` to ``until``, oldest first (manual runs are not slots). Both use the (job, slot) key."""
-        slot, scheduled = runs.c.scheduled_for, sa.and_(runs.c.job == job, runs.c.reason != "manual")
-        before = sa.select(sa.func.max(slot)).where(scheduled, slot < to_db(since))
-        within = sa.select(slot).where(scheduled, slot >= to_db(since), slot <= to_db(until)).order_by(slot)
+        return self.catch_up_slots_of({job: since}, until)[job]
+
+    def catch_up_slots_of(
+        self, since: dict[str, datetime], until: datetime
+    ) -> dict[str, tuple[datetime | None, list[datetime]]]:
+        """``catch_up_slots`` of many jobs (job -> its ``since``), a few hundred jobs a statement: a takeover of
+        10,000 jobs made 20,000 round trips one job at a time (30 s on Postgres, past the lease's renewal)."""
+        out: dict[str, tuple[datetime | None, list[datetime]]] = {}
+        groups: dict[datetime, list[str]] = {}
+        for job, moment in since.items():
+            groups.setdefault(moment, []).append(job)
+        slot = runs.c.scheduled_for
         with self.engine.connect() as conn:
-            last = conn.execute(before).scalar()
-            slots = [from_db(s) for (s,) in conn.execute(within)]
-        return (None if last is None else from_db(last)), slots
+            for moment, names in groups.items():
+                for i in range(0, len(names), CATCH_UP_CHUNK):
+                    chunk = names[i : i + CATCH_UP_CHUNK]
+                    # One indexed max per job (a grouped max would read each job's whole history).
+                    last = self._lasts_before(conn, chunk, moment)
+                    within = (
+                        sa.select(runs.c.job, slot)
+                        .where(runs.c.job.in_(chunk), runs.c.reason != "manual")
+                        .where(slot >= to_db(moment), slot <= to_db(until))
+                        .order_by(slot)
+                    )
+                    taken: dict[str, list[datetime]] = {}
+                    for job, value in conn.execute(within):
+                        taken.setdefault(job, []).append(from_db(value))
+                    for job in chunk:
+                        value = last.get(job)
+                        out[job] = (None if value is None else from_db(value)), taken.get(job, [])
+        return out
+
+    def _lasts_before(self, conn: sa.Connection, jobs: list[str], moment: datetime) -> dict[str, Any]:
+        """Each job's latest (non-manual) slot with a row before ``moment``: on Postgres one statement whose plan
+        probes the (job, slot) key once per job (a UNION of a subquery per job took 0.6 s a chunk to plan); on
+        SQLite, where a statement costs no round trip, one query per job."""
+        if self.is_postgres:
+            statement = sa.text(
+                f"SELECT j.job, (SELECT max(r.scheduled_for) FROM {qualified(self.schema, 'clock_runs')} r "
+                "WHERE r.job = j.job AND r.reason <> 'manual' AND r.scheduled_for < :moment) "
+                "FROM unnest(CAST(:jobs AS text[])) AS j(job)"
+            )
+            return {job: value for job, value in conn.execute(statement, {"jobs": jobs, "moment": to_db(moment)})}
+        slot = runs.c.scheduled_for
+        out = {}
+        for job in jobs:
+            scheduled = sa.and_(runs.c.job == job, runs.c.reason != "manual")
+            out[job] = conn.execute(sa.select(sa.func.max(slot)).where(scheduled, slot < to_db(moment))).scalar()
+        return out
 
     def unfinished(self, dead_clocks_before: datetime) -> list[Run]:
         """Runs left claimed/running by clocks whose last heartbeat is older than the given instant (or gone)."""
