@@ -241,14 +241,16 @@ class Runner:
         if early > 0 and self.clock.wait(self.stopping, early):
             return self._release(fields)
         first = reclaimed.attempt + 1 if reclaimed else 1
+        begun = False  # the row says started: from then on the run runs, even if the clock starts stopping
         if self.claims is not None and not self.stopping.is_set():  # the row says started before the run does
-            begun = self.claims.begin(job, slot, run_id, first, fields)
-            if begun != "won":
-                return Outcome(NOT_CLAIMED[begun])
+            said = self.claims.begin(job, slot, run_id, first, fields)
+            if said != "won":
+                return Outcome(NOT_CLAIMED[said])
+            begun = True
         tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
         info = RunInfo(job.id, run_id, slot, first, "running")
         self.notifier.run_started(job.ping, job.ping_style, info, job)
-        outcome = self._attempts(job, slot, run_id, first, retries, fields, tail)
+        outcome = self._attempts(job, slot, run_id, first, retries, fields, tail, begun)
         if outcome.status == "abandoned":
             with self._lock:
                 written_off = self._abandoned.pop(run_id, None)
@@ -258,12 +260,20 @@ class Runner:
         return outcome
 
     def _attempts(
-        self, job: Job, slot: datetime, run_id: str, first: int, retries: bool, fields: RunFields, tail: deque[str]
+        self,
+        job: Job,
+        slot: datetime,
+        run_id: str,
+        first: int,
+        retries: bool,
+        fields: RunFields,
+        tail: deque[str],
+        begun: bool = False,
     ) -> Outcome:
         """The first attempt and its retries, with doubling delays that never pass the job's next slot."""
         attempt = first
         while True:
-            outcome = self._attempt(job, slot, run_id, attempt, fields, tail)
+            outcome = self._attempt(job, slot, run_id, attempt, fields, tail, begun and attempt == first)
             if outcome.status not in ("failed", "timeout") or not retries or attempt - first >= job.retries:
                 return outcome
             wait = min(job.retry_delay * 2 ** (attempt - 1), job.retry_max_delay)
@@ -281,9 +291,18 @@ class Runner:
             attempt += 1
 
     def _attempt(
-        self, job: Job, slot: datetime, run_id: str, attempt: int, fields: RunFields, tail: deque[str]
+        self,
+        job: Job,
+        slot: datetime,
+        run_id: str,
+        attempt: int,
+        fields: RunFields,
+        tail: deque[str],
+        begun: bool = False,
     ) -> Outcome:
-        if self.stopping.is_set():
+        # A run whose row says started runs: given back, it would stay `running` in the ledger (a release only
+        # takes back a claim), and the next leader would close it as interrupted, never run.
+        if self.stopping.is_set() and not begun:
             if attempt == 1:
                 return self._release(fields)
             return self._report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
