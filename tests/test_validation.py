@@ -1080,6 +1080,7 @@ def test_check_reports_what_each_enabled_job_lacks_in_this_environment(write_sch
         jobs:
           py: {{every: 1h, python: "no_such_module_4f2a:run"}}
           prog: {{every: 1h, command: [no-such-program-4f2a]}}
+          builtin: {{every: 1h, command: "exit 3"}}
           script: {{every: 1h, command: [./missing.sh]}}
           cwd: {{every: 1h, command: [sh], cwd: {tmp_path}/nowhere}}
           shell: {{every: 1h, shell: true, command: "no-such-program-4f2a"}}
@@ -1094,6 +1095,10 @@ def test_check_reports_what_each_enabled_job_lacks_in_this_environment(write_sch
     assert [(p.path, p.message) for p in problems] == [
         ("jobs.py.python", "cannot import no_such_module_4f2a: No module named 'no_such_module_4f2a'"),
         ("jobs.prog.command", "'no-such-program-4f2a' is not on PATH"),
+        (
+            "jobs.builtin.command",
+            "'exit' is not on PATH: it is shell syntax; add 'shell: true' to run the line with sh",
+        ),
         ("jobs.script.command", "'./missing.sh' is not an executable file"),
         ("jobs.cwd.command", f"cwd '{tmp_path}/nowhere' is not a directory"),
         ("jobs.db.sql", "no database: set 'database:' on the job, or DATABASE_URL"),
@@ -1105,6 +1110,7 @@ def test_check_reports_what_each_enabled_job_lacks_in_this_environment(write_sch
     assert [p.path for p in environment_problems(load_schedule(str(path), env=env), env=env)] == [
         "jobs.py.python",
         "jobs.prog.command",
+        "jobs.builtin.command",
         "jobs.script.command",
         "jobs.cwd.command",
     ]

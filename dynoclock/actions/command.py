@@ -82,10 +82,19 @@ class CommandAction:
             if not os.access(os.path.join(self.cwd or ".", program), os.X_OK):
                 return f"{program!r} is not an executable file"
         elif _which(program, self.env.get("PATH", os.environ.get("PATH", ""))) is None:
+            if program in _SHELL_ONLY:
+                return f"{program!r} is not on PATH: it is shell syntax; add 'shell: true' to run the line with sh"
             return f"{program!r} is not on PATH"
         if self.cwd and not os.path.isdir(self.cwd):
             return f"cwd {self.cwd!r} is not a directory"
         return None
+
+
+# Words that only a shell understands: a command line starting with one needs `shell: true`.
+_SHELL_ONLY = frozenset(
+    {"exit", "cd", "export", "source", ".", "set", "unset", "alias", "eval", "exec", "if", "for", "while", "case"}
+    | {"until", "function", "return", "shift", "trap", "ulimit", "umask", "wait"}
+)
 
 
 def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CommandAction | None:
