@@ -27,7 +27,8 @@ from dynoclock.config.loader import load_schedule
 from dynoclock.daemon.leadership import STANDBY_POLL, Leadership
 from dynoclock.observe.logs import EventLog
 from dynoclock.run.runner import Runner
-from dynoclock.state.ledger import Ledger, Run
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Run
 from dynoclock.state.tables import SCHEMA_VERSION, RunReason, meta
 from tests.support.clock import FakeClock
 from tests.support.history import finish_run, start_run

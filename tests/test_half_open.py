@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from dynoclock.state.ledger import Ledger, Run
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Run
 from tests.support.logs import parse_ts
 from tests.support.netns import Link
 from tests.support.processes import (

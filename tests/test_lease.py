@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from dynoclock.state import engines as db
 from dynoclock.state.lease import Fence, FileLease, Lease, PostgresLease, make_lease
-from dynoclock.state.ledger import LeaseLost, Ledger
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import LeaseLost
 from tests.support.postgres import admin_engine
 from tests.support.processes import ROOT, wait_until
 

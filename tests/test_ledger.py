@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from dynoclock.state.ledger import Ledger, SchemaTooNew
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import SchemaTooNew
 from dynoclock.state.tables import SCHEMA_VERSION, meta
 from tests.support.clock import FakeClock
 from tests.support.history import finish_run, start_run

@@ -20,7 +20,8 @@ from sqlalchemy.dialects import postgresql
 
 from dynoclock.state import engines as db
 from dynoclock.state.controls import Controls
-from dynoclock.state.ledger import Claim, Ledger, Run
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Claim, Run
 from dynoclock.state.tables import clocks, runs, to_db
 from tests.support.state import all_runs
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dynoclock.state.lease import PostgresLease
-from dynoclock.state.ledger import Claim, Ledger
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Claim
 from tests.support.pgbouncer import Bouncer
 from tests.support.processes import TICK_COMMAND, Clocks, _clocks, tick_slots, write_schedule
 

@@ -15,7 +15,7 @@ from dynoclock.config.envvars import expand, variables
 from dynoclock.config.problems import ConfigError, Invalid
 from dynoclock.config.source import dotted, load
 from dynoclock.observe.timefmt import duration_text
-from dynoclock.state.ledger import Run
+from dynoclock.state.runs import Run
 from dynoclock.ui.views import run_row
 
 # ---- durations -------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dynoclock.observe.logs import EventLog
-from dynoclock.state.ledger import Claim, Ledger, Run
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Claim, Run
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM
 from tests.support.postgres import POSTGRES_URL, schema_of

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from dynoclock.observe.status import JobStatus
 from dynoclock.observe.timefmt import duration_text
-from dynoclock.state.ledger import Run
+from dynoclock.state.runs import Run
 
 
 def format_history(runs: list[Run]) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime
 from dynoclock.observe.logs import short_error
 from dynoclock.run.claims import Claims
 from dynoclock.run.runner import Runner
-from dynoclock.state.ledger import Claim, LeaseLost
+from dynoclock.state.runs import Claim, LeaseLost
 
 MAX_BATCH = 1000
 

@@ -17,7 +17,8 @@ from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Schedule
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.run.runner import Runner
-from dynoclock.state.ledger import DEAD_AFTER, Ledger, Run
+from dynoclock.state.ledger import DEAD_AFTER, Ledger
+from dynoclock.state.runs import Run
 from dynoclock.timesource import Clock
 
 HOUSEKEEPING_EVERY = 14.0  # seconds between looks for dead clocks' runs: a clock is only dead after DEAD_AFTER

@@ -26,7 +26,8 @@ from dynoclock.run.runner import Runner
 from dynoclock.schedule import catchup
 from dynoclock.state.controls import Controls
 from dynoclock.state.lease import make_lease
-from dynoclock.state.ledger import Ledger, SchemaTooNew
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import SchemaTooNew
 from dynoclock.state.schema import SchemaDenied
 from dynoclock.timesource import SYSTEM, Clock
 

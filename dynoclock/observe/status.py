@@ -14,7 +14,8 @@ from dynoclock.config.loader import Job, Schedule
 from dynoclock.timesource import SYSTEM, Clock
 
 if TYPE_CHECKING:
-    from dynoclock.state.ledger import Ledger, Run
+    from dynoclock.state.ledger import Ledger
+    from dynoclock.state.runs import Run
 
 FAILED = ("failed", "timeout", "interrupted", "missed")
 

@@ -23,7 +23,8 @@ from dynoclock.config.loader import Job
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.run.outcome import RunFields
 from dynoclock.state.lease import Fence
-from dynoclock.state.ledger import Claim, LeaseLost, Ledger, Run
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Claim, LeaseLost, Run
 from dynoclock.state.tables import RunReason
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import Clock

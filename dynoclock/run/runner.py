@@ -34,7 +34,8 @@ from dynoclock.run.timer import Timer
 from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
 from dynoclock.run.workers import WorkerPool
 from dynoclock.schedule.triggers import jitter_offset
-from dynoclock.state.ledger import Ledger, Run
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Run
 from dynoclock.state.tables import RunReason
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM, Clock

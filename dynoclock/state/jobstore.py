@@ -100,8 +100,8 @@ class JobStore:
         """Raise the change counter (locking its row until the transaction ends) and wake the leader at commit:
         one round trip."""
         value = sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.String)
-        stmt = self.ledger._insert(meta).values(key=SEQ_KEY, value="1")
-        stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}).returning(meta.c.value)
+        insert = self.ledger._insert(meta).values(key=SEQ_KEY, value="1")
+        stmt = insert.on_conflict_do_update(index_elements=["key"], set_={"value": value}).returning(meta.c.value)
         if not self.ledger.is_postgres:
             return int(conn.execute(stmt).scalar_one())
         bumped = stmt.cte("bumped")  # raised and NOTIFY sent in one round trip (delivered at commit)

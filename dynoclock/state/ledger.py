@@ -9,25 +9,17 @@ version, in Postgres or SQLite alike (SQLAlchemy Core).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 
-from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
-from dynoclock.state import engines as db
 from dynoclock.state import totals
+from dynoclock.state.database import StateDatabase
 from dynoclock.state.lease import Fence
-from dynoclock.state.schema import Migrated, clock_schema, prepare, qualified, valid_name
+from dynoclock.state.runs import Claim, ClockBeat, LeaseLost, Run, run_of
+from dynoclock.state.schema import qualified
 from dynoclock.state.tables import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
     UNFINISHED,
     RunReason,
     RunStatus,
@@ -35,7 +27,6 @@ from dynoclock.state.tables import (
     from_db,
     jobs,
     meta,
-    metadata,
     paused,
     requests,
     runs,
@@ -45,134 +36,23 @@ from dynoclock.timesource import SYSTEM, Clock
 
 DEAD_AFTER = timedelta(seconds=20)  # a clock whose heartbeat is older than this is dead: its unfinished runs are closed
 
-
-@dataclass(frozen=True)
-class Claim:
-    """A slot to claim: the run id this clock will use for it, if it wins."""
-
-    run_id: str
-    job: str
-    slot: datetime
-    clock: str
-    reason: RunReason = "schedule"
-    version: int | None = None  # an api job's: the claim commits only while its row has this version
-
-
-@dataclass(frozen=True)
-class Run:
-    """One row of history."""
-
-    run_id: str
-    job: str
-    scheduled_for: datetime
-    claimed_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    status: RunStatus
-    attempt: int
-    error: str | None
-    duration_ms: int | None
-    clock: str
-    reason: RunReason
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in self.__dict__.items():
-            out[key] = iso_utc(value) if isinstance(value, datetime) else value
-        return out
-
-
-class LeaseLost(RuntimeError):
-    """A claim made under a lease this clock no longer holds: nothing was written."""
-
-
 # The lease row still names this clock and epoch, unexpired; FOR SHARE keeps a takeover from committing before
 # the claim does (Postgres only: on SQLite the lease is a file lock, and claims carry no fence).
 _FENCE = (
     "SELECT 1 FROM {lease} WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now() "
     "FOR SHARE"
 )
-
-
-class SchemaTooNew(RuntimeError):
-    """A newer clock migrated the state database: this one must not read or write it."""
-
-
 CATCH_UP_CHUNK = 400  # SQLite allows 500 terms in a compound SELECT
 
 
-class Ledger:
-    """Claims, outcomes and history of runs, in the state database."""
+class Ledger(StateDatabase):
+    """Claims, outcomes and history of runs, and the clocks' heartbeats, in the state database."""
 
     def __init__(self, url: str, clock: Clock = SYSTEM, schema: str | None = None):
-        """``schema``: where the tables live on Postgres (default: ``state/schema.py``'s ``clock_schema``)."""
-        self.url = url
-        self.clock = clock  # the timestamps it writes (claimed_at, finished_at, heartbeats)
-        engine = db.engine_for(url, state=True)
-        if engine.dialect.name not in ("postgresql", "sqlite"):
-            raise db.DatabaseUrlError(f"the clock's state needs Postgres or SQLite, not {engine.dialect.name}")
-        self.is_postgres = db.is_postgres(engine)
-        self.schema: str | None = None  # SQLite: none
-        if self.is_postgres:
-            self.schema = clock_schema(engine.url) if schema is None else valid_name(schema, "schema")
-            # Every statement built from state/tables.py names the schema; no connection's search_path is set.
-            engine = engine.execution_options(schema_translate_map={None: self.schema})
-        self.engine = engine
+        super().__init__(url, clock, schema)
         self._fence = sa.text(_FENCE.format(lease=qualified(self.schema, "clock_lease")))
         self._claim_stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.run_id)
         self._begin_stmt = _begin_statement()
-
-    @property
-    def location(self) -> str:
-        """The state URL with any password masked, for logs."""
-        return redact_url(self.url)
-
-    @property
-    def sqlite_path(self) -> str | None:
-        return None if self.is_postgres else self.engine.url.database
-
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
-
-    # ---- schema ----------------------------------------------------------------------------
-
-    def ensure_schema(self) -> Migrated | None:
-        """Create or migrate the tables; safe when several clocks start at once on an empty database.
-
-        On Postgres, first the clock's schema, and the tables an older clock left where connections land by
-        default moved into it (returned, for the caller to log). Raises ``SchemaDenied`` when the role may not."""
-        migrated, present = None, None
-        with self._tx() as conn:
-            if self.is_postgres:  # serialized: CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type)
-                assert self.schema is not None
-                present, migrated = prepare(conn, self.schema)
-            for table in metadata.sorted_tables:
-                if present is None or table.name not in present:
-                    conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    if present is None or index.name not in present:
-                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-            version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-            if version is not None and int(version) > SCHEMA_VERSION:
-                raise SchemaTooNew(f"the state database has schema {version}, newer than this clock's {SCHEMA_VERSION}")
-            if version is not None:
-                if self.is_postgres:  # hand-written migrations name tables bare: find them, for this transaction only
-                    conn.execute(sa.text("SELECT set_config('search_path', :s, true)"), {"s": f'"{self.schema}"'})
-                for step in range(int(version) + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS.get(step, []):
-                        conn.exec_driver_sql(statement)
-            if version is None or int(version) < SCHEMA_VERSION:
-                self._upsert_meta(conn, "schema_version", str(SCHEMA_VERSION))
-        return migrated
-
-    def _upsert_meta(self, conn: Connection, key: str, value: str) -> None:
-        stmt = self._insert(meta).values(key=key, value=value)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
-
-    def _insert(self, table: sa.Table) -> Any:
-        return postgresql.insert(table) if self.is_postgres else sqlite.insert(table)
 
     # ---- runs ------------------------------------------------------------------------------
 
@@ -214,7 +94,7 @@ class Ledger:
                 return set()
             return self._claim_rows(conn, claims, now, fence)
 
-    def _current(self, conn: Connection, claims: list[Claim], ids: list[str], stale: set[str] | None) -> list[Claim]:
+    def _current(self, conn: sa.Connection, claims: list[Claim], ids: list[str], stale: set[str] | None) -> list[Claim]:
         query = sa.select(jobs.c.id, jobs.c.version).where(jobs.c.id.in_(ids), jobs.c.removed_at.is_(None))
         if self.is_postgres:
             query = query.order_by(jobs.c.id).with_for_update(read=True)
@@ -224,7 +104,7 @@ class Ledger:
             stale.update(c.run_id for c in claims if c.version is not None and current.get(c.job) != c.version)
         return keep
 
-    def _claim_rows(self, conn: Connection, claims: list[Claim], now: datetime, fence: Fence | None) -> set[str]:
+    def _claim_rows(self, conn: sa.Connection, claims: list[Claim], now: datetime, fence: Fence | None) -> set[str]:
         rows = [
             {"run_id": c.run_id, "job": c.job, "scheduled_for": to_db(c.slot), "claimed_at": now,
              "status": "claimed", "attempt": 0, "clock": c.clock, "reason": c.reason}
@@ -297,14 +177,15 @@ class Ledger:
                 totals.add(conn, {(job, f"runs:{status}"): 1})
             return inserted
 
-    def update_runs(self, updates: dict[str, dict[str, Any]]) -> None:
+    def update_runs(self, updates: dict[str, dict[str, object]]) -> None:
         """Apply many row updates (run id -> column values) in one transaction, one statement per shape."""
-        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+        stored: dict[str, dict[str, object]] = {}
         for run_id, values in updates.items():
-            row = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
+            row = stored[run_id] = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
             shapes.setdefault(tuple(sorted(row)), []).append({"rid": run_id, **row})
         with self._tx() as conn:
-            added = totals.finished_increments(conn, {row["rid"]: row for rows in shapes.values() for row in rows})
+            added = totals.finished_increments(conn, stored)
             for columns, rows in shapes.items():
                 stmt = runs.update().where(runs.c.run_id == sa.bindparam("rid"))
                 conn.execute(stmt.values({c: sa.bindparam(c) for c in columns}), rows)
@@ -355,7 +236,7 @@ class Ledger:
                         out[job] = (None if value is None else from_db(value)), taken.get(job, [])
         return out
 
-    def _lasts_before(self, conn: sa.Connection, jobs: list[str], moment: datetime) -> dict[str, Any]:
+    def _lasts_before(self, conn: sa.Connection, jobs: list[str], moment: datetime) -> dict[str, datetime | None]:
         """Each job's latest (non-manual) slot with a row before ``moment``: on Postgres one statement whose plan
         probes the (job, slot) key once per job (a UNION of a subquery per job took 0.6 s a chunk to plan); on
         SQLite, where a statement costs no round trip, one query per job."""
@@ -378,7 +259,7 @@ class Ledger:
         alive = sa.select(clocks.c.clock).where(clocks.c.heartbeat_at >= to_db(dead_clocks_before))
         query = sa.select(runs).where(runs.c.status.in_(UNFINISHED), runs.c.clock.not_in(alive))
         with self.engine.connect() as conn:
-            return [_run(row) for row in conn.execute(query)]
+            return [run_of(row._mapping) for row in conn.execute(query)]
 
     def reclaim(self, run: Run, clock: str, reason: RunReason = "retry") -> bool:
         """Take over a dead clock's run to run it (again); False if someone else did."""
@@ -407,7 +288,7 @@ class Ledger:
         if job is not None:
             query = query.where(runs.c.job == job)
         with self.engine.connect() as conn:
-            return [_run(row) for row in conn.execute(query.limit(limit).offset(offset))]
+            return [run_of(row._mapping) for row in conn.execute(query.limit(limit).offset(offset))]
 
     def prune(self, before: datetime, batch: int = 500) -> int:
         """Delete one batch of finished rows older than ``before``; returns how many went."""
@@ -435,7 +316,7 @@ class Ledger:
             waiting = sa.select(requests.c.request_id).where(requests.c.taken_at.is_(None)).limit(1)
             return paused_jobs, conn.execute(waiting).first() is not None
 
-    def _heartbeat(self, conn: Connection, clock: str, role: str, started_at: datetime) -> None:
+    def _heartbeat(self, conn: sa.Connection, clock: str, role: str, started_at: datetime) -> None:
         now = to_db(self.clock.now())
         stmt = self._insert(clocks).values(clock=clock, role=role, started_at=to_db(started_at), heartbeat_at=now)
         conn.execute(stmt.on_conflict_do_update(index_elements=["clock"], set_={"role": role, "heartbeat_at": now}))
@@ -453,17 +334,17 @@ class Ledger:
         with self._tx() as conn:
             conn.execute(clocks.delete().where(clocks.c.clock == clock))
 
-    def clocks(self) -> list[dict[str, Any]]:
+    def clocks(self) -> list[ClockBeat]:
+        """Every clock's last heartbeat, the latest first."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(clocks).order_by(clocks.c.heartbeat_at.desc()))
-            return [{k: from_db(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()} for row in rows]
-
-
-def _run(row: Any) -> Run:
-    values = dict(row._mapping)
-    for key in ("scheduled_for", "claimed_at", "started_at", "finished_at"):
-        values[key] = from_db(values[key]) if values[key] is not None else None
-    return Run(**values)
+            c = clocks.c
+            rows = conn.execute(
+                sa.select(c.clock, c.role, c.started_at, c.heartbeat_at).order_by(c.heartbeat_at.desc())
+            )
+            return [
+                ClockBeat(clock=clock, role=role, started_at=from_db(started), heartbeat_at=from_db(beat))
+                for clock, role, started, beat in rows
+            ]
 
 
 def _begin_statement() -> sa.Update:

@@ -27,7 +27,8 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 
 from dynoclock.observe.logs import EventLog, short_error
-from dynoclock.state.ledger import Ledger, Run
+from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Run
 from dynoclock.state.tables import RunReason, RunStatus
 from dynoclock.timesource import Clock
 

@@ -8,7 +8,7 @@ from datetime import UTC
 from markupsafe import Markup, escape
 
 from dynoclock.observe.timefmt import duration_text
-from dynoclock.state.ledger import Run
+from dynoclock.state.runs import Run
 
 WIDTH, HEIGHT, TOP, BOTTOM, LEFT = 640, 150, 16, 22, 44
 COLOURS = {

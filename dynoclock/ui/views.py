@@ -13,7 +13,8 @@ from dynoclock.config.loader import Job
 from dynoclock.observe.redact import redact
 from dynoclock.observe.status import JobStatus
 from dynoclock.observe.timefmt import duration_text
-from dynoclock.state.ledger import DEAD_AFTER, Run
+from dynoclock.state.ledger import DEAD_AFTER
+from dynoclock.state.runs import Run
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # imported where used: a broken engine module must not break every test's collection
-    from dynoclock.state.ledger import Ledger, Run
+    from dynoclock.state.ledger import Ledger
+    from dynoclock.state.runs import Run
 
 
 def forget_engine(url: str) -> None:
