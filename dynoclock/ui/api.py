@@ -60,7 +60,7 @@ class JobsApi:
         return self._scheduler
 
     def respond(self, request: Request) -> Response:
-        from dynoclock.ui.app import check_body
+        from dynoclock.ui.guards import check_body
 
         try:
             check_body(request)

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, MapAdapter, RequestRedirect, Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
@@ -36,13 +36,12 @@ from dynoclock.ui import views
 from dynoclock.ui.access import Access, AuthCallable, Identity, browser_id, same_origin, set_browser_id
 from dynoclock.ui.api import JobsApi
 from dynoclock.ui.chart import durations_chart
+from dynoclock.ui.guards import PageRequest, check_body, inside, secure_headers
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 PER_PAGE = 25
-MAX_BODY = 64 * 1024  # the page's forms are a few hundred bytes; nothing larger is ever read
-MAX_NEXT = 2000  # longest path sign-in redirects to
 CHART_RUNS = 60
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NOTICES = {  # ?notice=... after an action: fixed texts, so the query string cannot inject any
@@ -68,13 +67,6 @@ def make_app(
     page is off: every request gets 403 and a page saying how to turn it on. ``clock`` says what time it is.
     """
     return StatusApp(schedule_path or default_path(), ledger, Access.from_env(token, read_token, auth), clock)
-
-
-class PageRequest(Request):
-    """A request whose body is read only up to MAX_BODY: a larger one is refused (413), never held in memory."""
-
-    max_content_length = MAX_BODY + 1  # what the stream yields at most: one byte more tells a body too large
-    max_form_memory_size = MAX_BODY
 
 
 @dataclass
@@ -150,14 +142,7 @@ class StatusApp:
             response = self.message(ctx, exc.code or 500, exc.name, exc.description or "")
         if new_sid:
             set_browser_id(response, request, sid)
-        response.headers["Content-Security-Policy"] = (
-            f"default-src 'none'; script-src 'nonce-{ctx.nonce}'; style-src 'nonce-{ctx.nonce}'; "
-            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-        )
-        response.headers["X-Frame-Options"] = "DENY"  # no clickjacking of the action buttons
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["Cache-Control"] = "no-store"
+        secure_headers(response, ctx.nonce)
         return response
 
     def guarded(self, ctx: Ctx, endpoint: str, args: Mapping[str, Any]) -> Response:
@@ -377,38 +362,3 @@ class StatusApp:
         """303 to the page the form was on, with a notice saying what happens next."""
         page = ctx.url("job", job=job) if ctx.request.form.get("back") == "job" else ctx.url("index")
         return redirect(f"{page}?{urlencode({'notice': notice, 'job': job})}", 303)
-
-
-def check_body(request: Request) -> None:
-    """Read the body now, under MAX_BODY, on every route: 413 on a larger Content-Length before any of it is
-    read, or as soon as a body without one (chunked) passes the limit. Forms are then parsed from this copy."""
-    too_large = f"The status page takes request bodies of at most {MAX_BODY // 1024} KiB."
-    if (request.content_length or 0) > MAX_BODY:
-        raise RequestEntityTooLarge(too_large)
-    if len(request.get_data(cache=True)) > MAX_BODY:  # the stream stops one byte past the limit
-        raise RequestEntityTooLarge(too_large)
-
-
-def inside(adapter: MapAdapter, back: str) -> str:
-    """Where sign-in goes: ``back`` when it names one of the page's own views (rebuilt from its route, with only
-    ``page`` kept from the query), else the page's root. So never another site (``//x``, ``/\\t/x``, ``https:``)."""
-    root = adapter.build("index")
-    if (
-        len(back) > MAX_NEXT
-        or not back.startswith("/")
-        or any(c == "\\" or c.isspace() or not c.isprintable() for c in back)
-    ):
-        return root
-    parts = urlsplit(back)
-    if parts.scheme or parts.netloc:
-        return root
-    try:
-        endpoint, args = adapter.match(unquote(parts.path), method="GET")
-    except HTTPException:  # not a view of the page (404), or one that only takes POSTs, or a redirect
-        return root
-    if endpoint == "login":
-        return root
-    page = parse_qs(parts.query).get("page", [""])[0]
-    return adapter.build(
-        str(endpoint), {**args, **({"page": page} if page.isascii() and page.isdigit() and len(page) < 7 else {})}
-    )
