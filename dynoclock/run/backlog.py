@@ -58,7 +58,7 @@ class Backlog:
                 with self._lock:
                     self._queues.pop(job_id, None)
                 return
-            self.runner._schedule(lambda: self._drain(job), self.runner.clock.now())
+            self.runner.start_at(lambda: self._drain(job), self.runner.clock.now())
 
     def _drain(self, job: Job) -> None:
         try:
@@ -90,7 +90,7 @@ class Backlog:
                 outcome = self._coalesce(job, item)
             else:
                 if job.overlap != "allow":
-                    self._wait_for_other_runs(job.id)
+                    self.runner.inflight.wait_for_job(job.id, self.runner.stopping)
                 outcome = self.runner.execute(own, item.slot, reason=item.reason, run_id=item.run_id)
             handed = outcome.status in ("standby", "released") or outcome == _NOT_CLAIMED
             if handed and self._hand_over(job, [item], term):
@@ -99,12 +99,6 @@ class Backlog:
     def _stopped(self) -> bool:
         runner = self.runner
         return runner.stopping.is_set() or (runner.is_leader is not None and not runner.is_leader())
-
-    def _wait_for_other_runs(self, job_id: str) -> None:
-        runner = self.runner
-        with runner._lock:
-            while runner._active.get(job_id) and not runner.stopping.is_set():
-                runner._idle.wait(0.1)  # woken as runs end; the timeout covers one that ends without a wake-up
 
     def _coalesce(self, job: Job, item: Queued) -> Outcome:
         """``catch_up: one``: a newer slot of the job is queued behind this one, which is recorded skipped."""
@@ -118,7 +112,7 @@ class Backlog:
         claimed = runner.claims.one(job, item.slot, run_id, item.reason, fields)
         if claimed != "won":
             return Outcome(NOT_CLAIMED[claimed])
-        return runner._report(Outcome("skipped", error="catch_up=one: coalesced into a later run"), fields, None)
+        return runner.report(Outcome("skipped", error="catch_up=one: coalesced into a later run"), fields, None)
 
     def _hand_over(self, job: Job, items: list[Queued], term: int | None = None) -> bool:
         """The clock stops or no longer leads: leave the rest to the next leader, and say so (True). ``term``: the

@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal
 
 from dynoclock.config.durations import format_duration
@@ -66,32 +67,23 @@ class Claims:
 
         won: ours to run. lost: another claim won (never run it). gave_up: recorded missed (once the database is back).
         """
-        delay = 0.5
-        while True:
+
+        def claim() -> ClaimResult:
+            stale: set[str] = set()
             try:
-                stale: set[str] = set()
                 if self.ledger.claim(run_id, job.id, slot, self.clock_id, reason, self.fence(), job.version, stale):
                     return "won"
-                if stale:
-                    self.stale(fields)
-                else:
-                    self.duplicate(fields)
-                return "lost"
             except LeaseLost:
                 self.events.emit("run.standby", level="warning", **fields, note="this clock no longer leads")
                 return "standby"
-            except Exception as exc:
-                if self.clock.now() > slot + job.misfire_grace or self.stopping.is_set():
-                    error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"
-                    self.events.emit("run.missed", level="error", **fields, status="missed", error=error)
-                    self.writer.not_run_later(job.id, slot, "missed", error)
-                    return "gave_up"
-                self.events.emit(
-                    "ledger.unreachable", level="warning", **fields, retry_in_s=delay, error=short_error(exc)
-                )
-                if self.clock.wait(self.stopping, delay):
-                    return "gave_up"
-                delay = min(delay * 2, 10.0)
+            if stale:
+                self.stale(fields)
+            else:
+                self.duplicate(fields)
+            return "lost"
+
+        missed = partial(self.writer.not_run_later, job.id, slot, "missed")
+        return self._retrying(job, slot, fields, claim, missed, missed_when_stopping=True)
 
     def begin(self, job: Job, slot: datetime, run_id: str, attempt: int, fields: RunFields) -> ClaimResult:
         """Just before a claimed run starts, write that it starts (``RunWriter.begin``); while the database is
@@ -102,22 +94,41 @@ class Claims:
         won: started, run it. lost: another clock took the run over (never run it). gave_up: never started
         (recorded missed once the database is back), or the clock is stopping (the next leader runs it).
         """
-        delay = 0.5
         at = self.clock.now()
+
+        def start() -> ClaimResult:
+            if self.writer.begin(run_id, attempt, at):
+                return "won"
+            self.events.emit("run.duplicate", **fields, note="taken over by another clock before it started; "
+                             "not run here")  # fmt: skip
+            return "lost"
+
+        missed = partial(self.writer.missed_later, run_id)
+        return self._retrying(job, slot, fields, start, missed, missed_when_stopping=False)
+
+    def _retrying(
+        self,
+        job: Job,
+        slot: datetime,
+        fields: RunFields,
+        write: Callable[[], ClaimResult],
+        record_missed: Callable[[str], None],
+        missed_when_stopping: bool,
+    ) -> ClaimResult:
+        """``write`` until the database answers, retried with doubling delays while it is unreachable. Past the
+        slot's ``misfire_grace`` (or, with ``missed_when_stopping``, once the clock stops) the slot is given up:
+        ``record_missed`` records it once the database is back. A clock that stops otherwise just gives up."""
+        delay = 0.5
         while True:
             try:
-                if self.writer.begin(run_id, attempt, at):
-                    return "won"
-                self.events.emit("run.duplicate", **fields, note="taken over by another clock before it started; "
-                                 "not run here")  # fmt: skip
-                return "lost"
+                return write()
             except Exception as exc:
-                if self.stopping.is_set():
+                if self.stopping.is_set() and not missed_when_stopping:
                     return "gave_up"
-                if self.clock.now() > slot + job.misfire_grace:
+                if self.clock.now() > slot + job.misfire_grace or self.stopping.is_set():
                     error = f"database unreachable until past misfire_grace={format_duration(job.misfire_grace)}"
                     self.events.emit("run.missed", level="error", **fields, status="missed", error=error)
-                    self.writer.missed_later(run_id, error)
+                    record_missed(error)
                     return "gave_up"
                 self.events.emit(
                     "ledger.unreachable", level="warning", **fields, retry_in_s=delay, error=short_error(exc)

@@ -14,10 +14,8 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from dynoclock.actions.base import JobFailed, JobTimeout, RunCancelled, RunContext
 from dynoclock.config.durations import format_duration
@@ -27,6 +25,7 @@ from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import to_ms
 from dynoclock.run.backlog import Backlog
 from dynoclock.run.claims import Claims
+from dynoclock.run.inflight import InFlight
 from dynoclock.run.notify import Notifier, RunInfo
 from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields, recorded
 from dynoclock.run.registry import Registry
@@ -72,13 +71,7 @@ class Runner:
         self.pool = WorkerPool(schedule.workers)
         self.timer = Timer(clock=clock)
         self.watchdog = Watchdog(self.timer, clock=clock)
-        self._abandoned: dict[str, Future[Outcome]] = {}  # run id -> its outcome once the watchdog wrote it off
-        self._lock = threading.Lock()
-        self._active: dict[str, list[RunContext]] = {}  # job id -> its running attempts
-        self._pending = 0  # runs submitted and not yet over (waiting, queued or running)
-        self._idle = threading.Condition(self._lock)
-        self._released = 0  # of _pending: runs given back at shutdown whose timer entries have not fired yet
-        self._waiting: dict[str, RunFields] = {}  # claimed runs waiting for their start: run id -> fields
+        self.inflight = InFlight(clock)  # pending, waiting and running runs
         self.backlog = Backlog(self)  # slots that run in order (submit_in_order)
         self.jobs = Registry(schedule.jobs, clock)  # what ``submit`` finds by id
         redact.add(schedule.secrets)
@@ -103,19 +96,14 @@ class Runner:
                 self._release({"job": job_id, "run_id": claimed_as, "scheduled_for": slot})
             return
         if claimed_as is not None:
-            fields: RunFields = {"job": job.id, "run_id": claimed_as, "scheduled_for": slot}
-            with self._lock:
-                self._waiting[claimed_as] = fields
+            self.inflight.wait_for_start({"job": job.id, "run_id": claimed_as, "scheduled_for": slot})
 
         def task() -> None:
-            if claimed_as is not None:
-                with self._lock:
-                    if self._waiting.pop(claimed_as, None) is None:
-                        self._released -= 1
-                        return  # released at shutdown while it waited
+            if claimed_as is not None and not self.inflight.start(claimed_as):
+                return  # released at shutdown while it waited
             self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id)
 
-        self._schedule(task, slot + jitter_offset(job.id, slot, job.jitter))
+        self.start_at(task, slot + jitter_offset(job.id, slot, job.jitter))
 
     def submit_in_order(
         self, job_id: str, slots: list[datetime], reason: RunReason, run_ids: list[str] | None = None
@@ -124,18 +112,15 @@ class Runner:
         claims that waited for the database: run/backlog.py); ``run_ids`` as ``run_id`` for ``execute``."""
         self.backlog.add(job_id, slots, reason, run_ids)
 
-    def _schedule(self, task: Callable[[], None], start_at: datetime) -> None:
+    def start_at(self, task: Callable[[], None], start_at: datetime) -> None:
         """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread."""
-        with self._lock:
-            self._pending += 1
+        self.inflight.pending()
 
         def counted() -> None:
             try:
                 task()
             finally:
-                with self._lock:
-                    self._pending -= 1
-                    self._idle.notify_all()
+                self.inflight.done()
 
         delay = (start_at - self.clock.now()).total_seconds()
         if delay > 0.001:
@@ -144,51 +129,33 @@ class Runner:
             self.pool.submit(counted)
 
     def running_count(self) -> int:
-        with self._lock:
-            return sum(len(contexts) for contexts in self._active.values())
+        return len(self.inflight.running())
 
     def release_waiting(self) -> None:
         """At shutdown, before the lease goes: no new runs, and the slots claimed but not started are given back,
         so that the next leader, whose catch-up reads the ledger, finds them free and runs them."""
         self.stopping.set()
-        with self._lock:
-            waiting = list(self._waiting.values())
-            self._waiting.clear()
-            self._released += len(waiting)  # their timer entries still fire, and then end at once
-        for fields in waiting:
+        for fields in self.inflight.release_waiting():
             self._release(fields)
 
     def drain(self, deadline: float) -> None:
         """At shutdown: release claimed runs still waiting to start, wait for running ones until ``deadline``
         (monotonic), then stop what is left."""
         self.release_waiting()
-        self._wait_idle(deadline)
-        with self._lock:
-            running = [ctx for contexts in self._active.values() for ctx in contexts]
-        for ctx in running:
+        self.inflight.wait_idle(deadline)
+        for ctx in self.inflight.running():
             ctx.cancel("shutdown")
-        self._wait_idle(self.clock.monotonic() + STOP_GRACE + 0.5)
-
-    def _wait_idle(self, until: float) -> None:
-        """Wait until no run is pending (those given back excepted), or the clock's monotonic ``until``."""
-        with self._lock:
-            while self._pending > self._released and self.clock.monotonic() < until:
-                self._idle.wait(min(0.1, max(0.0, until - self.clock.monotonic())))
+        self.inflight.wait_idle(self.clock.monotonic() + STOP_GRACE + 0.5)
 
     def run_foreground(self, job: Job, reason: RunReason = "manual") -> Outcome:
         """``run JOB``: one attempt now; returns its outcome, even when the job will not stop (a Python function
         stuck in C code past its timeout is written off by the watchdog, and this returns what it recorded)."""
         run_id = uuid.uuid4().hex
-        done: Future[Outcome] = Future()
-        with self._lock:
-            self._abandoned[run_id] = done
+        done = self.inflight.expect(run_id)
 
         def work() -> None:
             outcome = self.execute(job, self.clock.now(), retries=False, reason=reason, run_id=run_id)
-            with self._lock:
-                self._abandoned.pop(run_id, None)
-                if not done.done():
-                    done.set_result(outcome)
+            self.inflight.ended(run_id, done, outcome)
 
         threading.Thread(target=work, name=f"run-{job.id}", daemon=True).start()
         return done.result()
@@ -226,11 +193,10 @@ class Runner:
             if claimed != "won":
                 return Outcome(NOT_CLAIMED[claimed])
         if job.id in self.paused and reason != "manual":
-            return self._report(Outcome("skipped", error="paused"), fields, None)
-        with self._lock:
-            running = list(self._active.get(job.id, []))
+            return self.report(Outcome("skipped", error="paused"), fields, None)
+        running = self.inflight.running(job.id)
         if running and job.overlap == "skip":
-            return self._report(
+            return self.report(
                 Outcome("skipped", error="overlap=skip: the previous run is still running"), fields, None
             )
         if running and job.overlap == "replace":
@@ -253,9 +219,8 @@ class Runner:
         self.notifier.run_started(job.ping, job.ping_style, info, job)
         outcome = self._attempts(job, slot, run_id, first, retries, fields, tail, begun)
         if outcome.status == "abandoned":
-            with self._lock:
-                written_off = self._abandoned.pop(run_id, None)
-            return written_off.result() if written_off is not None and written_off.done() else outcome
+            written_off = self.inflight.settled(run_id)
+            return written_off if written_off is not None else outcome
         if outcome.status in ("ok", "failed", "timeout"):
             self._notify_finished(job, outcome, info, tail)
         return outcome
@@ -306,23 +271,22 @@ class Runner:
         if self.stopping.is_set() and not begun:
             if attempt == 1:
                 return self._release(fields)
-            return self._report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
+            return self.report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
         started = self.clock.now()
         ctx = RunContext(
             job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail), clock=self.clock
         )
-        with self._lock:
-            self._active.setdefault(job.id, []).append(ctx)
+        self.inflight.add(ctx)
         if self.writer is not None:
             self.writer.started(run_id, attempt, started)
         self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=to_ms(started - slot))
         watch = self.watchdog.watch(ctx, lambda w: self._written_off(w, job, fields, attempt, started))
         outcome = self._run_action(job, ctx, watch)
-        self._forget(ctx)
+        self.inflight.forget(ctx)
         if outcome.status == "abandoned":
             return outcome  # written off by the watchdog, which reported it
         outcome.attempt, outcome.duration = attempt, self.clock.now() - started
-        return self._report(outcome, fields, started)
+        return self.report(outcome, fields, started)
 
     def _run_action(self, job: Job, ctx: RunContext, watch: Watch) -> Outcome:
         """The action, in this thread; the watchdog may cancel it, interrupt it, or write it off."""
@@ -365,25 +329,16 @@ class Runner:
         outcome.attempt, outcome.duration = attempt, self.clock.now() - started
         self.events.emit("run.abandoned", level="warning", job=job.id, run_id=watch.ctx.run_id,
                          reason="still running after it was stopped; its result will be ignored")  # fmt: skip
-        self._forget(watch.ctx)
-        self._report(outcome, fields, started)
-        with self._lock:
-            done = self._abandoned.setdefault(watch.ctx.run_id, Future())
-            if not done.done():
-                done.set_result(outcome)
+        self.inflight.forget(watch.ctx)
+        self.report(outcome, fields, started)
+        self.inflight.written_off(watch.ctx.run_id, outcome)
         self.pool.write_off(watch.ident)
-
-    def _forget(self, ctx: RunContext) -> None:
-        with self._lock:
-            contexts = self._active.get(ctx.job, [])
-            if ctx in contexts:
-                contexts.remove(ctx)
-            if not contexts:
-                self._active.pop(ctx.job, None)
 
     # ---- reporting -------------------------------------------------------------------------
 
-    def _report(self, outcome: Outcome, fields: RunFields, started: datetime | None) -> Outcome:
+    def report(self, outcome: Outcome, fields: RunFields, started: datetime | None) -> Outcome:
+        """Store (if its status is recorded), log and return the outcome of a run started at ``started`` (None:
+        it never started)."""
         # Every outcome passes here before it is stored, logged, shown or sent: mask secrets once, for all of them
         # (an error page or a failing statement may echo a token).
         outcome.error, outcome.detail = redact(outcome.error), redact(outcome.detail)
@@ -391,7 +346,7 @@ class Runner:
         if self.writer is not None and recorded(outcome.status):
             self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration, self.clock.now())
         level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
-        extra: dict[str, Any] = {"status": outcome.status}
+        extra: dict[str, object] = {"status": outcome.status}
         if started is not None:
             lateness = to_ms(started - fields["scheduled_for"])
             extra |= {"attempt": outcome.attempt, "lateness_ms": lateness, "duration_ms": to_ms(outcome.duration)}
@@ -426,4 +381,4 @@ class Runner:
                     return Outcome("released")
             except Exception as exc:
                 self.events.emit("ledger.error", level="warning", operation="unclaim", error=short_error(exc), **fields)
-        return self._report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
+        return self.report(Outcome("interrupted", error="the clock stopped before the run started"), fields, None)
