@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -40,6 +40,8 @@ from dynoclock.ui.guards import PageRequest, check_body, inside, secure_headers
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from dynoclock.observe.metrics import Metrics
 
 PER_PAGE = 25
 CHART_RUNS = 60
@@ -79,7 +81,7 @@ class Ctx:
     identity: Identity | None = None
     nonce: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
-    def url(self, endpoint: str, **values: Any) -> str:
+    def url(self, endpoint: str, **values: str | int) -> str:
         return self.adapter.build(endpoint, values)
 
 
@@ -99,7 +101,7 @@ class StatusApp:
         self._ledger = ledger
         self._schema_ready = False
         self.api = JobsApi(access, lambda: (self.ledger().url, self.schedule.jobs), clock)
-        self._metrics: Any = None  # observe/metrics.py's Metrics, made at the first scrape
+        self._metrics: Metrics | None = None  # made at the first scrape
         self.jinja = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -145,7 +147,7 @@ class StatusApp:
         secure_headers(response, ctx.nonce)
         return response
 
-    def guarded(self, ctx: Ctx, endpoint: str, args: Mapping[str, Any]) -> Response:
+    def guarded(self, ctx: Ctx, endpoint: str, args: Mapping[str, str]) -> Response:
         """Access, then Origin, role and CSRF for POSTs, then the view."""
         request = ctx.request
         if not self.access.enabled:
@@ -192,7 +194,7 @@ class StatusApp:
 
     # ---- rendering ---------------------------------------------------------------------------
 
-    def render(self, ctx: Ctx, template: str, status: int = 200, **values: Any) -> Response:
+    def render(self, ctx: Ctx, template: str, status: int = 200, **values: object) -> Response:
         identity = ctx.identity
         notice = NOTICES.get(ctx.request.args.get("notice", ""))
         context = {
