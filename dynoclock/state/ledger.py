@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from dynoclock.observe.timefmt import iso_utc
-from dynoclock.state import totals
+from dynoclock.state import bulk, totals
 from dynoclock.state.database import StateDatabase
 from dynoclock.state.lease import Fence
 from dynoclock.state.runs import Claim, ClockBeat, LeaseLost, Run, run_of
@@ -136,6 +136,8 @@ class Ledger(StateDatabase):
         ``running`` from this same start (``started_at`` = ``at``: the reply was lost after the commit) counts."""
         begun: set[str] = set()
         with self._tx() as conn:
+            if self.is_postgres:  # one statement for them all (state/bulk.py)
+                return bulk.begin(conn, self.schema, [(r, attempt, to_db(at)) for r, attempt, at in starts], clock)
             for run_id, attempt, at in sorted(starts):  # one statement, compiled once, executed per run
                 params = {"rid": run_id, "me": clock, "att": attempt, "when": to_db(at)}
                 if conn.execute(self._begin_stmt, params).rowcount == 1:
@@ -187,6 +189,9 @@ class Ledger(StateDatabase):
         with self._tx() as conn:
             added = totals.finished_increments(conn, stored)
             for columns, rows in shapes.items():
+                if self.is_postgres:
+                    bulk.update(conn, self.schema, columns, rows)
+                    continue
                 stmt = runs.update().where(runs.c.run_id == sa.bindparam("rid"))
                 conn.execute(stmt.values({c: sa.bindparam(c) for c in columns}), rows)
             totals.add(conn, added)
