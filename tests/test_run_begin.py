@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from dynoclock.run.runner import Runner
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM
+from tests.jobs_for_tests import gate
 from tests.support.processes import write_schedule
 
 SLOT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -118,3 +120,29 @@ def test_runs_starting_together_are_marked_in_a_few_transactions_each_with_its_o
         thread.join(timeout=60)
     assert answers == {r: i % 10 != 0 for i, r in enumerate(ids)}  # every tenth is another clock's claim
     assert len(commits) < len(ids)  # runs that start while a transaction is in flight share the next one
+
+
+def test_runs_falling_due_together_ask_for_their_start_before_a_worker_is_free_and_run_even_if_the_clock_stops(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # One worker, held by the first run: the other two wait for it in the pool's queue. Their start writes are
+    # asked for as they fall due (a burst does not pay one round trip per wave of workers), so their rows say
+    # running before any worker takes them; from then on they must run, even once the clock starts stopping.
+    job = "python: tests.jobs_for_tests:hold\n    kwargs: {name: burst-gate}"
+    text = "workers: 1\njobs:\n" + "".join(f"  {name}:\n    every: 1h\n    {job}\n" for name in ("first", "a", "b"))
+    schedule = load_schedule(str(write_schedule(tmp_path, text)))
+    runner = Runner(schedule, EventLog(io.StringIO(), fmt="json"), "me", Ledger(store.url))
+    slot = datetime.now(UTC).replace(microsecond=0)
+    claims = {name: runner.claims.new(name, slot) for name in ("first", "a", "b")}  # type: ignore[union-attr]
+    assert runner.claims.batch(list(claims.values())) == {c.run_id for c in claims.values()}  # type: ignore[union-attr]
+    for name, claim in claims.items():
+        runner.submit(name, slot, claimed_as=claim.run_id)
+    deadline = time.monotonic() + 20
+    while {s for s, _ in statuses(store).values()} != {"running"} and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [s for s, _ in statuses(store).values()] == ["running"] * 3  # a and b still wait for the one worker
+    runner.release_waiting()  # the clock starts stopping: nothing waits in the timer's heap any more
+    gate("burst-gate").set()
+    runner.drain(time.monotonic() + 20)
+    runner.writer.flush(10)  # type: ignore[union-attr]
+    assert sorted(s for s, _ in statuses(store).values()) == ["ok", "ok", "ok"]

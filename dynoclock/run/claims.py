@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Literal
@@ -32,6 +34,14 @@ from dynoclock.timesource import Clock
 
 LEAD = timedelta(milliseconds=250)  # how early a slot is claimed before it is due
 ClaimResult = Literal["won", "lost", "gave_up", "standby"]
+
+
+@dataclass(frozen=True)
+class Begin:
+    """A start write asked for at ``at`` (``Claims.request_begin``), its answer to come."""
+
+    answer: Future[bool]
+    at: datetime
 
 
 class Claims:
@@ -85,7 +95,9 @@ class Claims:
         missed = partial(self.writer.not_run_later, job.id, slot, "missed")
         return self._retrying(job, slot, fields, claim, missed, missed_when_stopping=True)
 
-    def begin(self, job: Job, slot: datetime, run_id: str, attempt: int, fields: RunFields) -> ClaimResult:
+    def begin(
+        self, job: Job, slot: datetime, run_id: str, attempt: int, fields: RunFields, requested: Begin | None = None
+    ) -> ClaimResult:
         """Just before a claimed run starts, write that it starts (``RunWriter.begin``); while the database is
         unreachable, retry with backoff until the slot's grace ends. The run never starts on a claim the ledger
         does not show started: a clock cut off from the database would otherwise run a slot that the next leader,
@@ -93,11 +105,13 @@ class Claims:
 
         won: started, run it. lost: another clock took the run over (never run it). gave_up: never started
         (recorded missed once the database is back), or the clock is stopping (the next leader runs it).
+        ``requested``: the start already asked for when the run fell due (``Runner.submit``): its answer first.
         """
-        at = self.clock.now()
+        at = requested.at if requested is not None else self.clock.now()
+        first = [requested.answer] if requested is not None else []
 
         def start() -> ClaimResult:
-            if self.writer.begin(run_id, attempt, at):
+            if first.pop().result() if first else self.writer.begin(run_id, attempt, at):
                 return "won"
             self.events.emit("run.duplicate", **fields, note="taken over by another clock before it started; "
                              "not run here")  # fmt: skip
@@ -136,6 +150,11 @@ class Claims:
                 if self.clock.wait(self.stopping, delay):
                     return "gave_up"
                 delay = min(delay * 2, 10.0)
+
+    def request_begin(self, run_id: str, attempt: int) -> Begin:
+        """Ask for a run's start write now, without waiting (``Claims.begin`` then waits for its answer)."""
+        at = self.clock.now()
+        return Begin(self.writer.request_begin(run_id, attempt, at), at)
 
     def reclaim(self, run: Run, reason: RunReason = "retry") -> bool:
         """Take over a dead clock's run to run it (again); False if another clock did first."""

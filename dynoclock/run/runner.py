@@ -17,17 +17,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from dynoclock.actions.base import JobFailed, JobTimeout, RunCancelled, RunContext
+from dynoclock.actions.base import JobTimeout, RunContext
 from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Job, Schedule
 from dynoclock.observe.logs import EventLog, clip, log, short_error
 from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import to_ms
 from dynoclock.run.backlog import Backlog
-from dynoclock.run.claims import Claims
+from dynoclock.run.claims import Begin, ClaimResult, Claims
 from dynoclock.run.inflight import InFlight
 from dynoclock.run.notify import Notifier, RunInfo
-from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields, recorded
+from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields, recorded, run_action
 from dynoclock.run.registry import Registry
 from dynoclock.run.timer import Timer
 from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
@@ -95,15 +95,26 @@ class Runner:
             if claimed_as is not None:
                 self._release({"job": job_id, "run_id": claimed_as, "scheduled_for": slot})
             return
+        requested: list[Begin] = []
         if claimed_as is not None:
             self.inflight.wait_for_start({"job": job.id, "run_id": claimed_as, "scheduled_for": slot})
 
-        def task() -> None:
-            if claimed_as is not None and not self.inflight.start(claimed_as):
-                return  # released at shutdown while it waited
-            self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id)
+        def due() -> bool:
+            """On the timer's thread: a claimed run's start write is asked for as it falls due, before it waits
+            for a worker, so that the runs of a burst do not each wait for theirs in waves of ``workers``."""
+            if claimed_as is None:
+                return True
+            if not self.inflight.start(claimed_as):
+                return False  # released at shutdown while it waited
+            if self.claims is not None and not self.stopping.is_set() and self._may_start(job):
+                requested.append(self.claims.request_begin(claimed_as, reclaimed.attempt + 1 if reclaimed else 1))
+            return True
 
-        self.start_at(task, slot + jitter_offset(job.id, slot, job.jitter))
+        def task() -> None:
+            self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id,
+                         requested=requested[0] if requested else None)  # fmt: skip
+
+        self.start_at(task, slot + jitter_offset(job.id, slot, job.jitter), due)
 
     def submit_in_order(
         self, job_id: str, slots: list[datetime], reason: RunReason, run_ids: list[str] | None = None
@@ -112,8 +123,9 @@ class Runner:
         claims that waited for the database: run/backlog.py); ``run_ids`` as ``run_id`` for ``execute``."""
         self.backlog.add(job_id, slots, reason, run_ids)
 
-    def start_at(self, task: Callable[[], None], start_at: datetime) -> None:
-        """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread."""
+    def start_at(self, task: Callable[[], None], start_at: datetime, due: Callable[[], bool] | None = None) -> None:
+        """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread.
+        ``due``, called then (on the timer's thread), may drop it instead (False)."""
         self.inflight.pending()
 
         def counted() -> None:
@@ -122,11 +134,21 @@ class Runner:
             finally:
                 self.inflight.done()
 
+        def hand_over() -> None:
+            if due is None or due():
+                self.pool.submit(counted)
+            else:
+                self.inflight.done()
+
         delay = (start_at - self.clock.now()).total_seconds()
         if delay > 0.001:
-            self.timer.at(self.clock.monotonic() + delay, lambda: self.pool.submit(counted))
+            self.timer.at(self.clock.monotonic() + delay, hand_over)
         else:
-            self.pool.submit(counted)
+            hand_over()
+
+    def _may_start(self, job: Job) -> bool:
+        """Whether a run of ``job`` falling due now would start (not paused, no overlap to skip)."""
+        return job.id not in self.paused and not (job.overlap == "skip" and self.inflight.running(job.id))
 
     def running_count(self) -> int:
         return len(self.inflight.running())
@@ -171,12 +193,14 @@ class Runner:
         reclaimed: Run | None = None,
         claimed_as: str | None = None,
         run_id: str | None = None,
+        requested: Begin | None = None,
     ) -> Outcome:
         """One run of ``job`` for ``slot``: claim, pause, overlap, jitter, attempts with retries; the last outcome.
 
         ``claimed_as``: the slot is already claimed under this run id (the dispatcher claims in batches);
         ``run_id``: claim under this id (a batch claim whose answer was lost may have committed it);
-        ``reclaimed``: a dead clock's row taken over to run again.
+        ``reclaimed``: a dead clock's row taken over to run again; ``requested``: its start write, already asked for
+        (``submit``): once that says started, the run runs, even if the clock starts stopping meanwhile.
         """
         if claimed_as is None and self.is_leader is not None and not self.is_leader():
             return Outcome("standby")  # the leader runs this slot; standbys only keep time
@@ -184,7 +208,7 @@ class Runner:
         fields: RunFields = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
         if reason != "schedule":
             fields["reason"] = reason
-        if self.stopping.is_set():
+        if self.stopping.is_set() and requested is None:
             if claimed_as is not None:  # claimed in a batch just as the clock stopped: give it back
                 return self._release(fields)
             return Outcome("interrupted", error="the clock was stopping")  # not claimed: the next leader runs it
@@ -192,6 +216,15 @@ class Runner:
             claimed = self.claims.one(job, slot, run_id, reason, fields)
             if claimed != "won":
                 return Outcome(NOT_CLAIMED[claimed])
+        first = reclaimed.attempt + 1 if reclaimed else 1
+        said: ClaimResult | None = None  # the start write's answer: the row says started before the run does
+        # A start write asked for as the run fell due (``submit``): its answer first.
+        if (
+            requested
+            and self.claims
+            and (said := self.claims.begin(job, slot, run_id, first, fields, requested)) != "won"
+        ):
+            return Outcome(NOT_CLAIMED[said])
         if job.id in self.paused and reason != "manual":
             return self.report(Outcome("skipped", error="paused"), fields, None)
         running = self.inflight.running(job.id)
@@ -205,15 +238,16 @@ class Runner:
         # Slots are claimed a moment ahead (claims.LEAD), and jitter delays a start: wait for the start time.
         start_at = slot + jitter_offset(job.id, slot, job.jitter)
         early = (start_at - self.clock.now()).total_seconds()
-        if early > 0 and self.clock.wait(self.stopping, early):
+        if early > 0 and self.clock.wait(self.stopping, early) and said is None:
             return self._release(fields)
-        first = reclaimed.attempt + 1 if reclaimed else 1
-        begun = False  # the row says started: from then on the run runs, even if the clock starts stopping
-        if self.claims is not None and not self.stopping.is_set():  # the row says started before the run does
-            said = self.claims.begin(job, slot, run_id, first, fields)
-            if said != "won":
-                return Outcome(NOT_CLAIMED[said])
-            begun = True
+        if (
+            said is None
+            and self.claims
+            and not self.stopping.is_set()
+            and (said := self.claims.begin(job, slot, run_id, first, fields)) != "won"
+        ):
+            return Outcome(NOT_CLAIMED[said])
+        begun = said == "won"  # the row says started: from then on the run runs, even if the clock starts stopping
         tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
         info = RunInfo(job.id, run_id, slot, first, "running")
         self.notifier.run_started(job.ping, job.ping_style, info, job)
@@ -281,43 +315,12 @@ class Runner:
             self.writer.started(run_id, attempt, started)
         self.events.emit("run.start", **fields, attempt=attempt, lateness_ms=to_ms(started - slot))
         watch = self.watchdog.watch(ctx, lambda w: self._written_off(w, job, fields, attempt, started))
-        outcome = self._run_action(job, ctx, watch)
+        outcome = run_action(job, ctx, watch)
         self.inflight.forget(ctx)
         if outcome.status == "abandoned":
             return outcome  # written off by the watchdog, which reported it
         outcome.attempt, outcome.duration = attempt, self.clock.now() - started
         return self.report(outcome, fields, started)
-
-    def _run_action(self, job: Job, ctx: RunContext, watch: Watch) -> Outcome:
-        """The action, in this thread; the watchdog may cancel it, interrupt it, or write it off."""
-        detail, error = "", None
-        try:
-            try:
-                assert job.action is not None  # jobs without one (disabled, unset variables) are never scheduled
-                detail = job.action.run(ctx) or ""
-            except JobFailed as exc:
-                error = exc
-            except RunCancelled:
-                error = JobFailed("cancelled")
-            except BaseException as exc:  # the job's own bug: report it, never crash the clock
-                error = JobFailed(f"{type(exc).__name__}: {exc}")
-            finally:
-                kept = watch.finish()
-        except RunCancelled:  # the watchdog's exception landed just as the action returned
-            kept = watch.finish()
-        if not kept:
-            return Outcome("abandoned")
-        if ctx.cancel_reason == "timeout":
-            return Outcome("timeout", error=str(JobTimeout(job.timeout)))
-        if ctx.cancel_reason == "shutdown":
-            return Outcome("interrupted", error="stopped at shutdown")
-        if ctx.cancel_reason == "replaced":
-            return Outcome("interrupted", error="overlap=replace: a newer run started")
-        if error is not None:
-            # The action may notice its deadline a moment before we do (SQLite's progress handler,
-            # Postgres' statement_timeout, an HTTP read timeout): still a timeout, not a failure.
-            return Outcome("timeout" if isinstance(error, JobTimeout) else "failed", error=str(error))
-        return Outcome("ok", detail=str(detail))
 
     def _written_off(self, watch: Watch, job: Job, fields: RunFields, attempt: int, started: datetime) -> None:
         """The watchdog gave up on an attempt that would not stop: report it for it, and replace its worker."""

@@ -57,7 +57,11 @@ class RunWriter:
 
     def begin(self, run_id: str, attempt: int, at: datetime) -> bool:
         """Write now, before the run starts, that it starts (``Ledger.begin``); False if the claim is no longer this
-        clock's (then it must not run). Raises if the database is away.
+        clock's (then it must not run). Raises if the database is away."""
+        return self.request_begin(run_id, attempt, at).result()
+
+    def request_begin(self, run_id: str, attempt: int, at: datetime) -> Future[bool]:
+        """``begin`` without waiting: its answer comes in the future returned (an exception if the database is away).
 
         The ``run-begins`` thread writes the starts queued while its last transaction was in flight in the next
         one: runs starting together (a burst of 1,000) cost a few commits, and each caller waits for its answer."""
@@ -65,7 +69,7 @@ class RunWriter:
         with self._starting:
             self._starts.append((run_id, attempt, at, done))
             self._starting.notify()
-        return done.result()
+        return done
 
     def _begin_loop(self) -> None:
         while True:
