@@ -12,6 +12,7 @@ import io
 import json
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +45,23 @@ def test_begin_marks_this_clocks_claims_started_once_even_if_the_reply_was_lost(
     assert store.begin([("r1", 1, at)], "other") == set()
     runs = {run.run_id: run for run in store.history()}
     assert (runs["r1"].started_at, runs["r1"].attempt, runs["r2"].attempt) == (at, 1, 3)
+
+
+def test_unclaim_takes_back_a_start_write_only_for_the_start_it_names(store: Ledger) -> None:
+    # A run that fell due had its start written, then the clock stopped before a worker took it: its row says
+    # running, but its action never started, so it is given back with that start; never a run that did start.
+    at = SLOT + timedelta(seconds=1)
+    for run_id in ("queued", "other-start", "retry"):
+        assert store.claim(run_id, run_id, SLOT, "me")
+    assert store.begin([("queued", 1, at), ("other-start", 1, at), ("retry", 2, at)], "me") == {
+        "queued", "other-start", "retry"
+    }  # fmt: skip
+    assert store.unclaim("queued", "me") is False  # a plain release takes back only a claim
+    assert store.unclaim("queued", "other", begun_at=at) is False  # another clock's give-back
+    assert store.unclaim("other-start", "me", begun_at=at + timedelta(seconds=1)) is False
+    assert store.unclaim("retry", "me", begun_at=at) is False  # a second attempt: the first one ran
+    assert store.unclaim("queued", "me", begun_at=at) is True
+    assert statuses(store) == {"other-start": ("running", "me"), "retry": ("running", "me")}
 
 
 def test_begin_refuses_a_claim_another_clock_took_over_or_closed(store: Ledger) -> None:
@@ -122,27 +140,33 @@ def test_runs_starting_together_are_marked_in_a_few_transactions_each_with_its_o
     assert len(commits) < len(ids)  # runs that start while a transaction is in flight share the next one
 
 
-def test_runs_falling_due_together_ask_for_their_start_before_a_worker_is_free_and_run_even_if_the_clock_stops(
+def test_runs_falling_due_together_ask_for_their_start_before_a_worker_is_free_and_are_given_back_at_a_stop(
     tmp_path: Path, store: Ledger
 ) -> None:
     # One worker, held by the first run: the other two wait for it in the pool's queue. Their start writes are
     # asked for as they fall due (a burst does not pay one round trip per wave of workers), so their rows say
-    # running before any worker takes them; from then on they must run, even once the clock starts stopping.
-    job = "python: tests.jobs_for_tests:hold\n    kwargs: {name: burst-gate}"
+    # running before any worker takes them. The clock then stops before they started: they are given back, start
+    # write and claim, so that the next leader's catch-up finds the slots free and runs them.
+    held = f"burst-{uuid.uuid4().hex}"  # a gate of this test's own (the module keeps gates across tests)
+    job = f"python: tests.jobs_for_tests:hold\n    kwargs: {{name: {held}}}"
     text = "workers: 1\njobs:\n" + "".join(f"  {name}:\n    every: 1h\n    {job}\n" for name in ("first", "a", "b"))
     schedule = load_schedule(str(write_schedule(tmp_path, text)))
-    runner = Runner(schedule, EventLog(io.StringIO(), fmt="json"), "me", Ledger(store.url))
+    stream = io.StringIO()
+    runner = Runner(schedule, EventLog(stream, fmt="json"), "me", Ledger(store.url))
+    assert runner.claims is not None and runner.writer is not None
     slot = datetime.now(UTC).replace(microsecond=0)
-    claims = {name: runner.claims.new(name, slot) for name in ("first", "a", "b")}  # type: ignore[union-attr]
-    assert runner.claims.batch(list(claims.values())) == {c.run_id for c in claims.values()}  # type: ignore[union-attr]
+    claims = {name: runner.claims.new(name, slot) for name in ("first", "a", "b")}
+    assert runner.claims.batch(list(claims.values())) == {c.run_id for c in claims.values()}
     for name, claim in claims.items():
         runner.submit(name, slot, claimed_as=claim.run_id)
     deadline = time.monotonic() + 20
     while {s for s, _ in statuses(store).values()} != {"running"} and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [s for s, _ in statuses(store).values()] == ["running"] * 3  # a and b still wait for the one worker
-    runner.release_waiting()  # the clock starts stopping: nothing waits in the timer's heap any more
-    gate("burst-gate").set()
+    runner.release_waiting()  # the clock starts stopping
+    gate(held).set()
     runner.drain(time.monotonic() + 20)
-    runner.writer.flush(10)  # type: ignore[union-attr]
-    assert sorted(s for s, _ in statuses(store).values()) == ["ok", "ok", "ok"]
+    runner.writer.flush(10)
+    assert statuses(store) == {claims["first"].run_id: ("ok", "me")}
+    released = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert sorted(e["job"] for e in released if e["event"] == "run.released") == ["a", "b"]

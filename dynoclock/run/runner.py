@@ -200,7 +200,7 @@ class Runner:
         ``claimed_as``: the slot is already claimed under this run id (the dispatcher claims in batches);
         ``run_id``: claim under this id (a batch claim whose answer was lost may have committed it);
         ``reclaimed``: a dead clock's row taken over to run again; ``requested``: its start write, already asked for
-        (``submit``): once that says started, the run runs, even if the clock starts stopping meanwhile.
+        (``submit``): its answer is taken first; given back with the claim if the clock stops before the run starts.
         """
         if claimed_as is None and self.is_leader is not None and not self.is_leader():
             return Outcome("standby")  # the leader runs this slot; standbys only keep time
@@ -208,9 +208,9 @@ class Runner:
         fields: RunFields = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
         if reason != "schedule":
             fields["reason"] = reason
-        if self.stopping.is_set() and requested is None:
-            if claimed_as is not None:  # claimed in a batch just as the clock stopped: give it back
-                return self._release(fields)
+        if self.stopping.is_set():
+            if claimed_as is not None:  # claimed in a batch, not started when the clock stopped: give it back
+                return self._release(fields, requested)
             return Outcome("interrupted", error="the clock was stopping")  # not claimed: the next leader runs it
         if self.claims is not None and reclaimed is None and claimed_as is None:
             claimed = self.claims.one(job, slot, run_id, reason, fields)
@@ -238,8 +238,8 @@ class Runner:
         # Slots are claimed a moment ahead (claims.LEAD), and jitter delays a start: wait for the start time.
         start_at = slot + jitter_offset(job.id, slot, job.jitter)
         early = (start_at - self.clock.now()).total_seconds()
-        if early > 0 and self.clock.wait(self.stopping, early) and said is None:
-            return self._release(fields)
+        if early > 0 and self.clock.wait(self.stopping, early):
+            return self._release(fields, requested)
         if (
             said is None
             and self.claims
@@ -375,11 +375,12 @@ class Runner:
 
         return output
 
-    def _release(self, fields: RunFields) -> Outcome:
-        """Stopping before a claimed run started: give the slot back, so the next leader runs it."""
+    def _release(self, fields: RunFields, requested: Begin | None = None) -> Outcome:
+        """Stopping before a claimed run started: give the slot back, so the next leader runs it (its start write
+        too, if it was ``requested`` as the run fell due)."""
         if self.writer is not None:
             try:
-                if self.writer.release(fields["run_id"]):
+                if self.writer.release(fields["run_id"], requested.at if requested else None):
                     self.events.emit("run.released", **fields, note="the clock stopped before it started")
                     return Outcome("released")
             except Exception as exc:

@@ -153,10 +153,15 @@ class Ledger(StateDatabase):
             )
             return bool(closed.rowcount == 1)
 
-    def unclaim(self, run_id: str, clock: str | None = None) -> bool:
+    def unclaim(self, run_id: str, clock: str | None = None, begun_at: datetime | None = None) -> bool:
         """Delete a claim that never started (the clock is stopping), so the next leader runs the slot; with
-        ``clock``, only while the claim is still that clock's."""
-        stmt = runs.delete().where(runs.c.run_id == run_id, runs.c.status == "claimed")
+        ``clock``, only while the claim is still that clock's. ``begun_at``: the row may also say ``running`` from
+        the start write made then, for a run whose action never started (it fell due, and waited for a worker)."""
+        unstarted = runs.c.status == "claimed"
+        if begun_at is not None:
+            begun = sa.and_(runs.c.status == "running", runs.c.attempt == 1, runs.c.started_at == to_db(begun_at))
+            unstarted = sa.or_(unstarted, begun)
+        stmt = runs.delete().where(runs.c.run_id == run_id, unstarted)
         if clock is not None:
             stmt = stmt.where(runs.c.clock == clock)
         with self._tx() as conn:

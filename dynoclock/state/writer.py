@@ -141,9 +141,10 @@ class RunWriter:
 
         threading.Thread(target=tries, name=name, daemon=True).start()
 
-    def release(self, run_id: str) -> bool:
-        """Give back a claim whose run never started (the clock is stopping); False if it had started."""
-        return self.ledger.unclaim(run_id, self.clock_id)
+    def release(self, run_id: str, begun_at: datetime | None = None) -> bool:
+        """Give back a claim whose run never started (the clock is stopping); False if it had started. ``begun_at``:
+        its start write, made then, is taken back too (the run fell due but no worker took it yet)."""
+        return self.ledger.unclaim(run_id, self.clock_id, begun_at)
 
     def interrupt(self, run: Run, error: str, status: RunStatus = "interrupted") -> bool:
         """Close a run a dead clock left behind; False if another clock closed or took it first."""
