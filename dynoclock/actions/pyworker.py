@@ -17,7 +17,10 @@ import signal
 import socket
 import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dynoclock.jsontypes import JSONValue
 
 # What the clock runs: sys.path is the clock's own (its app's modules import the same way), then this module.
 BOOT = (
@@ -58,7 +61,7 @@ def main(fd: int, max_memory: str, app: str) -> None:
         _send(sock, reply)
 
 
-def _call(sock: socket.socket, request: dict[str, Any]) -> dict[str, Any]:
+def _call(sock: socket.socket, request: dict[str, JSONValue]) -> dict[str, object]:
     from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
     from dynoclock.actions.python import resolve, takes_run
     from dynoclock.timesource import SYSTEM
@@ -96,7 +99,7 @@ def _error_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
 
 
-def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+def _send(sock: socket.socket, message: dict[str, object]) -> None:
     sock.sendall(json.dumps(message, default=str).encode() + b"\n")
 
 
