@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.actions.tasks import EXAMPLE_TASK, TASK_PARSERS, Clients, broker_url, send_failed
@@ -128,7 +128,7 @@ def _redis(url: str, verify: bool) -> Redis:
     from redis import Redis
 
     def make() -> Redis:
-        options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
+        options: dict[str, int | None] = {"socket_connect_timeout": 5, "socket_timeout": 10}
         if url.startswith("rediss://") and not verify:
             options["ssl_cert_reqs"] = None
         return Redis.from_url(url, **options)

@@ -21,8 +21,8 @@ from dynoclock.config.source import Path, dotted, quoted
 from dynoclock.jsontypes import JSONValue
 
 T = TypeVar("T")
-# A value parser: the value as read (anything), what it means (its type is the parser's own), or Invalid.
-Parser = Callable[[object], Any]
+# A value parser: the value as read (anything), what it means (of the parser's own type), or Invalid.
+Parser = Callable[[object], object]
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes '²' and '١٢', which int() refuses or reads
 
 
