@@ -184,7 +184,7 @@ def _compose(file: str, loader: Loader) -> tuple[yaml.Node | None, int]:
                 raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", mark)
             node = _Alias(event.anchor, anchors[event.anchor], mark)
         else:
-            node = _node(loader, event)
+            node = _node(loader, event, mark)
             written += 1
             if event.anchor is not None:
                 if event.anchor in anchors:
@@ -212,14 +212,15 @@ def _compose(file: str, loader: Loader) -> tuple[yaml.Node | None, int]:
     return root, written
 
 
-def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent) -> yaml.Node:
-    """A scalar, or an empty sequence or mapping, for ``event``, its tag resolved as PyYAML's composer does."""
-    tag, start, end = event.tag, cast("yaml.Mark", event.start_mark), cast("yaml.Mark", event.end_mark)
+def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, start: yaml.Mark) -> yaml.Node:
+    """A scalar, or an empty sequence or mapping, for ``event`` (starting at ``start``), its tag resolved as PyYAML's
+    composer does."""
+    tag = event.tag
     resolve: Callable[[type[yaml.Node], str | None, object], str] = loader.resolve  # untyped in the stubs
     if isinstance(event, yaml.ScalarEvent):
         if tag is None or tag == "!":
             tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-        return yaml.ScalarNode(tag, event.value, start, end, style=event.style)
+        return yaml.ScalarNode(tag, event.value, start, cast("yaml.Mark", event.end_mark), style=event.style)
     kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
     if tag is None or tag == "!":
         tag = resolve(kind, None, event.implicit)
