@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dynoclock.client import ConfigError, Scheduler, UnknownJob, connect
@@ -15,7 +15,7 @@ __all__ = ["ConfigError", "Scheduler", "UnknownJob", "__version__", "connect", "
 _CLIENT = ("ConfigError", "Scheduler", "UnknownJob", "connect")
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """``dynoclock.connect`` and friends (dynoclock/client.py), imported on first use: the clock's own
     commands do not pay for them."""
     if name in _CLIENT:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dynoclock.config.durations import format_duration
 from dynoclock.observe.timefmt import iso_utc
@@ -53,7 +53,7 @@ class ActionKind(Protocol):
 
     JOB_KEYS: tuple[str, ...]  # job-level options the action reads (``env`` for command...)
 
-    def parse(self, report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> Action | None:
+    def parse(self, report: Report, path: Path, value: object, extras: dict[str, tuple[object, Path]]) -> Action | None:
         """The action for ``value`` (at ``path``) and ``extras`` (its JOB_KEYS: value and where it came from),
         or None after reporting every problem in it."""
         ...

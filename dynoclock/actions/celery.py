@@ -5,16 +5,20 @@ from __future__ import annotations
 import importlib.util
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.actions.tasks import EXAMPLE_TASK, TASK_PARSERS, Clients, broker_url, send_failed
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_nonempty_str, parse_fields
+from dynoclock.config.values import Parser, as_nonempty_str, parse_fields
+from dynoclock.jsontypes import JSONValue
 from dynoclock.observe.timefmt import iso_utc
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 JOB_KEYS: tuple[str, ...] = ()
 BROKER_VARIABLES = ("CELERY_BROKER_URL", "REDIS_URL")
@@ -26,8 +30,8 @@ NO_CELERY = "celery: jobs need the celery package: pip install celery"
 class CeleryAction:
     task: str
     broker: str | None = None  # None: $CELERY_BROKER_URL, else $REDIS_URL, at run time
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: tuple[JSONValue, ...] = ()
+    kwargs: dict[str, JSONValue] = field(default_factory=dict)
     queue: str | None = None
 
     def run(self, ctx: RunContext) -> str:
@@ -55,29 +59,29 @@ class CeleryAction:
         return None if broker_url(self.broker, env, *BROKER_VARIABLES) else NO_BROKER
 
 
-def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CeleryAction | None:
+def parse(report: Report, path: Path, value: object, extras: dict[str, tuple[object, Path]]) -> CeleryAction | None:
     fields = parse_fields(report, path, value, PARSERS, "task", EXAMPLE_TASK)
     return None if fields is None else CeleryAction(**fields)
 
 
-def as_broker_url(value: Any) -> str:
+def as_broker_url(value: object) -> str:
     url = as_nonempty_str(value).strip()
     if "://" not in url:
         raise Invalid("expected a broker URL like redis://localhost:6379/0 or amqp://guest@localhost//")
     return url
 
 
-_apps: Clients[str, Any] = Clients()
+_apps: Clients[str, Celery] = Clients()
 
 
-def _app(broker: str) -> Any:
+def _app(broker: str) -> Celery:
     """The Celery app (a client) for ``broker``, made once."""
     try:
         from celery import Celery
     except ImportError:
         raise JobFailed(NO_CELERY) from None
 
-    def make() -> Any:
+    def make() -> Celery:
         app = Celery("dynoclock", broker=broker)
         app.conf.broker_connection_retry_on_startup = False
         app.conf.broker_connection_timeout = 5
@@ -86,7 +90,7 @@ def _app(broker: str) -> Any:
     return _apps.get(broker, make)
 
 
-PARSERS: dict[str, Callable[[Any], Any]] = {
+PARSERS: dict[str, Parser] = {
     "task": as_nonempty_str,
     "broker": as_broker_url,
     **TASK_PARSERS,

@@ -97,9 +97,9 @@ _SHELL_ONLY = frozenset(
 )
 
 
-def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> CommandAction | None:
+def parse(report: Report, path: Path, value: object, extras: dict[str, tuple[object, Path]]) -> CommandAction | None:
     before = len(report.problems)
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = {}  # CommandAction's keyword arguments, each of its parser's type
     for key, parser in (("shell", as_bool), ("env", as_str_map), ("cwd", as_nonempty_str)):
         if key in extras:
             raw, where = extras[key]
@@ -112,7 +112,7 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
     return CommandAction(argv, values=values, **opts)
 
 
-def as_command(value: Any, shell: bool) -> tuple[tuple[str, ...], dict[str, str]]:
+def as_command(value: object, shell: bool) -> tuple[tuple[str, ...], dict[str, str]]:
     """The argv, and the variables that carry a shell script's ``${...}`` values (actions/shellvars.py).
     A list is the argv as is; a string is split like a shell would, or given to ``sh -c`` with shell: true."""
     if isinstance(value, list):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.actions.tasks import EXAMPLE_TASK, TASK_PARSERS, Clients, broker_url, send_failed
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_bool, as_duration, as_mapping, as_nonempty_str, parse_fields
+from dynoclock.config.values import Parser, as_bool, as_duration, as_mapping, as_nonempty_str, parse_fields
+from dynoclock.jsontypes import JSONValue
 from dynoclock.observe.redact import redact_url
 
 if TYPE_CHECKING:
@@ -28,11 +29,11 @@ _FUNC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
 class EnqueueAction:
     func: str
     queue: str = "default"
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: tuple[JSONValue, ...] = ()
+    kwargs: dict[str, JSONValue] = field(default_factory=dict)
     job_timeout: timedelta | None = None
     result_ttl: timedelta | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, JSONValue] = field(default_factory=dict)
     redis: str | None = None  # None: $REDIS_URL at run time
     verify: bool = True  # TLS certificate check for rediss:// (Heroku Redis uses self-signed certificates)
     wait: bool = False
@@ -94,19 +95,19 @@ class EnqueueAction:
         return None if broker_url(self.redis, env, "REDIS_URL") else NO_REDIS
 
 
-def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> EnqueueAction | None:
+def parse(report: Report, path: Path, value: object, extras: dict[str, tuple[object, Path]]) -> EnqueueAction | None:
     fields = parse_fields(report, path, value, PARSERS, "func", EXAMPLE_TASK)
     return None if fields is None else EnqueueAction(**fields)
 
 
-def as_func(value: Any) -> str:
+def as_func(value: object) -> str:
     text = as_nonempty_str(value).strip()
     if not _FUNC.fullmatch(text):
         raise Invalid(f"expected an import path like {EXAMPLE_TASK}, got {text!r}")
     return text
 
 
-def as_redis_url(value: Any) -> str:
+def as_redis_url(value: object) -> str:
     url = as_nonempty_str(value).strip()
     if not url.startswith(("redis://", "rediss://", "unix://")):
         shown = redact_url(url) if "://" in url or "@" not in url else "***@" + url.rsplit("@", 1)[1]
@@ -127,7 +128,7 @@ def _redis(url: str, verify: bool) -> Redis:
     from redis import Redis
 
     def make() -> Redis:
-        options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
+        options: dict[str, int | None] = {"socket_connect_timeout": 5, "socket_timeout": 10}
         if url.startswith("rediss://") and not verify:
             options["ssl_cert_reqs"] = None
         return Redis.from_url(url, **options)
@@ -135,7 +136,7 @@ def _redis(url: str, verify: bool) -> Redis:
     return _clients.get((url, verify), make)
 
 
-PARSERS: dict[str, Callable[[Any], Any]] = {
+PARSERS: dict[str, Parser] = {
     "func": as_func,
     **TASK_PARSERS,
     "job_timeout": as_duration,

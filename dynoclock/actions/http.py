@@ -6,10 +6,9 @@ import http.cookiejar
 import json as jsonlib
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -20,7 +19,17 @@ from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
 from dynoclock.config.durations import format_duration
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
-from dynoclock.config.values import as_bool, as_duration, as_enum, as_nonempty_str, as_str_map, parse_fields, show
+from dynoclock.config.values import (
+    Parser,
+    as_bool,
+    as_duration,
+    as_enum,
+    as_nonempty_str,
+    as_str_map,
+    parse_fields,
+    show,
+)
+from dynoclock.jsontypes import JSONValue
 from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.signing import SIGNATURE_HEADER, sign
@@ -35,7 +44,7 @@ class HttpAction:
     method: str = "POST"
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
-    json: Any = None
+    json: JSONValue = None
     data: str | None = None
     connect_timeout: timedelta = timedelta(seconds=10)
     expect_status: tuple[str, ...] = ("2xx",)
@@ -107,7 +116,7 @@ class HttpAction:
         return None  # the URL is known; whether it answers is the run's business
 
 
-def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> HttpAction | None:
+def parse(report: Report, path: Path, value: object, extras: dict[str, tuple[object, Path]]) -> HttpAction | None:
     fields = parse_fields(report, path, value, PARSERS, "url", "https://app.example.com/tasks/x")
     if isinstance(value, dict) and {"url", "json", "data"} <= value.keys():
         report.error((*path, "data"), "set either 'json' or 'data', not both")
@@ -115,7 +124,7 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
     return None if fields is None else HttpAction(**fields)
 
 
-def as_url(value: Any) -> str:
+def as_url(value: object) -> str:
     url = as_nonempty_str(value)
     try:
         parts = urlsplit(url)
@@ -130,7 +139,7 @@ def as_url(value: Any) -> str:
     return url
 
 
-def as_statuses(value: Any) -> tuple[str, ...]:
+def as_statuses(value: object) -> tuple[str, ...]:
     """``200``, ``[200, 204]``, ``2xx`` or ``[2xx, 304]``."""
     items = value if isinstance(value, list) else [value]
     out = []
@@ -182,7 +191,7 @@ def status_ok(status: int, expected: tuple[str, ...]) -> bool:
     return any(text == e or (e.endswith("xx") and text[0] == e[0]) for e in expected)
 
 
-def as_secrets(value: Any) -> tuple[str, ...]:
+def as_secrets(value: object) -> tuple[str, ...]:
     """``sign: <secret>``, or ``sign: [<new>, <old>]`` to send one signature per secret (rotation)."""
     items = value if isinstance(value, list) else [value]
     if not items:
@@ -216,7 +225,7 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {redact_url(text)}"[:300]
 
 
-PARSERS: dict[str, Callable[[Any], Any]] = {
+PARSERS: dict[str, Parser] = {
     "url": as_url,
     "method": lambda v: as_enum(*METHODS)(str(v).upper()),
     "headers": as_str_map,

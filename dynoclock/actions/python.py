@@ -15,6 +15,7 @@ from dynoclock.actions.base import JobFailed, RunContext
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
 from dynoclock.config.values import as_enum, as_mapping, as_nonempty_str, as_tuple, show
+from dynoclock.jsontypes import JSONValue
 
 JOB_KEYS: tuple[str, ...] = ("args", "kwargs", "app", "isolate", "max_memory")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -25,8 +26,8 @@ ISOLATE_DEFAULT = "thread"
 @dataclass(frozen=True)
 class PythonAction:
     target: str  # module:function
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: tuple[JSONValue, ...] = ()
+    kwargs: dict[str, JSONValue] = field(default_factory=dict)
     app: str | None = None  # package:create_app, for a Flask application context
     isolate: str = ISOLATE_DEFAULT  # process: in a worker process the clock can kill (run/isolation.py)
     max_memory: int = 0  # bytes of address space a worker process may use (isolate: process); 0: no limit
@@ -60,10 +61,10 @@ class PythonAction:
         return None
 
 
-def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> PythonAction | None:
+def parse(report: Report, path: Path, value: object, extras: dict[str, tuple[object, Path]]) -> PythonAction | None:
     before = len(report.problems)
     target = report.parse(path, value, as_target)
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {}  # PythonAction's keyword arguments, each of its parser's type
     parsers = (("args", as_tuple), ("kwargs", as_mapping), ("app", as_target), ("isolate", as_isolate),
                ("max_memory", as_size))  # fmt: skip
     for key, parser in parsers:
@@ -86,7 +87,7 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
 as_isolate = as_enum("process", "thread")
 
 
-def as_size(value: Any) -> int:
+def as_size(value: object) -> int:
     """A memory size: ``512MB``, ``2G``, ``1GiB`` (powers of 1024), or bytes."""
     match = _SIZE.fullmatch(str(value).strip()) if isinstance(value, (str, int)) and value is not True else None
     if match is None or int(match[1]) == 0:
@@ -98,7 +99,7 @@ def as_size(value: Any) -> int:
     return size
 
 
-def _not_json(value: Any) -> str | None:
+def _not_json(value: object) -> str | None:
     """What in ``value`` JSON cannot carry (a date, a set...), or None."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return None
@@ -114,7 +115,7 @@ def _not_json(value: Any) -> str | None:
     return f"{show(value)} ({type(value).__name__})"
 
 
-def as_target(value: Any) -> str:
+def as_target(value: object) -> str:
     text = as_nonempty_str(value).strip()
     if not _TARGET.fullmatch(text):
         raise Invalid(f"expected module:function like jobs.digest:send, got {text!r}")
@@ -125,7 +126,7 @@ def as_target(value: Any) -> str:
 class FlaskApp(Protocol):
     """What an ``app:`` factory must return: something with Flask's ``app_context()``."""
 
-    def app_context(self) -> AbstractContextManager[Any]: ...
+    def app_context(self) -> AbstractContextManager[object]: ...
 
 
 # Looked up once per process, under one lock (not held while importing: a module may import slowly).

@@ -17,7 +17,10 @@ import signal
 import socket
 import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from dynoclock.jsontypes import JSONValue
 
 # What the clock runs: sys.path is the clock's own (its app's modules import the same way), then this module.
 BOOT = (
@@ -25,6 +28,37 @@ BOOT = (
     "from dynoclock.actions.pyworker import main; main(int(sys.argv[1]), sys.argv[3], sys.argv[4])"
 )
 PR_SET_PDEATHSIG = 1
+
+
+class RunFields(TypedDict):
+    """The run a call is for, as the worker rebuilds its ``RunContext``."""
+
+    job: str
+    scheduled_for: str  # ISO 8601
+    run_id: str
+    attempt: int
+    timeout: float  # seconds
+    remaining: float  # seconds
+
+
+class Request(TypedDict):
+    """One call, clock to worker: ``target(*args, **kwargs)`` for ``run``."""
+
+    target: str
+    args: list[JSONValue]
+    kwargs: dict[str, JSONValue]
+    run: RunFields
+
+
+class Reply(TypedDict, total=False):
+    """One message, worker to clock: ready (or the app's error), a line of output, or a call's end."""
+
+    ready: bool
+    output: list[str]  # [stream, line]
+    error: str
+    timeout: bool
+    recycle: bool
+    detail: str
 
 
 def main(fd: int, max_memory: str, app: str) -> None:
@@ -58,7 +92,7 @@ def main(fd: int, max_memory: str, app: str) -> None:
         _send(sock, reply)
 
 
-def _call(sock: socket.socket, request: dict[str, Any]) -> dict[str, Any]:
+def _call(sock: socket.socket, request: Request) -> Reply:
     from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
     from dynoclock.actions.python import resolve, takes_run
     from dynoclock.timesource import SYSTEM
@@ -96,7 +130,7 @@ def _error_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
 
 
-def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+def _send(sock: socket.socket, message: Reply) -> None:
     sock.sendall(json.dumps(message, default=str).encode() + b"\n")
 
 

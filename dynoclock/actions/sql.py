@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
 from dynoclock.config.problems import Invalid, Report
@@ -82,7 +82,7 @@ class SqlAction:
         return None
 
 
-def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, Path]]) -> SqlAction | None:
+def parse(report: Report, path: Path, value: object, extras: dict[str, tuple[object, Path]]) -> SqlAction | None:
     before = len(report.problems)
     statements = report.parse(path, value, as_statements)
     database = None
@@ -94,17 +94,19 @@ def parse(report: Report, path: Path, value: Any, extras: dict[str, tuple[Any, P
     return SqlAction(statements, database)
 
 
-def as_statements(value: Any) -> tuple[str, ...]:
+def as_statements(value: object) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     if not items:
         raise Invalid("expected an SQL statement or a list of them, got an empty list")
+    statements = []
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise Invalid(f"expected an SQL statement (text), got {show(item)}")
-    return tuple(item.strip() for item in items)
+        statements.append(item.strip())
+    return tuple(statements)
 
 
-def as_database_url(value: Any) -> str:
+def as_database_url(value: object) -> str:
     url = as_nonempty_str(value).strip()
     if "://" not in url:
         shown = "***@" + url.rsplit("@", 1)[1] if "@" in url else url  # user:password@host without a scheme
@@ -117,7 +119,7 @@ class _Canceller:
     to cancel only while the run still holds the connection, and a cancelled run's connection is closed, never
     pooled, so a cancel request still on its way cannot stop the next run's statement on it."""
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: object):  # the DBAPI connection: psycopg 3's, psycopg2's, or another driver's
         self.raw = raw
         self._lock = threading.Lock()
         self._holding = True

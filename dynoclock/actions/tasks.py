@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from dynoclock.actions.base import JobFailed
-from dynoclock.config.values import as_mapping, as_nonempty_str, as_tuple
+from dynoclock.config.values import Parser, as_mapping, as_nonempty_str, as_tuple
 from dynoclock.observe.redact import redact_url
 
 K = TypeVar("K")
 V = TypeVar("V")
 
-TASK_PARSERS: dict[str, Callable[[Any], Any]] = {
+TASK_PARSERS: dict[str, Parser] = {
     "args": as_tuple,
     "kwargs": as_mapping,
     "queue": as_nonempty_str,

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from dynoclock import signals
 from dynoclock.cli.args import build_parser, parse_args
@@ -34,6 +34,21 @@ if TYPE_CHECKING:
     from dynoclock.state.ledger import Ledger
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class NextRow(TypedDict):
+    """One job in ``next`` (and ``next --json``)."""
+
+    id: str
+    enabled: bool
+    trigger: str
+    spec: str
+    schedule: str
+    timezone: str
+    next: list[str]  # the upcoming slots, ISO 8601 in the job's zone
+    starts: NotRequired[list[str]]  # with jitter: when each slot's run starts
+    origin: NotRequired[str]  # api: added from the app
+    paused: NotRequired[bool]  # when the state can be read
 
 
 def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
@@ -292,9 +307,9 @@ def _api_jobs(skip: set[str]) -> list[Job]:
         return []
 
 
-def _next_row(job: Job, now: datetime, count: int) -> dict[str, Any]:
+def _next_row(job: Job, now: datetime, count: int) -> NextRow:
     slots = upcoming(job.trigger, now, count, job.window) if job.enabled else []
-    row: dict[str, Any] = {
+    row: NextRow = {
         "id": job.id,
         "enabled": job.enabled,
         "trigger": job.trigger_key,

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
 from urllib.parse import unquote
 
 from dynoclock.config.envvars import SECRET_NAME, expand, variables
@@ -26,12 +25,12 @@ _SCHEME_VALUE = re.compile(r"[A-Za-z][\w.+-]*\s+(\S+)\s*")  # "Bearer <token>", 
 _USERINFO = re.compile(r"\b[a-z][a-z0-9+.-]*://([^/?#\s@]+)@", re.IGNORECASE)
 
 
-def schedule_secrets(tree: Any, env: Mapping[str, str]) -> frozenset[str]:
+def schedule_secrets(tree: object, env: Mapping[str, str]) -> frozenset[str]:
     """Every secret value in the schedule's raw data, with ``${VAR}`` expanded from ``env``."""
     return frozenset(_walk(tree, env, "", ""))
 
 
-def _walk(value: Any, env: Mapping[str, str], key: str, parent: str) -> Iterator[str]:
+def _walk(value: object, env: Mapping[str, str], key: str, parent: str) -> Iterator[str]:
     if isinstance(value, dict):
         for name, item in value.items():
             yield from _walk(item, env, str(name), key)

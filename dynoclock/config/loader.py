@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from dynoclock.config.envvars import expand
 from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
 from dynoclock.config.source import Path, Source, load, quoted
 from dynoclock.config.values import (
+    Parser,
     as_bool,
     as_duration,
     as_duration_or_zero,
@@ -35,6 +36,7 @@ from dynoclock.config.values import (
     interpolate,
     show,
 )
+from dynoclock.jsontypes import JSONValue
 from dynoclock.schedule import cron
 from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Trigger, Window
 
@@ -43,7 +45,7 @@ TRIGGER_KEYS = ("cron", "every", "at")
 TOP_KEYS = ("timezone", "defaults", "jobs", "shutdown_grace", "history_keep", "workers")
 
 # Job options that every kind of job has, with their parsers and defaults.
-OPTIONS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+OPTIONS: dict[str, tuple[Parser, object]] = {
     "description": (as_str, ""),
     "timeout": (as_duration, timedelta(minutes=5)),
     "overlap": (as_enum("skip", "allow", "replace"), "skip"),
@@ -157,7 +159,7 @@ def load_schedule(
         top["defaults"] = defaults_raw | top["defaults"]
 
     zone = report.parse(("timezone",), top.get("timezone", "UTC"), as_zone) or ZoneInfo("UTC")
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {}  # Schedule's keyword arguments, each of its parser's type
     for key, parser in (("shutdown_grace", as_duration), ("history_keep", as_duration), ("workers", as_int(1, 1000))):
         if key in top:
             settings[key] = report.parse((key,), top[key], parser)
@@ -202,10 +204,10 @@ def load_schedule(
 def _job(
     report: Report,
     job_id: str,
-    raw: Any,
+    raw: JSONValue,
     zone: ZoneInfo,
-    defaults: dict[str, Any],
-    parsed_defaults: dict[str, Any],
+    defaults: dict[str, JSONValue],
+    parsed_defaults: dict[str, object],
     env: Mapping[str, str] | None,
     now: datetime | None,
     view: bool = False,
@@ -250,7 +252,7 @@ def _job(
             owners = " or ".join(k for k, keys in JOB_KEYS.items() if key in keys)
             report.error((*path, key), f"'{key}' applies to {owners} jobs only, and this is a {kind} job")
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {}  # Job's keyword arguments, each of its parser's type (or its default)
     for key, (parser, default) in OPTIONS.items():
         if key in spec and (key in VIEW_KEYS or not view):
             options[key] = report.parse((*path, key), spec[key], parser)
@@ -266,7 +268,7 @@ def _job(
 
     trigger = None
     if len(triggers) == 1:
-        trigger = _trigger(report, path, triggers[0], spec, defaults, job_zone, options, now)
+        trigger = _trigger(report, path, triggers[0], spec, defaults, job_zone, options["jitter"], now)
     action = None
     runnable = True
     if kind is not None and view:
@@ -304,7 +306,7 @@ def _job(
     )
 
 
-def parse_job(job_id: str, spec: Mapping[str, Any], now: datetime | None = None) -> Job:
+def parse_job(job_id: str, spec: Mapping[str, JSONValue], now: datetime | None = None) -> Job:
     """One job given from the app (``dynoclock.connect().add``): the keys of a schedule.yaml job, validated by
     the same code with the same messages, each naming its key path (``jobs.digest-42.cron: ...``). Values are
     taken literally (no ``${VAR}`` expansion: ``$`` is not special); zone UTC unless the job says ``timezone``.
@@ -317,7 +319,7 @@ def parse_job(job_id: str, spec: Mapping[str, Any], now: datetime | None = None)
     return job
 
 
-def _names_unset(value: Any, env: Mapping[str, str]) -> bool:
+def _names_unset(value: object, env: Mapping[str, str]) -> bool:
     """Whether ``value`` refers to a variable that ``env`` does not set (``${VAR}``, with no default)."""
     if isinstance(value, str):
         try:
@@ -332,7 +334,9 @@ def _names_unset(value: Any, env: Mapping[str, str]) -> bool:
     return False
 
 
-def _pick(key: str, spec: dict[str, Any], defaults: dict[str, Any], path: Path) -> tuple[Any, Path | None]:
+def _pick(
+    key: str, spec: dict[str, JSONValue], defaults: dict[str, JSONValue], path: Path
+) -> tuple[JSONValue, Path | None]:
     """The job's own value for ``key``, else the default, with the path it came from."""
     if key in spec:
         return spec[key], (*path, key)
@@ -342,7 +346,7 @@ def _pick(key: str, spec: dict[str, Any], defaults: dict[str, Any], path: Path) 
 
 
 def _instant(
-    report: Report, key: str, spec: dict[str, Any], defaults: dict[str, Any], path: Path, zone: ZoneInfo
+    report: Report, key: str, spec: dict[str, JSONValue], defaults: dict[str, JSONValue], path: Path, zone: ZoneInfo
 ) -> datetime | None:
     value, where = _pick(key, spec, defaults, path)
     return None if where is None else report.parse(where, value, as_instant(zone))
@@ -352,10 +356,10 @@ def _trigger(
     report: Report,
     path: Path,
     key: str,
-    spec: dict[str, Any],
-    defaults: dict[str, Any],
+    spec: dict[str, JSONValue],
+    defaults: dict[str, JSONValue],
     zone: ZoneInfo,
-    options: dict[str, Any],
+    jitter: timedelta | None,
     now: datetime | None,
 ) -> Trigger | None:
     where = (*path, key)
@@ -367,7 +371,6 @@ def _trigger(
     if key == "every":
         interval = report.parse(where, spec[key], as_duration)
         anchor = _instant(report, "anchor", spec, defaults, path, zone) or EPOCH
-        jitter = options.get("jitter")
         if interval and jitter and jitter >= interval:
             report.error((*path, "jitter"), f"jitter must be shorter than the interval ({spec[key]})")
         return EveryTrigger(interval, anchor) if interval else None
@@ -379,14 +382,14 @@ def _trigger(
     return AtTrigger(instant)
 
 
-def _as_cron(value: Any) -> str:
+def _as_cron(value: object) -> str:
     # The longest sensible expression lists every minute, hour, day and month (about 400 characters).
     if not isinstance(value, str) or len(value) > 1000:
         raise Invalid(f'expected a crontab expression like "0 2 * * *" or @daily, got {show(value)}')
     return cron.normalize(value)
 
 
-def _secrets(tree: Any, env: Mapping[str, str]) -> frozenset[str]:
+def _secrets(tree: object, env: Mapping[str, str]) -> frozenset[str]:
     """Values to mask wherever they might be printed: of secret-named variables the schedule refers to, of
     credentials written in it (headers, ``sign``, URL passwords and their Basic-auth base64; see credentials.py)."""
     return schedule_secrets(tree, env)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from dynoclock.config.source import Path, Source
@@ -62,7 +62,7 @@ class Report:
     def warn(self, path: Path, message: str) -> None:
         self.warnings.append(self._at(path, message))
 
-    def parse(self, path: Path, value: Any, parser: Callable[[Any], T]) -> T | None:
+    def parse(self, path: Path, value: object, parser: Callable[[object], T]) -> T | None:
         """``parser(value)``, or None after recording its complaint against ``path``."""
         if path in self.reported:
             return None
@@ -72,7 +72,7 @@ class Report:
             self.error(path, str(exc))
             return None
 
-    def check_keys(self, path: Path, mapping: Mapping[str, Any], allowed: Collection[str]) -> None:
+    def check_keys(self, path: Path, mapping: Mapping[str, object], allowed: Collection[str]) -> None:
         """Unknown keys are errors: a typo must never silently disable a setting."""
         for key in mapping:
             if key not in allowed:

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeAlias, cast
 
 import yaml
 
 from dynoclock.config.problems import ConfigError, Problem
+from dynoclock.jsontypes import JSONValue
 
 Path = tuple[str | int, ...]
+# PyYAML's own parser, or libyaml's (5x faster) when PyYAML has it: their events, nodes and values are alike.
+Loader: TypeAlias = "yaml.SafeLoader | yaml.CSafeLoader"
+# What the parser yields inside a document (stream and document events are read around the loop).
+_Event: TypeAlias = (
+    "yaml.ScalarEvent | yaml.SequenceStartEvent | yaml.MappingStartEvent | yaml.AliasEvent | yaml.CollectionEndEvent"
+)
 
 
 def dotted(path: Path) -> str:
@@ -42,7 +50,7 @@ class Source:
     """
 
     file: str
-    data: Any
+    data: JSONValue
     lines: dict[Path, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     unreadable: set[Path] = field(default_factory=set)
@@ -121,10 +129,10 @@ def _load(file: str, raw: bytes) -> Source:
     return _finish(file, loader, node, written)
 
 
-def _compose_fast(file: str, text: str) -> tuple[yaml.SafeLoader, yaml.Node | None, int] | None:
+def _compose_fast(file: str, text: str) -> tuple[Loader, yaml.Node | None, int] | None:
     """Parse with libyaml when PyYAML has it (5x faster on a 10,000-job schedule). On any YAML error, None:
     the pure-Python parser then reads the file again for its clearer, located message."""
-    c_loader = getattr(yaml, "CSafeLoader", None)
+    c_loader: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
     if c_loader is None:
         return None
     loader = c_loader(text)
@@ -136,11 +144,13 @@ def _compose_fast(file: str, text: str) -> tuple[yaml.SafeLoader, yaml.Node | No
         loader.dispose()
 
 
-def _compose(file: str, loader: Any) -> tuple[yaml.Node | None, int]:
+def _compose(file: str, loader: Loader) -> tuple[yaml.Node | None, int]:
     """The document's node tree and how many nodes it writes out, composed from the parser's events as
     PyYAML's composer does, but without recursion (its C composer crashes at 100,000 levels) and within
     ``MAX_DEPTH`` and ``MAX_ALIASES``: past them, ConfigError at the line of the offending node or alias.
-    ``loader`` is a SafeLoader or a CSafeLoader (their events are alike; the type stubs tell them apart)."""
+    ``loader`` is a SafeLoader or a CSafeLoader (their events are alike; the type stubs tell them apart).
+
+    Every event read here has its marks; libyaml's Mark has the fields of PyYAML's (the stubs name two classes)."""
     loader.get_event()  # stream start
     if loader.check_event(yaml.StreamEndEvent):
         return None, 0
@@ -150,13 +160,13 @@ def _compose(file: str, loader: Any) -> tuple[yaml.Node | None, int]:
     items: list[yaml.Node] = []  # those of the innermost one (a mapping's: key, value, key, value...)
     root: yaml.Node | None = None
     aliases = written = 0
-    get_event = loader.get_event
+    get_event = cast("Callable[[], _Event]", loader.get_event)  # typed once: the loop reads every event
     while root is None:
         event = get_event()
-        mark = event.start_mark  # read untyped: narrowed by isinstance, the stubs' two Mark types clash
+        mark = cast("yaml.Mark", event.start_mark)
         if isinstance(event, yaml.CollectionEndEvent):
             done, done_items = open_.pop()
-            done.end_mark = event.end_mark
+            done.end_mark = cast("yaml.Mark", event.end_mark)
             if isinstance(done, yaml.MappingNode):  # its keys and values were read in turn
                 done.value = list(zip(done_items[::2], done_items[1::2], strict=True))
             if open_:
@@ -169,12 +179,12 @@ def _compose(file: str, loader: Any) -> tuple[yaml.Node | None, int]:
             aliases += 1
             if aliases > MAX_ALIASES:
                 what = f"more than {MAX_ALIASES:,} YAML aliases: expected a few *name references"
-                raise _at(file, event, f"{what}, found the {MAX_ALIASES + 1:,}st here")
+                raise _at(file, mark, f"{what}, found the {MAX_ALIASES + 1:,}st here")
             if event.anchor not in anchors:
                 raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", mark)
             node = _Alias(event.anchor, anchors[event.anchor], mark)
         else:
-            node = _node(loader, event)
+            node = _node(loader, event, mark)
             written += 1
             if event.anchor is not None:
                 if event.anchor in anchors:
@@ -189,29 +199,31 @@ def _compose(file: str, loader: Any) -> tuple[yaml.Node | None, int]:
         if isinstance(event, yaml.CollectionStartEvent):
             if len(open_) == MAX_DEPTH:
                 what = f"nested more than {MAX_DEPTH} levels deep: expected a schedule a few levels deep"
-                raise _at(file, event, f"{what}, found a {MAX_DEPTH + 1}st level here")
+                raise _at(file, mark, f"{what}, found a {MAX_DEPTH + 1}st level here")
             items = node.value if isinstance(node, yaml.SequenceNode) else []
             open_.append((node, items))
     loader.get_event()  # document end
     if not loader.check_event(yaml.StreamEndEvent):
-        following = loader.get_event()
+        following = get_event()
         raise yaml.composer.ComposerError(
             "expected a single document in the stream", root.start_mark, "but found another document",
-            following.start_mark,
+            cast("yaml.Mark", following.start_mark),
         )  # fmt: skip
     return root, written
 
 
-def _node(loader: Any, event: Any) -> yaml.Node:
-    """A scalar, or an empty sequence or mapping, for ``event``, its tag resolved as PyYAML's composer does."""
-    tag, start, end = event.tag, event.start_mark, event.end_mark
+def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, start: yaml.Mark) -> yaml.Node:
+    """A scalar, or an empty sequence or mapping, for ``event`` (starting at ``start``), its tag resolved as PyYAML's
+    composer does."""
+    tag = event.tag
+    resolve: Callable[[type[yaml.Node], str | None, object], str] = loader.resolve  # untyped in the stubs
     if isinstance(event, yaml.ScalarEvent):
         if tag is None or tag == "!":
-            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-        return yaml.ScalarNode(tag, event.value, start, end, style=event.style)
+            tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+        return yaml.ScalarNode(tag, event.value, start, cast("yaml.Mark", event.end_mark), style=event.style)
     kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
     if tag is None or tag == "!":
-        tag = loader.resolve(kind, None, event.implicit)
+        tag = resolve(kind, None, event.implicit)
     return kind(tag, [], start, None, flow_style=event.flow_style)
 
 
@@ -220,16 +232,16 @@ class _Alias(yaml.Node):
 
     id = "alias"
 
-    def __init__(self, name: str, target: yaml.Node, mark: Any):
+    def __init__(self, name: str, target: yaml.Node, mark: yaml.Mark):
         super().__init__(target.tag, target, mark, mark)
         self.name = name
 
 
-def _at(file: str, event: Any, message: str) -> ConfigError:
-    return ConfigError([Problem(file, event.start_mark.line + 1, "", message)])
+def _at(file: str, mark: yaml.Mark, message: str) -> ConfigError:
+    return ConfigError([Problem(file, mark.line + 1, "", message)])
 
 
-def _finish(file: str, loader: yaml.SafeLoader, node: yaml.Node | None, written: int) -> Source:
+def _finish(file: str, loader: Loader, node: yaml.Node | None, written: int) -> Source:
     if node is None:
         raise ConfigError([Problem(file, 1, "", "the file is empty; expected a mapping with a 'jobs:' key")])
     src = Source(file, None)
@@ -243,7 +255,7 @@ class _Builder:
     """Plain data from a composed tree. Aliases are expanded here, so here the expanded size (``MAX_ALIAS_VALUES``
     more than written) and depth (``MAX_DEPTH``) are bounded, against the alias in use when they are passed."""
 
-    def __init__(self, loader: yaml.SafeLoader, file: str, written: int):
+    def __init__(self, loader: Loader, file: str, written: int):
         self.loader = loader
         self.file = file
         self.problems: list[Problem] = []
@@ -251,7 +263,7 @@ class _Builder:
         self.active: set[int] = set()  # the collections being built, to catch an alias to itself
         self.aliases: list[tuple[_Alias, Path]] = []  # the aliases being expanded, outermost first
 
-    def build(self, node: yaml.Node, path: Path, src: Source, depth: int) -> Any:
+    def build(self, node: yaml.Node, path: Path, src: Source, depth: int) -> JSONValue:
         """Plain data for ``node`` at ``path``, inside ``depth`` collections; lines and unreadable go to ``src``."""
         if isinstance(node, _Alias):
             self.aliases.append((node, path))
@@ -284,7 +296,7 @@ class _Builder:
         assert isinstance(node, yaml.ScalarNode)
         return self._scalar(node, path, src)
 
-    def _scalar(self, node: yaml.ScalarNode, path: Path, src: Source) -> Any:
+    def _scalar(self, node: yaml.ScalarNode, path: Path, src: Source) -> JSONValue:
         if node.tag == _STD_TAG + "timestamp":
             return node.value
         longest = sys.get_int_max_str_digits()
@@ -306,8 +318,8 @@ class _Builder:
     def _refuse(self, alias: _Alias, path: Path, message: str) -> ConfigError:
         return ConfigError([Problem(self.file, alias.start_mark.line + 1, dotted(path), message)])
 
-    def _mapping(self, node: yaml.MappingNode, path: Path, src: Source, depth: int) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def _mapping(self, node: yaml.MappingNode, path: Path, src: Source, depth: int) -> dict[str, JSONValue]:
+        out: dict[str, JSONValue] = {}
         merges = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:

@@ -18,12 +18,17 @@ from dynoclock.config.durations import parse_duration
 from dynoclock.config.envvars import expand
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path, dotted, quoted
+from dynoclock.jsontypes import JSONValue
 
 T = TypeVar("T")
+# A value parser: the value as read (anything), what it means (of the parser's own type), or Invalid.
+Parser = Callable[[object], object]
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes '²' and '١٢', which int() refuses or reads
 
 
-def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], unset: set[str] | None = None) -> Any:
+def interpolate(
+    report: Report, path: Path, value: JSONValue, env: Mapping[str, str], unset: set[str] | None = None
+) -> JSONValue:
     """Expand ``${VAR}`` in every string inside ``value``; errors are reported against their path.
 
     With ``unset`` given, an unset variable is not an error: it expands to "" and the
@@ -47,10 +52,11 @@ def interpolate(report: Report, path: Path, value: Any, env: Mapping[str, str], 
 
 
 def parse_fields(
-    report: Report, path: Path, value: Any, parsers: Mapping[str, Callable[[Any], Any]], required: str, example: str
+    report: Report, path: Path, value: object, parsers: Mapping[str, Parser], required: str, example: str
 ) -> dict[str, Any] | None:
     """An action's mapping of options: known keys only, ``required`` present, each value parsed by its parser.
-    None after any problem (all of them reported)."""
+    None after any problem (all of them reported). The result is the keyword arguments of the action's dataclass:
+    each value is what its own parser returned (``Any``: the dataclass's fields say which type each key has)."""
     spec = report.parse(path, value, as_mapping)
     if spec is None:
         return None
@@ -66,7 +72,7 @@ def parse_fields(
 # ---- value parsers -------------------------------------------------------------------------
 
 
-def show(value: Any) -> str:
+def show(value: object) -> str:
     """A found value as the user wrote it, in messages; a long one shortened (a message is one short line)."""
     if isinstance(value, dict):
         return "a mapping"
@@ -82,20 +88,20 @@ def show(value: Any) -> str:
     return f"{text[:30]}... ({len(text):,} {'digits' if isinstance(value, int) else 'characters'})"
 
 
-def as_str(value: Any) -> str:
+def as_str(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Invalid(f"expected text, got {show(value)}")
     return str(value)
 
 
-def as_nonempty_str(value: Any) -> str:
+def as_nonempty_str(value: object) -> str:
     text = as_str(value)
     if not text.strip():
         raise Invalid("expected a value, got an empty string")
     return text
 
 
-def as_bool(value: Any) -> bool:
+def as_bool(value: object) -> bool:
     """YAML booleans, and the strings an interpolated ``${VAR:+true}`` can produce ('' is false)."""
     if isinstance(value, bool):
         return value
@@ -117,11 +123,11 @@ _BOOLS = {
 }
 
 
-def as_int(low: int, high: int | None = None) -> Callable[[Any], int]:
+def as_int(low: int, high: int | None = None) -> Callable[[object], int]:
     """A whole number from ``low`` to ``high``: a YAML integer, or text of ASCII digits (from ``${VAR}``)."""
     bound = f"between {low} and {high}" if high is not None else f"at least {low}"
 
-    def parse(value: Any) -> int:
+    def parse(value: object) -> int:
         if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
             if len(value.strip()) > 18:  # far out of any bound, and int() refuses more than 4,300 digits
                 raise Invalid(f"expected a number {bound}, got {show(value)}")
@@ -135,8 +141,8 @@ def as_int(low: int, high: int | None = None) -> Callable[[Any], int]:
     return parse
 
 
-def as_enum(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
+def as_enum(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
         if value not in choices:
             raise Invalid(f"expected one of {', '.join(choices)}, got {show(value)}")
         return str(value)
@@ -144,15 +150,15 @@ def as_enum(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-def as_duration(value: Any) -> timedelta:
+def as_duration(value: object) -> timedelta:
     return _duration(value, allow_zero=False)
 
 
-def as_duration_or_zero(value: Any) -> timedelta:
+def as_duration_or_zero(value: object) -> timedelta:
     return _duration(value, allow_zero=True)
 
 
-def _duration(value: Any, allow_zero: bool) -> timedelta:
+def _duration(value: object, allow_zero: bool) -> timedelta:
     """``parse_duration``, after refusing what it is not meant to see: other digits than ASCII ('１０m', '١٢m'),
     text longer than any duration (its digits would reach int()'s 4,300-digit limit), and inf or NaN."""
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -162,7 +168,7 @@ def _duration(value: Any, allow_zero: bool) -> timedelta:
     return parse_duration(value, allow_zero=allow_zero)
 
 
-def as_zone(value: Any) -> ZoneInfo:
+def as_zone(value: object) -> ZoneInfo:
     if not isinstance(value, str) or not value.strip():
         raise Invalid(f"expected an IANA time zone like UTC or America/New_York, got {show(value)}")
     try:
@@ -171,10 +177,10 @@ def as_zone(value: Any) -> ZoneInfo:
         raise Invalid(f"unknown time zone {show(value)}; expected an IANA name like Europe/London") from None
 
 
-def as_instant(zone: ZoneInfo) -> Callable[[Any], datetime]:
+def as_instant(zone: ZoneInfo) -> Callable[[object], datetime]:
     """ISO-8601 date or date-time; without an offset it is wall time in ``zone``."""
 
-    def parse(value: Any) -> datetime:
+    def parse(value: object) -> datetime:
         if not isinstance(value, str):
             raise Invalid(f"expected an ISO-8601 time like 2026-12-31T23:00:00Z, got {show(value)}")
         try:
@@ -191,13 +197,13 @@ def as_instant(zone: ZoneInfo) -> Callable[[Any], datetime]:
     return parse
 
 
-def as_mapping(value: Any) -> dict[str, Any]:
+def as_mapping(value: object) -> dict[str, JSONValue]:
     if not isinstance(value, dict):
         raise Invalid(f"expected a mapping (key: value lines), got {show(value)}")
     return value
 
 
-def as_str_map(value: Any) -> dict[str, str]:
+def as_str_map(value: object) -> dict[str, str]:
     """A mapping of names to text (headers, env): numbers are accepted and turned to text."""
     mapping = as_mapping(value)
     out = {}
@@ -208,12 +214,12 @@ def as_str_map(value: Any) -> dict[str, str]:
     return out
 
 
-def as_list(value: Any) -> list[Any]:
+def as_list(value: object) -> list[JSONValue]:
     if not isinstance(value, list):
         raise Invalid(f"expected a list, got {show(value)}")
     return value
 
 
-def as_tuple(value: Any) -> tuple[Any, ...]:
+def as_tuple(value: object) -> tuple[JSONValue, ...]:
     """A list (positional arguments), kept as a tuple."""
     return tuple(as_list(value))

@@ -15,7 +15,6 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from dynoclock.config.loader import Schedule
 from dynoclock.daemon.apijobs import ApiJobs
@@ -149,8 +148,8 @@ class Leadership:
                 migrated = self.ledger.ensure_schema()
                 self._ready = True
                 if migrated is not None:
-                    moved: dict[str, Any] = {"from": migrated.source, "to": migrated.target, "tables": migrated.tables}
-                    self.events.emit("state.migrated", **moved)
+                    source = {"from": migrated.source}  # a keyword of Python's: passed in a dict
+                    self.events.emit("state.migrated", **source, to=migrated.target, tables=migrated.tables)
             if self.stopped.is_set():
                 return
             asked_at = self.clock.monotonic()

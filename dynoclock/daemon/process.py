@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.base import BaseExecutor
@@ -50,6 +50,9 @@ from dynoclock.state.location import clock_id, state_url
 from dynoclock.state.schema import SchemaDenied
 from dynoclock.timesource import SYSTEM, Clock
 
+if TYPE_CHECKING:
+    from apscheduler.job import Job as SchedulerJob
+
 
 class SlotTrigger(BaseTrigger):  # type: ignore[misc]
     """Feeds APScheduler a job's slots (UTC) from our own triggers: cron semantics, anchored intervals."""
@@ -75,12 +78,12 @@ class RunnerExecutor(BaseExecutor):  # type: ignore[misc]
         super().__init__()
         self.dispatcher = dispatcher
 
-    def submit_job(self, job: Any, run_times: list[datetime]) -> None:
+    def submit_job(self, job: SchedulerJob, run_times: list[datetime]) -> None:
         version = job.trigger.job.version  # an api job's: its claim commits only while the row still has it
         for run_time in run_times:  # several when the loop itself was late: each slot runs
             self.dispatcher.due(job.id, run_time + LEAD, version)
 
-    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:  # pragma: no cover - unused
+    def _do_submit_job(self, job: SchedulerJob, run_times: list[datetime]) -> None:  # pragma: no cover - unused
         raise NotImplementedError
 
 

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -30,7 +31,7 @@ LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERR
 DESTINATIONS = ("stdout", "logging", "both")
 logger = logging.getLogger("dynoclock")
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-Entry = tuple[str, str, dict[str, Any]]  # the line, its level, its fields
+Entry = tuple[str, str, dict[str, object]]  # the line, its level, its fields
 
 
 class EventLog:
@@ -52,7 +53,7 @@ class EventLog:
         self._cond = threading.Condition(self._lock)
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
-        record: dict[str, Any] = {
+        record: dict[str, object] = {
             "ts": iso_utc(self.clock.now(), timespec="milliseconds"),
             "level": level,
             "event": event,
@@ -115,7 +116,7 @@ class EventLog:
             pass
 
 
-def to_logging(line: str, level: str, record: dict[str, Any]) -> None:
+def to_logging(line: str, level: str, record: Mapping[str, object]) -> None:
     """One event to the ``dynoclock`` logger: a handler's failure is logging's business (it reports it on stderr)."""
     number = LEVELS.get(level, logging.ERROR)
     if logger.isEnabledFor(number):
@@ -135,7 +136,7 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:300]
 
 
-def logfmt(record: dict[str, Any]) -> str:
+def logfmt(record: Mapping[str, object]) -> str:
     parts = []
     for key, value in record.items():
         if isinstance(value, bool):

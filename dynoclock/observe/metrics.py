@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,6 +26,8 @@ from dynoclock.state.tables import from_db, lease, runs
 from dynoclock.timesource import SYSTEM, Clock
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from dynoclock.config.loader import Schedule
     from dynoclock.state.ledger import Ledger
 
@@ -111,7 +113,7 @@ class LedgerCollector:
         yield from (leader, clocks)
 
 
-def _last_ok(conn: Any, job: str) -> datetime | None:
+def _last_ok(conn: Connection, job: str) -> datetime | None:
     """The job's newest ok run, found from the newest slot down through the (job, slot) index."""
     query = (
         sa.select(runs.c.finished_at)
@@ -123,7 +125,7 @@ def _last_ok(conn: Any, job: str) -> datetime | None:
     return None if value is None else from_db(value)
 
 
-def _lease_holder(conn: Any) -> str | None:
+def _lease_holder(conn: Connection) -> str | None:
     query = sa.select(lease.c.holder).where(lease.c.name == "leader", lease.c.expires_at > sa.func.now())
     value = conn.execute(query).scalar()
     return None if value is None else str(value)

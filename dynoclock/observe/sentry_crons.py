@@ -11,23 +11,27 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dynoclock.schedule.triggers import CronTrigger, EveryTrigger
 
 if TYPE_CHECKING:
+    from sentry_sdk._types import MonitorConfig, MonitorConfigSchedule, MonitorConfigScheduleUnit
+
     from dynoclock.config.loader import Job
 
 # Sentry's interval units, largest first; a month or a year is not a fixed length, so not used here.
-UNITS = (("week", timedelta(weeks=1)), ("day", timedelta(days=1)), ("hour", timedelta(hours=1)),
-         ("minute", timedelta(minutes=1)))  # fmt: skip
+UNITS: tuple[tuple[MonitorConfigScheduleUnit, timedelta], ...] = (
+    ("week", timedelta(weeks=1)), ("day", timedelta(days=1)), ("hour", timedelta(hours=1)),
+    ("minute", timedelta(minutes=1)),
+)  # fmt: skip
 
 
 def _minutes(span: timedelta) -> int:
     return max(1, math.ceil(span.total_seconds() / 60))
 
 
-def schedule_of(job: Job) -> dict[str, Any] | None:
+def schedule_of(job: Job) -> MonitorConfigSchedule | None:
     """The job's schedule as Sentry says it, or None when it cannot (a one-off ``at``, a sub-minute interval)."""
     trigger = job.trigger
     if isinstance(trigger, CronTrigger):
@@ -47,7 +51,7 @@ def max_runtime(job: Job) -> timedelta:
     return total
 
 
-def monitor_config(job: Job) -> dict[str, Any] | None:
+def monitor_config(job: Job) -> MonitorConfig | None:
     schedule = schedule_of(job)
     if schedule is None:
         return None
@@ -63,11 +67,10 @@ def check_in(job: Job, run_id: str, status: str, duration_ms: int | None = None)
     """One check-in of the run ``run_id`` (its id is the check-in's, so the start and the end pair up)."""
     from sentry_sdk.crons import capture_checkin
 
-    config: Any = monitor_config(job)  # sentry-sdk's MonitorConfig is a TypedDict of these keys
     capture_checkin(
         monitor_slug=job.id,
         check_in_id=run_id,
         status=status,
         duration=None if duration_ms is None else duration_ms / 1000,
-        monitor_config=config,
+        monitor_config=monitor_config(job),
     )

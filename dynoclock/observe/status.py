@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from dynoclock.config.loader import Job, Schedule
 from dynoclock.timesource import SYSTEM, Clock
@@ -28,6 +28,20 @@ class StateMisconfigured(StateUnavailable):
     """The state database's role may not make or use the clock's schema: the setup needs fixing (exit 2)."""
 
 
+class JobStatusJSON(TypedDict):
+    """One job in ``status --json`` and the API: ``JobStatus.as_json``."""
+
+    id: str
+    origin: str
+    schedule: str
+    timezone: str
+    enabled: bool
+    next: str | None
+    last: dict[str, str | int | None] | None  # Run.as_json
+    failures_in_a_row: int
+    paused: bool
+
+
 @dataclass(frozen=True)
 class JobStatus:
     job: Job
@@ -36,7 +50,7 @@ class JobStatus:
     failures_in_a_row: int
     paused: bool = False
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JobStatusJSON:
         return {
             "id": self.job.id,
             "origin": self.job.origin,

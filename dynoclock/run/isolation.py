@@ -27,12 +27,16 @@ import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
 from dynoclock.actions.pyworker import BOOT
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.timesource import SYSTEM, Clock
+
+if TYPE_CHECKING:
+    from dynoclock.actions.pyworker import Reply, Request, RunFields
+    from dynoclock.jsontypes import JSONValue
 
 KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL to a worker's group (under the watchdog's 1.5 s)
 IDLE_KEEP = 2  # idle workers kept per (app, max_memory); more are stopped when their run ends
@@ -62,7 +66,7 @@ class Worker:
     def pid(self) -> int:
         return self.proc.pid
 
-    def receive(self, until: float, clock: Clock) -> dict[str, Any] | None:
+    def receive(self, until: float, clock: Clock) -> Reply | None:
         """The next message, waiting until ``until`` (monotonic) at most; None when the time is up. Raises
         WorkerDied once the socket closes (the worker ended)."""
         while b"\n" not in self.buffer:
@@ -80,10 +84,10 @@ class Worker:
                 raise WorkerDied(f"worker process died: {self.end()}")
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
-        message: dict[str, Any] = json.loads(line)
+        message: Reply = json.loads(line)
         return message
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Request) -> None:
         try:
             self.sock.sendall(json.dumps(message).encode() + b"\n")
         except OSError:
@@ -144,15 +148,17 @@ class WorkerPool:
         self._wake = threading.Condition(self._lock)
         self._spawner: threading.Thread | None = None
 
-    def call(self, key: Key, target: str, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: RunContext) -> str:
+    def call(
+        self, key: Key, target: str, args: tuple[JSONValue, ...], kwargs: dict[str, JSONValue], ctx: RunContext
+    ) -> str:
         """Run ``target(*args, **kwargs)`` in a worker for ``key``; its detail, or JobFailed / JobTimeout."""
         worker = self._acquire(key, ctx)
         with worker.lock:
             worker.serving = ctx.run_id
         ctx.on_cancel(lambda: worker.stop_run(ctx.run_id, self.clock))
-        run = {"job": ctx.job, "scheduled_for": iso_utc(ctx.scheduled_for), "run_id": ctx.run_id,
+        run: RunFields = {"job": ctx.job, "scheduled_for": iso_utc(ctx.scheduled_for), "run_id": ctx.run_id,
                "attempt": ctx.attempt, "timeout": ctx.timeout.total_seconds(), "remaining": ctx.remaining}  # fmt: skip
-        request = {"target": target, "args": list(args), "kwargs": kwargs, "run": run}
+        request: Request = {"target": target, "args": list(args), "kwargs": kwargs, "run": run}
         try:
             worker.send(request)
             while True:

@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlencode
 
 import requests
@@ -33,6 +34,19 @@ PING_TIMEOUT = 5.0
 PING_TRIES = 3
 START_WAIT = PING_TIMEOUT * PING_TRIES + 5  # how long a run's last ping waits for its start ping to be done
 BODY_LIMIT = 10_000  # bytes of output or error sent with a ping (healthchecks.io keeps 100 kB)
+
+
+class WebhookMessage(TypedDict):
+    """What ``on_failure`` and ``on_recovery`` post: Slack's ``text``, and the run's fields for other receivers."""
+
+    text: str
+    job: str
+    scheduled_for: str
+    run_id: str
+    attempt: int
+    status: str
+    reason: str
+    duration_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,8 @@ class Notifier:
     # ---- delivery ------------------------------------------------------------------------------
 
     def _send(
-        self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: Any = None,
+        self, what: str, info: RunInfo, method: str, url: str, body: bytes | None,
+        payload: WebhookMessage | None = None,
         done: threading.Event | None = None, after: threading.Event | None = None,
     ) -> None:  # fmt: skip
         """Deliver in the background; ``after``: wait for that delivery first (a run's start ping, even when
@@ -177,7 +192,9 @@ class Notifier:
         if not self._put(deliver) and done is not None:
             done.set()
 
-    def _deliver(self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: Any) -> None:
+    def _deliver(
+        self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: WebhookMessage | None
+    ) -> None:
         error = ""
         for attempt in range(1, PING_TRIES + 1):
             try:
@@ -245,7 +262,7 @@ def _uuid_like(run_id: str) -> str:
         return run_id
 
 
-def _slack(what: str, info: RunInfo) -> dict[str, Any]:
+def _slack(what: str, info: RunInfo) -> WebhookMessage:
     """A Slack-compatible message (``text``), with the run's fields for other receivers."""
     when = iso_utc(info.scheduled_for)
     if what == "failed":
@@ -264,8 +281,8 @@ def _slack(what: str, info: RunInfo) -> dict[str, Any]:
     }
 
 
-def _sentry() -> Any:
-    """sentry_sdk, initialised, when SENTRY_DSN is set and the optional package is installed."""
+def _sentry() -> ModuleType | None:
+    """The sentry_sdk module, initialised, when SENTRY_DSN is set and the optional package is installed."""
     dsn = os.environ.get("SENTRY_DSN")
     if not dsn:
         return None

@@ -5,12 +5,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import sqlalchemy as sa
 
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.tables import from_db, jobs, paused, requests, to_db
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+
+class PendingRequest(TypedDict):
+    """A "run now" not yet taken by a clock: its ``clock_requests`` row, times as the database gives them."""
+
+    request_id: str
+    job: str
+    requested_at: datetime
+    requested_by: str
+    taken_at: datetime | None
+    taken_by: str | None
 
 
 class UnknownJob(KeyError):
@@ -34,7 +48,7 @@ class Controls:
         self.ledger = ledger
         self.known = known
 
-    def _wake(self, conn: Any, job: str) -> None:
+    def _wake(self, conn: Connection, job: str) -> None:
         """The job must exist; the leader is woken to apply the change within a second (state/jobstore.py)."""
         from dynoclock.state.jobstore import JobStore
 
@@ -73,10 +87,20 @@ class Controls:
                 taken.append((request_id, row.job, from_db(row.requested_at)))
         return taken
 
-    def pending_requests(self) -> list[dict[str, Any]]:
+    def pending_requests(self) -> list[PendingRequest]:
         with self.ledger.engine.connect() as conn:
             rows = conn.execute(sa.select(requests).where(requests.c.taken_at.is_(None)))
-            return [dict(row._mapping) for row in rows]
+            return [
+                PendingRequest(
+                    request_id=row.request_id,
+                    job=row.job,
+                    requested_at=row.requested_at,
+                    requested_by=row.requested_by,
+                    taken_at=row.taken_at,
+                    taken_by=row.taken_by,
+                )
+                for row in rows
+            ]
 
     def pause(self, job: str, by: str) -> None:
         stmt = self.ledger._insert(paused).values(job=job, paused_at=to_db(self.ledger.clock.now()), paused_by=by)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy
 from sqlalchemy import event
@@ -18,6 +18,11 @@ from sqlalchemy.engine import Engine, make_url
 
 from dynoclock.observe.redact import redact_url
 from dynoclock.timesource import SYSTEM
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 _engines: dict[tuple[str, bool], Engine] = {}
 _lock = threading.Lock()
@@ -105,11 +110,11 @@ _BOUNDS = (
 )
 
 
-def _bound_transaction(conn: Any) -> None:
+def _bound_transaction(conn: Connection) -> None:
     conn.exec_driver_sql(_BOUNDS)
 
 
-def _sqlite_state_pragmas(dbapi_connection: Any, record: Any) -> None:
+def _sqlite_state_pragmas(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
     """WAL: readers never block the writer, and a commit is an append (synchronous=NORMAL keeps it
     durable across a process crash; only an OS crash may lose the last commits)."""
     cursor = dbapi_connection.cursor()

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from dynoclock.state.tables import from_db, run_totals, runs
+
+if TYPE_CHECKING:
+    from dynoclock.state.writer import RunUpdate
 
 FINAL = ("ok", "failed", "timeout", "interrupted", "skipped", "missed")
 # Seconds. Durations: from a quick HTTP call to an hour-long export. Lateness: a clock starts on its second.
@@ -49,7 +52,7 @@ def count(
         into[(job, "lateness_sum_ms")] = into.get((job, "lateness_sum_ms"), 0) + lateness_ms
 
 
-def finished_increments(conn: Connection, updates: Mapping[str, Mapping[str, Any]]) -> Increments:
+def finished_increments(conn: Connection, updates: Mapping[str, Mapping[str, object]]) -> Increments:
     """What a batch of row updates adds: the outcomes it writes, read against the rows as they are (an update
     that is already there, replayed after a commit whose reply was lost, adds nothing)."""
     ending = {rid: values for rid, values in updates.items() if values.get("status") in FINAL}
@@ -61,7 +64,7 @@ def finished_increments(conn: Connection, updates: Mapping[str, Mapping[str, Any
     for rid, job, status, slot, started, finished, attempt in conn.execute(
         sa.select(*columns).where(runs.c.run_id.in_(list(ending)))
     ):
-        values = ending[rid]
+        values = cast("RunUpdate", ending[rid])  # the columns of run updates, merged (state/writer.py)
         if status == values["status"] and finished is not None and finished == values.get("finished_at"):
             continue
         started = values.get("started_at", started)

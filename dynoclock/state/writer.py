@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 from sqlalchemy import exc as sa_exc
 
@@ -31,6 +31,20 @@ from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import Run
 from dynoclock.state.tables import RunReason, RunStatus
 from dynoclock.timesource import Clock
+
+
+class RunUpdate(TypedDict, total=False):
+    """Columns of a run's row that one progress update sets (``started``, ``finished``); merged per run
+    into the column values ``Ledger.update_runs`` writes."""
+
+    status: RunStatus
+    attempt: int
+    clock: str
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    duration_ms: int | None
+
 
 BATCH_WINDOW = 0.05  # seconds the writer lets updates gather before a commit
 MAX_QUEUED = 100_000  # updates kept while the database is away; older ones are dropped (and said so)
@@ -44,7 +58,7 @@ class RunWriter:
         self.events = events
         self.clock = clock
         self.clock_id = clock_id
-        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._queue: deque[tuple[str, RunUpdate]] = deque()
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._busy = False
@@ -152,7 +166,7 @@ class RunWriter:
 
     # ---- the batching thread -----------------------------------------------------------------
 
-    def _write(self, updates: dict[str, dict[str, Any]]) -> None:
+    def _write(self, updates: dict[str, dict[str, object]]) -> None:
         """One transaction for the batch; if the database refuses it (not a lost connection: bad data), each run
         alone, so one row the database will never take does not hold up the history of every other run."""
         try:
@@ -169,7 +183,7 @@ class RunWriter:
                     self.events.emit("ledger.rejected", level="error", run_id=run_id, error=short_error(one),
                                      note="this update of the run's row was dropped")  # fmt: skip
 
-    def _put(self, run_id: str, values: dict[str, Any]) -> None:
+    def _put(self, run_id: str, values: RunUpdate) -> None:
         with self._cond:
             if len(self._queue) >= MAX_QUEUED:
                 self._queue.popleft()
@@ -219,9 +233,9 @@ def _is_transient(exc: Exception) -> bool:
     )
 
 
-def _merge(batch: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def _merge(batch: list[tuple[str, RunUpdate]]) -> dict[str, dict[str, object]]:
     """One update per run: later values win (started then finished in one batch gives the outcome)."""
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[str, dict[str, object]] = {}
     for run_id, values in batch:
         merged.setdefault(run_id, {}).update(values)
     return merged

@@ -9,8 +9,9 @@ their key paths. Specs are shown with secret values masked. ``/api/openapi.json`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -25,6 +26,7 @@ from dynoclock.timesource import Clock
 
 if TYPE_CHECKING:
     from dynoclock.client import Scheduler
+    from dynoclock.jsontypes import JSONValue
     from dynoclock.ui.access import Access
 
 ROUTES = Map(
@@ -139,7 +141,7 @@ class JobsApi:
         return _json({"runs": [{k: redact(v) if isinstance(v, str) else v for k, v in r.as_json().items()}
                                for r in runs]}, 200)  # fmt: skip
 
-    def _job(self, job_id: str) -> dict[str, Any]:
+    def _job(self, job_id: str) -> dict[str, object]:
         return _shown(self.scheduler().job(job_id))
 
 
@@ -147,7 +149,7 @@ class _BadRequest(ValueError):
     pass
 
 
-def _body(request: Request) -> dict[str, Any]:
+def _body(request: Request) -> dict[str, JSONValue]:
     try:
         body = json.loads(request.get_data(cache=True) or b"{}")
     except ValueError:
@@ -157,17 +159,17 @@ def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _shown(job: dict[str, Any]) -> dict[str, Any]:
+def _shown(job: Mapping[str, object]) -> dict[str, object]:
     """A job as the API shows it: times in ISO-8601 UTC, credentials in its spec masked."""
     spec = job.get("spec")
     if spec is not None:
         secrets = schedule_secrets({"jobs": {job["id"]: spec}}, {})
         spec = _masked(spec, secrets)
     nxt = job.get("next")
-    return {**job, "next": iso_utc(nxt) if nxt is not None else None, "spec": spec}
+    return {**job, "next": iso_utc(nxt) if isinstance(nxt, datetime) else None, "spec": spec}
 
 
-def _masked(value: Any, secrets: frozenset[str]) -> Any:
+def _masked(value: object, secrets: frozenset[str]) -> object:
     if isinstance(value, dict):
         return {k: _masked(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
@@ -180,7 +182,7 @@ def _masked(value: Any, secrets: frozenset[str]) -> Any:
     return value
 
 
-def _json(data: Any, status: int) -> Response:
+def _json(data: object, status: int) -> Response:
     response = Response(json.dumps(data, indent=1, default=str), status=status, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -191,8 +193,8 @@ _JOB = {"$ref": "#/components/schemas/Job"}
 _ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
-def _op(summary: str, ok: str, body: dict[str, Any] | None = None, path_id: bool = True) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {ok: {"description": "ok"}, "401": _ERR, "403": _ERR,
+def _op(summary: str, ok: str, body: dict[str, object] | None = None, path_id: bool = True) -> dict[str, object]:
+    op: dict[str, object] = {"summary": summary, "responses": {ok: {"description": "ok"}, "401": _ERR, "403": _ERR,
                                                              "404": _ERR, "422": _ERR}}  # fmt: skip
     if path_id:
         op["parameters"] = [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -202,7 +204,7 @@ def _op(summary: str, ok: str, body: dict[str, Any] | None = None, path_id: bool
 
 
 _SPEC = {"type": "object", "description": "the keys of a schedule.yaml job (one trigger, one action, options)"}
-OPENAPI: dict[str, Any] = {
+OPENAPI: dict[str, object] = {
     "openapi": "3.0.3",
     "info": {"title": "dynoclock jobs", "version": "1"},
     "components": {

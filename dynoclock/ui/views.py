@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from dynoclock.config.loader import Job
@@ -15,6 +15,10 @@ from dynoclock.observe.status import JobStatus
 from dynoclock.observe.timefmt import duration_text
 from dynoclock.state.ledger import DEAD_AFTER
 from dynoclock.state.runs import Run
+
+if TYPE_CHECKING:
+    from dynoclock.state.controls import PendingRequest
+    from dynoclock.state.runs import ClockBeat
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def run_row(run: Run, job: Job | None) -> RunRow:
     )
 
 
-def clock_state(clocks: Iterable[Mapping[str, Any]], now: datetime) -> ClockState:
+def clock_state(clocks: Iterable[ClockBeat], now: datetime) -> ClockState:
     rows = []
     for clock in clocks:
         beat: datetime = clock["heartbeat_at"]
@@ -134,7 +138,7 @@ def clock_state(clocks: Iterable[Mapping[str, Any]], now: datetime) -> ClockStat
     return ClockState(leader, rows)
 
 
-def pending_by_job(requests: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+def pending_by_job(requests: Iterable[PendingRequest]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for request in requests:
         counts[request["job"]] = counts.get(request["job"], 0) + 1
