@@ -26,7 +26,7 @@ from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.timesource import SYSTEM, Clock
 
-_BAREWORD = re.compile(r"[A-Za-z0-9_./:@+-]+")
+_bareword = re.compile(r"[A-Za-z0-9_./:@+-]+").fullmatch
 LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 DESTINATIONS = ("stdout", "logging", "both")
 logger = logging.getLogger("dynoclock")
@@ -139,13 +139,19 @@ def short_error(exc: BaseException) -> str:
 def logfmt(record: Mapping[str, object]) -> str:
     parts = []
     for key, value in record.items():
-        if isinstance(value, bool):
+        kind = type(value)
+        if kind is str:
+            text = str(value)
+        elif kind is int:  # digits and a sign: never quoted
+            parts.append(f"{key}={value}")
+            continue
+        elif kind is bool:
             text = "true" if value else "false"
-        elif isinstance(value, float):
+        elif kind is float:
             text = f"{value:.1f}"
         else:
             text = str(value)
-        if not _BAREWORD.fullmatch(text):
+        if not _bareword(text):
             text = json.dumps(text)
         parts.append(f"{key}={text}")
     return " ".join(parts)

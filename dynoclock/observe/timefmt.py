@@ -15,7 +15,9 @@ def iso_utc(moment: datetime, timespec: str = "auto") -> str:
     """ISO-8601 in UTC with a Z: the one spelling of instants in env, headers, logs and history.
 
     ``timespec`` as for ``datetime.isoformat`` (log lines use ``milliseconds``)."""
-    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def duration_text(ms: int | None) -> str:
