@@ -1,5 +1,6 @@
 """The repository's own promises: CI runs the README's test command, no file cites a document this repository
-does not have, and every relative link in the docs leads to a file that exists.
+does not have, every relative link in the docs leads to a file that exists, and no module of the package reaches
+400 lines.
 
 Each check is a function that returns what is wrong (nothing: empty), run on the repository and on a planted
 example of its fault, so each is seen to fail when it should. To watch one fail on the repository itself:
@@ -24,8 +25,7 @@ TEST_COMMAND_INTRO = "Install the test dependencies and run the tests"
 # parts, so that this file does not contain them: the scan covers every file, this one included.
 ABSENT_DOCUMENTS = tuple(f"{name}.md" for name in ("DESIGN", "PITFALLS", "STYLE"))
 
-# dynoclock/ is being rewritten by a change this one must not touch; these citations leave with that rewrite.
-# Any other file that cites one, or more citations than counted here, fails. Delete the entries then.
+MAX_MODULE_LINES = 400  # a module of the package that grows past this is split by what it owns
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _INLINE_LINK = re.compile(r"!?\[[^\]]*\]\(\s*(<[^>]*>|[^)\s]+)(?:\s+\"[^\"]*\")?\s*\)")
 _REFERENCE_LINK = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)", re.MULTILINE)
@@ -101,6 +101,16 @@ def broken_links(root: Path, document: Path) -> list[str]:
     return broken
 
 
+def long_modules(root: Path) -> list[str]:
+    """The package's modules of ``MAX_MODULE_LINES`` lines or more, with their length."""
+    found = []
+    for path in sorted((root / "dynoclock").rglob("*.py")):
+        lines = len(path.read_text().splitlines())
+        if lines >= MAX_MODULE_LINES:
+            found.append(f"{path.relative_to(root)}: {lines} lines")
+    return found
+
+
 def documents(root: Path) -> list[Path]:
     """README.md, docs/*.md and every other Markdown file of the repository."""
     return [root / name for name in repo_files(root) if name.endswith(".md")]
@@ -123,6 +133,10 @@ def test_every_relative_link_in_the_docs_leads_to_a_file() -> None:
     docs = documents(ROOT)
     assert ROOT / "README.md" in docs
     assert [fault for doc in docs for fault in broken_links(ROOT, doc)] == []
+
+
+def test_every_module_of_the_package_is_under_400_lines() -> None:
+    assert long_modules(ROOT) == []
 
 
 # ---- each check fails on its fault ---------------------------------------------------------------------
@@ -157,3 +171,10 @@ def test_the_link_check_finds_a_broken_link(tmp_path: Path) -> None:
         "README.md:6: ../elsewhere.md",
         "README.md:8: docs/missing.md",
     ]
+
+
+def test_the_module_size_check_finds_a_long_module(tmp_path: Path) -> None:
+    (tmp_path / "dynoclock" / "run").mkdir(parents=True)
+    (tmp_path / "dynoclock" / "short.py").write_text("x = 1\n" * (MAX_MODULE_LINES - 1))
+    (tmp_path / "dynoclock" / "run" / "long.py").write_text("x = 1\n" * MAX_MODULE_LINES)
+    assert long_modules(tmp_path) == [f"dynoclock/run/long.py: {MAX_MODULE_LINES} lines"]
