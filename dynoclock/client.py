@@ -106,26 +106,20 @@ class Scheduler:
     def _put(self, specs: list[tuple[str, dict[str, Any]]], replace: bool, connection: Any) -> None:
         rows = {job_id: _validated(job_id, spec) for job_id, spec in specs}  # every spec checked before any write
         with self.store.tx(_conn(connection)) as conn:
-            # The counter first: its lock orders this change after every other one, and what is read next is what
-            # they committed (an add that is no change still raises the counter; the leader then finds nothing).
-            seq = self.store.bump(conn)
-            existing = self.store.get(conn, rows)
-            new, changed = [], []
-            for job_id, row in rows.items():
-                old = existing.get(job_id)
-                if old is None:
-                    new.append(row)
-                    continue
-                if old.origin == "schedule" and not old.removed:
-                    raise _schedule_job(job_id, "add")
-                if old.removed or replace:
-                    if old.removed or spec_text(row["spec"]) != spec_text(old.spec or {}):
-                        changed.append((old, row))
-                elif spec_text(row["spec"]) != spec_text(old.spec or {}):
-                    raise ConfigError([Problem("", None, f"jobs.{job_id}",
-                                               "a job with this id exists with another spec; pass replace=True to "
-                                               "replace it")])  # fmt: skip
-            self.store.insert(conn, new, seq)
+            # The counter first (in the same statement as the insert of the ids that have no row): its lock orders
+            # this change after every other one, and what is read next is what they committed (an add that is no
+            # change still raises the counter; the leader then finds nothing).
+            seq, inserted = self.store.add(conn, list(rows.values()))
+            others = [job_id for job_id in rows if job_id not in inserted]
+            if not others:
+                return
+            existing = self.store.get(conn, others)
+            try:
+                new, changed = _compare(others, rows, existing, replace)
+            except ConfigError:
+                self.store.drop_new(conn, inserted)  # the app's transaction keeps nothing of a refused call
+                raise
+            self.store.insert(conn, new, seq)  # rows pruned since the insert was tried
             for old, row in changed:
                 self.store.replace(conn, old, row, seq)
 
@@ -173,6 +167,29 @@ def job_of(row: JobRow) -> Job | None:
     except ConfigError:
         return None
     return Job(**{**job.__dict__, "version": row.version, "origin": row.origin})
+
+
+def _compare(
+    ids: list[str], rows: Mapping[str, dict[str, Any]], existing: Mapping[str, JobRow], replace: bool
+) -> tuple[list[dict[str, Any]], list[tuple[JobRow, dict[str, Any]]]]:
+    """Of specs whose id had a row: those to insert (gone since), and those that replace a row; raises ConfigError
+    for a schedule.yaml id, or another spec under a live id without ``replace``."""
+    new, changed = [], []
+    for job_id in ids:
+        row, old = rows[job_id], existing.get(job_id)
+        if old is None:
+            new.append(row)
+            continue
+        if old.origin == "schedule" and not old.removed:
+            raise _schedule_job(job_id, "add")
+        if old.removed or replace:
+            if old.removed or spec_text(row["spec"]) != spec_text(old.spec or {}):
+                changed.append((old, row))
+        elif spec_text(row["spec"]) != spec_text(old.spec or {}):
+            raise ConfigError([Problem("", None, f"jobs.{job_id}",
+                                       "a job with this id exists with another spec; pass replace=True to "
+                                       "replace it")])  # fmt: skip
+    return new, changed
 
 
 def _validated(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
