@@ -11,7 +11,8 @@ Each side, on a fresh Postgres schema of its own:
    then the due minute's, spread over it, once the minute's start is known;
 3. the scheduler started again (one clock: ``python clock.py``, its state database the schema); from its ready
    line (the clock: its leader line) it is left alone: CPU of the process tree over ``--idle`` seconds (scaled to
-   a minute), RSS at the end;
+   a minute), RSS at the end; the window ends 95 s before the due minute (the clock reads the one-offs due
+   within 60 s every 30 s: the minute's 10,000 are read and parsed from 90 s before it, work that is not idling);
 4. the due minute: each job (``python: bench.recorder:record``, args ``[n]``) appends ``n`` and the time its
    function started to a file; once every due one is recorded (or 120 s after the minute), SIGTERM. From the
    records: each due one ran exactly once, none early, no other ran; lateness = start - due (median, p99, max);
@@ -37,10 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, plain_million, procs, recorder, stores
+from dynoclock.daemon.apijobs import SLIDE, WINDOW
 
 CHUNK = 5_000
 SETTLE = 10.0  # seconds after ready before the RSS with no runtime jobs is read, and before the idle window
 START = 30.0  # seconds allowed from the spawn to ready (the due minute starts after it, SETTLE and the idle window)
+# The idle window ends this long before the due minute: the clock reads one-offs up to WINDOW ahead, every SLIDE
+# seconds, so the minute's 10,000 are read (and parsed) from about 90 s before it: work, not idling.
+AHEAD = WINDOW.total_seconds() + SLIDE + 5.0
 DRAIN = 120.0  # seconds after the due minute's end a side has to record every due run
 LATENESS = common.Target(1.0, "s")
 CPU = common.Target(0.1, "s")
@@ -131,7 +136,7 @@ def side(name: str, args: argparse.Namespace, wd: Path) -> dict[str, Any]:
         empty_rss = settled_rss(argv, wd / f"{name}-empty.log", env, marker)
         # The minute (60 s from a whole second) starts once the scheduler has had time to start and idle: fixed
         # after the far jobs are in.
-        lead = START + SETTLE + args.idle + 10.0
+        lead = START + SETTLE + args.idle + AHEAD + 10.0
 
         def minute_of() -> datetime:
             return datetime.fromtimestamp(math.ceil(time.time() + lead), UTC)
@@ -146,7 +151,7 @@ def side(name: str, args: argparse.Namespace, wd: Path) -> dict[str, Any]:
             if ready is None:
                 return {"side": name, "error": procs.stderr_tail(proc) or "never ready", **stored}
             time.sleep(SETTLE)
-            idle_s = min(args.idle, minute.timestamp() - time.time() - 5)
+            idle_s = min(args.idle, minute.timestamp() - AHEAD - time.time())
             before = procs.cpu_seconds(proc.pid)
             time.sleep(max(idle_s, 0))
             idle_cpu = procs.cpu_seconds(proc.pid) - before
