@@ -159,7 +159,10 @@ class Scheduler:
         if cursor is None:
             rows = self.store.recurring() + rows
         last = rows[-1] if rows and rows[-1].kind == "at" and rows[-1].next_fire_at is not None else None
-        following = f"{last.next_fire_at.isoformat()},{last.id}" if last and last.next_fire_at and rest else None
+        # URL-safe as it is (no '+'): the API's ?after= takes it without escaping.
+        following = (
+            f"{last.next_fire_at:%Y-%m-%dT%H:%M:%S.%f}Z,{last.id}" if last and last.next_fire_at and rest else None
+        )
         return {"jobs": [self._listed(row, paused) for row in rows], "after": following, "rest": rest}
 
     def job(self, job_id: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
@@ -158,7 +157,7 @@ def test_listings_page_the_pending_one_offs_with_a_cursor_and_a_count_of_the_res
     read = {"Authorization": f"Bearer {READ}"}
     body = api.get("/api/jobs?limit=20", headers=read).get_json()
     assert len(body["jobs"]) == 21 and body["rest"] == 5
-    body = api.get(f"/api/jobs?limit=20&after={quote(body['after'])}", headers=read).get_json()
+    body = api.get(f"/api/jobs?limit=20&after={body['after']}", headers=read).get_json()  # URL-safe as it is
     assert [job["id"] for job in body["jobs"]] == [f"r-{n:02}" for n in range(20, 25)]
     assert body["rest"] == 0 and body["after"] is None
     assert api.get("/api/jobs?limit=0", headers=read).status_code == 400
