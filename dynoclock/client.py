@@ -13,7 +13,7 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from dynoclock.actions import KINDS
 from dynoclock.config.loader import TRIGGER_KEYS, Job, parse_job
@@ -24,7 +24,13 @@ from dynoclock.state.ledger import Ledger
 from dynoclock.state.location import state_url
 from dynoclock.timesource import SYSTEM, Clock
 
-__all__ = ["ConfigError", "Scheduler", "UnknownJob", "connect"]
+__all__ = ["ConfigError", "JobsPage", "Scheduler", "UnknownJob", "connect"]
+
+
+class JobsPage(TypedDict):
+    jobs: list[dict[str, Any]]
+    after: str | None  # the cursor of the next page; None: this is the last
+    rest: int  # pending one-offs after this page
 
 
 def connect(url: str | None = None, clock: Clock = SYSTEM) -> Scheduler:
@@ -106,26 +112,20 @@ class Scheduler:
     def _put(self, specs: list[tuple[str, dict[str, Any]]], replace: bool, connection: Any) -> None:
         rows = {job_id: _validated(job_id, spec) for job_id, spec in specs}  # every spec checked before any write
         with self.store.tx(_conn(connection)) as conn:
-            # The counter first: its lock orders this change after every other one, and what is read next is what
-            # they committed (an add that is no change still raises the counter; the leader then finds nothing).
-            seq = self.store.bump(conn)
-            existing = self.store.get(conn, rows)
-            new, changed = [], []
-            for job_id, row in rows.items():
-                old = existing.get(job_id)
-                if old is None:
-                    new.append(row)
-                    continue
-                if old.origin == "schedule" and not old.removed:
-                    raise _schedule_job(job_id, "add")
-                if old.removed or replace:
-                    if old.removed or spec_text(row["spec"]) != spec_text(old.spec or {}):
-                        changed.append((old, row))
-                elif spec_text(row["spec"]) != spec_text(old.spec or {}):
-                    raise ConfigError([Problem("", None, f"jobs.{job_id}",
-                                               "a job with this id exists with another spec; pass replace=True to "
-                                               "replace it")])  # fmt: skip
-            self.store.insert(conn, new, seq)
+            # The counter first (in the same statement as the insert of the ids that have no row): its lock orders
+            # this change after every other one, and what is read next is what they committed (an add that is no
+            # change still raises the counter; the leader then finds nothing).
+            seq, inserted = self.store.add(conn, list(rows.values()))
+            others = [job_id for job_id in rows if job_id not in inserted]
+            if not others:
+                return
+            existing = self.store.get(conn, others)
+            try:
+                new, changed = _compare(others, rows, existing, replace)
+            except ConfigError:
+                self.store.drop_new(conn, inserted)  # the app's transaction keeps nothing of a refused call
+                raise
+            self.store.insert(conn, new, seq)  # rows pruned since the insert was tried
             for old, row in changed:
                 self.store.replace(conn, old, row, seq)
 
@@ -141,11 +141,29 @@ class Scheduler:
         """Ask the leading clock to run the job now (reason ``manual``); returns the request id."""
         return self.controls.request_run(job_id, by)
 
-    def jobs(self) -> list[dict[str, Any]]:
-        """Every job: schedule.yaml's (as the leading clock published them) and the app's (recurring, and the
-        next 200 pending one-offs), each with id, origin, kind, next run (UTC) and paused."""
+    def jobs(self, limit: int = 200, after: str | None = None) -> list[dict[str, Any]]:
+        """The jobs of ``page(limit, after)``: schedule.yaml's (as the leading clock published them) and the app's
+        recurring ones, then at most ``limit`` pending one-offs, soonest first; each with id, origin, kind, next
+        run (UTC), paused and (the app's) spec."""
+        return self.page(limit, after)["jobs"]
+
+    def page(self, limit: int = 200, after: str | None = None) -> JobsPage:
+        """One page of the job list. The first (``after`` None) holds every recurring job, then the first ``limit``
+        pending one-offs; ``after`` (the cursor a page returned) gives the next one-offs only. ``rest``: how many
+        pending one-offs come after this page; ``after`` of the result: the cursor of the next page, or None."""
+        if limit < 1:
+            raise ValueError("limit: at least 1")
+        cursor = _cursor(after) if after is not None else None
         paused = self.controls.paused()
-        return [self._listed(row, paused) for row in self.store.listed()]
+        rows, rest = self.store.page(limit, cursor)
+        if cursor is None:
+            rows = self.store.recurring() + rows
+        last = rows[-1] if rows and rows[-1].kind == "at" and rows[-1].next_fire_at is not None else None
+        # URL-safe as it is (no '+'): the API's ?after= takes it without escaping.
+        following = (
+            f"{last.next_fire_at:%Y-%m-%dT%H:%M:%S.%f}Z,{last.id}" if last and last.next_fire_at and rest else None
+        )
+        return {"jobs": [self._listed(row, paused) for row in rows], "after": following, "rest": rest}
 
     def job(self, job_id: str) -> dict[str, Any]:
         """One job as ``jobs()`` lists it (a one-off that ran: ``next`` None); UnknownJob if there is none."""
@@ -175,6 +193,29 @@ def job_of(row: JobRow) -> Job | None:
     return Job(**{**job.__dict__, "version": row.version, "origin": row.origin})
 
 
+def _compare(
+    ids: list[str], rows: Mapping[str, dict[str, Any]], existing: Mapping[str, JobRow], replace: bool
+) -> tuple[list[dict[str, Any]], list[tuple[JobRow, dict[str, Any]]]]:
+    """Of specs whose id had a row: those to insert (gone since), and those that replace a row; raises ConfigError
+    for a schedule.yaml id, or another spec under a live id without ``replace``."""
+    new, changed = [], []
+    for job_id in ids:
+        row, old = rows[job_id], existing.get(job_id)
+        if old is None:
+            new.append(row)
+            continue
+        if old.origin == "schedule" and not old.removed:
+            raise _schedule_job(job_id, "add")
+        if old.removed or replace:
+            if old.removed or spec_text(row["spec"]) != spec_text(old.spec or {}):
+                changed.append((old, row))
+        elif spec_text(row["spec"]) != spec_text(old.spec or {}):
+            raise ConfigError([Problem("", None, f"jobs.{job_id}",
+                                       "a job with this id exists with another spec; pass replace=True to "
+                                       "replace it")])  # fmt: skip
+    return new, changed
+
+
 def _validated(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     """The row to write for a spec: validated (ConfigError naming each key path), JSON only."""
     _check_json(spec, f"jobs.{job_id}")
@@ -198,6 +239,18 @@ def _check_json(value: Any, path: str) -> None:
     elif value is not None and not isinstance(value, (str, int, float, bool)):
         raise ConfigError([Problem("", None, path, f"expected JSON data (text, numbers, true/false, null, lists, "
                                                    f"mappings), got a {type(value).__name__}")])  # fmt: skip
+
+
+def _cursor(text: str) -> tuple[datetime, str]:
+    """A page's ``after``: the next fire time and id of the last one-off listed."""
+    at, _, job_id = text.partition(",")
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or not job_id:
+        raise ValueError(f"after: {text[:80]!r} is not a cursor of this list")
+    return moment, job_id
 
 
 def _instant(when: datetime | str) -> str:

@@ -116,6 +116,24 @@ def test_at_many_inserts_in_one_transaction(app: Scheduler) -> None:
     assert "new-1" not in {job["id"] for job in app.jobs()}
 
 
+def test_an_add_refused_part_way_leaves_none_of_its_rows_in_the_apps_transaction(app: Scheduler) -> None:
+    app.at(SOON, key="taken", command="true")
+    mixed = [{"when": SOON, "key": "fresh-1", "command": "true"},
+             {"when": SOON, "key": "taken", "command": "false"},  # another spec under a live id: refused
+             {"when": SOON, "key": "fresh-2", "command": "true"}]  # fmt: skip
+    with app.ledger.engine.connect() as conn, conn.begin():
+        with pytest.raises(dynoclock.ConfigError, match=r"^jobs\.taken: a job with this id exists"):
+            app.at_many(mixed, connection=conn)
+        app.add("kept", every="1h", command="true", connection=conn)  # the app goes on and commits
+    assert {job["id"] for job in app.jobs()} == {"taken", "kept"}
+    assert row_of(app, "taken")["spec"] == '{"at":"2030-01-01T09:00:00+00:00","command":"true"}'
+    ids = app.at_many([mixed[0], {"when": SOON, "key": "taken", "command": "true"}, mixed[2]])  # known + new
+    assert ids == ["fresh-1", "taken", "fresh-2"] and row_of(app, "taken")["version"] == 1
+    app.at_many([{"when": SOON + timedelta(hours=1), "key": "taken", "command": "true"}], replace=True)
+    assert row_of(app, "taken")["version"] == 2
+    assert {job["id"]: job["next"] for job in app.jobs()}["taken"] == SOON + timedelta(hours=1)
+
+
 def test_update_and_remove(app: Scheduler) -> None:
     app.add("poll", every="10s", command="true", timeout="5s")
     app.update("poll", every="5s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,36 @@ def test_the_json_api_lists_creates_replaces_pauses_runs_and_deletes_with_the_wr
     assert page.client.delete("/clock/api/jobs/hook", headers=write).status_code == 204
     assert page.get("/api/jobs/hook", headers=read).status_code == 404
     assert page.client.post("/clock/api/jobs", data="not json", headers=write).status_code == 400
+
+
+def test_listings_page_the_pending_one_offs_with_a_cursor_and_a_count_of_the_rest(
+    state_db: str, schedule: Path
+) -> None:
+    app = dynoclock.connect(state_db)
+    app.add("digest", every="1h", command="true")
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    # 25 one-offs, two at each instant: the cursor orders by (time, id), so a page may end between the two.
+    app.at_many([{"when": start + timedelta(minutes=n // 2), "key": f"r-{n:02}", "command": "true"} for n in range(25)])
+    first = app.page(limit=10)
+    assert [job["id"] for job in first["jobs"]] == ["digest", *(f"r-{n:02}" for n in range(10))]
+    assert first["rest"] == 15 and first["after"] is not None
+    seen, page = [job["id"] for job in first["jobs"][1:]], first
+    while page["after"] is not None:
+        page = app.page(limit=10, after=page["after"])
+        assert all(job["kind"] == "at" for job in page["jobs"])  # the recurring ones on the first page only
+        seen += [job["id"] for job in page["jobs"]]
+        assert page["rest"] == 25 - len(seen)
+    assert seen == [f"r-{n:02}" for n in range(25)]
+    assert [job["id"] for job in app.jobs(limit=3)] == ["digest", "r-00", "r-01", "r-02"]
+    with pytest.raises(ValueError, match="not a cursor"):
+        app.page(after="yesterday")
+
+    api = mount(Ledger(state_db), schedule, token=WRITE, read_token=READ)
+    read = {"Authorization": f"Bearer {READ}"}
+    body = api.get("/api/jobs?limit=20", headers=read).get_json()
+    assert len(body["jobs"]) == 21 and body["rest"] == 5
+    body = api.get(f"/api/jobs?limit=20&after={body['after']}", headers=read).get_json()  # URL-safe as it is
+    assert [job["id"] for job in body["jobs"]] == [f"r-{n:02}" for n in range(20, 25)]
+    assert body["rest"] == 0 and body["after"] is None
+    assert api.get("/api/jobs?limit=0", headers=read).status_code == 400
+    assert api.get("/api/jobs?after=nonsense", headers=read).status_code == 400

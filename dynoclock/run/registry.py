@@ -27,11 +27,16 @@ class Registry:
         """Out of the schedule; its runs already claimed still find it."""
         job = self.jobs.pop(job_id, None)
         if job is not None:
+            self._retired.pop(job_id, None)  # to the end: the dict stays in the order of retirement
             self._retired[job_id] = (job, self.clock.monotonic())
         self.forget_retired()
 
     def forget_retired(self) -> None:
+        """The oldest first, up to the first still needed: a retire costs O(1), not a pass over every retired job
+        (a burst of 10,000 one-offs retires 10,000 jobs on the timer's thread)."""
         before = self.clock.monotonic() - RETIRED_FOR
-        for job_id, (_, since) in list(self._retired.items()):
-            if since < before:
-                self._retired.pop(job_id, None)
+        while self._retired:
+            job_id, (_, since) = next(iter(self._retired.items()))
+            if since >= before:
+                return
+            del self._retired[job_id]

@@ -48,6 +48,9 @@ class _Translated:
 
 
 FINAL = ("ok", "failed", "timeout", "interrupted", "skipped", "missed")
+# Rows with no next fire time: recurring and schedule.yaml rows, removed ones, one-offs over (every row but the
+# pending one-offs, which may be millions): the partial index clock_jobs_unscheduled covers exactly these.
+unscheduled = jobs.c.next_fire_at.is_(None)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class JobStore:
         self.ledger = ledger
         self.clock = ledger.clock
         self._insert_stmt = ledger._insert(jobs).on_conflict_do_nothing(index_elements=["id"]).returning(jobs.c.id)
+        self._add_text: sa.TextClause | None = None
 
     @contextmanager
     def tx(self, connection: Connection | None = None) -> Iterator[Connection]:
@@ -108,6 +112,50 @@ class JobStore:
         schema = schema_of(self.ledger)
         payload = sa.literal(schema) if schema is not None else sa.func.current_schema()
         return int(conn.execute(sa.select(bumped.c.value, sa.func.pg_notify(CHANNEL, payload))).scalar_one())
+
+    def add(self, conn: Connection, rows: list[dict[str, Any]]) -> tuple[int, set[str]]:
+        """Raise the counter, then insert the rows whose id has none yet: returns the change's number and the ids
+        inserted (the others are the caller's to read and compare). On Postgres one round trip: the bump (its row
+        lock taken before any row goes in), the NOTIFY and a multi-row insert from arrays (a short statement
+        whatever the number of rows, so the driver parses no long text)."""
+        if not rows or not self.ledger.is_postgres:
+            seq = self.bump(conn)
+            return seq, self.insert(conn, rows, seq)
+        now = to_db(self.clock.now())
+        params = {
+            "ids": [r["id"] for r in rows], "origins": [r["origin"] for r in rows], "kinds": [r["kind"] for r in rows],
+            "specs": [None if r["spec"] is None else spec_text(r["spec"]) for r in rows],
+            "fires": [None if r["next_fire_at"] is None else to_db(r["next_fire_at"]) for r in rows],
+            "now": now, "key": SEQ_KEY, "channel": CHANNEL, "schema": schema_of(self.ledger),
+        }  # fmt: skip
+        seq, inserted = conn.execute(self._add_sql(), params).one()
+        return int(seq), set(inserted)
+
+    def _add_sql(self) -> sa.TextClause:
+        if self._add_text is None:
+            name = schema_of(self.ledger)
+            schema = '"{}".'.format(name.replace('"', '""')) if name is not None else ""
+            self._add_text = sa.text(
+                f"WITH bumped AS (INSERT INTO {schema}clock_meta AS m (key, value) VALUES (:key, '1') "
+                "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(m.value AS BIGINT) + 1 AS VARCHAR) "
+                "RETURNING CAST(m.value AS BIGINT) AS seq, "
+                "pg_notify(:channel, COALESCE(CAST(:schema AS TEXT), current_schema())) AS woken), "
+                f"added AS (INSERT INTO {schema}clock_jobs (id, origin, kind, spec, next_fire_at, version, "
+                "changed_seq, removed_at, created_at, updated_at) "
+                "SELECT r.id, r.origin, r.kind, r.spec, r.next_fire_at, 1, b.seq, NULL, :now, :now FROM bumped AS b, "
+                "unnest(CAST(:ids AS VARCHAR[]), CAST(:origins AS VARCHAR[]), CAST(:kinds AS VARCHAR[]), "
+                "CAST(:specs AS TEXT[]), CAST(:fires AS TIMESTAMP[])) AS r(id, origin, kind, spec, next_fire_at) "
+                "ON CONFLICT (id) DO NOTHING RETURNING id) "
+                "SELECT b.seq, ARRAY(SELECT id FROM added) FROM bumped AS b"
+            )
+        return self._add_text
+
+    def drop_new(self, conn: Connection, ids: Iterable[str]) -> None:
+        """Rows this transaction just inserted, deleted again: a change refused part-way leaves none of its rows
+        in the app's transaction (``add`` inserts before it can compare the ids that had rows)."""
+        wanted = list(ids)
+        for start in range(0, len(wanted), 1000):
+            conn.execute(jobs.delete().where(jobs.c.id.in_(wanted[start : start + 1000])))
 
     def get(self, conn: Connection, ids: Iterable[str]) -> dict[str, JobRow]:
         wanted = list(ids)
@@ -183,20 +231,16 @@ class JobStore:
             return [row_of(row) for row in conn.execute(query)]
 
     def recurring(self) -> list[JobRow]:
-        """Every live recurring row (api and schedule)."""
-        query = sa.select(jobs).where(jobs.c.kind != "at", jobs.c.removed_at.is_(None))
+        """Every live recurring row (api and schedule): from the index of rows with no next fire time, not a scan of
+        the pending one-offs."""
+        query = sa.select(jobs).where(unscheduled, jobs.c.kind != "at", jobs.c.removed_at.is_(None))
         with self.ledger.engine.connect() as conn:
             return [row_of(row) for row in conn.execute(query)]
 
     def one_offs(self, after: datetime | None, until: datetime, limit: int | None = None) -> list[JobRow]:
         """Live api one-offs due in (``after``, ``until``] (from the start when ``after`` is None) whose run has no
         final row yet, soonest first: what the leader holds in memory (the index on next_fire_at)."""
-        done = sa.exists().where(
-            runs.c.job == jobs.c.id, runs.c.scheduled_for == jobs.c.next_fire_at, runs.c.status.in_(FINAL)
-        )
-        query = sa.select(jobs).where(
-            jobs.c.kind == "at", jobs.c.origin == "api", jobs.c.next_fire_at <= to_db(until), ~done
-        )
+        query = self._pending().where(jobs.c.next_fire_at <= to_db(until))
         if after is not None:
             query = query.where(jobs.c.next_fire_at > to_db(after))
         query = query.order_by(jobs.c.next_fire_at)
@@ -204,6 +248,33 @@ class JobStore:
             query = query.limit(limit)
         with self.ledger.engine.connect() as conn:
             return [row_of(row) for row in conn.execute(query)]
+
+    def page(self, limit: int, after: tuple[datetime, str] | None = None) -> tuple[list[JobRow], int]:
+        """A page of the pending one-offs, in (next fire time, id) order, from after the cursor ``after`` (the last
+        row of the page before), and how many come after this page."""
+        query = self._pending()
+        if after is not None:
+            at, job_id = to_db(after[0]), after[1]
+            query = query.where(jobs.c.next_fire_at >= at, sa.or_(jobs.c.next_fire_at > at, jobs.c.id > job_id))
+        with self.ledger.engine.connect() as conn:
+            rows = [row_of(row) for row in conn.execute(query.order_by(jobs.c.next_fire_at, jobs.c.id).limit(limit))]
+            rest = query.with_only_columns(sa.func.count()).order_by(None)
+            if rows:
+                assert rows[-1].next_fire_at is not None
+                last = to_db(rows[-1].next_fire_at)
+                rest = rest.where(
+                    jobs.c.next_fire_at >= last, sa.or_(jobs.c.next_fire_at > last, jobs.c.id > rows[-1].id)
+                )
+            return rows, int(conn.execute(rest).scalar_one()) if rows else 0
+
+    def _pending(self) -> sa.Select[Any]:
+        """Live api one-offs whose run has no final row yet."""
+        done = sa.exists().where(
+            runs.c.job == jobs.c.id, runs.c.scheduled_for == jobs.c.next_fire_at, runs.c.status.in_(FINAL)
+        )
+        return sa.select(jobs).where(
+            jobs.c.kind == "at", jobs.c.origin == "api", jobs.c.next_fire_at.is_not(None), ~done
+        )
 
     def finish_one_offs(self, before: datetime) -> int:
         """One-offs due before ``before`` whose run has a final row leave the job list (their history stays)."""
@@ -221,8 +292,8 @@ class JobStore:
     def prune(self, before: datetime, batch: int = 500) -> int:
         """Delete one batch of rows removed, or one-offs over, before ``before`` (so ``at(key=…)`` is idempotent
         for as long as the history is kept); returns how many went."""
-        gone = sa.or_(jobs.c.removed_at.is_not(None), sa.and_(jobs.c.kind == "at", jobs.c.next_fire_at.is_(None)))
-        old = sa.select(jobs.c.id).where(gone, jobs.c.updated_at < to_db(before)).limit(batch)
+        gone = sa.or_(jobs.c.removed_at.is_not(None), jobs.c.kind == "at")
+        old = sa.select(jobs.c.id).where(unscheduled, gone, jobs.c.updated_at < to_db(before)).limit(batch)
         with self.ledger._tx() as conn:
             return int(conn.execute(jobs.delete().where(jobs.c.id.in_(old))).rowcount or 0)
 
@@ -237,7 +308,7 @@ class JobStore:
         shadowed: list[str] = []
         with self.ledger._tx() as conn:
             seq = self.bump(conn)  # first: what is read next is what every earlier change committed
-            mine = sa.or_(jobs.c.origin == "schedule", jobs.c.id.in_(list(specs)))
+            mine = sa.or_(sa.and_(unscheduled, jobs.c.origin == "schedule"), jobs.c.id.in_(list(specs)))
             current = {row.id: row_of(row) for row in conn.execute(sa.select(jobs).where(mine))}
             stale = [r for r in current.values() if r.origin == "schedule" and not r.removed and r.id not in specs]
             new = {

@@ -94,6 +94,10 @@ jobs = sa.Table(  # runtime jobs (state/jobstore.py): the app's (origin api), an
 )
 sa.Index("clock_jobs_next_fire_at", jobs.c.next_fire_at)
 sa.Index("clock_jobs_changed_seq", jobs.c.changed_seq)
+# Every row but the pending one-offs (recurring, schedule.yaml's, removed, over): what the leader's takeover, the
+# listings and the prune read, without a scan of millions of pending one-offs (state/jobstore.py ``unscheduled``).
+sa.Index("clock_jobs_unscheduled", jobs.c.updated_at, postgresql_where=jobs.c.next_fire_at.is_(None),
+         sqlite_where=jobs.c.next_fire_at.is_(None))  # fmt: skip
 run_totals = sa.Table(  # counters the metrics read (state/totals.py): they survive pruning, unlike history rows
     "clock_run_totals",
     metadata,

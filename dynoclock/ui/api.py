@@ -98,7 +98,14 @@ class JobsApi:
         return _json(OPENAPI, 200)
 
     def do_list(self, request: Request) -> Response:
-        return _json({"jobs": [_shown(job) for job in self.scheduler().jobs()]}, 200)
+        limit, after = request.args.get("limit", "200"), request.args.get("after")
+        if not limit.isascii() or not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            raise _BadRequest("limit: expected a number from 1 to 1000")
+        try:
+            page = self.scheduler().page(int(limit), after)
+        except ValueError as exc:  # a cursor this list never gave
+            raise _BadRequest(str(exc)) from None
+        return _json({"jobs": [_shown(job) for job in page["jobs"]], "after": page["after"], "rest": page["rest"]}, 200)
 
     def do_get(self, request: Request, job: str) -> Response:
         return _json(self._job(job), 200)
@@ -230,7 +237,12 @@ OPENAPI: dict[str, object] = {
     "security": [{"bearer": []}],
     "paths": {
         "/api/jobs": {
-            "get": _op("every job", "200", path_id=False),
+            "get": _op(
+                "recurring jobs, then pending one-offs soonest first (?limit=200); the next page: ?after= the "
+                "page's 'after'; 'rest': pending one-offs after this page",
+                "200",
+                path_id=False,
+            ),
             "post": _op(
                 "add a job (the same spec again changes nothing)",
                 "201",
