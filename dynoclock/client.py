@@ -13,22 +13,42 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from dynoclock.actions import KINDS
 from dynoclock.config.loader import TRIGGER_KEYS, Job, parse_job
 from dynoclock.config.problems import ConfigError, Problem
+from dynoclock.jsontypes import JSONObject, JSONValue
 from dynoclock.state.controls import Controls, UnknownJob
 from dynoclock.state.jobstore import JobRow, JobStore, spec_text
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.location import state_url
 from dynoclock.timesource import SYSTEM, Clock
 
-__all__ = ["ConfigError", "JobsPage", "Scheduler", "UnknownJob", "connect"]
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    AppConnection: TypeAlias = Connection | Session  # the app's own, in its transaction
+
+__all__ = ["ConfigError", "JobsPage", "ListedJob", "Scheduler", "UnknownJob", "connect"]
+
+
+class ListedJob(TypedDict):
+    """One job as ``Scheduler.jobs`` lists it."""
+
+    id: str
+    origin: str  # schedule | api
+    kind: str  # cron | every | at
+    next: datetime | None  # its next run (UTC); None: a one-off that ran, or a job that no longer parses
+    paused: bool
+    spec: JSONObject | None  # the app's jobs only: schedule.yaml's specs stay in schedule.yaml
 
 
 class JobsPage(TypedDict):
-    jobs: list[dict[str, Any]]
+    jobs: list[ListedJob]
     after: str | None  # the cursor of the next page; None: this is the last
     rest: int  # pending one-offs after this page
 
@@ -51,14 +71,16 @@ class Scheduler:
 
     # ---- adding and changing -------------------------------------------------------------
 
-    def add(self, job_id: str, *, replace: bool = False, connection: Any = None, **keys: Any) -> None:
+    def add(
+        self, job_id: str, *, replace: bool = False, connection: AppConnection | None = None, **keys: JSONValue
+    ) -> None:
         """A job with the keys of a schedule.yaml job. Adding the same spec again changes nothing; another spec
         under an existing id raises ConfigError unless ``replace=True``."""
         self._put([(job_id, keys)], replace, connection)
 
     def at(
-        self, when: datetime | str, *, key: str | None = None, replace: bool = False, connection: Any = None,
-        **keys: Any,
+        self, when: datetime | str, *, key: str | None = None, replace: bool = False,
+        connection: AppConnection | None = None, **keys: JSONValue,
     ) -> str:  # fmt: skip
         """A one-off run at ``when`` (an aware datetime; a naive one is UTC); idempotent by ``key`` (its id), else
         under a generated id. Returns the id."""
@@ -67,7 +89,11 @@ class Scheduler:
         return job_id
 
     def at_many(
-        self, items: Iterable[Mapping[str, Any]], *, replace: bool = False, connection: Any = None
+        self,
+        items: Iterable[Mapping[str, JSONValue]],
+        *,
+        replace: bool = False,
+        connection: AppConnection | None = None,
     ) -> list[str]:
         """Many one-offs in one transaction: each a mapping with ``when``, optional ``key``, and the job's keys."""
         specs = []
@@ -79,7 +105,7 @@ class Scheduler:
         self._put(specs, replace, connection)
         return [job_id for job_id, _ in specs]
 
-    def update(self, job_id: str, *, connection: Any = None, **changes: Any) -> None:
+    def update(self, job_id: str, *, connection: AppConnection | None = None, **changes: JSONValue) -> None:
         """Change some keys of an api job (a key set to None is removed; a new trigger or action replaces the old
         one). Slots after the change commits follow the new spec."""
         with self.store.tx(_conn(connection)) as conn:
@@ -100,7 +126,7 @@ class Scheduler:
             if spec_text(spec) != spec_text(row.spec):
                 self.store.replace(conn, row, new, seq)
 
-    def remove(self, job_id: str, *, connection: Any = None) -> None:
+    def remove(self, job_id: str, *, connection: AppConnection | None = None) -> None:
         """No run of the job starts after the removal commits; its history stays."""
         with self.store.tx(_conn(connection)) as conn:
             seq = self.store.bump(conn)
@@ -109,7 +135,7 @@ class Scheduler:
             assert row is not None
             self.store.remove(conn, row, seq)
 
-    def _put(self, specs: list[tuple[str, dict[str, Any]]], replace: bool, connection: Any) -> None:
+    def _put(self, specs: list[tuple[str, JSONObject]], replace: bool, connection: AppConnection | None) -> None:
         rows = {job_id: _validated(job_id, spec) for job_id, spec in specs}  # every spec checked before any write
         with self.store.tx(_conn(connection)) as conn:
             # The counter first (in the same statement as the insert of the ids that have no row): its lock orders
@@ -141,7 +167,7 @@ class Scheduler:
         """Ask the leading clock to run the job now (reason ``manual``); returns the request id."""
         return self.controls.request_run(job_id, by)
 
-    def jobs(self, limit: int = 200, after: str | None = None) -> list[dict[str, Any]]:
+    def jobs(self, limit: int = 200, after: str | None = None) -> list[ListedJob]:
         """The jobs of ``page(limit, after)``: schedule.yaml's (as the leading clock published them) and the app's
         recurring ones, then at most ``limit`` pending one-offs, soonest first; each with id, origin, kind, next
         run (UTC), paused and (the app's) spec."""
@@ -165,7 +191,7 @@ class Scheduler:
         )
         return {"jobs": [self._listed(row, paused) for row in rows], "after": following, "rest": rest}
 
-    def job(self, job_id: str) -> dict[str, Any]:
+    def job(self, job_id: str) -> ListedJob:
         """One job as ``jobs()`` lists it (a one-off that ran: ``next`` None); UnknownJob if there is none."""
         with self.ledger.engine.connect() as conn:
             row = self.store.get(conn, [job_id]).get(job_id)
@@ -173,7 +199,7 @@ class Scheduler:
             raise UnknownJob(job_id)
         return self._listed(row, self.controls.paused())
 
-    def _listed(self, row: JobRow, paused: Mapping[str, Any]) -> dict[str, Any]:
+    def _listed(self, row: JobRow, paused: Mapping[str, object]) -> ListedJob:
         job = job_of(row)
         nxt = row.next_fire_at if row.kind == "at" else (job.next_after(self.clock.now()) if job is not None else None)
         return {"id": row.id, "origin": row.origin, "kind": row.kind, "next": nxt, "paused": row.id in paused,
@@ -194,8 +220,8 @@ def job_of(row: JobRow) -> Job | None:
 
 
 def _compare(
-    ids: list[str], rows: Mapping[str, dict[str, Any]], existing: Mapping[str, JobRow], replace: bool
-) -> tuple[list[dict[str, Any]], list[tuple[JobRow, dict[str, Any]]]]:
+    ids: list[str], rows: Mapping[str, JSONObject], existing: Mapping[str, JobRow], replace: bool
+) -> tuple[list[JSONObject], list[tuple[JobRow, JSONObject]]]:
     """Of specs whose id had a row: those to insert (gone since), and those that replace a row; raises ConfigError
     for a schedule.yaml id, or another spec under a live id without ``replace``."""
     new, changed = [], []
@@ -216,7 +242,7 @@ def _compare(
     return new, changed
 
 
-def _validated(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+def _validated(job_id: str, spec: JSONObject) -> JSONObject:
     """The row to write for a spec: validated (ConfigError naming each key path), JSON only."""
     _check_json(spec, f"jobs.{job_id}")
     job = parse_job(job_id, spec)
@@ -224,7 +250,7 @@ def _validated(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"id": job_id, "origin": "api", "kind": job.trigger_key, "spec": spec, "next_fire_at": next_fire_at}
 
 
-def _check_json(value: Any, path: str) -> None:
+def _check_json(value: object, path: str) -> None:
     """Arguments are stored as JSON (never pickled): anything else is refused here, by key path."""
     if isinstance(value, dict):
         for key, item in value.items():
@@ -280,7 +306,7 @@ def _schedule_job(job_id: str, verb: str) -> ConfigError:
     )
 
 
-def _conn(connection: Any) -> Any:
+def _conn(connection: AppConnection | None) -> Connection | None:
     """A Session's connection (in its transaction), or the Connection as given."""
     if connection is None:
         return None

@@ -13,3 +13,4 @@ from __future__ import annotations
 from typing import Any, TypeAlias
 
 JSONValue: TypeAlias = Any
+JSONObject: TypeAlias = dict[str, JSONValue]  # a mapping of such values: a job's spec, an API body

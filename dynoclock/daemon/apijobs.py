@@ -17,7 +17,7 @@ import select
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from dynoclock.client import job_of
 from dynoclock.config.credentials import schedule_secrets
@@ -284,9 +284,9 @@ class ApiJobs:
         return job
 
 
-def trigger_keys(job: Job) -> dict[str, Any]:
+def trigger_keys(job: Job) -> dict[str, str | bool]:
     """A schedule.yaml job's trigger as keys (no action, no secret): what ``jobs()`` needs for its next run."""
-    keys: dict[str, Any] = {}
+    keys: dict[str, str | bool] = {}
     trigger = job.trigger
     if isinstance(trigger, CronTrigger):
         keys = {"cron": trigger.expr, "timezone": trigger.zone.key}

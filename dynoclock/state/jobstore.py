@@ -19,8 +19,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
+from sqlalchemy.engine.interfaces import _CoreAnyExecuteParams
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.expression import Executable
 
+from dynoclock.jsontypes import JSONObject
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.tables import from_db, jobs, meta, runs, to_db
 
@@ -43,7 +47,7 @@ class _Translated:
         self.conn = conn
         self.options = {"schema_translate_map": {None: schema}}
 
-    def execute(self, statement: Any, parameters: Any = None) -> Any:
+    def execute(self, statement: Executable, parameters: _CoreAnyExecuteParams | None = None) -> Result[Any]:
         return self.conn.execute(statement, parameters, execution_options=self.options)
 
 
@@ -58,7 +62,7 @@ class JobRow:
     id: str
     origin: str  # api | schedule
     kind: str  # cron | every | at
-    spec: dict[str, Any] | None
+    spec: JSONObject | None
     next_fire_at: datetime | None
     version: int
     changed_seq: int
@@ -67,7 +71,7 @@ class JobRow:
     updated_at: datetime
 
 
-def row_of(row: Any) -> JobRow:
+def row_of(row: sa.Row[Any]) -> JobRow:
     return JobRow(
         id=row.id, origin=row.origin, kind=row.kind, spec=None if row.spec is None else json.loads(row.spec),
         next_fire_at=None if row.next_fire_at is None else from_db(row.next_fire_at), version=row.version,
@@ -76,7 +80,7 @@ def row_of(row: Any) -> JobRow:
     )  # fmt: skip
 
 
-def spec_text(spec: dict[str, Any]) -> str:
+def spec_text(spec: JSONObject) -> str:
     """The stored form of a spec: canonical JSON, so that the same spec given twice compares equal."""
     return json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -113,7 +117,7 @@ class JobStore:
         payload = sa.literal(schema) if schema is not None else sa.func.current_schema()
         return int(conn.execute(sa.select(bumped.c.value, sa.func.pg_notify(CHANNEL, payload))).scalar_one())
 
-    def add(self, conn: Connection, rows: list[dict[str, Any]]) -> tuple[int, set[str]]:
+    def add(self, conn: Connection, rows: list[JSONObject]) -> tuple[int, set[str]]:
         """Raise the counter, then insert the rows whose id has none yet: returns the change's number and the ids
         inserted (the others are the caller's to read and compare). On Postgres one round trip: the bump (its row
         lock taken before any row goes in), the NOTIFY and a multi-row insert from arrays (a short statement
@@ -165,7 +169,7 @@ class JobStore:
             out.update((row.id, row_of(row)) for row in conn.execute(query))
         return out
 
-    def insert(self, conn: Connection, rows: list[dict[str, Any]], seq: int) -> set[str]:
+    def insert(self, conn: Connection, rows: list[JSONObject], seq: int) -> set[str]:
         """New rows (id, origin, kind, spec as a dict or None, next_fire_at); an id that has a row already is left
         alone. Returns the ids inserted. One statement built once, executed for all rows: SQLAlchemy's
         insertmanyvalues sends them as multi-row INSERTs, compiled once."""
@@ -181,7 +185,7 @@ class JobStore:
             return set()
         return {job_id for (job_id,) in conn.execute(self._insert_stmt, values)}
 
-    def replace(self, conn: Connection, old: JobRow, new: dict[str, Any], seq: int) -> None:
+    def replace(self, conn: Connection, old: JobRow, new: JSONObject, seq: int) -> None:
         """A new spec (or origin) for an existing row, removed or not: version + 1."""
         now = to_db(self.clock.now())
         conn.execute(
@@ -302,7 +306,7 @@ class JobStore:
         pending one-offs."""
         return [row for row in self.recurring()] + self.one_offs(None, datetime(9999, 1, 1), limit=one_offs)
 
-    def publish_schedule(self, specs: dict[str, dict[str, Any]]) -> list[str]:
+    def publish_schedule(self, specs: dict[str, JSONObject]) -> list[str]:
         """The leader's schedule.yaml jobs (id -> trigger keys) as rows of origin ``schedule``; rows of jobs no
         longer in it are removed. Returns the ids of api jobs these shadowed (schedule.yaml wins)."""
         shadowed: list[str] = []
@@ -339,16 +343,16 @@ class Counter:
 
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
-        self._raw: Any = None
+        self._raw: PoolProxiedConnection | None = None
         schema = schema_of(ledger)
         self._table = "clock_meta" if schema is None else '"{}".clock_meta'.format(schema.replace('"', '""'))
 
     def read(self) -> int:
         try:
             if self._raw is None:
-                self._raw = self.ledger.engine.raw_connection()
-                if self.ledger.is_postgres:
-                    self._raw.driver_connection.autocommit = True
+                raw = self._raw = self.ledger.engine.raw_connection()
+                if self.ledger.is_postgres and raw.driver_connection is not None:
+                    raw.driver_connection.autocommit = True
             cursor = self._raw.cursor()
             try:
                 cursor.execute(f"SELECT value FROM {self._table} WHERE key = '{SEQ_KEY}'")
@@ -363,5 +367,5 @@ class Counter:
         return 0 if row is None else int(row[0])
 
 
-def _kind(spec: dict[str, Any]) -> str:
+def _kind(spec: JSONObject) -> str:
     return next(key for key in ("cron", "every", "at") if key in spec)
