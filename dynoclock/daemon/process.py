@@ -167,6 +167,7 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     processes.prestart({(action.app or "", action.max_memory) for action in isolated})
     gc.collect()
     gc.freeze()
+    gc.enable()  # off through start-up (cli/main.py cmd_run)
     if stop.first_signal is None:
         scheduler.start()  # blocks until a signal shuts the scheduler down
     first = stop.first_signal or clock.monotonic()
