@@ -47,7 +47,8 @@ def _walk(value: object, env: Mapping[str, str], key: str, parent: str) -> Itera
         text = expand(text, env, missing_ok=True)
     if is_credential(key, parent):
         yield from credential_forms(text, key.lower())
-    yield from url_credentials(text)
+    if "://" in text:  # what _USERINFO needs: most values hold no URL
+        yield from url_credentials(text)
 
 
 def is_credential(key: str, parent: str) -> bool:

@@ -59,6 +59,8 @@ def expand(value: str, env: Mapping[str, str], missing_ok: bool = False) -> str:
             raise Invalid(f"environment variable {name} is not set (use ${{{name}:-default}} for a default)")
         return current, True
 
+    if "$" not in value:  # most values: nothing to expand
+        return value
     pieces, refs = [""], []
     end = 0
     for m in _TOKEN.finditer(value):

@@ -129,7 +129,7 @@ def _load(file: str, raw: bytes) -> Source:
     return _finish(file, loader, node, written)
 
 
-def _compose_fast(file: str, text: str) -> tuple[Loader, yaml.Node | None, int] | None:
+def _compose_fast(file: str, text: str) -> tuple[Loader, _Node | None, int] | None:
     """Parse with libyaml when PyYAML has it (5x faster on a 10,000-job schedule). On any YAML error, None:
     the pure-Python parser then reads the file again for its clearer, located message."""
     c_loader: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
@@ -144,7 +144,41 @@ def _compose_fast(file: str, text: str) -> tuple[Loader, yaml.Node | None, int] 
         loader.dispose()
 
 
-def _compose(file: str, loader: Loader) -> tuple[yaml.Node | None, int]:
+SCALAR, SEQUENCE, MAPPING, ALIAS = range(4)
+
+
+class _Node:
+    """One node of the composed tree, smaller than PyYAML's (a line instead of two marks, no attribute dict: for a
+    10,000-job file the tree took 25 MB at the peak of the clock's start-up, now about a quarter).
+
+    ``kind`` is SCALAR, SEQUENCE, MAPPING or ALIAS; ``tag`` as resolved; ``line`` 0-based, where it starts;
+    ``value``: a scalar's text (``style``: its quoting), a sequence's items, a mapping's keys and values in turn
+    (key, value, key, value...), an alias's anchored node. ``name``: an alias's anchor name (``*name``); on an
+    anchored node, the mark where the anchor was defined (for the duplicate-anchor message)."""
+
+    __slots__ = ("kind", "line", "name", "style", "tag", "value")
+
+    def __init__(
+        self,
+        kind: int,
+        tag: str,
+        value: str | list[_Node] | _Node,
+        line: int,
+        name: str | yaml.Mark | None = None,
+        style: str | None = None,
+    ):
+        self.kind, self.tag, self.value, self.line, self.name, self.style = kind, tag, value, line, name, style
+
+    def items(self) -> list[_Node]:
+        """A collection's items (a mapping's: key, value, key, value...)."""
+        return cast("list[_Node]", self.value)
+
+    def target(self) -> _Node:
+        """An alias's anchored node."""
+        return cast("_Node", self.value)
+
+
+def _compose(file: str, loader: Loader) -> tuple[_Node | None, int]:
     """The document's node tree and how many nodes it writes out, composed from the parser's events as
     PyYAML's composer does, but without recursion (its C composer crashes at 100,000 levels) and within
     ``MAX_DEPTH`` and ``MAX_ALIASES``: past them, ConfigError at the line of the offending node or alias.
@@ -155,26 +189,26 @@ def _compose(file: str, loader: Loader) -> tuple[yaml.Node | None, int]:
     if loader.check_event(yaml.StreamEndEvent):
         return None, 0
     loader.get_event()  # document start
-    anchors: dict[str, yaml.Node] = {}
-    open_: list[tuple[yaml.Node, list[yaml.Node]]] = []  # collections being read, each with its items so far
-    items: list[yaml.Node] = []  # those of the innermost one (a mapping's: key, value, key, value...)
-    root: yaml.Node | None = None
+    anchors: dict[str, _Node] = {}
+    open_: list[_Node] = []  # collections being read
+    items: list[_Node] = []  # the items so far of the innermost one
+    root: _Node | None = None
+    root_mark: yaml.Mark | None = None
     aliases = written = 0
     get_event = cast("Callable[[], _Event]", loader.get_event)  # typed once: the loop reads every event
     while root is None:
         event = get_event()
         mark = cast("yaml.Mark", event.start_mark)
         if isinstance(event, yaml.CollectionEndEvent):
-            done, done_items = open_.pop()
-            done.end_mark = cast("yaml.Mark", event.end_mark)
-            if isinstance(done, yaml.MappingNode):  # its keys and values were read in turn
-                done.value = list(zip(done_items[::2], done_items[1::2], strict=True))
+            done = open_.pop()
             if open_:
-                items = open_[-1][1]
+                items = open_[-1].items()
             else:
                 root = done
             continue
-        node: yaml.Node
+        if root_mark is None:
+            root_mark = mark
+        node: _Node
         if isinstance(event, yaml.AliasEvent):
             aliases += 1
             if aliases > MAX_ALIASES:
@@ -182,15 +216,17 @@ def _compose(file: str, loader: Loader) -> tuple[yaml.Node | None, int]:
                 raise _at(file, mark, f"{what}, found the {MAX_ALIASES + 1:,}st here")
             if event.anchor not in anchors:
                 raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", mark)
-            node = _Alias(event.anchor, anchors[event.anchor], mark)
+            target = anchors[event.anchor]
+            node = _Node(ALIAS, target.tag, target, mark.line, event.anchor)
         else:
             node = _node(loader, event, mark)
             written += 1
             if event.anchor is not None:
                 if event.anchor in anchors:
-                    first = anchors[event.anchor].start_mark
+                    first = cast("yaml.Mark", anchors[event.anchor].name)
                     what = f"found duplicate anchor {event.anchor!r}; first occurrence"
                     raise yaml.composer.ComposerError(what, first, "second occurrence", mark)
+                node.name = mark
                 anchors[event.anchor] = node
         if open_:
             items.append(node)
@@ -200,19 +236,19 @@ def _compose(file: str, loader: Loader) -> tuple[yaml.Node | None, int]:
             if len(open_) == MAX_DEPTH:
                 what = f"nested more than {MAX_DEPTH} levels deep: expected a schedule a few levels deep"
                 raise _at(file, mark, f"{what}, found a {MAX_DEPTH + 1}st level here")
-            items = node.value if isinstance(node, yaml.SequenceNode) else []
-            open_.append((node, items))
+            items = node.items()
+            open_.append(node)
     loader.get_event()  # document end
     if not loader.check_event(yaml.StreamEndEvent):
         following = get_event()
         raise yaml.composer.ComposerError(
-            "expected a single document in the stream", root.start_mark, "but found another document",
+            "expected a single document in the stream", root_mark, "but found another document",
             cast("yaml.Mark", following.start_mark),
         )  # fmt: skip
     return root, written
 
 
-def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, start: yaml.Mark) -> yaml.Node:
+def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, start: yaml.Mark) -> _Node:
     """A scalar, or an empty sequence or mapping, for ``event`` (starting at ``start``), its tag resolved as PyYAML's
     composer does."""
     tag = event.tag
@@ -220,28 +256,20 @@ def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, s
     if isinstance(event, yaml.ScalarEvent):
         if tag is None or tag == "!":
             tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-        return yaml.ScalarNode(tag, event.value, start, cast("yaml.Mark", event.end_mark), style=event.style)
-    kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
+        return _Node(SCALAR, tag, event.value, start.line, style=event.style)
+    kind, pyyaml_kind = (
+        (SEQUENCE, yaml.SequenceNode) if isinstance(event, yaml.SequenceStartEvent) else (MAPPING, yaml.MappingNode)
+    )
     if tag is None or tag == "!":
-        tag = resolve(kind, None, event.implicit)
-    return kind(tag, [], start, None, flow_style=event.flow_style)
-
-
-class _Alias(yaml.Node):
-    """A use of an anchor (``*name``), where it was written; ``value`` is the anchored node."""
-
-    id = "alias"
-
-    def __init__(self, name: str, target: yaml.Node, mark: yaml.Mark):
-        super().__init__(target.tag, target, mark, mark)
-        self.name = name
+        tag = resolve(pyyaml_kind, None, event.implicit)
+    return _Node(kind, tag, [], start.line)
 
 
 def _at(file: str, mark: yaml.Mark, message: str) -> ConfigError:
     return ConfigError([Problem(file, mark.line + 1, "", message)])
 
 
-def _finish(file: str, loader: Loader, node: yaml.Node | None, written: int) -> Source:
+def _finish(file: str, loader: Loader, node: _Node | None, written: int) -> Source:
     if node is None:
         raise ConfigError([Problem(file, 1, "", "the file is empty; expected a mapping with a 'jobs:' key")])
     src = Source(file, None)
@@ -261,14 +289,14 @@ class _Builder:
         self.problems: list[Problem] = []
         self.budget = written + MAX_ALIAS_VALUES  # values built, merge sources each time they are merged
         self.active: set[int] = set()  # the collections being built, to catch an alias to itself
-        self.aliases: list[tuple[_Alias, Path]] = []  # the aliases being expanded, outermost first
+        self.aliases: list[tuple[_Node, Path]] = []  # the aliases being expanded, outermost first
 
-    def build(self, node: yaml.Node, path: Path, src: Source, depth: int) -> JSONValue:
+    def build(self, node: _Node, path: Path, src: Source, depth: int) -> JSONValue:
         """Plain data for ``node`` at ``path``, inside ``depth`` collections; lines and unreadable go to ``src``."""
-        if isinstance(node, _Alias):
+        if node.kind == ALIAS:
             self.aliases.append((node, path))
             try:
-                return self.build(node.value, path, src, depth)
+                return self.build(node.target(), path, src, depth)
             finally:
                 self.aliases.pop()
         self.budget -= 1
@@ -276,10 +304,10 @@ class _Builder:
             alias, where = self.aliases[0]
             what = f"YAML alias *{alias.name} takes the file past {MAX_ALIAS_VALUES:,} values added by aliases"
             raise self._refuse(alias, where, f"{what}: expected aliases that repeat a few settings, {_MULTIPLY}")
-        src.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        src.lines.setdefault(path, node.line + 1)
+        if node.kind != SCALAR:
             if node.tag not in (_STD_TAG + "map", _STD_TAG + "seq"):
-                return self._unreadable(src, path, node.start_mark.line + 1, _unsupported(node.tag))
+                return self._unreadable(src, path, node.line + 1, _unsupported(node.tag))
             if id(node) in self.active:
                 return self._unreadable(src, path, src.lines[path], "a YAML alias refers to itself")
             if depth == MAX_DEPTH:  # only through aliases: the file as written was bounded by _compose
@@ -288,45 +316,49 @@ class _Builder:
                 raise self._refuse(alias, where, f"{what}: expected a schedule a few levels deep, {_NESTED}")
             self.active.add(id(node))
             try:
-                if isinstance(node, yaml.MappingNode):
+                if node.kind == MAPPING:
                     return self._mapping(node, path, src, depth + 1)
-                return [self.build(item, (*path, i), src, depth + 1) for i, item in enumerate(node.value)]
+                return [self.build(item, (*path, i), src, depth + 1) for i, item in enumerate(node.items())]
             finally:
                 self.active.discard(id(node))
-        assert isinstance(node, yaml.ScalarNode)
         return self._scalar(node, path, src)
 
-    def _scalar(self, node: yaml.ScalarNode, path: Path, src: Source) -> JSONValue:
-        if node.tag == _STD_TAG + "timestamp":
-            return node.value
+    def _scalar(self, node: _Node, path: Path, src: Source) -> JSONValue:
+        tag, value = node.tag, cast("str", node.value)
+        if tag in (_STD_TAG + "str", _STD_TAG + "timestamp"):  # most values: the text, as PyYAML's str constructor
+            return value  # returns it; timestamps stay text (our parser decides what an instant means)
         longest = sys.get_int_max_str_digits()
-        if node.tag == _STD_TAG + "int" and longest and len(node.value) > longest:  # int() would raise
-            what = f"expected a number of at most {longest:,} digits (or text in quotes), got {quoted(node.value)}"
-            return self._unreadable(src, path, node.start_mark.line + 1, what)
+        if tag == _STD_TAG + "int" and longest and len(value) > longest:  # int() would raise
+            what = f"expected a number of at most {longest:,} digits (or text in quotes), got {quoted(value)}"
+            return self._unreadable(src, path, node.line + 1, what)
+        scalar = yaml.ScalarNode(tag, value, style=node.style)  # a moment's PyYAML node, for its constructor
         try:
-            return self.loader.construct_object(node, deep=True)
+            return self.loader.construct_object(scalar, deep=True)
         except yaml.constructor.ConstructorError:  # an unknown tag, e.g. !!python/name:os.system
-            return self._unreadable(src, path, node.start_mark.line + 1, _unsupported(node.tag))
+            return self._unreadable(src, path, node.line + 1, _unsupported(tag))
         except (yaml.YAMLError, ValueError, KeyError):  # e.g. !!int abc
-            what = f"cannot read {quoted(node.value)} as {node.tag.replace(_STD_TAG, '!!')}"
-            return self._unreadable(src, path, node.start_mark.line + 1, what)
+            what = f"cannot read {quoted(value)} as {tag.replace(_STD_TAG, '!!')}"
+            return self._unreadable(src, path, node.line + 1, what)
+        finally:
+            self.loader.constructed_objects.pop(scalar, None)  # it would keep every scalar until the end
 
     def _unreadable(self, src: Source, path: Path, line: int, message: str) -> None:
         self.problems.append(Problem(self.file, line, dotted(path), message))
         src.unreadable.add(path)
 
-    def _refuse(self, alias: _Alias, path: Path, message: str) -> ConfigError:
-        return ConfigError([Problem(self.file, alias.start_mark.line + 1, dotted(path), message)])
+    def _refuse(self, alias: _Node, path: Path, message: str) -> ConfigError:
+        return ConfigError([Problem(self.file, alias.line + 1, dotted(path), message)])
 
-    def _mapping(self, node: yaml.MappingNode, path: Path, src: Source, depth: int) -> dict[str, JSONValue]:
+    def _mapping(self, node: _Node, path: Path, src: Source, depth: int) -> dict[str, JSONValue]:
         out: dict[str, JSONValue] = {}
         merges = []
-        for key_node, value_node in node.value:
+        pairs = node.items()
+        for key_node, value_node in zip(pairs[::2], pairs[1::2], strict=True):
             if key_node.tag == _MERGE:
                 merges.append(value_node)
                 continue
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
+            line = key_node.line + 1
+            if key_node.kind != SCALAR:
                 self.problems.append(Problem(self.file, line, dotted(path), "a key must be a plain word"))
                 continue
             key = str(key_node.value)
@@ -339,12 +371,12 @@ class _Builder:
             out[key] = self.build(value_node, (*path, key), src, depth)
         # YAML merge keys (<<: *common): the mapping's own keys win, then earlier sources over later ones.
         for merge_node in merges:
-            sources = merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
+            sources = merge_node.items() if merge_node.kind == SEQUENCE else [merge_node]
             for source in sources:
-                target = source.value if isinstance(source, _Alias) else source
-                if not isinstance(target, yaml.MappingNode):
+                target = source.target() if source.kind == ALIAS else source
+                if target.kind != MAPPING:
                     what = "'<<' merges a mapping or a list of them (<<: *common)"
-                    self.problems.append(Problem(self.file, source.start_mark.line + 1, dotted(path), what))
+                    self.problems.append(Problem(self.file, source.line + 1, dotted(path), what))
                     continue
                 scratch = Source(self.file, None)
                 merged = self.build(source, path, scratch, depth - 1) or {}

@@ -136,10 +136,17 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
         scheduler.add_job(
             _unused, trigger=SlotTrigger(job, since), id=job.id, name=job.id, misfire_grace_time=None, coalesce=False
         )
-    scheduler.add_listener(
-        lambda event: events.emit("clock.ready", clock=me, jobs=len(jobs), leader=leadership.is_leader()),
-        EVENT_SCHEDULER_STARTED,
-    )
+
+    def started(event: object) -> None:  # on the scheduler's thread, before its loop's first wait
+        events.emit("clock.ready", clock=me, jobs=len(jobs), leader=leadership.is_leader())
+        # The schedule's and the scheduler's objects live as long as the process: keep the cyclic GC from walking
+        # them again and again (with 10,000 jobs, those walks were most of an idle clock's CPU). The GC was off
+        # through start-up (cli/main.py cmd_run): one collection, then they are frozen, then it is on again.
+        gc.collect()
+        gc.freeze()
+        gc.enable()
+
+    scheduler.add_listener(started, EVENT_SCHEDULER_STARTED)
     stop = _Stopper(scheduler, runner, events, leadership, clock)
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGINT, stop.on_signal)
@@ -160,13 +167,11 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
         events.flush(timeout=1.0)
         return 2
     api.start()
-    # The schedule's objects live as long as the process: keep the cyclic GC from walking them again and
-    # again (with 10,000 jobs, those walks were most of an idle clock's CPU).
-    runner.pool.prestart(len(jobs))  # at most `workers`: one per job is as many as can be due at once
+    # At most `workers`: one per job is as many as can be due at once. Started beside the scheduler's own start
+    # (10,000 jobs: 0.1-0.2 s of thread starts): a run due before they are all up starts one itself (WorkerPool.submit).
+    threading.Thread(target=runner.pool.prestart, args=(len(jobs),), name="prestart", daemon=True).start()
     isolated = [j.action for j in jobs if isinstance(j.action, PythonAction) and j.action.isolate == "process"]
     processes.prestart({(action.app or "", action.max_memory) for action in isolated})
-    gc.collect()
-    gc.freeze()
     if stop.first_signal is None:
         scheduler.start()  # blocks until a signal shuts the scheduler down
     first = stop.first_signal or clock.monotonic()

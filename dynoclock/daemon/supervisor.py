@@ -25,10 +25,13 @@ import sys
 import threading
 from collections.abc import Mapping
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from dynoclock import signals
-from dynoclock.observe.logs import EventLog, log
 from dynoclock.timesource import SYSTEM, Clock
+
+if TYPE_CHECKING:
+    from dynoclock.observe.logs import EventLog
 
 HEARTBEAT_FD = "CLOCK_HEARTBEAT_FD"  # set in the child: where it writes its heartbeat
 PARENT_PID = "CLOCK_SUPERVISOR_PID"
@@ -86,8 +89,8 @@ def die_with_parent(parent: int) -> None:
 class Supervisor:
     """Runs the scheduler child until a clean stop; see the module's doc."""
 
-    def __init__(self, events: EventLog = log, clock: Clock = SYSTEM):
-        self.events = events
+    def __init__(self, events: EventLog | None = None, clock: Clock = SYSTEM):
+        self._events = events  # the log (observe/logs.py, with the redaction it loads) is imported at a restart
         self.clock = clock
         self.stop_bound = DEFAULT_GRACE + STOP_SLACK
         self.heartbeat_timeout = float(os.environ.get("CLOCK_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT)
@@ -113,10 +116,17 @@ class Supervisor:
                 return code
             if self.clock.monotonic() - started >= 60:
                 pause = 1.0
-            self.events.emit("clock.restarted", level="error", reason=reason, pause_s=pause)
+            self._log().emit("clock.restarted", level="error", reason=reason, pause_s=pause)
             if self._sleep(pause):
                 return 0  # a stop signal during the pause
             pause = min(pause * 2, 30.0)
+
+    def _log(self) -> EventLog:
+        if self._events is None:
+            from dynoclock.observe.logs import log
+
+            self._events = log
+        return self._events
 
     def _one_child(self) -> tuple[int, str | None]:
         """Start the child and watch it; (exit code, None) to exit with, or (_, why) to restart it."""

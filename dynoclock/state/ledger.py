@@ -8,6 +8,7 @@ version, in Postgres or SQLite alike (SQLAlchemy Core).
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 
@@ -248,8 +249,8 @@ class Ledger(StateDatabase):
 
     def _lasts_before(self, conn: sa.Connection, jobs: list[str], moment: datetime) -> dict[str, datetime | None]:
         """Each job's latest (non-manual) slot with a row before ``moment``: on Postgres one statement whose plan
-        probes the (job, slot) key once per job (a UNION of a subquery per job took 0.6 s a chunk to plan); on
-        SQLite, where a statement costs no round trip, one query per job."""
+        probes the (job, slot) key once per job (a UNION of a subquery per job took 0.6 s a chunk to plan), the jobs
+        a JSON list on SQLite (a statement per job there cost 1.1 s with 10,000 jobs)."""
         if self.is_postgres:
             statement = sa.text(
                 f"SELECT j.job, (SELECT max(r.scheduled_for) FROM {qualified(self.schema, 'clock_runs')} r "
@@ -258,11 +259,10 @@ class Ledger(StateDatabase):
             )
             return {job: value for job, value in conn.execute(statement, {"jobs": jobs, "moment": to_db(moment)})}
         slot = runs.c.scheduled_for
-        out = {}
-        for job in jobs:
-            scheduled = sa.and_(runs.c.job == job, runs.c.reason != "manual")
-            out[job] = conn.execute(sa.select(sa.func.max(slot)).where(scheduled, slot < to_db(moment))).scalar()
-        return out
+        names = sa.func.json_each(sa.bindparam("jobs")).table_valued("value").alias("j")
+        last = sa.select(sa.func.max(slot)).where(runs.c.job == names.c.value, runs.c.reason != "manual")
+        query = sa.select(names.c.value, last.where(slot < to_db(moment)).scalar_subquery())
+        return {job: value for job, value in conn.execute(query, {"jobs": json.dumps(jobs)})}
 
     def unfinished(self, dead_clocks_before: datetime) -> list[Run]:
         """Runs left claimed/running by clocks whose last heartbeat is older than the given instant (or gone)."""
