@@ -237,22 +237,23 @@ def test_a_retried_batch_claim_is_not_won_once_another_clock_has_reclaimed_the_r
 
 
 def test_update_runs_applies_rows_of_different_shapes_in_one_call(store: Ledger) -> None:
-    ids = [rid() for _ in range(6)]
+    # Five rows of one shape (one statement of arrays on Postgres) and two of another (one statement each).
+    ids = [rid() for _ in range(8)]
     assert store.claim_many([Claim(run_id, "tick", minutes(i), "clock-a") for i, run_id in enumerate(ids)])
     before = {r.run_id: r for r in all_runs(store)}
     started: dict[str, dict[str, Any]] = {
         ids[i]: {"status": "running", "started_at": minutes(10 + i), "attempt": i + 1, "clock": f"c{i}"}
-        for i in (0, 1, 2)
+        for i in range(5)
     }
     finished: dict[str, dict[str, Any]] = {
-        ids[3]: {"status": "ok", "error": None, "duration_ms": 1500, "finished_at": minutes(20)},
-        ids[4]: {"status": "failed", "error": "exit=3: no such table", "duration_ms": 7, "finished_at": minutes(21)},
+        ids[5]: {"status": "ok", "error": None, "duration_ms": 1500, "finished_at": minutes(20)},
+        ids[6]: {"status": "failed", "error": "exit=3: no such table", "duration_ms": 7, "finished_at": minutes(21)},
     }
     store.update_runs({**started, **finished})
     after = {r.run_id: r for r in all_runs(store)}
     for run_id, values in {**started, **finished}.items():
         assert after[run_id] == dataclasses.replace(before[run_id], **values)
-    assert after[ids[5]] == before[ids[5]]  # not in the call: untouched
+    assert after[ids[7]] == before[ids[7]]  # not in the call: untouched
 
 
 def test_update_runs_for_an_unknown_run_id_changes_nothing(store: Ledger) -> None:

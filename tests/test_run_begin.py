@@ -34,6 +34,22 @@ def statuses(store: Ledger) -> dict[str, tuple[str, str]]:
     return {run.run_id: (run.status, run.clock) for run in store.history(limit=100)}
 
 
+def test_many_starts_are_marked_once_even_if_the_reply_was_lost(store: Ledger) -> None:
+    ids = [f"m{i}" for i in range(6)]  # enough for one statement of arrays on Postgres (state/bulk.py)
+    for i, run_id in enumerate(ids):
+        assert store.claim(run_id, "tick", SLOT + timedelta(hours=i), "me" if i else "other")
+    at = SLOT + timedelta(seconds=1)
+    starts = [(run_id, 1 + i % 2, at) for i, run_id in enumerate(ids)]
+    assert store.begin(starts, "me") == set(ids[1:])  # the first is another clock's claim
+    assert store.begin(starts, "me") == set(ids[1:])  # the same starts again: the first reply was lost
+    assert store.begin([(r, a, at + timedelta(seconds=1)) for r, a, _ in starts], "me") == set()
+    runs = {run.run_id: run for run in store.history()}
+    assert [(runs[r].status, runs[r].started_at, runs[r].attempt) for r in ids[1:]] == [
+        ("running", at, 1 + i % 2) for i in range(1, 6)
+    ]
+    assert (runs["m0"].status, runs["m0"].clock) == ("claimed", "other")
+
+
 def test_begin_marks_this_clocks_claims_started_once_even_if_the_reply_was_lost(store: Ledger) -> None:
     assert store.claim("r1", "tick", SLOT, "me")
     assert store.claim("r2", "tick", SLOT + timedelta(hours=1), "me")

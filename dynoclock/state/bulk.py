@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql
 from dynoclock.state.schema import qualified
 from dynoclock.state.tables import runs
 
+MIN_ROWS = 4  # fewer rows go one statement each: Postgres plans a join with arrays slower than an update by key
 _DIALECT: sa.Dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 _BEGIN = """
 UPDATE {runs} AS r SET status = 'running', attempt = v.att, started_at = v.at, finished_at = NULL, error = NULL,

@@ -137,7 +137,7 @@ class Ledger(StateDatabase):
         ``running`` from this same start (``started_at`` = ``at``: the reply was lost after the commit) counts."""
         begun: set[str] = set()
         with self._tx() as conn:
-            if self.is_postgres:  # one statement for them all (state/bulk.py)
+            if self.is_postgres and len(starts) >= bulk.MIN_ROWS:  # one statement for them all (state/bulk.py)
                 return bulk.begin(conn, self.schema, [(r, attempt, to_db(at)) for r, attempt, at in starts], clock)
             for run_id, attempt, at in sorted(starts):  # one statement, compiled once, executed per run
                 params = {"rid": run_id, "me": clock, "att": attempt, "when": to_db(at)}
@@ -195,7 +195,7 @@ class Ledger(StateDatabase):
         with self._tx() as conn:
             added = totals.finished_increments(conn, stored)
             for columns, rows in shapes.items():
-                if self.is_postgres:
+                if self.is_postgres and len(rows) >= bulk.MIN_ROWS:
                     bulk.update(conn, self.schema, columns, rows)
                     continue
                 stmt = runs.update().where(runs.c.run_id == sa.bindparam("rid"))
