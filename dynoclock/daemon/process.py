@@ -138,13 +138,14 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
         )
 
     def started(event: object) -> None:  # on the scheduler's thread, before its loop's first wait
-        events.emit("clock.ready", clock=me, jobs=len(jobs), leader=leadership.is_leader())
         # The schedule's and the scheduler's objects live as long as the process: keep the cyclic GC from walking
         # them again and again (with 10,000 jobs, those walks were most of an idle clock's CPU). The GC was off
-        # through start-up (cli/main.py cmd_run): one collection, then they are frozen, then it is on again.
+        # through start-up (cli/main.py cmd_run): one collection, then they are frozen, then it is on again. Ready
+        # is said after it: the collection holds the process for up to 0.1 s.
         gc.collect()
         gc.freeze()
         gc.enable()
+        events.emit("clock.ready", clock=me, jobs=len(jobs), leader=leadership.is_leader())
 
     scheduler.add_listener(started, EVENT_SCHEDULER_STARTED)
     stop = _Stopper(scheduler, runner, events, leadership, clock)
