@@ -26,6 +26,7 @@ from sqlalchemy.sql.expression import Executable
 
 from dynoclock.jsontypes import JSONObject
 from dynoclock.state.ledger import Ledger
+from dynoclock.state.schema import qualified
 from dynoclock.state.tables import from_db, jobs, meta, runs, to_db
 
 CHANNEL = "dynoclock_jobs"
@@ -138,14 +139,13 @@ class JobStore:
     def _add_sql(self) -> sa.TextClause:
         if self._add_text is None:
             name = schema_of(self.ledger)
-            schema = '"{}".'.format(name.replace('"', '""')) if name is not None else ""
             self._add_text = sa.text(
-                f"WITH bumped AS (INSERT INTO {schema}clock_meta AS m (key, value) VALUES (:key, '1') "
+                f"WITH bumped AS (INSERT INTO {qualified(name, 'clock_meta')} AS m (key, value) VALUES (:key, '1') "
                 "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(m.value AS BIGINT) + 1 AS VARCHAR) "
                 "RETURNING CAST(m.value AS BIGINT) AS seq, "
                 "pg_notify(:channel, COALESCE(CAST(:schema AS TEXT), current_schema())) AS woken), "
-                f"added AS (INSERT INTO {schema}clock_jobs (id, origin, kind, spec, next_fire_at, version, "
-                "changed_seq, removed_at, created_at, updated_at) "
+                f"added AS (INSERT INTO {qualified(name, 'clock_jobs')} (id, origin, kind, spec, next_fire_at, "
+                "version, changed_seq, removed_at, created_at, updated_at) "
                 "SELECT r.id, r.origin, r.kind, r.spec, r.next_fire_at, 1, b.seq, NULL, :now, :now FROM bumped AS b, "
                 "unnest(CAST(:ids AS VARCHAR[]), CAST(:origins AS VARCHAR[]), CAST(:kinds AS VARCHAR[]), "
                 "CAST(:specs AS TEXT[]), CAST(:fires AS TIMESTAMP[])) AS r(id, origin, kind, spec, next_fire_at) "
@@ -345,7 +345,7 @@ class Counter:
         self.ledger = ledger
         self._raw: PoolProxiedConnection | None = None
         schema = schema_of(ledger)
-        self._table = "clock_meta" if schema is None else '"{}".clock_meta'.format(schema.replace('"', '""'))
+        self._table = qualified(schema, "clock_meta")
 
     def read(self) -> int:
         try:
