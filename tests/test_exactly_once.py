@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -487,6 +488,15 @@ def test_a_takeover_whose_round_fails_after_taking_the_lease_still_catches_up(
     leadership.step_down()
 
 
+class WaitingMovesTime(FakeClock):
+    """A fake clock whose waits pass at once, moving time by their timeout (as the real wait would have)."""
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        if not event.is_set() and timeout is not None:
+            self.advance(timeout)
+        return event.is_set()
+
+
 def test_a_claim_that_cannot_reach_the_database_gives_up_past_misfire_grace_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "ran.txt"
     path = write_schedule(
@@ -495,9 +505,12 @@ def test_a_claim_that_cannot_reach_the_database_gives_up_past_misfire_grace_and_
     schedule = load_schedule(str(path))
     stream = io.StringIO()
     unreachable = "postgresql://postgres@127.0.0.1:1/x"
-    runner = Runner(schedule, EventLog(stream, fmt="json"), "test", Ledger(unreachable))
+    # Time moves only by the retries' own waits, so the first failure always falls inside the grace (with the
+    # real time, a slow first connect could use the whole second up) and the test never depends on speed.
+    clock = WaitingMovesTime(datetime(2026, 1, 1, 2, 0, tzinfo=UTC))
+    runner = Runner(schedule, EventLog(stream, fmt="json"), "test", Ledger(unreachable), clock=clock)
     try:
-        outcome = runner.execute(schedule.jobs["touch"], datetime.now(UTC).replace(microsecond=0), retries=False)
+        outcome = runner.execute(schedule.jobs["touch"], clock.now(), retries=False)
     finally:
         runner.stopping.set()
         forget_engine(unreachable)
@@ -507,6 +520,7 @@ def test_a_claim_that_cannot_reach_the_database_gives_up_past_misfire_grace_and_
     assert names.count("run.missed") == 1
     assert names[-1] == "run.missed"
     assert names[:-1] and set(names[:-1]) == {"ledger.unreachable"}
+    assert [e["retry_in_s"] for e in events[:-1]] == [0.5, 1.0]  # doubling, and given up at 1.5 s past the slot
     assert "misfire_grace=1s" in events[-1]["error"]
     assert "run.start" not in names
     assert not marker.exists()
