@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.engine.interfaces import _CoreAnyExecuteParams
 from sqlalchemy.pool import PoolProxiedConnection
@@ -94,6 +95,7 @@ class JobStore:
         self.clock = ledger.clock
         self._insert_stmt = ledger._insert(jobs).on_conflict_do_nothing(index_elements=["id"]).returning(jobs.c.id)
         self._add_text: sa.TextClause | None = None
+        self._insert_text: sa.TextClause | None = None
 
     @contextmanager
     def tx(self, connection: Connection | None = None) -> Iterator[Connection]:
@@ -121,18 +123,13 @@ class JobStore:
     def add(self, conn: Connection, rows: list[JSONObject]) -> tuple[int, set[str]]:
         """Raise the counter, then insert the rows whose id has none yet: returns the change's number and the ids
         inserted (the others are the caller's to read and compare). On Postgres one round trip: the bump (its row
-        lock taken before any row goes in), the NOTIFY and a multi-row insert from arrays (a short statement
+        lock taken before any row goes in), the NOTIFY and a multi-row insert from one JSON text (a short statement
         whatever the number of rows, so the driver parses no long text)."""
         if not rows or not self.ledger.is_postgres:
             seq = self.bump(conn)
             return seq, self.insert(conn, rows, seq)
         now = to_db(self.clock.now())
-        params = {
-            "ids": [r["id"] for r in rows], "origins": [r["origin"] for r in rows], "kinds": [r["kind"] for r in rows],
-            "specs": [None if r["spec"] is None else spec_text(r["spec"]) for r in rows],
-            "fires": [None if r["next_fire_at"] is None else to_db(r["next_fire_at"]) for r in rows],
-            "now": now, "key": SEQ_KEY, "channel": CHANNEL, "schema": schema_of(self.ledger),
-        }  # fmt: skip
+        params = _rows_json(rows) | {"now": now, "key": SEQ_KEY, "channel": CHANNEL, "schema": schema_of(self.ledger)}
         seq, inserted = conn.execute(self._add_sql(), params).one()
         return int(seq), set(inserted)
 
@@ -144,12 +141,7 @@ class JobStore:
                 "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(m.value AS BIGINT) + 1 AS VARCHAR) "
                 "RETURNING CAST(m.value AS BIGINT) AS seq, "
                 "pg_notify(:channel, COALESCE(CAST(:schema AS TEXT), current_schema())) AS woken), "
-                f"added AS (INSERT INTO {qualified(name, 'clock_jobs')} (id, origin, kind, spec, next_fire_at, "
-                "version, changed_seq, removed_at, created_at, updated_at) "
-                "SELECT r.id, r.origin, r.kind, r.spec, r.next_fire_at, 1, b.seq, NULL, :now, :now FROM bumped AS b, "
-                "unnest(CAST(:ids AS VARCHAR[]), CAST(:origins AS VARCHAR[]), CAST(:kinds AS VARCHAR[]), "
-                "CAST(:specs AS TEXT[]), CAST(:fires AS TIMESTAMP[])) AS r(id, origin, kind, spec, next_fire_at) "
-                "ON CONFLICT (id) DO NOTHING RETURNING id) "
+                f"added AS ({_insert_sql(name, 'b.seq', 'bumped AS b, ')}) "
                 "SELECT b.seq, ARRAY(SELECT id FROM added) FROM bumped AS b"
             )
         return self._add_text
@@ -171,9 +163,18 @@ class JobStore:
 
     def insert(self, conn: Connection, rows: list[JSONObject], seq: int) -> set[str]:
         """New rows (id, origin, kind, spec as a dict or None, next_fire_at); an id that has a row already is left
-        alone. Returns the ids inserted. One statement built once, executed for all rows: SQLAlchemy's
-        insertmanyvalues sends them as multi-row INSERTs, compiled once."""
+        alone. Returns the ids inserted. On Postgres one statement from one JSON text (``_rows_json``): SQLAlchemy's
+        multi-row INSERTs hand the driver a text of thousands of placeholders that it parses anew for every
+        batch (10,000 rows: 0.5 s of CPU at a clock's first takeover). On SQLite one statement built once,
+        executed for all rows."""
+        if not rows:
+            return set()
         now = to_db(self.clock.now())
+        if self.ledger.is_postgres:
+            if self._insert_text is None:
+                self._insert_text = sa.text(_insert_sql(schema_of(self.ledger), ":seq", ""))
+            params = _rows_json(rows) | {"seq": seq, "now": now}
+            return set(conn.execute(self._insert_text, params).scalars())
         values = [
             {"id": r["id"], "origin": r["origin"], "kind": r["kind"],
              "spec": None if r["spec"] is None else spec_text(r["spec"]),
@@ -181,8 +182,6 @@ class JobStore:
              "changed_seq": seq, "removed_at": None, "created_at": now, "updated_at": now}
             for r in rows
         ]  # fmt: skip
-        if not values:
-            return set()
         return {job_id for (job_id,) in conn.execute(self._insert_stmt, values)}
 
     def replace(self, conn: Connection, old: JobRow, new: JSONObject, seq: int) -> None:
@@ -306,13 +305,20 @@ class JobStore:
         pending one-offs."""
         return [row for row in self.recurring()] + self.one_offs(None, datetime(9999, 1, 1), limit=one_offs)
 
+    def _id_in(self, ids: list[str]) -> sa.ColumnElement[bool]:
+        """``id IN ids``; on Postgres as one array (``= ANY``): an IN of 10,000 placeholders is a long text that the
+        driver parses in Python."""
+        if self.ledger.is_postgres:
+            return jobs.c.id == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.String)))
+        return jobs.c.id.in_(ids)
+
     def publish_schedule(self, specs: dict[str, JSONObject]) -> list[str]:
         """The leader's schedule.yaml jobs (id -> trigger keys) as rows of origin ``schedule``; rows of jobs no
         longer in it are removed. Returns the ids of api jobs these shadowed (schedule.yaml wins)."""
         shadowed: list[str] = []
         with self.ledger._tx() as conn:
             seq = self.bump(conn)  # first: what is read next is what every earlier change committed
-            mine = sa.or_(sa.and_(unscheduled, jobs.c.origin == "schedule"), jobs.c.id.in_(list(specs)))
+            mine = sa.or_(sa.and_(unscheduled, jobs.c.origin == "schedule"), self._id_in(list(specs)))
             current = {row.id: row_of(row) for row in conn.execute(sa.select(jobs).where(mine))}
             stale = [r for r in current.values() if r.origin == "schedule" and not r.removed and r.id not in specs]
             new = {
@@ -365,6 +371,32 @@ class Counter:
                 self._raw = None
             raise
         return 0 if row is None else int(row[0])
+
+
+def _insert_sql(schema: str | None, seq: str, source: str) -> str:
+    """Postgres: the rows of ``_rows_json`` inserted under change ``seq`` (an expression), an id that has a row
+    already left alone; returns the ids inserted. ``source``: what else the SELECT reads from (``x AS b, ``)."""
+    return (
+        f"INSERT INTO {qualified(schema, 'clock_jobs')} (id, origin, kind, spec, next_fire_at, version, changed_seq, "
+        f"removed_at, created_at, updated_at) SELECT r.id, r.origin, r.kind, r.spec, r.next_fire_at, 1, {seq}, NULL, "
+        f":now, :now FROM {source}json_to_recordset(CAST(:rows AS JSON)) "
+        "AS r(id VARCHAR, origin VARCHAR, kind VARCHAR, spec TEXT, next_fire_at TIMESTAMP) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id"
+    )
+
+
+def _rows_json(rows: list[JSONObject]) -> dict[str, object]:
+    """New rows as one JSON text, for ``_insert_sql``: one parameter whatever their number, which the driver sends
+    as it is (arrays of text are escaped element by element in Python: 0.2 s for 10,000 specs)."""
+    out = []
+    for r in rows:
+        fire = r["next_fire_at"]
+        out.append({
+            "id": r["id"], "origin": r["origin"], "kind": r["kind"],
+            "spec": None if r["spec"] is None else spec_text(r["spec"]),
+            "next_fire_at": None if fire is None else to_db(fire).isoformat(),
+        })  # fmt: skip
+    return {"rows": json.dumps(out)}
 
 
 def _kind(spec: JSONObject) -> str:
