@@ -3,7 +3,9 @@ APScheduler script, their output read line by line, and what /proc says about th
 
 from __future__ import annotations
 
+import compileall
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -93,6 +95,15 @@ class Proc:
         return self.popen.returncode
 
 
+@functools.cache
+def compile_once() -> None:
+    """Byte-compile the repo's modules before the first process starts, as ``pip install`` does for a package
+    (and for the libraries both subjects import): otherwise, where PYTHONDONTWRITEBYTECODE is set, every start-up
+    would compile the clock's own source again, which no deployed clock does."""
+    for folder in ("dynoclock", "bench", "jobs"):
+        compileall.compile_dir(REPO / folder, quiet=1)
+
+
 def spawn(
     argv: Sequence[str],
     log_path: Path,
@@ -101,7 +112,9 @@ def spawn(
     on_line: Callable[[str, float], None] | None = None,
 ) -> Proc:
     """Start ``argv`` with cwd = the repo; stderr goes to ``<log>.err``."""
-    child_env = {k: v for k, v in os.environ.items() if k not in ("DYNO", "CLOCK_SCHEDULE")}
+    compile_once()
+    dropped = ("DYNO", "CLOCK_SCHEDULE", "PYTHONDONTWRITEBYTECODE")
+    child_env = {k: v for k, v in os.environ.items() if k not in dropped}
     child_env |= {"PYTHONUNBUFFERED": "1", "LOG_FORMAT": "logfmt"} | (env or {})
     err = log_path.with_suffix(".err").open("w")
     spawned = time.monotonic()

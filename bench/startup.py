@@ -34,6 +34,7 @@ ISSUE_JOBS = 10_000
 
 def wall(argv: list[str]) -> tuple[float, int, str]:
     """Seconds from spawn to exit, the exit code, and stderr's tail."""
+    procs.compile_once()
     start = time.monotonic()
     done = subprocess.run(argv, cwd=common.REPO, capture_output=True, text=True, timeout=300, check=False)
     return time.monotonic() - start, done.returncode, done.stderr[-500:]
