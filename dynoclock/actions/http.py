@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import http.cookiejar
 import json as jsonlib
 import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import requests
-import urllib3
 
 from dynoclock import __version__
 from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
@@ -33,6 +30,10 @@ from dynoclock.jsontypes import JSONValue
 from dynoclock.observe.redact import redact_url
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.signing import SIGNATURE_HEADER, sign
+
+if TYPE_CHECKING:
+    import requests
+    import urllib3
 
 JOB_KEYS: tuple[str, ...] = ()
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -73,6 +74,9 @@ class HttpAction:
         if self.sign is not None:
             headers[SIGNATURE_HEADER] = sign(self.sign, int(ctx.clock.now().timestamp()), body or b"")
         remaining = max(ctx.remaining, 0.001)
+        import requests  # here, not at the top: a clock without http: jobs never loads requests (6 MB, 0.1 s)
+        import urllib3
+
         try:
             response = session().request(
                 self.method,
@@ -208,6 +212,10 @@ def session() -> requests.Session:
     global _session
     with _session_lock:
         if _session is None:
+            import http.cookiejar
+
+            import requests
+
             _session = requests.Session()
             _session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
             adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64)

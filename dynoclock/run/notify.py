@@ -19,8 +19,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlencode
 
-import requests
-
 from dynoclock.observe import sentry_crons
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.observe.timefmt import iso_utc
@@ -28,6 +26,8 @@ from dynoclock.state.ledger import Ledger
 from dynoclock.timesource import SYSTEM, Clock
 
 if TYPE_CHECKING:
+    import requests
+
     from dynoclock.config.loader import Job
 
 PING_TIMEOUT = 5.0
@@ -71,7 +71,7 @@ class Notifier:
         self.ledger = ledger  # where the status of a job's previous run is read after a restart (on_recovery)
         self._last_final: dict[str, str] = {}  # job id -> status of its last finished run in this process
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=10_000)
-        self._session = requests.Session()
+        self._session: requests.Session | None = None  # made at the first delivery: requests loads only if needed
         self._lock = threading.Lock()
         self._starts: dict[str, threading.Event] = {}  # run id -> set once its start ping is done
         self._alerts: dict[str, threading.Event] = {}  # job id -> set once its latest alert is delivered
@@ -195,10 +195,16 @@ class Notifier:
     def _deliver(
         self, what: str, info: RunInfo, method: str, url: str, body: bytes | None, payload: WebhookMessage | None
     ) -> None:
+        import requests  # here, not at the top: a clock that sends no pings never loads requests (6 MB, 0.1 s)
+
+        with self._lock:
+            if self._session is None:
+                self._session = requests.Session()
+            session = self._session
         error = ""
         for attempt in range(1, PING_TRIES + 1):
             try:
-                response = self._session.request(
+                response = session.request(
                     method, url, data=body, json=payload, timeout=PING_TIMEOUT, allow_redirects=True
                 )
                 if response.status_code < 400:
