@@ -27,24 +27,24 @@ _USERINFO = re.compile(r"\b[a-z][a-z0-9+.-]*://([^/?#\s@]+)@", re.IGNORECASE)
 
 def schedule_secrets(tree: object, env: Mapping[str, str]) -> frozenset[str]:
     """Every secret value in the schedule's raw data, with ``${VAR}`` expanded from ``env``."""
-    return frozenset(_walk(tree, env, "", ""))
+    found: list[str] = []
+    todo: list[tuple[object, str, str]] = [(tree, "", "")]  # (value, its key, the key above): no recursion
+    while todo:
+        value, key, parent = todo.pop()
+        if isinstance(value, dict):
+            todo.extend((item, str(name), key) for name, item in value.items())
+        elif isinstance(value, list):
+            todo.extend((item, key, parent) for item in value)
+        elif value is not None and not isinstance(value, bool):
+            found.extend(_secrets_of(str(value), env, key, parent))
+    return frozenset(found)
 
 
-def _walk(value: object, env: Mapping[str, str], key: str, parent: str) -> Iterator[str]:
-    if isinstance(value, dict):
-        for name, item in value.items():
-            yield from _walk(item, env, str(name), key)
-        return
-    if isinstance(value, list):
-        for item in value:
-            yield from _walk(item, env, key, parent)
-        return
-    if value is None or isinstance(value, bool):
-        return
-    text = str(value)
-    yield from (env[n] for n in variables(text) if SECRET_NAME.search(n) and env.get(n))
-    with contextlib.suppress(Invalid):  # reported by the loader; what is written is still worth masking
-        text = expand(text, env, missing_ok=True)
+def _secrets_of(text: str, env: Mapping[str, str], key: str, parent: str) -> Iterator[str]:
+    if "$" in text:  # most values refer to no variable
+        yield from (env[n] for n in variables(text) if SECRET_NAME.search(n) and env.get(n))
+        with contextlib.suppress(Invalid):  # reported by the loader; what is written is still worth masking
+            text = expand(text, env, missing_ok=True)
     if is_credential(key, parent):
         yield from credential_forms(text, key.lower())
     if "://" in text:  # what _USERINFO needs: most values hold no URL
