@@ -1,66 +1,123 @@
-"""Run-row writes of many rows in one Postgres statement: the values go as arrays, joined with ``unnest``.
+"""Run-row writes of many rows in one statement: the rows go as one JSON text, read back as a table by the database
+(Postgres ``json_to_recordset``, SQLite ``json_each``).
 
-An ``executemany`` of one UPDATE per row costs a round trip and SQLAlchemy's and psycopg's per-row work for each:
-in a burst of 1,000 runs that was most of the clock's CPU. With arrays the rows cost one statement. SQLite,
-where a statement costs no round trip, keeps the per-row statements (state/ledger.py).
+A statement per row costs SQLAlchemy's per-execution work for each (SQLite: 62 ms for the 1,000 start writes of a
+burst, during which no run of it could start), and arrays cost the driver's per-element escaping in Python
+(psycopg: as much again). One JSON text is encoded in C and parsed by the database, whatever the number of rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import cache
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from dynoclock.state.schema import qualified
 from dynoclock.state.tables import runs
 
-MIN_ROWS = 4  # fewer rows go one statement each: Postgres plans a join with arrays slower than an update by key
-_DIALECT: sa.Dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
-_BEGIN = """
+MIN_ROWS = 4  # fewer rows go one statement each: a join with a JSON table plans slower than an update by key
+_SQL_TYPES = {"attempt": "INTEGER", "duration_ms": "INTEGER", "started_at": "TIMESTAMP", "finished_at": "TIMESTAMP"}
+_PG_BEGIN = """
 UPDATE {runs} AS r SET status = 'running', attempt = v.att, started_at = v.at, finished_at = NULL, error = NULL,
     duration_ms = NULL
-FROM unnest(CAST(:rids AS text[]), CAST(:atts AS integer[]), CAST(:ats AS timestamp[])) AS v(rid, att, at)
+FROM json_to_recordset(CAST(:rows AS JSON)) AS v(rid TEXT, att INTEGER, at TIMESTAMP)
 WHERE r.run_id = v.rid AND r.clock = :me AND (r.status = 'claimed' OR (r.status = 'running' AND r.started_at = v.at))
 RETURNING r.run_id
+"""
+# SQLite's UPDATE ... FROM names the target by its table name (no alias); json_each yields one row per element.
+# The unary + keeps SQLite off the status index (it would walk every claimed and running row for each JSON row):
+# each row is found by its run id.
+_SQLITE_BEGIN = """
+UPDATE {runs} SET status = 'running', attempt = v.att, started_at = v.at, finished_at = NULL, error = NULL,
+    duration_ms = NULL
+FROM (SELECT json_extract(value, '$.rid') AS rid, json_extract(value, '$.att') AS att,
+    json_extract(value, '$.at') AS at FROM json_each(:rows)) AS v
+WHERE {runs}.run_id = v.rid AND {runs}.clock = :me
+    AND (+{runs}.status = 'claimed' OR (+{runs}.status = 'running' AND {runs}.started_at = v.at))
+RETURNING {runs}.run_id
+"""
+
+_PG_TOTALS = """
+INSERT INTO {totals} AS t (job, series, value)
+SELECT v.job, v.series, v.value FROM json_to_recordset(CAST(:rows AS JSON)) AS v(job TEXT, series TEXT, value BIGINT)
+ORDER BY v.job, v.series
+ON CONFLICT (job, series) DO UPDATE SET value = t.value + EXCLUDED.value
+"""
+# "WHERE true": SQLite's parser needs it between an INSERT's SELECT and its ON CONFLICT.
+_SQLITE_TOTALS = """
+INSERT INTO {totals} (job, series, value)
+SELECT json_extract(value, '$.job'), json_extract(value, '$.series'), json_extract(value, '$.value')
+FROM json_each(:rows) WHERE true
+ON CONFLICT (job, series) DO UPDATE SET value = {totals}.value + excluded.value
 """
 
 
 def begin(conn: sa.Connection, schema: str | None, starts: Sequence[tuple[str, int, datetime]], clock: str) -> set[str]:
-    """``Ledger.begin`` on Postgres: (run id, attempt, naive UTC instant) each; the run ids marked started."""
-    ordered = sorted(starts)  # rows locked in run id order, as the per-row form did
-    params = {
-        "rids": [run_id for run_id, _, _ in ordered],
-        "atts": [attempt for _, attempt, _ in ordered],
-        "ats": [at for _, _, at in ordered],
-        "me": clock,
-    }
-    return {run_id for (run_id,) in conn.execute(_statement(_BEGIN, schema), params)}
+    """``Ledger.begin`` in one statement: (run id, attempt, naive UTC instant) each; the run ids marked started."""
+    stamp = _stamp(conn.dialect)
+    rows = [{"rid": run_id, "att": attempt, "at": stamp(at)} for run_id, attempt, at in sorted(starts)]
+    sql = _PG_BEGIN if conn.dialect.name == "postgresql" else _SQLITE_BEGIN
+    params = {"rows": json.dumps(rows), "me": clock}
+    return {run_id for (run_id,) in conn.execute(_statement(sql, schema), params)}
 
 
 def update(conn: sa.Connection, schema: str | None, columns: tuple[str, ...], rows: list[dict[str, object]]) -> None:
-    """``Ledger.update_runs`` on Postgres: the rows of one shape (their ``rid`` and ``columns``) in one statement."""
-    rows = sorted(rows, key=lambda row: str(row["rid"]))
-    params = {"rid": [row["rid"] for row in rows]} | {column: [row[column] for row in rows] for column in columns}
-    conn.execute(_statement(_update_sql(columns), schema), params)
+    """``Ledger.update_runs``: the rows of one shape (their ``rid`` and ``columns``, instants naive UTC) in one
+    statement."""
+    stamp = _stamp(conn.dialect)
+    ordered = sorted(rows, key=lambda row: str(row["rid"]))  # rows locked in run id order, as one by one did
+    data = [{k: stamp(v) if isinstance(v, datetime) else v for k, v in row.items()} for row in ordered]
+    sql = _update_sql(columns, conn.dialect.name == "postgresql")
+    conn.execute(_statement(sql, schema), {"rows": json.dumps(data)})
+
+
+def add_totals(conn: sa.Connection, schema: str | None, rows: list[tuple[str, str, int]]) -> None:
+    """``totals.add``: (job, series, increment) rows, in key order, added in one statement."""
+    data = json.dumps([{"job": job, "series": series, "value": n} for job, series, n in rows])
+    sql = _PG_TOTALS if conn.dialect.name == "postgresql" else _SQLITE_TOTALS
+    conn.execute(_statement(sql, schema), {"rows": data})
+
+
+def ids_in(column: sa.ColumnElement[str], ids: Sequence[str], dialect: sa.Dialect) -> sa.ColumnElement[bool]:
+    """``column IN ids`` with the ids as one JSON text: an IN of 1,000 placeholders is a long text that the
+    Postgres driver parses in Python, and SQLite caps the number of placeholders."""
+    text = sa.bindparam("ids", json.dumps(list(ids)), type_=sa.String)
+    if dialect.name == "postgresql":
+        return column.in_(sa.select(sa.func.json_array_elements_text(sa.cast(text, sa.JSON))))
+    return column.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(text)))
 
 
 @cache
-def _update_sql(columns: tuple[str, ...]) -> str:
-    names = ("rid", *columns)
-    arrays = ", ".join(f"CAST(:{name} AS {_array_type(name)})" for name in names)
-    sets = ", ".join(f"{column} = v.{column}" for column in columns)
-    return f"UPDATE {{runs}} AS r SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) WHERE r.run_id = v.rid"
+def _update_sql(columns: tuple[str, ...], postgres: bool) -> str:
+    if postgres:
+        fields = ", ".join(f"{c} {_SQL_TYPES.get(c, 'TEXT')}" for c in ("rid", *columns))
+        sets = ", ".join(f"{c} = v.{c}" for c in columns)
+        return f"UPDATE {{runs}} AS r SET {sets} FROM json_to_recordset(CAST(:rows AS JSON)) AS v({fields}) " + (
+            "WHERE r.run_id = v.rid"
+        )
+    picks = ", ".join(f"json_extract(value, '$.{c}') AS {c}" for c in ("rid", *columns))
+    sets = ", ".join(f"{c} = v.{c}" for c in columns)
+    return f"UPDATE {{runs}} SET {sets} FROM (SELECT {picks} FROM json_each(:rows)) AS v WHERE {{runs}}.run_id = v.rid"
+
+
+def _stamp(dialect: sa.Dialect) -> Callable[[datetime], str]:
+    """An instant as the dialect stores it: Postgres reads ISO text; on SQLite the text must be SQLAlchemy's
+    own (``started_at = v.at`` compares the stored text)."""
+    if dialect.name == "postgresql":
+        return datetime.isoformat
+    return _sqlite_stamp(dialect)
 
 
 @cache
-def _array_type(name: str) -> str:
-    column = runs.c["run_id" if name == "rid" else name]
-    return f"{column.type.compile(dialect=_DIALECT)}[]"
+def _sqlite_stamp(dialect: sa.Dialect) -> Callable[[datetime], str]:
+    processor = runs.c.started_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None  # SQLAlchemy's SQLite DateTime stores text it formats itself
+    return processor
 
 
 @cache
 def _statement(sql: str, schema: str | None) -> sa.TextClause:
-    return sa.text(sql.format(runs=qualified(schema, "clock_runs")))
+    return sa.text(sql.format(runs=qualified(schema, "clock_runs"), totals=qualified(schema, "clock_run_totals")))

@@ -137,7 +137,7 @@ class Ledger(StateDatabase):
         ``running`` from this same start (``started_at`` = ``at``: the reply was lost after the commit) counts."""
         begun: set[str] = set()
         with self._tx() as conn:
-            if self.is_postgres and len(starts) >= bulk.MIN_ROWS:  # one statement for them all (state/bulk.py)
+            if len(starts) >= bulk.MIN_ROWS:  # one statement for them all (state/bulk.py)
                 return bulk.begin(conn, self.schema, [(r, attempt, to_db(at)) for r, attempt, at in starts], clock)
             for run_id, attempt, at in sorted(starts):  # one statement, compiled once, executed per run
                 params = {"rid": run_id, "me": clock, "att": attempt, "when": to_db(at)}
@@ -182,7 +182,7 @@ class Ledger(StateDatabase):
             stmt = self._insert(runs).values(**row).on_conflict_do_nothing().returning(runs.c.run_id)
             inserted = conn.execute(stmt).scalar() is not None
             if inserted:
-                totals.add(conn, {(job, f"runs:{status}"): 1})
+                totals.add(conn, {(job, f"runs:{status}"): 1}, self.schema)
             return inserted
 
     def update_runs(self, updates: dict[str, dict[str, object]]) -> None:
@@ -195,12 +195,12 @@ class Ledger(StateDatabase):
         with self._tx() as conn:
             added = totals.finished_increments(conn, stored)
             for columns, rows in shapes.items():
-                if self.is_postgres and len(rows) >= bulk.MIN_ROWS:
+                if len(rows) >= bulk.MIN_ROWS:
                     bulk.update(conn, self.schema, columns, rows)
                     continue
                 stmt = runs.update().where(runs.c.run_id == sa.bindparam("rid"))
                 conn.execute(stmt.values({c: sa.bindparam(c) for c in columns}), rows)
-            totals.add(conn, added)
+            totals.add(conn, added, self.schema)
 
     def last_slots(self) -> dict[str, datetime]:
         """Each job's latest scheduled slot with a row (manual runs do not count)."""
@@ -290,7 +290,7 @@ class Ledger(StateDatabase):
                 .values(status=status, error=error, finished_at=to_db(self.clock.now()))
             )
             if result.rowcount == 1:
-                totals.add(conn, {(run.job, f"runs:{status}"): 1})
+                totals.add(conn, {(run.job, f"runs:{status}"): 1}, self.schema)
             return bool(result.rowcount == 1)
 
     def history(self, job: str | None = None, limit: int = 50, offset: int = 0) -> list[Run]:
