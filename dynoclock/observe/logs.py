@@ -32,6 +32,7 @@ DESTINATIONS = ("stdout", "logging", "both")
 logger = logging.getLogger("dynoclock")
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 Entry = tuple[str, str, dict[str, object]]  # the line, its level, its fields
+Emitted = tuple[datetime, str, str, dict[str, Any]]  # when, the event, its level, its fields as given
 
 
 class EventLog:
@@ -48,16 +49,24 @@ class EventLog:
         # Reentrant: a signal handler (a second SIGTERM) may log while the main thread it interrupted
         # holds the lock mid-line; a plain Lock would deadlock the clock there, until SIGKILL.
         self._lock = threading.RLock()
-        self._pending: list[Entry] | None = None  # set by write_behind(): lines waiting for the writer thread
+        self._pending: list[Emitted] | None = None  # set by write_behind(): events waiting for the writer thread
         self._writing = False
         self._cond = threading.Condition(self._lock)
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
-        record: dict[str, object] = {
-            "ts": iso_utc(self.clock.now(), timespec="milliseconds"),
-            "level": level,
-            "event": event,
-        }
+        at = self.clock.now()
+        with self._lock:
+            if self._pending is not None:  # the writer thread formats it (redaction included) with the others
+                self._pending.append((at, event, level, fields))
+                if len(self._pending) == 1:
+                    self._cond.notify()
+                return
+            self._write([self._entry((at, event, level, fields))])
+
+    def _entry(self, emitted: Emitted) -> Entry:
+        """An event's line, its level and its fields, every value redacted."""
+        at, event, level, fields = emitted
+        record: dict[str, object] = {"ts": iso_utc(at, timespec="milliseconds"), "level": level, "event": event}
         for key, value in fields.items():
             if value is None:
                 continue
@@ -67,17 +76,12 @@ class EventLog:
                 value = redact(value)
             record[key] = value
         line = json.dumps(record, default=str) if self.fmt == "json" else logfmt(record)
-        with self._lock:
-            if self._pending is not None:
-                self._pending.append((line, level, record))
-                if len(self._pending) == 1:
-                    self._cond.notify()
-                return
-            self._write([(line, level, record)])
+        return line, level, record
 
     def write_behind(self) -> None:
-        """From now on, lines are written by a thread of their own, as many per write as are waiting:
-        in a burst of 1,000 runs, 2,000 flushed writes on the workers' path cost more than the runs."""
+        """From now on, lines are formatted and written by a thread of their own, as many per write as are waiting:
+        in a burst of 1,000 runs, 2,000 lines formatted and flushed on the workers' path cost more than the runs
+        (an event's values are read when its line is written: they are immutable, or no longer changed)."""
         with self._lock:
             if self._pending is None:
                 self._pending = []
@@ -95,9 +99,16 @@ class EventLog:
             with self._lock:
                 while not self._pending:
                     self._cond.wait()
-                lines, self._pending = self._pending, []
+                emitted, self._pending = self._pending, []
                 self._writing = True
-            self._write(lines)
+            entries = []
+            for one in emitted:
+                try:
+                    entries.append(self._entry(one))
+                except Exception:  # a value whose str() raises: its line is lost, never the writer
+                    continue
+            if entries:
+                self._write(entries)
             with self._lock:
                 self._writing = False
                 self._cond.notify_all()
