@@ -57,8 +57,8 @@ ON CONFLICT (job, series) DO UPDATE SET value = {totals}.value + excluded.value
 
 def begin(conn: sa.Connection, schema: str | None, starts: Sequence[tuple[str, int, datetime]], clock: str) -> set[str]:
     """``Ledger.begin`` in one statement: (run id, attempt, naive UTC instant) each; the run ids marked started."""
-    stamp = _stamp(conn.dialect)
-    rows = [{"rid": run_id, "att": attempt, "at": stamp(at)} for run_id, attempt, at in sorted(starts)]
+    text_of = stamp(conn.dialect)
+    rows = [{"rid": run_id, "att": attempt, "at": text_of(at)} for run_id, attempt, at in sorted(starts)]
     sql = _PG_BEGIN if conn.dialect.name == "postgresql" else _SQLITE_BEGIN
     params = {"rows": json.dumps(rows), "me": clock}
     return {run_id for (run_id,) in conn.execute(_statement(sql, schema), params)}
@@ -67,9 +67,9 @@ def begin(conn: sa.Connection, schema: str | None, starts: Sequence[tuple[str, i
 def update(conn: sa.Connection, schema: str | None, columns: tuple[str, ...], rows: list[dict[str, object]]) -> None:
     """``Ledger.update_runs``: the rows of one shape (their ``rid`` and ``columns``, instants naive UTC) in one
     statement."""
-    stamp = _stamp(conn.dialect)
+    text_of = stamp(conn.dialect)
     ordered = sorted(rows, key=lambda row: str(row["rid"]))  # rows locked in run id order, as one by one did
-    data = [{k: stamp(v) if isinstance(v, datetime) else v for k, v in row.items()} for row in ordered]
+    data = [{k: text_of(v) if isinstance(v, datetime) else v for k, v in row.items()} for row in ordered]
     sql = _update_sql(columns, conn.dialect.name == "postgresql")
     conn.execute(_statement(sql, schema), {"rows": json.dumps(data)})
 
@@ -103,7 +103,7 @@ def _update_sql(columns: tuple[str, ...], postgres: bool) -> str:
     return f"UPDATE {{runs}} SET {sets} FROM (SELECT {picks} FROM json_each(:rows)) AS v WHERE {{runs}}.run_id = v.rid"
 
 
-def _stamp(dialect: sa.Dialect) -> Callable[[datetime], str]:
+def stamp(dialect: sa.Dialect) -> Callable[[datetime], str]:
     """An instant as the dialect stores it: Postgres reads ISO text; on SQLite the text must be SQLAlchemy's
     own (``started_at = v.at`` compares the stored text)."""
     if dialect.name == "postgresql":

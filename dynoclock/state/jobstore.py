@@ -12,20 +12,20 @@ resume and run it, never add, change or remove it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.engine.interfaces import _CoreAnyExecuteParams
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.expression import Executable
 
 from dynoclock.jsontypes import JSONObject
+from dynoclock.state import bulk
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.schema import qualified
 from dynoclock.state.tables import from_db, jobs, meta, runs, to_db
@@ -93,7 +93,6 @@ class JobStore:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
         self.clock = ledger.clock
-        self._insert_stmt = ledger._insert(jobs).on_conflict_do_nothing(index_elements=["id"]).returning(jobs.c.id)
         self._add_text: sa.TextClause | None = None
         self._insert_text: sa.TextClause | None = None
 
@@ -128,8 +127,10 @@ class JobStore:
         if not rows or not self.ledger.is_postgres:
             seq = self.bump(conn)
             return seq, self.insert(conn, rows, seq)
-        now = to_db(self.clock.now())
-        params = _rows_json(rows) | {"now": now, "key": SEQ_KEY, "channel": CHANNEL, "schema": schema_of(self.ledger)}
+        now = to_db(self.clock.now()).isoformat()
+        params = _rows_json(rows, datetime.isoformat) | {
+            "now": now, "key": SEQ_KEY, "channel": CHANNEL, "schema": schema_of(self.ledger)
+        }  # fmt: skip
         seq, inserted = conn.execute(self._add_sql(), params).one()
         return int(seq), set(inserted)
 
@@ -163,26 +164,18 @@ class JobStore:
 
     def insert(self, conn: Connection, rows: list[JSONObject], seq: int) -> set[str]:
         """New rows (id, origin, kind, spec as a dict or None, next_fire_at); an id that has a row already is left
-        alone. Returns the ids inserted. On Postgres one statement from one JSON text (``_rows_json``): SQLAlchemy's
-        multi-row INSERTs hand the driver a text of thousands of placeholders that it parses anew for every
-        batch (10,000 rows: 0.5 s of CPU at a clock's first takeover). On SQLite one statement built once,
-        executed for all rows."""
+        alone. Returns the ids inserted. One statement whatever their number, the rows as one JSON text
+        (``_rows_json``): SQLAlchemy's multi-row INSERTs hand the driver texts of thousands of placeholders
+        (Postgres: parsed anew in Python for every batch; 10,000 rows took 0.5 s of CPU at a clock's first
+        takeover)."""
         if not rows:
             return set()
-        now = to_db(self.clock.now())
-        if self.ledger.is_postgres:
-            if self._insert_text is None:
-                self._insert_text = sa.text(_insert_sql(schema_of(self.ledger), ":seq", ""))
-            params = _rows_json(rows) | {"seq": seq, "now": now}
-            return set(conn.execute(self._insert_text, params).scalars())
-        values = [
-            {"id": r["id"], "origin": r["origin"], "kind": r["kind"],
-             "spec": None if r["spec"] is None else spec_text(r["spec"]),
-             "next_fire_at": None if r["next_fire_at"] is None else to_db(r["next_fire_at"]), "version": 1,
-             "changed_seq": seq, "removed_at": None, "created_at": now, "updated_at": now}
-            for r in rows
-        ]  # fmt: skip
-        return {job_id for (job_id,) in conn.execute(self._insert_stmt, values)}
+        postgres = self.ledger.is_postgres
+        if self._insert_text is None:
+            self._insert_text = sa.text(_insert_sql(schema_of(self.ledger), ":seq", "", postgres))
+        stamp = bulk.stamp(conn.dialect)
+        params = _rows_json(rows, stamp) | {"seq": seq, "now": stamp(to_db(self.clock.now()))}
+        return set(conn.execute(self._insert_text, params).scalars())
 
     def replace(self, conn: Connection, old: JobRow, new: JSONObject, seq: int) -> None:
         """A new spec (or origin) for an existing row, removed or not: version + 1."""
@@ -306,11 +299,8 @@ class JobStore:
         return [row for row in self.recurring()] + self.one_offs(None, datetime(9999, 1, 1), limit=one_offs)
 
     def _id_in(self, ids: list[str]) -> sa.ColumnElement[bool]:
-        """``id IN ids``; on Postgres as one array (``= ANY``): an IN of 10,000 placeholders is a long text that the
-        driver parses in Python."""
-        if self.ledger.is_postgres:
-            return jobs.c.id == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.String)))
-        return jobs.c.id.in_(ids)
+        """``id IN ids``, the ids as one JSON text (state/bulk.py)."""
+        return bulk.ids_in(jobs.c.id, ids, self.ledger.engine.dialect)
 
     def publish_schedule(self, specs: dict[str, JSONObject]) -> list[str]:
         """The leader's schedule.yaml jobs (id -> trigger keys) as rows of origin ``schedule``; rows of jobs no
@@ -373,28 +363,35 @@ class Counter:
         return 0 if row is None else int(row[0])
 
 
-def _insert_sql(schema: str | None, seq: str, source: str) -> str:
-    """Postgres: the rows of ``_rows_json`` inserted under change ``seq`` (an expression), an id that has a row
-    already left alone; returns the ids inserted. ``source``: what else the SELECT reads from (``x AS b, ``)."""
+def _insert_sql(schema: str | None, seq: str, source: str, postgres: bool = True) -> str:
+    """The rows of ``_rows_json`` inserted under change ``seq`` (an expression), an id that has a row already left
+    alone; returns the ids inserted. ``source`` (Postgres): what else the SELECT reads from (``x AS b, ``)."""
+    columns = "id, origin, kind, spec, next_fire_at, version, changed_seq, removed_at, created_at, updated_at"
+    if not postgres:  # "WHERE true": SQLite's parser needs it between an INSERT's SELECT and its ON CONFLICT
+        picks = ", ".join(f"json_extract(value, '$.{c}')" for c in ("id", "origin", "kind", "spec", "next_fire_at"))
+        return (
+            f"INSERT INTO {qualified(schema, 'clock_jobs')} ({columns}) SELECT {picks}, 1, {seq}, NULL, :now, :now "
+            "FROM json_each(:rows) WHERE true ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
     return (
-        f"INSERT INTO {qualified(schema, 'clock_jobs')} (id, origin, kind, spec, next_fire_at, version, changed_seq, "
-        f"removed_at, created_at, updated_at) SELECT r.id, r.origin, r.kind, r.spec, r.next_fire_at, 1, {seq}, NULL, "
-        f":now, :now FROM {source}json_to_recordset(CAST(:rows AS JSON)) "
+        f"INSERT INTO {qualified(schema, 'clock_jobs')} ({columns}) SELECT r.id, r.origin, r.kind, r.spec, "
+        f"r.next_fire_at, 1, {seq}, NULL, CAST(:now AS TIMESTAMP), CAST(:now AS TIMESTAMP) "
+        f"FROM {source}json_to_recordset(CAST(:rows AS JSON)) "
         "AS r(id VARCHAR, origin VARCHAR, kind VARCHAR, spec TEXT, next_fire_at TIMESTAMP) "
         "ON CONFLICT (id) DO NOTHING RETURNING id"
     )
 
 
-def _rows_json(rows: list[JSONObject]) -> dict[str, object]:
+def _rows_json(rows: list[JSONObject], stamp: Callable[[datetime], str]) -> dict[str, object]:
     """New rows as one JSON text, for ``_insert_sql``: one parameter whatever their number, which the driver sends
-    as it is (arrays of text are escaped element by element in Python: 0.2 s for 10,000 specs)."""
+    as it is (instants as ``stamp`` writes them for the store)."""
     out = []
     for r in rows:
         fire = r["next_fire_at"]
         out.append({
             "id": r["id"], "origin": r["origin"], "kind": r["kind"],
             "spec": None if r["spec"] is None else spec_text(r["spec"]),
-            "next_fire_at": None if fire is None else to_db(fire).isoformat(),
+            "next_fire_at": None if fire is None else stamp(to_db(fire)),
         })  # fmt: skip
     return {"rows": json.dumps(out)}
 
