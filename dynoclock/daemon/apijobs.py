@@ -88,7 +88,7 @@ class ApiJobs:
             self.publish(self.runner.schedule)
             now = self.clock.now()
             self.seen = self.store.seq()  # changes after this are read by the loop
-            rows = {row.id: row for row in self.store.recurring() if row.origin == "api"}
+            rows = {row.id: row for row in self.store.recurring("api")}  # not the schedule.yaml ones just published
             for job_id in list(self.recurring):
                 if job_id not in rows:
                     self._drop(job_id)

@@ -226,10 +226,12 @@ class JobStore:
         with self.ledger.engine.connect() as conn:
             return [row_of(row) for row in conn.execute(query)]
 
-    def recurring(self) -> list[JobRow]:
-        """Every live recurring row (api and schedule): from the index of rows with no next fire time, not a scan of
-        the pending one-offs."""
+    def recurring(self, origin: str | None = None) -> list[JobRow]:
+        """Every live recurring row (api and schedule, or only those of ``origin``): from the index of rows with no
+        next fire time, not a scan of the pending one-offs."""
         query = sa.select(jobs).where(unscheduled, jobs.c.kind != "at", jobs.c.removed_at.is_(None))
+        if origin is not None:
+            query = query.where(jobs.c.origin == origin)
         with self.ledger.engine.connect() as conn:
             return [row_of(row) for row in conn.execute(query)]
 
