@@ -84,7 +84,7 @@ def add_totals(conn: sa.Connection, schema: str | None, rows: list[tuple[str, st
 def ids_in(column: sa.ColumnElement[str], ids: Sequence[str], dialect: sa.Dialect) -> sa.ColumnElement[bool]:
     """``column IN ids`` with the ids as one JSON text: an IN of 1,000 placeholders is a long text that the
     Postgres driver parses in Python, and SQLite caps the number of placeholders."""
-    text = sa.bindparam("ids", json.dumps(list(ids)), type_=sa.String)
+    text = sa.bindparam("ids", json.dumps(list(ids)), type_=sa.String, unique=True)
     if dialect.name == "postgresql":
         return column.in_(sa.select(sa.func.json_array_elements_text(sa.cast(text, sa.JSON))))
     return column.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(text)))
