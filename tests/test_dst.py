@@ -332,3 +332,18 @@ def test_next_after_is_strictly_after_and_first_around_every_change(zone_name: s
                     )
     assert second_pass >= 20  # the samples do include the second pass of repeated hours
     assert not failures, f"{len(failures)} wrong answers:\n" + "\n".join(failures[:20])
+
+
+def test_the_same_wall_time_in_both_passes_of_a_fall_back_gives_each_its_own_next_run() -> None:
+    # New York falls back on 2025-11-02: 01:10 EDT (05:10Z) and 01:10 EST (06:10Z) share their wall time and zone,
+    # so Python compares them as equal. Asked in that order, and in the other, each answer is its own.
+    zone = ZoneInfo(NY)
+    first = datetime(2025, 11, 2, 1, 10, tzinfo=zone)
+    second = first.replace(fold=1)
+    expr = normalize("*/30 * * * *")
+    for asked in ([first, second], [second, first]):
+        answers = {moment.fold: next_after(expr, zone, moment) for moment in asked}
+        assert answers == {
+            0: datetime(2025, 11, 2, 5, 30, tzinfo=UTC),  # 01:30 EDT
+            1: datetime(2025, 11, 2, 6, 30, tzinfo=UTC),  # 01:30 EST
+        }
