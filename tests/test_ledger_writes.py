@@ -22,6 +22,7 @@ from dynoclock.state import engines as db
 from dynoclock.state.controls import Controls
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import Claim, Run
+from dynoclock.state.schema import qualified
 from dynoclock.state.tables import clocks, runs, to_db
 from tests.support.state import all_runs
 
@@ -237,7 +238,7 @@ def test_a_retried_batch_claim_is_not_won_once_another_clock_has_reclaimed_the_r
 
 
 def test_update_runs_applies_rows_of_different_shapes_in_one_call(store: Ledger) -> None:
-    # Five rows of one shape (one statement of arrays on Postgres) and two of another (one statement each).
+    # Five rows of one shape (one statement from JSON, state/bulk.py) and two of another (one statement each).
     ids = [rid() for _ in range(8)]
     assert store.claim_many([Claim(run_id, "tick", minutes(i), "clock-a") for i, run_id in enumerate(ids)])
     before = {r.run_id: r for r in all_runs(store)}
@@ -284,6 +285,23 @@ def test_update_runs_stores_aware_datetimes_as_the_same_instant_in_utc(store: Le
 
 
 # ---- unclaim --------------------------------------------------------------------------------
+
+
+def test_rows_updated_together_are_stored_exactly_as_a_row_updated_alone(store: Ledger) -> None:
+    # Many rows go as one JSON text (state/bulk.py), one row through SQLAlchemy's own statement: the stored values
+    # must be the same to the byte (SQLite compares instants as text), and a later single-row read must agree.
+    alone, together = rid(), [rid() for _ in range(5)]
+    store.claim_many([Claim(r, "tick", minutes(i), "clock-a") for i, r in enumerate([alone, *together])])
+    started = datetime(2026, 3, 1, 7, 0, 1, tzinfo=ZoneInfo("America/New_York"))  # whole second: no fraction
+    values = {"status": "ok", "started_at": started, "finished_at": minutes(30), "error": None, "duration_ms": 5}
+    store.update_runs({alone: values})
+    store.update_runs(dict.fromkeys(together, values))
+    columns = "run_id, started_at, finished_at, status, error, duration_ms"
+    with store.engine.connect() as conn:  # what the driver holds: text on SQLite
+        rows = conn.exec_driver_sql(f"SELECT {columns} FROM {qualified(store.schema, 'clock_runs')}")
+        raw = {r: tuple(v) for r, *v in rows}
+    assert {raw[r] for r in together} == {raw[alone]}
+    assert store.begin([(r, 2, minutes(40)) for r in together], "clock-a") == set()  # finished: not begun again
 
 
 def test_unclaim_deletes_a_claim_that_never_started_so_the_slot_is_free_again(store: Ledger) -> None:
