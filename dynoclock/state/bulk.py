@@ -81,6 +81,26 @@ def add_totals(conn: sa.Connection, schema: str | None, rows: list[tuple[str, st
     conn.execute(_statement(sql, schema), {"rows": data})
 
 
+def insert_jobs_sql(schema: str | None, seq: str, source: str, postgres: bool = True) -> str:
+    """``JobStore.insert``: the rows of its JSON text inserted under change ``seq`` (an expression), an id that has
+    a row already left alone; returns the ids inserted. ``source`` (Postgres): what else the SELECT reads from
+    (``x AS b, ``)."""
+    columns = "id, origin, kind, spec, next_fire_at, version, changed_seq, removed_at, created_at, updated_at"
+    if not postgres:  # "WHERE true": SQLite's parser needs it between an INSERT's SELECT and its ON CONFLICT
+        picks = ", ".join(f"json_extract(value, '$.{c}')" for c in ("id", "origin", "kind", "spec", "next_fire_at"))
+        return (
+            f"INSERT INTO {qualified(schema, 'clock_jobs')} ({columns}) SELECT {picks}, 1, {seq}, NULL, :now, :now "
+            "FROM json_each(:rows) WHERE true ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+    return (
+        f"INSERT INTO {qualified(schema, 'clock_jobs')} ({columns}) SELECT r.id, r.origin, r.kind, r.spec, "
+        f"r.next_fire_at, 1, {seq}, NULL, CAST(:now AS TIMESTAMP), CAST(:now AS TIMESTAMP) "
+        f"FROM {source}json_to_recordset(CAST(:rows AS JSON)) "
+        "AS r(id VARCHAR, origin VARCHAR, kind VARCHAR, spec TEXT, next_fire_at TIMESTAMP) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id"
+    )
+
+
 def ids_in(column: sa.ColumnElement[str], ids: Sequence[str], dialect: sa.Dialect) -> sa.ColumnElement[bool]:
     """``column IN ids`` with the ids as one JSON text: an IN of 1,000 placeholders is a long text that the
     Postgres driver parses in Python, and SQLite caps the number of placeholders."""

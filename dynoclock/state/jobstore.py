@@ -142,7 +142,7 @@ class JobStore:
                 "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(m.value AS BIGINT) + 1 AS VARCHAR) "
                 "RETURNING CAST(m.value AS BIGINT) AS seq, "
                 "pg_notify(:channel, COALESCE(CAST(:schema AS TEXT), current_schema())) AS woken), "
-                f"added AS ({_insert_sql(name, 'b.seq', 'bumped AS b, ')}) "
+                f"added AS ({bulk.insert_jobs_sql(name, 'b.seq', 'bumped AS b, ')}) "
                 "SELECT b.seq, ARRAY(SELECT id FROM added) FROM bumped AS b"
             )
         return self._add_text
@@ -172,7 +172,7 @@ class JobStore:
             return set()
         postgres = self.ledger.is_postgres
         if self._insert_text is None:
-            self._insert_text = sa.text(_insert_sql(schema_of(self.ledger), ":seq", "", postgres))
+            self._insert_text = sa.text(bulk.insert_jobs_sql(schema_of(self.ledger), ":seq", "", postgres))
         stamp = bulk.stamp(conn.dialect)
         params = _rows_json(rows, stamp) | {"seq": seq, "now": stamp(to_db(self.clock.now()))}
         return set(conn.execute(self._insert_text, params).scalars())
@@ -365,28 +365,9 @@ class Counter:
         return 0 if row is None else int(row[0])
 
 
-def _insert_sql(schema: str | None, seq: str, source: str, postgres: bool = True) -> str:
-    """The rows of ``_rows_json`` inserted under change ``seq`` (an expression), an id that has a row already left
-    alone; returns the ids inserted. ``source`` (Postgres): what else the SELECT reads from (``x AS b, ``)."""
-    columns = "id, origin, kind, spec, next_fire_at, version, changed_seq, removed_at, created_at, updated_at"
-    if not postgres:  # "WHERE true": SQLite's parser needs it between an INSERT's SELECT and its ON CONFLICT
-        picks = ", ".join(f"json_extract(value, '$.{c}')" for c in ("id", "origin", "kind", "spec", "next_fire_at"))
-        return (
-            f"INSERT INTO {qualified(schema, 'clock_jobs')} ({columns}) SELECT {picks}, 1, {seq}, NULL, :now, :now "
-            "FROM json_each(:rows) WHERE true ON CONFLICT (id) DO NOTHING RETURNING id"
-        )
-    return (
-        f"INSERT INTO {qualified(schema, 'clock_jobs')} ({columns}) SELECT r.id, r.origin, r.kind, r.spec, "
-        f"r.next_fire_at, 1, {seq}, NULL, CAST(:now AS TIMESTAMP), CAST(:now AS TIMESTAMP) "
-        f"FROM {source}json_to_recordset(CAST(:rows AS JSON)) "
-        "AS r(id VARCHAR, origin VARCHAR, kind VARCHAR, spec TEXT, next_fire_at TIMESTAMP) "
-        "ON CONFLICT (id) DO NOTHING RETURNING id"
-    )
-
-
 def _rows_json(rows: list[JSONObject], stamp: Callable[[datetime], str]) -> dict[str, object]:
-    """New rows as one JSON text, for ``_insert_sql``: one parameter whatever their number, which the driver sends
-    as it is (instants as ``stamp`` writes them for the store)."""
+    """New rows as one JSON text, for ``bulk.insert_jobs_sql``: one parameter whatever their number, which the
+    driver sends as it is (instants as ``stamp`` writes them for the store)."""
     out = []
     for r in rows:
         fire = r["next_fire_at"]
