@@ -35,7 +35,7 @@ def statuses(store: Ledger) -> dict[str, tuple[str, str]]:
 
 
 def test_many_starts_are_marked_once_even_if_the_reply_was_lost(store: Ledger) -> None:
-    ids = [f"m{i}" for i in range(6)]  # enough for one statement of arrays on Postgres (state/bulk.py)
+    ids = [f"m{i}" for i in range(6)]  # enough for one statement from JSON (state/bulk.py)
     for i, run_id in enumerate(ids):
         assert store.claim(run_id, "tick", SLOT + timedelta(hours=i), "me" if i else "other")
     at = SLOT + timedelta(seconds=1)
