@@ -54,6 +54,35 @@ FROM json_each(:rows) WHERE true
 ON CONFLICT (job, series) DO UPDATE SET value = {totals}.value + excluded.value
 """
 
+_PG_CLAIM = """
+INSERT INTO {runs} (run_id, job, scheduled_for, claimed_at, status, attempt, clock, reason)
+SELECT v.run_id, v.job, v.slot, v.at, 'claimed', 0, v.clock, v.reason
+FROM json_to_recordset(CAST(:rows AS JSON)) AS v(run_id TEXT, job TEXT, slot TIMESTAMP, at TIMESTAMP, clock TEXT,
+    reason TEXT)
+ORDER BY v.job, v.slot
+ON CONFLICT DO NOTHING RETURNING run_id
+"""
+_SQLITE_CLAIM = """
+INSERT INTO {runs} (run_id, job, scheduled_for, claimed_at, status, attempt, clock, reason)
+SELECT json_extract(value, '$.run_id'), json_extract(value, '$.job'), json_extract(value, '$.slot'),
+    json_extract(value, '$.at'), 'claimed', 0, json_extract(value, '$.clock'), json_extract(value, '$.reason')
+FROM json_each(:rows) WHERE true
+ON CONFLICT DO NOTHING RETURNING run_id
+"""
+
+
+def claim(conn: sa.Connection, schema: str | None, rows: Sequence[tuple[str, str, datetime, str, str]],
+          at: datetime) -> set[str]:  # fmt: skip
+    """``Ledger.claim_many``'s insert: (run id, job, naive UTC slot, clock, reason) each, claimed at ``at``, in
+    (job, slot) order (two clocks claiming overlapping batches lock rows in the same order); the run ids inserted
+    (a slot or run id that has a row already is left alone)."""
+    text_of = stamp(conn.dialect)
+    when = text_of(at)
+    data = [{"run_id": r, "job": job, "slot": text_of(slot), "at": when, "clock": clock, "reason": reason}
+            for r, job, slot, clock, reason in sorted(rows, key=lambda row: (row[1], row[2]))]  # fmt: skip
+    sql = _PG_CLAIM if conn.dialect.name == "postgresql" else _SQLITE_CLAIM
+    return {run_id for (run_id,) in conn.execute(_statement(sql, schema), {"rows": json.dumps(data)})}
+
 
 def begin(conn: sa.Connection, schema: str | None, starts: Sequence[tuple[str, int, datetime]], clock: str) -> set[str]:
     """``Ledger.begin`` in one statement: (run id, attempt, naive UTC instant) each; the run ids marked started."""

@@ -96,7 +96,9 @@ class Ledger(StateDatabase):
             return self._claim_rows(conn, claims, now, fence)
 
     def _current(self, conn: sa.Connection, claims: list[Claim], ids: list[str], stale: set[str] | None) -> list[Claim]:
-        query = sa.select(jobs.c.id, jobs.c.version).where(jobs.c.id.in_(ids), jobs.c.removed_at.is_(None))
+        query = sa.select(jobs.c.id, jobs.c.version).where(
+            bulk.ids_in(jobs.c.id, ids, conn.dialect), jobs.c.removed_at.is_(None)
+        )
         if self.is_postgres:
             query = query.order_by(jobs.c.id).with_for_update(read=True)
         current = {job_id: version for job_id, version in conn.execute(query)}
@@ -106,24 +108,26 @@ class Ledger(StateDatabase):
         return keep
 
     def _claim_rows(self, conn: sa.Connection, claims: list[Claim], now: datetime, fence: Fence | None) -> set[str]:
-        rows = [
-            {"run_id": c.run_id, "job": c.job, "scheduled_for": to_db(c.slot), "claimed_at": now,
-             "status": "claimed", "attempt": 0, "clock": c.clock, "reason": c.reason}
-            for c in sorted(claims, key=lambda c: (c.job, c.slot))
-        ]  # fmt: skip
         if fence is not None and (
             fence.epoch is None
             or conn.execute(self._fence, {"holder": fence.holder, "epoch": fence.epoch}).first() is None
         ):
             raise LeaseLost(f"{fence.holder} does not hold the leader lease (epoch {fence.epoch})")
         # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
-        # One statement built once, executed for all rows: SQLAlchemy's insertmanyvalues batches them
-        # into multi-row INSERTs and keeps the compiled form cached (a fresh .values(rows) compiles anew).
-        won = {run_id for (run_id,) in conn.execute(self._claim_stmt, rows)}
+        if len(claims) >= bulk.MIN_ROWS:  # the rows as one JSON text (state/bulk.py)
+            slots = [(c.run_id, c.job, to_db(c.slot), c.clock, c.reason) for c in claims]
+            won = bulk.claim(conn, self.schema, slots, now)
+        else:  # one statement built once and cached, executed for the rows in (job, slot) order
+            rows = [
+                {"run_id": c.run_id, "job": c.job, "scheduled_for": to_db(c.slot), "claimed_at": now,
+                 "status": "claimed", "attempt": 0, "clock": c.clock, "reason": c.reason}
+                for c in sorted(claims, key=lambda c: (c.job, c.slot))
+            ]  # fmt: skip
+            won = {run_id for (run_id,) in conn.execute(self._claim_stmt, rows)}
         lost = {c.run_id: c.clock for c in claims if c.run_id not in won}
         if lost:
             ours = sa.select(runs.c.run_id, runs.c.clock).where(
-                runs.c.run_id.in_(list(lost)), runs.c.status == "claimed"
+                bulk.ids_in(runs.c.run_id, list(lost), conn.dialect), runs.c.status == "claimed"
             )
             won.update(run_id for run_id, clock in conn.execute(ours) if lost[run_id] == clock)
         return won
