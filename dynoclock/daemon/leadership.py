@@ -93,6 +93,8 @@ class Leadership:
             raise self.denied
         self._thread = threading.Thread(target=self._loop, name="leadership", daemon=True)
         self._thread.start()
+        if self.lease.ttl is not None:
+            threading.Thread(target=self._watch, name="lease-watch", daemon=True).start()
 
     def step_down(self) -> None:
         """At SIGTERM: stop claiming and release the lease now, so a standby takes over while our runs finish."""
@@ -116,26 +118,30 @@ class Leadership:
             self.ledger.forget_clock(self.clock_id)
 
     def _loop(self) -> None:
+        """The rounds, one after the other. One that hangs (a database gone silent, its packets dropped) holds
+        only this thread: ``_watch`` sees the lease's bound pass."""
         while not self.stopped.is_set():
             wait = LEADER_CHECK if self.leader.is_set() else STANDBY_POLL
             if self._failures:
                 wait = min(STANDBY_POLL * 2**self._failures, 15.0)
             if self.clock.wait(self.stopped, wait):
                 return
-            # The round runs on a thread of its own, watched from here: a call that hangs (a database gone silent,
-            # its packets dropped) must not keep this clock claiming past its lease, and it says so.
-            done = threading.Event()
-            threading.Thread(target=self._round, args=(done,), name="leadership-round", daemon=True).start()
-            while not self.clock.wait(done, 1.0):
-                if self.stopped.is_set():
-                    return
-                self.is_leader()  # past the lease's bound: stops claiming, and logs clock.lease_lost once
-
-    def _round(self, done: threading.Event) -> None:
-        try:
             self.step()
-        finally:
-            done.set()
+
+    def _watch(self) -> None:
+        """A lease that expires (Postgres): wakes when the last renewal's bound passes, so that a clock whose round
+        hangs says so (``is_leader`` logs clock.lease_lost once; claims stop as they ask it) before a standby may
+        take over. A round that renews in time moves the bound on: it wakes about once per two rounds."""
+        while True:
+            wait = LEADER_CHECK
+            if self.leader.is_set():
+                left = self._held_until - self.clock.monotonic()
+                if left <= 0:
+                    self.is_leader()
+                else:
+                    wait = min(left + 0.01, 60.0)
+            if self.clock.wait(self.stopped, wait):
+                return
 
     def step(self, now: datetime | None = None) -> None:
         """One round: ensure the schema, heartbeat, take or check the lease, housekeeping."""
@@ -162,9 +168,9 @@ class Leadership:
                     self._renewed(asked_at)
                     if self._due is not None:  # the takeover's round failed before its catch-up was done
                         self._catch_up_due()
-                    paused_jobs, requested = self.ledger.leader_round(self.clock_id, self.started_at)
+                    paused_jobs, requested, others = self.ledger.leader_round(self.clock_id, self.started_at)
                     self._controls(paused_jobs, requested)
-                    self.housekeeping.round()
+                    self.housekeeping.round(others_unfinished=others)
                     self._healthy()
                     return
             elif self.lease.try_acquire():
