@@ -24,7 +24,7 @@ from dynoclock.run.claims import LEAD
 from dynoclock.run.runner import Runner
 from dynoclock.schedule import catchup
 from dynoclock.state.controls import Controls
-from dynoclock.state.lease import make_lease
+from dynoclock.state.lease import PostgresLease, make_lease
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import SchemaTooNew
 from dynoclock.state.schema import SchemaDenied
@@ -160,7 +160,15 @@ class Leadership:
                 return
             asked_at = self.clock.monotonic()
             if self.leader.is_set():
-                if not self.lease.still_held():
+                # On Postgres the lease is renewed by the round's own statement (one round trip, state/round.py),
+                # unless a catch-up is owed first; a round that is not renewed writes nothing.
+                beat: tuple[set[str], bool, bool] | None = None
+                if isinstance(self.lease, PostgresLease) and self._due is None:
+                    beat = self.ledger.leader_round_renewing(self.clock_id, self.started_at, self.lease)
+                    held = beat is not None
+                else:
+                    held = self.lease.still_held()
+                if not held:
                     self.leader.clear()
                     self.events.emit("clock.lease_lost", level="error", clock=self.clock_id,
                                      note="stopped claiming; will try to lead again")  # fmt: skip
@@ -168,7 +176,9 @@ class Leadership:
                     self._renewed(asked_at)
                     if self._due is not None:  # the takeover's round failed before its catch-up was done
                         self._catch_up_due()
-                    paused_jobs, requested, others = self.ledger.leader_round(self.clock_id, self.started_at)
+                    if beat is None:
+                        beat = self.ledger.leader_round(self.clock_id, self.started_at)
+                    paused_jobs, requested, others = beat
                     self._controls(paused_jobs, requested)
                     self.housekeeping.round(others_unfinished=others)
                     self._healthy()

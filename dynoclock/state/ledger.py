@@ -35,6 +35,7 @@ from dynoclock.state.tables import (
 from dynoclock.timesource import SYSTEM, Clock
 
 if TYPE_CHECKING:
+    from dynoclock.state.lease import PostgresLease
     from dynoclock.state.round import LeaderRound
 
 DEAD_AFTER = timedelta(seconds=20)  # a clock whose heartbeat is older than this is dead: its unfinished runs are closed
@@ -323,11 +324,19 @@ class Ledger(StateDatabase):
     def leader_round(self, clock: str, started_at: datetime) -> tuple[set[str], bool, bool]:
         """A leader's periodic round (state/round.py): its heartbeat written; the paused jobs, whether a "run now"
         request waits, whether another clock has a run unfinished."""
+        beat = self.leader_round_renewing(clock, started_at, None)
+        assert beat is not None
+        return beat
+
+    def leader_round_renewing(
+        self, clock: str, started_at: datetime, lease: PostgresLease | None
+    ) -> tuple[set[str], bool, bool] | None:
+        """The same with the Postgres lease renewed by the same statement; None if it was not (nothing written)."""
         if self._round is None:
             from dynoclock.state.round import LeaderRound
 
             self._round = LeaderRound(self)
-        return self._round(clock, started_at)
+        return self._round(clock, started_at, lease)
 
     def _heartbeat(self, conn: sa.Connection, clock: str, role: str, started_at: datetime) -> None:
         now = to_db(self.clock.now())

@@ -4,8 +4,9 @@ One round writes the leader's heartbeat (its ``clock_clocks`` row and ``led_unti
 whether a "run now" request waits, and whether any clock but this one has a run unfinished (only then has the
 housekeeping anything to look at, daemon/housekeeping.py). It runs on a DBAPI connection the round keeps, in
 statements written once: on Postgres one statement, autocommit, so one round trip (and one transaction, behind
-PgBouncer in transaction pooling too), like the lease's renewal, with no statement bounds of its own (the lease's
-bound stops a leader whose round hangs); on SQLite one transaction of four statements.
+PgBouncer in transaction pooling too), with no statement bounds of its own, as the lease's renewal, which a
+leader's round carries in the same statement on the lease's connection (the lease's bound stops a leader whose
+round hangs); on SQLite one transaction of four statements.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dynoclock.observe.timefmt import iso_utc
+from dynoclock.state.lease import RENEW_CTE
 from dynoclock.state.schema import qualified
 from dynoclock.state.tables import UNFINISHED, clocks, from_db, to_db
 
@@ -21,17 +23,21 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
     from dynoclock.state.database import StateDatabase
+    from dynoclock.state.lease import PostgresLease
 
 _UNFINISHED = ", ".join(f"'{status}'" for status in UNFINISHED)
+# With the lease's renewal (``RENEW_CTE``): the heartbeat is written only if the lease was renewed.
 _PG = """
-    WITH beat AS (
+    WITH {renewed},
+    beat AS (
         INSERT INTO {clocks} AS c (clock, role, started_at, heartbeat_at)
-        VALUES (%(clock)s, 'leader', %(started)s, %(now)s)
+        SELECT %(clock)s, 'leader', %(started)s, %(now)s FROM renewed
         ON CONFLICT (clock) DO UPDATE SET role = 'leader', heartbeat_at = excluded.heartbeat_at RETURNING 1),
     led AS (
-        INSERT INTO {meta} AS m (key, value) VALUES ('led_until', %(led)s)
+        INSERT INTO {meta} AS m (key, value) SELECT 'led_until', %(led)s FROM renewed
         ON CONFLICT (key) DO UPDATE SET value = excluded.value RETURNING 1)
-    SELECT ARRAY(SELECT job FROM {paused}),
+    SELECT (SELECT count(*) FROM renewed),
+           ARRAY(SELECT job FROM {paused}),
            EXISTS (SELECT 1 FROM {requests} WHERE taken_at IS NULL),
            EXISTS (SELECT 1 FROM {runs} WHERE status IN ({unfinished}) AND clock <> %(clock)s),
            (SELECT count(*) FROM beat) + (SELECT count(*) FROM led)"""
@@ -52,13 +58,22 @@ class LeaderRound:
         self._raw: PoolProxiedConnection | None = None
         self._datetime = clocks.c.heartbeat_at.type.bind_processor(db.engine.dialect)  # as SQLAlchemy stores it
         names = {name: qualified(db.schema, f"clock_{name}") for name in ("clocks", "meta", "paused", "requests")}
-        self._pg = _PG.format(**names, runs=qualified(db.schema, "clock_runs"), unfinished=_UNFINISHED)
+        names |= {"runs": qualified(db.schema, "clock_runs"), "unfinished": _UNFINISHED}
+        renewed = RENEW_CTE.format(lease=qualified(db.schema, "clock_lease"))
+        self._pg = _PG.format(**names, renewed="renewed AS (SELECT 1)")
+        self._pg_renewing = _PG.format(**names, renewed=renewed)
 
-    def __call__(self, clock: str, started_at: datetime) -> tuple[set[str], bool, bool]:
-        """(paused jobs, a request waits, another clock has an unfinished run), the heartbeat written."""
+    def __call__(
+        self, clock: str, started_at: datetime, lease: PostgresLease | None = None
+    ) -> tuple[set[str], bool, bool] | None:
+        """(paused jobs, a request waits, another clock has an unfinished run), the heartbeat written. ``lease``
+        (Postgres): renewed by the same statement, on its connection; None if it was not (nothing written)."""
         now = to_db(self.db.clock.now())
         params: dict[str, Any] = {"clock": clock, "started": self._stored(to_db(started_at)), "now": self._stored(now),
                                   "led": iso_utc(from_db(now))}  # fmt: skip
+        if lease is not None:
+            row = lease.renew_with(self._pg_renewing, params)
+            return None if row is None else (set(row[1]), bool(row[2]), bool(row[3]))
         try:
             raw = self._connection()
             cursor = raw.cursor()
@@ -67,7 +82,7 @@ class LeaderRound:
                     cursor.execute(self._pg, params)
                     row = cursor.fetchone()
                     assert row is not None
-                    return set(row[0]), bool(row[1]), bool(row[2])
+                    return set(row[1]), bool(row[2]), bool(row[3])
                 beat, led, list_paused, flags = _SQLITE
                 cursor.execute(beat, params)
                 cursor.execute(led, params)
