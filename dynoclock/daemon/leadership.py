@@ -26,7 +26,7 @@ from dynoclock.schedule import catchup
 from dynoclock.state.controls import Controls
 from dynoclock.state.lease import PostgresLease, make_lease
 from dynoclock.state.ledger import Ledger
-from dynoclock.state.runs import SchemaTooNew
+from dynoclock.state.runs import LeaseLost, SchemaTooNew
 from dynoclock.state.schema import SchemaDenied
 from dynoclock.timesource import SYSTEM, Clock
 
@@ -164,7 +164,7 @@ class Leadership:
                 # unless a catch-up is owed first; a round that is not renewed writes nothing.
                 beat: tuple[set[str], bool, bool] | None = None
                 if isinstance(self.lease, PostgresLease) and self._due is None:
-                    beat = self.ledger.leader_round_renewing(self.clock_id, self.started_at, self.lease)
+                    beat = self._beat()
                     held = beat is not None
                 else:
                     held = self.lease.still_held()
@@ -176,8 +176,9 @@ class Leadership:
                     self._renewed(asked_at)
                     if self._due is not None:  # the takeover's round failed before its catch-up was done
                         self._catch_up_due()
+                    beat = beat or self._beat()
                     if beat is None:
-                        beat = self.ledger.leader_round(self.clock_id, self.started_at)
+                        raise LeaseLost("the lease was taken over during the catch-up")
                     paused_jobs, requested, others = beat
                     self._controls(paused_jobs, requested)
                     self.housekeeping.round(others_unfinished=others)
@@ -207,9 +208,12 @@ class Leadership:
                 # Later ones are the dispatcher's, even if the catch-up is done on a later round.
                 self._due = _Due(led_until, now or self.clock.now() + LEAD)
                 self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
-                # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
-                self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
-                self._controls(set(self.controls.paused()), requested=True)
+                # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early: the rounds'
+                # own statement, made and run once here, at start, rather than in the first idle round.
+                beat = self._beat()
+                if beat is None:
+                    raise LeaseLost("the lease was taken over as this clock took it")
+                self._controls(beat[0], requested=True)
                 self._catch_up_due()
                 self.housekeeping.round()
             elif not self._said_standby:
@@ -234,6 +238,13 @@ class Leadership:
                                  note="this clock stands by until it is upgraded")  # fmt: skip
                 return
             self.events.emit("ledger.unreachable", level="warning", clock=self.clock_id, error=short_error(exc))
+
+    def _beat(self) -> tuple[set[str], bool, bool] | None:
+        """The leader's heartbeat, and (paused jobs, a request waits, another clock has a run unfinished): on
+        Postgres with the lease renewed by the same statement (None: it was not, and nothing was written)."""
+        if isinstance(self.lease, PostgresLease):
+            return self.ledger.leader_round_renewing(self.clock_id, self.started_at, self.lease)
+        return self.ledger.leader_round(self.clock_id, self.started_at)
 
     def _healthy(self) -> None:
         if self._failures:

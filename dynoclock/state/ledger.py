@@ -19,6 +19,7 @@ from dynoclock.observe.timefmt import iso_utc
 from dynoclock.state import bulk, totals
 from dynoclock.state.database import StateDatabase
 from dynoclock.state.lease import Fence
+from dynoclock.state.round import LeaderRound
 from dynoclock.state.runs import Claim, ClockBeat, LeaseLost, Run, run_of
 from dynoclock.state.schema import qualified
 from dynoclock.state.tables import (
@@ -36,7 +37,6 @@ from dynoclock.timesource import SYSTEM, Clock
 
 if TYPE_CHECKING:
     from dynoclock.state.lease import PostgresLease
-    from dynoclock.state.round import LeaderRound
 
 DEAD_AFTER = timedelta(seconds=20)  # a clock whose heartbeat is older than this is dead: its unfinished runs are closed
 
@@ -57,7 +57,7 @@ class Ledger(StateDatabase):
         self._fence = sa.text(_FENCE.format(lease=qualified(self.schema, "clock_lease")))
         self._claim_stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.run_id)
         self._begin_stmt = _begin_statement()
-        self._round: LeaderRound | None = None
+        self._round = LeaderRound(self)
 
     # ---- runs ------------------------------------------------------------------------------
 
@@ -332,10 +332,6 @@ class Ledger(StateDatabase):
         self, clock: str, started_at: datetime, lease: PostgresLease | None
     ) -> tuple[set[str], bool, bool] | None:
         """The same with the Postgres lease renewed by the same statement; None if it was not (nothing written)."""
-        if self._round is None:
-            from dynoclock.state.round import LeaderRound
-
-            self._round = LeaderRound(self)
         return self._round(clock, started_at, lease)
 
     def _heartbeat(self, conn: sa.Connection, clock: str, role: str, started_at: datetime) -> None:
