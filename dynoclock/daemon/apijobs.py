@@ -91,6 +91,7 @@ class ApiJobs:
         self._finish_at = 0.0  # monotonic: when one-offs over are looked for next
         self._wal: WalWatch | None = None  # SQLite: the kernel's word that the WAL changed (state/walwatch.py)
         self._stirred = self._checked = float("-inf")  # monotonic: the WAL's last event; the last read
+        self._recheck = float("inf")  # monotonic: a read due after a WAL event, whatever comes meanwhile
         self._held_at = float("-inf")  # monotonic: when a one-off was last held (it ends within about two slides)
 
     def start(self) -> None:
@@ -137,25 +138,37 @@ class ApiJobs:
     # ---- the loop ------------------------------------------------------------------------
 
     def _poll(self) -> float:
+        """Seconds until the next read if nothing wakes the loop before."""
+        base = POLL_PG if self.ledger.is_postgres else POLL
+        if self._failures:  # the database failed: backoff to 16 times the poll, whatever woke the loop lately
+            return base * 2.0 ** min(self._failures, 4)
         if self.ledger.is_postgres:
             return POLL_HEARD if self._heard else POLL_PG
         if self._wal is not None:  # the WAL moved lately: its next change wakes the loop
-            return max(POLL, self._stirred + WAL_TRUSTED - self.clock.monotonic())
+            now = self.clock.monotonic()
+            return min(max(POLL, self._stirred + WAL_TRUSTED - now), max(0.0, self._recheck - now))
         return POLL
 
     def _wait(self) -> None:
-        timeout = self._poll() * (2 ** min(self._failures, 4))
+        timeout = self._poll()
         if self._wal is None:
             self.clock.wait(self.wake, timeout)
             self.wake.clear()
             return
+        self._recheck = float("inf")
         if select.select([self._wal], [], [], timeout)[0]:
             if self._wal.drain():
+                # A commit's frames are written before it is visible (the WAL index, in shared memory, says
+                # nothing): read again WAL_GAP after this read, in case this one came too early.
                 self._stirred = self.clock.monotonic()
+                self._recheck = self._stirred + WAL_GAP
             else:  # the WAL file went (the database was replaced): polled from now on
                 self._wal.close()
                 self._wal = None
-            self.clock.sleep(max(0.0, self._checked + WAL_GAP - self.clock.monotonic()))  # a busy WAL: 4 reads/s
+            pause = self._checked + WAL_GAP - self.clock.monotonic()
+            if pause > 0:  # a busy WAL: 4 reads a second
+                self.clock.sleep(pause)
+                self._recheck = self.clock.monotonic() + WAL_GAP
 
     def _loop(self) -> None:
         if not self.ledger.is_postgres:
