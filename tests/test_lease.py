@@ -188,3 +188,32 @@ def test_postgres_lease_raises_when_the_database_is_unreachable() -> None:
     with pytest.raises(sa.exc.OperationalError):
         lease.try_acquire()
     assert lease.still_held() is False
+
+
+def expiry(url: str) -> datetime:
+    with Ledger(url).engine.connect() as conn:
+        return conn.execute(sa.text("SELECT expires_at FROM clock_lease")).scalar_one()  # type: ignore[no-any-return]
+
+
+@pytest.mark.postgres
+def test_a_leader_round_renews_the_lease_in_its_statement_and_writes_nothing_once_it_is_taken(
+    pg_schema_url: str, leases: list[Lease]
+) -> None:
+    store = Ledger(pg_schema_url)
+    a, b = lease_for(pg_schema_url, "clock-a", ttl=1.0), lease_for(pg_schema_url, "clock-b", ttl=1.0)
+    leases += [a, b]
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    assert a.try_acquire() is True
+    acquired = expiry(pg_schema_url)
+    assert store.leader_round_renewing("clock-a", started, a) == (set(), False, False)
+    assert expiry(pg_schema_url) > acquired  # renewed by the round
+    (beat,) = store.clocks()
+    led = store.led_until()
+    assert (beat["clock"], beat["role"]) == ("clock-a", "leader") and led == beat["heartbeat_at"]
+    with store.engine.begin() as conn:  # a silent holder: its lease expires, and b takes it
+        conn.execute(sa.text("UPDATE clock_lease SET expires_at = now() - interval '1 second'"))
+    assert b.try_acquire() is True
+    assert store.leader_round_renewing("clock-a", started, a) is None
+    assert a.fence() == Fence("clock-a", None)  # its claims no longer commit
+    assert store.led_until() == led  # nothing written by the round that found the lease taken
+    assert lease_row(pg_schema_url) == {"holder": "clock-b", "epoch": 2, "backend_pid": b_pid(b)}

@@ -464,17 +464,21 @@ def test_prune_of_nothing_old_deletes_nothing(store: Ledger) -> None:
 # ---- heartbeats and the leader's round ------------------------------------------------------
 
 
-def test_leader_round_beats_and_reports_paused_jobs_and_waiting_requests(store: Ledger) -> None:
+def test_leader_round_beats_and_reports_paused_jobs_waiting_requests_and_other_clocks_unfinished_runs(
+    store: Ledger,
+) -> None:
     started = datetime.now(UTC) - timedelta(minutes=1)
     controls = Controls(store, known=["tick", "tock"])
-    assert store.leader_round("clock-a", started) == (set(), False)
+    assert store.leader_round("clock-a", started) == (set(), False, False)
     controls.pause("tick", "ops")
     controls.pause("tock", "ops")
     controls.request_run("tick", "ops")
-    assert store.leader_round("clock-a", started) == ({"tick", "tock"}, True)
+    assert store.claim("mine", "tick", minutes(1), "clock-a")  # its own unfinished run: no housekeeping needed
+    assert store.leader_round("clock-a", started) == ({"tick", "tock"}, True, False)
     controls.take_requests("clock-a", {"tick"})
     controls.resume("tock")
-    assert store.leader_round("clock-a", started) == ({"tick"}, False)
+    assert store.claim("theirs", "tick", minutes(2), "clock-b")
+    assert store.leader_round("clock-a", started) == ({"tick"}, False, True)
     (beat,) = store.clocks()
     assert (beat["clock"], beat["role"], beat["started_at"]) == ("clock-a", "leader", started)
     led = store.led_until()

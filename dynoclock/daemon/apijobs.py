@@ -4,20 +4,26 @@ On taking the lead (``lead_sync``, before the catch-up) the clock publishes its 
 recurring api job into the scheduler and the runner's registry, and holds the one-offs due within ``WINDOW``
 (overdue ones too: within ``misfire_grace`` they run late, else they are recorded ``missed``). Then a thread
 (``api-jobs``) wakes on Postgres ``NOTIFY`` (a ``listen`` thread; behind PgBouncer in transaction pooling it
-hears nothing) or every ``POLL`` seconds, reads the change counter, and applies the rows changed since
-(state/jobstore.py). Every ``SLIDE`` seconds the window moves on: one-offs are read from the index on
-next_fire_at, a window at a time, never all of them. A run's claim commits only while the job's row still has
-the version the run was planned under (state/ledger.py ``claim_many``): a removed or changed job starts no
-run planned before.
+hears nothing), on SQLite when the WAL file changes (state/walwatch.py: while its events keep coming, the leader's
+own heartbeat among them, nothing else wakes the loop), or every ``POLL`` seconds, reads the change counter
+(state/changes.py), and applies the rows changed since (state/jobstore.py). On Postgres the poll runs every
+``POLL_PG`` seconds until the ``listen`` thread has heard a probe this clock sent on the channel from another
+session (proof that NOTIFY reaches it), then every ``POLL_HEARD`` seconds, each of those polls sending a new
+probe; a probe not heard back, a reconnect or an error, and the poll is back to ``POLL_PG``. Every ``SLIDE``
+seconds the window moves on: one-offs are read from the index on next_fire_at, a window at a time, never all of
+them, and not at all while the first pending one lies beyond the window and nothing changed. A run's claim commits
+only while the job's row still has the version the run was planned under (state/ledger.py ``claim_many``): a
+removed or changed job starts no run planned before.
 """
 
 from __future__ import annotations
 
 import select
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from dynoclock.client import job_of
 from dynoclock.config.credentials import schedule_secrets
@@ -29,14 +35,20 @@ from dynoclock.observe.timefmt import iso_utc
 from dynoclock.run.claims import LEAD
 from dynoclock.run.runner import Runner
 from dynoclock.schedule.triggers import AtTrigger, CronTrigger, EveryTrigger
+from dynoclock.state.engines import postgres_connect_args
 from dynoclock.state.jobstore import CHANNEL, JobRow, JobStore, schema_of
 from dynoclock.state.ledger import Ledger
+from dynoclock.state.walwatch import WalWatch, watch_wal
 from dynoclock.timesource import SYSTEM, Clock
 
 WINDOW = timedelta(seconds=60)  # one-offs due this far ahead are held in memory
 SLIDE = 30.0  # seconds between moves of the window (so a one-off is read at least 30 s before it is due)
 POLL = 0.5  # seconds between reads of the change counter on SQLite
 POLL_PG = 1.0  # on Postgres, where NOTIFY wakes the loop at once (behind PgBouncer, this poll is what applies)
+WAL_TRUSTED = 12.0  # SQLite: seconds the WAL watch is relied on after its last event (the leader writes every 5 s)
+WAL_GAP = 0.25  # SQLite: seconds at least between two reads when the WAL's changes wake the loop
+POLL_HEARD = 15.0  # on Postgres once the last probe came back on the LISTEN session: NOTIFY is what applies
+FINISH_EVERY = 300.0  # seconds between looks for one-offs over when none was held since the last look
 
 
 class Slots(Protocol):
@@ -71,8 +83,16 @@ class ApiJobs:
         self._lock = threading.Lock()
         self._next_slide = 0.0
         self._failures = 0
-        self._poll = POLL_PG if ledger.is_postgres else POLL
         self.counter = self.store.counter()
+        self._probe: str | None = None  # the probe sent last, until the listen thread hears it
+        self._heard = False  # the last probe came back: LISTEN works
+        self._next_probe = float("inf")  # when the next poll sends a probe (set when LISTEN is on)
+        self._quiet: tuple[int, datetime | None] | None = None  # (seen, first pending one-off after the window)
+        self._finish_at = 0.0  # monotonic: when one-offs over are looked for next
+        self._wal: WalWatch | None = None  # SQLite: the kernel's word that the WAL changed (state/walwatch.py)
+        self._stirred = self._checked = float("-inf")  # monotonic: the WAL's last event; the last read
+        self._recheck = float("inf")  # monotonic: a read due after a WAL event, whatever comes meanwhile
+        self._held_at = float("-inf")  # monotonic: when a one-off was last held (it ends within about two slides)
 
     def start(self) -> None:
         threading.Thread(target=self._loop, name="api-jobs", daemon=True).start()
@@ -98,6 +118,10 @@ class ApiJobs:
             self.horizon = now + WINDOW
             for row in self.store.one_offs(None, self.horizon):
                 self._hold(row, now)
+            # The first pending one-off after the window: the slides read nothing before it comes near. One-offs
+            # that ended under an earlier leader leave the job list at the first look (FINISH_EVERY at most).
+            self._quiet = (self.seen, self.store.next_one_off(self.horizon))
+            self._finish_at = self.clock.monotonic() + FINISH_EVERY
             self._next_slide = self.clock.monotonic() + SLIDE
 
     def publish(self, schedule: Schedule) -> None:
@@ -113,10 +137,45 @@ class ApiJobs:
 
     # ---- the loop ------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while not self.stopped.is_set():
-            self.clock.wait(self.wake, self._poll * (2 ** min(self._failures, 4)))
+    def _poll(self) -> float:
+        """Seconds until the next read if nothing wakes the loop before."""
+        base = POLL_PG if self.ledger.is_postgres else POLL
+        if self._failures:  # the database failed: backoff to 16 times the poll, whatever woke the loop lately
+            return base * 2.0 ** min(self._failures, 4)
+        if self.ledger.is_postgres:
+            return POLL_HEARD if self._heard else POLL_PG
+        if self._wal is not None:  # the WAL moved lately: its next change wakes the loop
+            now = self.clock.monotonic()
+            return min(max(POLL, self._stirred + WAL_TRUSTED - now), max(0.0, self._recheck - now))
+        return POLL
+
+    def _wait(self) -> None:
+        timeout = self._poll()
+        if self._wal is None:
+            self.clock.wait(self.wake, timeout)
             self.wake.clear()
+            return
+        self._recheck = float("inf")
+        if select.select([self._wal], [], [], timeout)[0]:
+            if self._wal.drain():
+                # A commit's frames are written before it is visible (the WAL index, in shared memory, says
+                # nothing): read again WAL_GAP after this read, in case this one came too early.
+                self._stirred = self.clock.monotonic()
+                self._recheck = self._stirred + WAL_GAP
+            else:  # the WAL file went (the database was replaced): polled from now on
+                self._wal.close()
+                self._wal = None
+            pause = self._checked + WAL_GAP - self.clock.monotonic()
+            if pause > 0:  # a busy WAL: 4 reads a second
+                self.clock.sleep(pause)
+                self._recheck = self.clock.monotonic() + WAL_GAP
+
+    def _loop(self) -> None:
+        if not self.ledger.is_postgres:
+            self._wal = watch_wal(self.ledger.sqlite_path)
+        while not self.stopped.is_set():
+            self._wait()
+            self._checked = self.clock.monotonic()
             if self.stopped.is_set():
                 return
             if not self.leading():
@@ -126,7 +185,7 @@ class ApiJobs:
                 if self.horizon is None:
                     self.lead_sync()
                 with self._lock:
-                    if self.counter.read() != self.seen:
+                    if self.counter.read(self._probing()) != self.seen:
                         self.apply_changes()
                     if self.clock.monotonic() >= self._next_slide:
                         self.slide()
@@ -134,22 +193,37 @@ class ApiJobs:
                     self._failures = 0
                     self.events.emit("ledger.reachable", note="runtime jobs")
             except Exception as exc:  # the database is away: the next round tries again; nothing is lost
+                self._heard, self._next_probe = False, min(self._next_probe, self.clock.monotonic())
                 self._failures += 1
                 if self._failures == 1:
                     self.events.emit("api_jobs.error", level="warning", error=short_error(exc))
 
+    def _probing(self) -> str | None:
+        """Postgres: the probe this poll sends, when one is due (the last is then no longer counted as heard)."""
+        now = self.clock.monotonic()
+        if now < self._next_probe:
+            return None
+        self._heard, self._next_probe = False, now + POLL_HEARD
+        self._probe = f"probe:{uuid.uuid4().hex}"
+        return self._probe
+
     def _listen(self) -> None:
         """Postgres: LISTEN on its own session; a notification of this schema wakes the loop at once."""
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
         url = self.ledger.engine.url.set(drivername="postgresql")
         conninfo = url.render_as_string(hide_password=False)
+        # Bounded as every connection of the clock's: a session that died without a reset errs within seconds.
+        bounds: dict[str, Any] = {k: v for k, v in postgres_connect_args("listen").items() if k != "prepare_threshold"}
+        conninfo = make_conninfo(conninfo, **bounds)
         while not self.stopped.is_set():
             try:
-                with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
                     schema = (schema_of(self.ledger),) if schema_of(self.ledger) else None
                     schema = schema or conn.execute("SELECT current_schema()").fetchone()
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._next_probe = self.clock.monotonic()  # the next poll asks whether it hears
                     while not self.stopped.is_set():
                         # Wait on the socket itself: psycopg's own notifies(timeout=) wakes ten times a second,
                         # most of an idle clock's CPU. A dead connection reads as ready, and notifies() raises.
@@ -159,7 +233,10 @@ class ApiJobs:
                         for note in conn.notifies(timeout=0.0, stop_after=1000):
                             if schema is None or note.payload == schema[0]:
                                 self.wake.set()
+                            elif self._probe is not None and note.payload == self._probe:
+                                self._heard = True  # from the next poll on, the loop relies on NOTIFY
             except Exception:
+                self._heard, self._next_probe = False, float("inf")  # polled every POLL_PG until LISTEN is back
                 self.clock.wait(self.stopped, 5.0)  # the poll goes on meanwhile
 
     def apply_changes(self) -> None:
@@ -199,15 +276,23 @@ class ApiJobs:
         self._recurring(row, None, now)
 
     def slide(self) -> None:
-        """The next stretch of one-offs into memory; finished ones leave the job list."""
+        """The next stretch of one-offs into memory; finished ones leave the job list (every slide after one was
+        held, else every FINISH_EVERY). Nothing is read while the first pending one-off found by the last read
+        lies beyond the new window and no change was applied since (every change raises the counter)."""
         assert self.horizon is not None
         now = self.clock.now()
         horizon = now + WINDOW
-        for row in self.store.one_offs(self.horizon, horizon):
-            self._hold(row, now)
+        quiet = self._quiet
+        if quiet is None or quiet[0] != self.seen or (quiet[1] is not None and quiet[1] <= horizon):
+            for row in self.store.one_offs(self.horizon, horizon):
+                self._hold(row, now)
+            self._quiet = (self.seen, self.store.next_one_off(horizon))
         self.horizon = horizon
         self._next_slide = self.clock.monotonic() + SLIDE
-        self.store.finish_one_offs(now - timedelta(seconds=1))
+        mono = self.clock.monotonic()
+        if mono >= self._finish_at or mono - self._held_at <= WINDOW.total_seconds() + 2 * SLIDE:
+            self._finish_at = mono + FINISH_EVERY
+            self.store.finish_one_offs(now - timedelta(seconds=1))
         self.runner.jobs.forget_retired()
 
     # ---- one job -------------------------------------------------------------------------
@@ -249,6 +334,7 @@ class ApiJobs:
             return
         self.runner.schedule.jobs[row.id] = job
         self.window[row.id] = (row.version, slot)
+        self._held_at = self.clock.monotonic()  # its run ends in the ledger: looked for at the next slides
         if not job.enabled or job.action is None:
             return
         if slot > now:

@@ -37,14 +37,16 @@ class Housekeeping:
         self._last_round = float("-inf")
         self._last_prune = float("-inf")
 
-    def round(self) -> None:
+    def round(self, others_unfinished: bool = True) -> None:
         """Called on each of the leader's rounds; does its work every HOUSEKEEPING_EVERY (an idle clock's CPU is
-        mostly these rounds), and starts a prune every PRUNE_EVERY."""
+        mostly these rounds), and starts a prune every PRUNE_EVERY. ``others_unfinished``: the round found a run
+        of another clock unfinished (state/round.py); with none, no clock's runs can be left to close."""
         now = self.clock.monotonic()
         if now - self._last_round < HOUSEKEEPING_EVERY:
             return
         self._last_round = now
-        self.close_dead_runs()
+        if others_unfinished:
+            self.close_dead_runs()
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
             threading.Thread(target=self.prune, name="prune", daemon=True).start()

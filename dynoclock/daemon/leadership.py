@@ -24,9 +24,9 @@ from dynoclock.run.claims import LEAD
 from dynoclock.run.runner import Runner
 from dynoclock.schedule import catchup
 from dynoclock.state.controls import Controls
-from dynoclock.state.lease import make_lease
+from dynoclock.state.lease import PostgresLease, make_lease
 from dynoclock.state.ledger import Ledger
-from dynoclock.state.runs import SchemaTooNew
+from dynoclock.state.runs import LeaseLost, SchemaTooNew
 from dynoclock.state.schema import SchemaDenied
 from dynoclock.timesource import SYSTEM, Clock
 
@@ -93,6 +93,8 @@ class Leadership:
             raise self.denied
         self._thread = threading.Thread(target=self._loop, name="leadership", daemon=True)
         self._thread.start()
+        if self.lease.ttl is not None:
+            threading.Thread(target=self._watch, name="lease-watch", daemon=True).start()
 
     def step_down(self) -> None:
         """At SIGTERM: stop claiming and release the lease now, so a standby takes over while our runs finish."""
@@ -116,26 +118,30 @@ class Leadership:
             self.ledger.forget_clock(self.clock_id)
 
     def _loop(self) -> None:
+        """The rounds, one after the other. One that hangs (a database gone silent, its packets dropped) holds
+        only this thread: ``_watch`` sees the lease's bound pass."""
         while not self.stopped.is_set():
             wait = LEADER_CHECK if self.leader.is_set() else STANDBY_POLL
             if self._failures:
                 wait = min(STANDBY_POLL * 2**self._failures, 15.0)
             if self.clock.wait(self.stopped, wait):
                 return
-            # The round runs on a thread of its own, watched from here: a call that hangs (a database gone silent,
-            # its packets dropped) must not keep this clock claiming past its lease, and it says so.
-            done = threading.Event()
-            threading.Thread(target=self._round, args=(done,), name="leadership-round", daemon=True).start()
-            while not self.clock.wait(done, 1.0):
-                if self.stopped.is_set():
-                    return
-                self.is_leader()  # past the lease's bound: stops claiming, and logs clock.lease_lost once
-
-    def _round(self, done: threading.Event) -> None:
-        try:
             self.step()
-        finally:
-            done.set()
+
+    def _watch(self) -> None:
+        """A lease that expires (Postgres): wakes when the last renewal's bound passes, so that a clock whose round
+        hangs says so (``is_leader`` logs clock.lease_lost once; claims stop as they ask it) before a standby may
+        take over. A round that renews in time moves the bound on: it wakes about once per two rounds."""
+        while True:
+            wait = LEADER_CHECK
+            if self.leader.is_set():
+                left = self._held_until - self.clock.monotonic()
+                if left <= 0:
+                    self.is_leader()
+                else:
+                    wait = min(left + 0.01, 60.0)
+            if self.clock.wait(self.stopped, wait):
+                return
 
     def step(self, now: datetime | None = None) -> None:
         """One round: ensure the schema, heartbeat, take or check the lease, housekeeping."""
@@ -154,7 +160,15 @@ class Leadership:
                 return
             asked_at = self.clock.monotonic()
             if self.leader.is_set():
-                if not self.lease.still_held():
+                # On Postgres the lease is renewed by the round's own statement (one round trip, state/round.py),
+                # unless a catch-up is owed first; a round that is not renewed writes nothing.
+                beat: tuple[set[str], bool, bool] | None = None
+                if isinstance(self.lease, PostgresLease) and self._due is None:
+                    beat = self._beat()
+                    held = beat is not None
+                else:
+                    held = self.lease.still_held()
+                if not held:
                     self.leader.clear()
                     self.events.emit("clock.lease_lost", level="error", clock=self.clock_id,
                                      note="stopped claiming; will try to lead again")  # fmt: skip
@@ -162,9 +176,12 @@ class Leadership:
                     self._renewed(asked_at)
                     if self._due is not None:  # the takeover's round failed before its catch-up was done
                         self._catch_up_due()
-                    paused_jobs, requested = self.ledger.leader_round(self.clock_id, self.started_at)
+                    beat = beat or self._beat()
+                    if beat is None:
+                        raise LeaseLost("the lease was taken over during the catch-up")
+                    paused_jobs, requested, others = beat
                     self._controls(paused_jobs, requested)
-                    self.housekeeping.round()
+                    self.housekeeping.round(others_unfinished=others)
                     self._healthy()
                     return
             elif self.lease.try_acquire():
@@ -191,9 +208,12 @@ class Leadership:
                 # Later ones are the dispatcher's, even if the catch-up is done on a later round.
                 self._due = _Due(led_until, now or self.clock.now() + LEAD)
                 self.events.emit("clock.leader", clock=self.clock_id, state=self.ledger.location)
-                # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early.
-                self.ledger.heartbeat(self.clock_id, "leader", self.started_at)
-                self._controls(set(self.controls.paused()), requested=True)
+                # Mark at once that a clock leads (led_until), even if a SIGTERM ends this round early: the rounds'
+                # own statement, made and run once here, at start, rather than in the first idle round.
+                beat = self._beat()
+                if beat is None:
+                    raise LeaseLost("the lease was taken over as this clock took it")
+                self._controls(beat[0], requested=True)
                 self._catch_up_due()
                 self.housekeeping.round()
             elif not self._said_standby:
@@ -218,6 +238,13 @@ class Leadership:
                                  note="this clock stands by until it is upgraded")  # fmt: skip
                 return
             self.events.emit("ledger.unreachable", level="warning", clock=self.clock_id, error=short_error(exc))
+
+    def _beat(self) -> tuple[set[str], bool, bool] | None:
+        """The leader's heartbeat, and (paused jobs, a request waits, another clock has a run unfinished): on
+        Postgres with the lease renewed by the same statement (None: it was not, and nothing was written)."""
+        if isinstance(self.lease, PostgresLease):
+            return self.ledger.leader_round_renewing(self.clock_id, self.started_at, self.lease)
+        return self.ledger.leader_round(self.clock_id, self.started_at)
 
     def _healthy(self) -> None:
         if self._failures:

@@ -2,13 +2,15 @@
 
 The parent starts the scheduler as a child (the same command line, ``sys.orig_argv``, with
 ``CLOCK_HEARTBEAT_FD`` set), forwards SIGTERM/SIGINT to it, and restarts it, with a growing pause (1 s doubling to
-30 s), when it dies unexpectedly (exit 1, a signal) or stops writing its heartbeat (one byte a second, from a
-thread of its own) for ``CLOCK_HEARTBEAT_TIMEOUT`` seconds (10): a frozen process (stopped, or C code holding the
-GIL) is killed with SIGKILL, then restarted. Each restart is logged as ``clock.restarted`` with the reason.
+30 s), when it dies unexpectedly (exit 1, a signal) or stops writing its heartbeat (one byte every quarter of the
+timeout, 2.5 s, from a thread of its own) for ``CLOCK_HEARTBEAT_TIMEOUT`` seconds (10): a frozen process (stopped,
+or C code holding the GIL) is killed with SIGKILL, then restarted. Each restart is logged as ``clock.restarted``
+with the reason. The supervisor wakes only for a beat, a signal (SIGCHLD included) or a deadline: an idle clock's
+CPU is counted in wake-ups.
 
 The supervisor reads no schedule and imports next to nothing (it costs about one bare interpreter): the child
-tells it its ``shutdown_grace`` in its first message on the heartbeat pipe (``g25.0``), then writes ``.`` each
-second. Exit codes stay the child's: 0 after a clean stop, 2 for an invalid schedule (never restarted). A signal that
+tells it its ``shutdown_grace`` in its first message on the heartbeat pipe (``g25.0``), then writes ``.`` at each
+beat. Exit codes stay the child's: 0 after a clean stop, 2 for an invalid schedule (never restarted). A signal that
 arrives before the child handles signals is forwarded once it does (its first heartbeat). The child dies with the
 parent (a parent-death signal, Linux), so a SIGKILL to the parent ends both, as before. ``CLOCK_SUPERVISE=0``
 runs the scheduler in the first process, with no supervisor.
@@ -54,10 +56,21 @@ def supervised(env: Mapping[str, str] | None = None) -> bool:
     return HEARTBEAT_FD in (os.environ if env is None else env)
 
 
+def heartbeat_timeout(env: Mapping[str, str] | None = None) -> float:
+    """Seconds without a heartbeat before the child is called frozen (``CLOCK_HEARTBEAT_TIMEOUT``, 10)."""
+    return float((os.environ if env is None else env).get("CLOCK_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT)
+
+
+def beat_every(timeout: float) -> float:
+    """The child's heartbeat period: four beats per timeout, so a slow beat or two is never taken for a freeze."""
+    return timeout / 4
+
+
 def start_heartbeat(grace_s: float, clock: Clock = SYSTEM) -> None:
     """In the child: die with the supervisor, tell it ``grace_s`` (the schedule's shutdown_grace), and write a
-    heartbeat every second on a thread of its own."""
+    heartbeat every ``beat_every`` seconds on a thread of its own."""
     fd = int(os.environ[HEARTBEAT_FD])
+    period = beat_every(heartbeat_timeout())
     os.set_inheritable(fd, False)  # no job's process may keep the pipe open
     die_with_parent(int(os.environ.get(PARENT_PID, "0")))
     with contextlib.suppress(OSError):
@@ -69,7 +82,7 @@ def start_heartbeat(grace_s: float, clock: Clock = SYSTEM) -> None:
                 os.write(fd, b".")
             except OSError:  # the supervisor is gone (and the parent-death signal is on its way)
                 return
-            clock.sleep(1.0)
+            clock.sleep(period)
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
 
@@ -93,7 +106,7 @@ class Supervisor:
         self._events = events  # the log (observe/logs.py, with the redaction it loads) is imported at a restart
         self.clock = clock
         self.stop_bound = DEFAULT_GRACE + STOP_SLACK
-        self.heartbeat_timeout = float(os.environ.get("CLOCK_HEARTBEAT_TIMEOUT") or HEARTBEAT_TIMEOUT)
+        self.heartbeat_timeout = heartbeat_timeout()
         self.stopping_since: float | None = None
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
@@ -106,6 +119,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hup)  # a reload of schedule.yaml: the scheduler child's
+        signal.signal(signal.SIGCHLD, self._on_child)  # the child's exit wakes the loop at once
         for signum, at in [held for held in signals.held() if held[0] != signal.SIGHUP][:1]:
             self.stopping_since, self.first_signal = at, signum
         pause = 1.0
@@ -136,25 +150,40 @@ class Supervisor:
         os.close(beat_w)
         self.beating = self.forwarded = False
         last_beat = self.clock.monotonic()
+        watched, killed = [beat_r, self.wake_r], False
         try:
             while True:
                 now = self.clock.monotonic()
                 if self.stopping_since is not None and self.beating and not self.forwarded:
                     self._forward()
-                if self.stopping_since is not None and now > self.stopping_since + self.stop_bound:
-                    self.child.kill()  # it did not stop in time: exit before the platform's SIGKILL
+                deadlines = []
+                if self.stopping_since is not None and not killed:
+                    if now > self.stopping_since + self.stop_bound:
+                        self.child.kill()  # it did not stop in time: exit before the platform's SIGKILL
+                        killed = True
+                    else:
+                        deadlines.append(self.stopping_since + self.stop_bound)
                 bound = self.heartbeat_timeout if self.beating else FIRST_BEAT_TIMEOUT
-                if self.stopping_since is None and now - last_beat > bound:
-                    self.child.kill()
-                    self.child.wait()
-                    return 1, f"no heartbeat for {bound:g} s: the scheduler process was frozen, killed"
+                if self.stopping_since is None:
+                    if now - last_beat > bound:
+                        self.child.kill()
+                        self.child.wait()
+                        return 1, f"no heartbeat for {bound:g} s: the scheduler process was frozen, killed"
+                    deadlines.append(last_beat + bound)
                 code = self.child.poll()
                 if code is not None:
                     return self._ended(code)
-                ready, _, _ = select.select([beat_r, self.wake_r], [], [], 1.0)
-                if beat_r in ready and (data := os.read(beat_r, 4096)):
-                    self.beating, last_beat = True, self.clock.monotonic()
-                    self._heard(data)
+                # Until the next beat, a signal (SIGCHLD: the child ended) or the first deadline, just past it; with
+                # none (a killed child not ended yet), a look each second.
+                wait = max(0.0, min(deadlines, default=now + 1.0) - now) + 0.01
+                ready, _, _ = select.select(watched, [], [], wait)
+                if beat_r in ready:
+                    data = os.read(beat_r, 4096)
+                    if data:
+                        self.beating, last_beat = True, self.clock.monotonic()
+                        self._heard(data)
+                    else:  # the child closed the pipe as it exited: SIGCHLD follows
+                        watched = [self.wake_r]
                 if self.wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_r, 4096)
@@ -183,6 +212,10 @@ class Supervisor:
         self.forwarded = True
         with contextlib.suppress(ProcessLookupError):
             self.child.send_signal(self.first_signal)
+
+    def _on_child(self, signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_w, b"c")
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         """SIGHUP reloads schedule.yaml in the scheduler child (daemon/reload.py); one before the child handles

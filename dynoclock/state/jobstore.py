@@ -21,11 +21,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.engine.interfaces import _CoreAnyExecuteParams
-from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.expression import Executable
 
 from dynoclock.jsontypes import JSONObject
 from dynoclock.state import bulk
+from dynoclock.state.changes import Counter
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.schema import qualified
 from dynoclock.state.tables import from_db, jobs, meta, runs, to_db
@@ -217,7 +217,15 @@ class JobStore:
         return 0 if value is None else int(value)
 
     def counter(self) -> Counter:
-        return Counter(self.ledger)
+        return Counter(self.ledger, qualified(schema_of(self.ledger), "clock_meta"), SEQ_KEY, CHANNEL)
+
+    def next_one_off(self, after: datetime) -> datetime | None:
+        """When the first live api one-off due after ``after`` with no final run is due (None: there is none)."""
+        first_at = sa.func.min(jobs.c.next_fire_at)
+        query = self._pending().where(jobs.c.next_fire_at > to_db(after)).with_only_columns(first_at)
+        with self.ledger.engine.connect() as conn:
+            first = conn.execute(query).scalar()
+        return None if first is None else from_db(first)
 
     def changed_since(self, seen: int, horizon: datetime) -> list[JobRow]:
         """Rows changed after ``seen``: recurring ones, one-offs due up to ``horizon`` and those that ended."""
@@ -332,37 +340,6 @@ class JobStore:
                         shadowed.append(job_id)
                     self.replace(conn, old, new[job_id], seq)
         return shadowed
-
-
-class Counter:
-    """The change counter, read on a connection of its own outside SQLAlchemy's transactions (Postgres:
-    autocommit, so it works behind PgBouncer in transaction pooling): an idle leader reads it every second, so a
-    read must cost next to nothing (one statement, no begin, no rollback)."""
-
-    def __init__(self, ledger: Ledger):
-        self.ledger = ledger
-        self._raw: PoolProxiedConnection | None = None
-        schema = schema_of(ledger)
-        self._table = qualified(schema, "clock_meta")
-
-    def read(self) -> int:
-        try:
-            if self._raw is None:
-                raw = self._raw = self.ledger.engine.raw_connection()
-                if self.ledger.is_postgres and raw.driver_connection is not None:
-                    raw.driver_connection.autocommit = True
-            cursor = self._raw.cursor()
-            try:
-                cursor.execute(f"SELECT value FROM {self._table} WHERE key = '{SEQ_KEY}'")
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-        except Exception:
-            if self._raw is not None:
-                self._raw.invalidate()
-                self._raw = None
-            raise
-        return 0 if row is None else int(row[0])
 
 
 def _rows_json(rows: list[JSONObject], stamp: Callable[[datetime], str]) -> dict[str, object]:

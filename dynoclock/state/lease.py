@@ -17,7 +17,7 @@ import contextlib
 import fcntl
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -69,6 +69,11 @@ _RENEW = f"""
     UPDATE {{lease}} SET expires_at = now() + make_interval(secs => :ttl), (backend_pid, backend_start) = ({_ME})
     WHERE name = 'leader' AND holder = :holder AND epoch = :epoch AND expires_at > now()
     RETURNING epoch"""
+# The renewal as a CTE of a larger statement (state/round.py), in the driver's parameter style.
+RENEW_CTE = f"""renewed AS (
+    UPDATE {{lease}} SET expires_at = now() + make_interval(secs => %(ttl)s), (backend_pid, backend_start) = ({_ME})
+    WHERE name = 'leader' AND holder = %(holder)s AND epoch = %(epoch)s AND expires_at > now()
+    RETURNING epoch)"""
 _RELEASE = """
     UPDATE {lease} SET expires_at = now() - interval '1 second'
     WHERE name = 'leader' AND holder = :holder AND epoch = :epoch"""
@@ -124,6 +129,27 @@ class PostgresLease:
         if not renewed:
             self.epoch = None
         return renewed
+
+    def renew_with(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """Renew the lease in ``sql``, one statement on the lease's connection (a CTE ``renewed`` built on
+        ``RENEW_CTE``, whose row count comes first in the one row it returns), with whatever else it does on the
+        same round trip: that row, or None when the lease was not renewed (as ``still_held`` would say False)."""
+        if self.conn is None or self.epoch is None:
+            return None
+        try:
+            cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql, {**params, **self._mine(), "ttl": self.ttl})
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        except Exception:
+            self._drop()
+            return None
+        if row is None or not row[0]:
+            self.epoch = None
+            return None
+        return tuple(row)
 
     def release(self) -> None:
         if self.conn is not None and self.epoch is not None:

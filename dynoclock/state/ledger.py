@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -18,6 +19,7 @@ from dynoclock.observe.timefmt import iso_utc
 from dynoclock.state import bulk, totals
 from dynoclock.state.database import StateDatabase
 from dynoclock.state.lease import Fence
+from dynoclock.state.round import LeaderRound
 from dynoclock.state.runs import Claim, ClockBeat, LeaseLost, Run, run_of
 from dynoclock.state.schema import qualified
 from dynoclock.state.tables import (
@@ -28,12 +30,13 @@ from dynoclock.state.tables import (
     from_db,
     jobs,
     meta,
-    paused,
-    requests,
     runs,
     to_db,
 )
 from dynoclock.timesource import SYSTEM, Clock
+
+if TYPE_CHECKING:
+    from dynoclock.state.lease import PostgresLease
 
 DEAD_AFTER = timedelta(seconds=20)  # a clock whose heartbeat is older than this is dead: its unfinished runs are closed
 
@@ -54,6 +57,7 @@ class Ledger(StateDatabase):
         self._fence = sa.text(_FENCE.format(lease=qualified(self.schema, "clock_lease")))
         self._claim_stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.run_id)
         self._begin_stmt = _begin_statement()
+        self._round = LeaderRound(self)
 
     # ---- runs ------------------------------------------------------------------------------
 
@@ -321,14 +325,18 @@ class Ledger(StateDatabase):
         with self._tx() as conn:
             self._heartbeat(conn, clock, role, started_at)
 
-    def leader_round(self, clock: str, started_at: datetime) -> tuple[set[str], bool]:
-        """A leader's periodic round in one transaction: its heartbeat, the paused jobs, and whether any
-        "run now" request waits. An idle clock's CPU is mostly these rounds: one round trip set, not four."""
-        with self._tx() as conn:
-            self._heartbeat(conn, clock, "leader", started_at)
-            paused_jobs = {job for (job,) in conn.execute(sa.select(paused.c.job))}
-            waiting = sa.select(requests.c.request_id).where(requests.c.taken_at.is_(None)).limit(1)
-            return paused_jobs, conn.execute(waiting).first() is not None
+    def leader_round(self, clock: str, started_at: datetime) -> tuple[set[str], bool, bool]:
+        """A leader's periodic round (state/round.py): its heartbeat written; the paused jobs, whether a "run now"
+        request waits, whether another clock has a run unfinished."""
+        beat = self.leader_round_renewing(clock, started_at, None)
+        assert beat is not None
+        return beat
+
+    def leader_round_renewing(
+        self, clock: str, started_at: datetime, lease: PostgresLease | None
+    ) -> tuple[set[str], bool, bool] | None:
+        """The same with the Postgres lease renewed by the same statement; None if it was not (nothing written)."""
+        return self._round(clock, started_at, lease)
 
     def _heartbeat(self, conn: sa.Connection, clock: str, role: str, started_at: datetime) -> None:
         now = to_db(self.clock.now())
