@@ -485,6 +485,18 @@ def test_leader_round_beats_and_reports_paused_jobs_waiting_requests_and_other_c
     assert led is not None and led == beat["heartbeat_at"]
 
 
+def test_the_leader_round_stores_instants_as_every_other_write_does(store: Ledger) -> None:
+    # The round writes through its own statements (state/round.py): its instants must be stored in the same
+    # spelling as SQLAlchemy's writes (SQLite compares them as text), a whole second included.
+    started = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    store.leader_round("clock-a", started)
+    store.heartbeat("clock-b", "standby", started)
+    with store.engine.connect() as conn:  # what the driver holds: text on SQLite
+        rows = conn.exec_driver_sql(f"SELECT clock, started_at FROM {qualified(store.schema, 'clock_clocks')}")
+        raw = dict(rows.all())
+    assert raw["clock-a"] == raw["clock-b"]
+
+
 def test_a_heartbeat_updates_the_clock_s_row_instead_of_adding_one(store: Ledger) -> None:
     started = datetime.now(UTC) - timedelta(minutes=1)
     store.heartbeat("clock-a", "standby", started)

@@ -56,7 +56,8 @@ class LeaderRound:
     def __init__(self, db: StateDatabase):
         self.db = db
         self._raw: PoolProxiedConnection | None = None
-        self._datetime = clocks.c.heartbeat_at.type.bind_processor(db.engine.dialect)  # as SQLAlchemy stores it
+        dialect = db.engine.dialect  # instants as SQLAlchemy stores them (SQLite: its own text)
+        self._datetime = clocks.c.heartbeat_at.type.dialect_impl(dialect).bind_processor(dialect)
         names = {name: qualified(db.schema, f"clock_{name}") for name in ("clocks", "meta", "paused", "requests")}
         names |= {"runs": qualified(db.schema, "clock_runs"), "unfinished": _UNFINISHED}
         renewed = RENEW_CTE.format(lease=qualified(db.schema, "clock_lease"))
