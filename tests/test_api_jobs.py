@@ -17,6 +17,7 @@ import dynoclock
 from dynoclock.client import Scheduler
 from dynoclock.state.jobstore import JobStore
 from dynoclock.state.ledger import Ledger
+from dynoclock.state.publish import publish_schedule
 from dynoclock.state.tables import SCHEMA_VERSION, jobs, meta
 
 SOON = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
@@ -166,7 +167,7 @@ def test_unknown_ids_are_errors_for_every_call(app: Scheduler) -> None:
 
 
 def test_schedule_yaml_ids_are_refused_for_add_update_remove_but_not_controls(app: Scheduler) -> None:
-    JobStore(app.ledger).publish_schedule({"nightly": {"cron": "0 3 * * *", "timezone": "UTC"}})
+    publish_schedule(JobStore(app.ledger), {"nightly": {"cron": "0 3 * * *", "timezone": "UTC"}})
     refused: list[Callable[[], object]] = [
         lambda: app.add("nightly", every="1h", command="true"), lambda: app.update("nightly", every="1h"),
         lambda: app.remove("nightly"),
@@ -181,9 +182,37 @@ def test_schedule_yaml_ids_are_refused_for_add_update_remove_but_not_controls(ap
     assert [r["job"] for r in app.controls.pending_requests()] == ["nightly"]
     (job,) = app.jobs()
     assert job["origin"] == "schedule" and job["next"] is not None and job["next"].hour == 3 and job["spec"] is None
-    JobStore(app.ledger).publish_schedule({})  # the next schedule has no such job: the id is free again
+    publish_schedule(JobStore(app.ledger), {})  # the next schedule has no such job: the id is free again
     app.add("nightly", every="1h", command="true")
     assert [(job["id"], job["origin"]) for job in app.jobs()] == [("nightly", "api")]
+
+
+def test_publishing_the_schedule_writes_only_what_changed_across_chunks(
+    app: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dynoclock.state.publish.CHUNK", 3)  # 8 ids: three chunks
+    store = JobStore(app.ledger)
+    specs: dict[str, dict[str, object]] = {f"job-{i}": {"every": f"{i + 1}m", "anchor": "2030-01-01T00:00:00+00:00"}
+                                            for i in range(8)}  # fmt: skip
+    app.add("job-5", every="1h", command="true")  # an app's job under an id schedule.yaml takes
+    app.add("mine", every="1h", command="true")
+    assert publish_schedule(store, specs) == ["job-5"]
+    versions = {job_id: row_of(app, job_id)["version"] for job_id in specs}
+    assert versions == {**{job_id: 1 for job_id in specs}, "job-5": 2}
+    assert row_of(app, "job-5")["origin"] == "schedule" and row_of(app, "mine")["origin"] == "api"
+    assert publish_schedule(store, specs) == []  # the same schedule again: no row changes
+    assert {job_id: row_of(app, job_id)["version"] for job_id in specs} == versions
+    specs["job-1"] = {"cron": "0 3 * * *", "timezone": "UTC"}
+    del specs["job-7"]
+    assert publish_schedule(store, specs) == []
+    assert row_of(app, "job-1")["version"] == 2 and row_of(app, "job-1")["kind"] == "cron"
+    assert row_of(app, "job-7")["removed_at"] is not None and row_of(app, "job-7")["version"] == 2
+    assert [row_of(app, job_id)["version"] for job_id in ("job-0", "job-2", "job-6")] == [1, 1, 1]
+    specs["job-7"] = {"every": "8m", "anchor": "2030-01-01T00:00:00+00:00"}  # back: the tombstone comes alive
+    publish_schedule(store, specs)
+    assert row_of(app, "job-7")["removed_at"] is None and row_of(app, "job-7")["version"] == 3
+    assert sorted(row.id for row in store.recurring("api")) == ["mine"]
+    assert len(store.recurring()) == 9
 
 
 def test_a_job_exists_iff_the_apps_transaction_commits(app: Scheduler) -> None:

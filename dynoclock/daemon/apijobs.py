@@ -38,6 +38,7 @@ from dynoclock.schedule.triggers import AtTrigger, CronTrigger, EveryTrigger
 from dynoclock.state.engines import postgres_connect_args
 from dynoclock.state.jobstore import CHANNEL, JobRow, JobStore, schema_of
 from dynoclock.state.ledger import Ledger
+from dynoclock.state.publish import Specs, publish_schedule
 from dynoclock.state.walwatch import WalWatch, watch_wal
 from dynoclock.timesource import SYSTEM, Clock
 
@@ -127,8 +128,8 @@ class ApiJobs:
     def publish(self, schedule: Schedule) -> None:
         """The schedule's job ids (and triggers, for listings) as rows of origin ``schedule``: the app may not
         take these ids."""
-        shadowed = self.store.publish_schedule({job.id: trigger_keys(job) for job in list(schedule.jobs.values())
-                                                if job.origin == "schedule"})  # fmt: skip
+        mine = {job.id: job for job in list(schedule.jobs.values()) if job.origin == "schedule"}
+        shadowed = publish_schedule(self.store, Specs(mine, trigger_keys))
         for job_id in shadowed:
             self.recurring.pop(job_id, None)
             self.window.pop(job_id, None)

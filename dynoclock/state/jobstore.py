@@ -308,39 +308,6 @@ class JobStore:
         pending one-offs."""
         return [row for row in self.recurring()] + self.one_offs(None, datetime(9999, 1, 1), limit=one_offs)
 
-    def _id_in(self, ids: list[str]) -> sa.ColumnElement[bool]:
-        """``id IN ids``, the ids as one JSON text (state/bulk.py)."""
-        return bulk.ids_in(jobs.c.id, ids, self.ledger.engine.dialect)
-
-    def publish_schedule(self, specs: dict[str, JSONObject]) -> list[str]:
-        """The leader's schedule.yaml jobs (id -> trigger keys) as rows of origin ``schedule``; rows of jobs no
-        longer in it are removed. Returns the ids of api jobs these shadowed (schedule.yaml wins)."""
-        shadowed: list[str] = []
-        with self.ledger._tx() as conn:
-            seq = self.bump(conn)  # first: what is read next is what every earlier change committed
-            mine = sa.or_(sa.and_(unscheduled, jobs.c.origin == "schedule"), self._id_in(list(specs)))
-            current = {row.id: row_of(row) for row in conn.execute(sa.select(jobs).where(mine))}
-            stale = [r for r in current.values() if r.origin == "schedule" and not r.removed and r.id not in specs]
-            new = {
-                job_id: {"id": job_id, "origin": "schedule", "kind": _kind(spec), "spec": spec, "next_fire_at": None}
-                for job_id, spec in specs.items()
-            }
-            changed = [
-                job_id for job_id, row in new.items()
-                if job_id not in current or current[job_id].removed or current[job_id].origin != "schedule"
-                or current[job_id].spec != row["spec"]
-            ]  # fmt: skip
-            for row in stale:
-                self.remove(conn, row, seq)
-            self.insert(conn, [new[i] for i in changed if i not in current], seq)
-            for job_id in changed:
-                if job_id in current:
-                    old = current[job_id]
-                    if old.origin == "api" and not old.removed:
-                        shadowed.append(job_id)
-                    self.replace(conn, old, new[job_id], seq)
-        return shadowed
-
 
 def _rows_json(rows: list[JSONObject], stamp: Callable[[datetime], str]) -> dict[str, object]:
     """New rows as one JSON text, for ``bulk.insert_jobs_sql``: one parameter whatever their number, which the
@@ -354,7 +321,3 @@ def _rows_json(rows: list[JSONObject], stamp: Callable[[datetime], str]) -> dict
             "next_fire_at": None if fire is None else stamp(to_db(fire)),
         })  # fmt: skip
     return {"rows": json.dumps(out)}
-
-
-def _kind(spec: JSONObject) -> str:
-    return next(key for key in ("cron", "every", "at") if key in spec)
