@@ -1114,3 +1114,28 @@ def test_check_reports_what_each_enabled_job_lacks_in_this_environment(write_sch
         "jobs.script.command",
         "jobs.cwd.command",
     ]
+
+
+def test_the_clock_runs_its_schedule_without_the_lines_once_the_environment_is_checked(
+    write_schedule, monkeypatch, capsys
+):
+    import sys
+
+    from dynoclock.cli.main import main
+
+    path = write_schedule("jobs:\n  a: {every: 1h, command: [sh]}\n  b: {every: 1h, command: [no-such-program-4f2a]}\n")
+    given = []
+
+    def run_clock(schedule, clock):
+        given.append(schedule)
+        return 0
+
+    monkeypatch.setenv("CLOCK_SUPERVISE", "0")
+    monkeypatch.setattr("dynoclock.daemon.process.run_clock", run_clock)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the command adds the schedule's folder
+    assert main(["run", "-c", str(path)]) == 2 and given == []
+    assert f"{path}:3: jobs.b.command: 'no-such-program-4f2a' is not on PATH" in capsys.readouterr().err
+    path.write_text("jobs:\n  a: {every: 1h, command: [sh]}\n")
+    assert main(["run", "-c", str(path)]) == 0
+    (schedule,) = given
+    assert list(schedule.jobs) == ["a"] and schedule.lines == {}
