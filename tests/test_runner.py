@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -191,3 +192,21 @@ jobs:
         assert h.run(job).status == "failed"
     assert h.run("fine").status == "ok"
     assert h.runner.running_count() == 0  # no attempt was left behind
+
+
+# ---- worker threads ----------------------------------------------------------------------------
+
+
+def test_a_run_waiting_for_its_start_has_its_worker_started_meanwhile_up_to_workers(write_schedule: Write) -> None:
+    h = Harness.load(write_schedule('workers: 3\njobs:\n  a: {every: 1h, command: ["true"]}\n'))
+    pool = h.runner.pool
+    pool.name = f"worker-{uuid.uuid4().hex}"  # its threads, told from other runners'
+
+    def threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name.startswith(f"{pool.name}-"))
+
+    assert threads() == 0  # a runner with nothing in hand holds no idle thread
+    later = now_slot() + timedelta(hours=1)
+    for expected in (1, 2, 3, 3):
+        h.runner.start_at(lambda: None, later)
+        assert threads() == expected  # one per run waiting, before it is due; never more than workers

@@ -168,9 +168,6 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
         events.flush(timeout=1.0)
         return 2
     api.start()
-    # At most `workers`: one per job is as many as can be due at once. Started beside the scheduler's own start
-    # (10,000 jobs: 0.1-0.2 s of thread starts): a run due before they are all up starts one itself (WorkerPool.submit).
-    threading.Thread(target=runner.pool.prestart, args=(len(jobs),), name="prestart", daemon=True).start()
     isolated = [j.action for j in jobs if isinstance(j.action, PythonAction) and j.action.isolate == "process"]
     processes.prestart({(action.app or "", action.max_memory) for action in isolated})
     if stop.first_signal is None:

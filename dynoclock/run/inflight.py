@@ -37,6 +37,11 @@ class InFlight:
             self._pending -= 1
             self._changed.notify_all()
 
+    def count(self) -> int:
+        """Runs submitted and not over (waiting for their start, queued or running)."""
+        with self._lock:
+            return self._pending - self._released
+
     def wait_idle(self, until: float) -> None:
         """Wait until no run is pending (those given back excepted), or the clock's monotonic ``until``."""
         with self._lock:

@@ -146,6 +146,9 @@ class Runner:
 
         delay = (start_at - self.clock.now()).total_seconds()
         if delay > 0.001:
+            # A thread for each run in hand (up to ``workers``), started while it waits: a burst claimed LEAD ahead
+            # finds its workers up, and a clock with nothing due for years holds no idle threads.
+            self.pool.prestart(self.inflight.count())
             self.timer.at(self.clock.monotonic() + delay, hand_over)
         else:
             hand_over()

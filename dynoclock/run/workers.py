@@ -42,9 +42,10 @@ class WorkerPool:
             self._start()
 
     def prestart(self, count: int) -> None:
-        """Start ``count`` workers now (idle threads cost no CPU), so a burst does not wait on thread creation."""
+        """Have ``count`` workers (up to the size), the missing ones started now, so that runs about to fall due
+        do not wait on thread creation; they stay, idle, for the next ones."""
         with self._lock:
-            count = max(0, min(count, self.size - self._threads))
+            count = max(0, min(count, self.size) - self._threads)
             self._threads += count
         for _ in range(count):
             self._start()
