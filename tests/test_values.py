@@ -326,3 +326,10 @@ def test_dotted_path_writes_list_items_in_brackets():
     assert dotted(("jobs", "a", "command", 2)) == "jobs.a.command[2]"
     assert dotted(("jobs", "a", "http", "headers")) == "jobs.a.http.headers"
     assert dotted(()) == ""
+
+
+def test_load_keeps_one_string_for_text_repeated_across_jobs():
+    data = load("s.yaml", b"jobs:\n  a: {every: 10m, command: [x]}\n  b:\n    every: 10m\n    command: [x]\n").data
+    a, b = data["jobs"]["a"], data["jobs"]["b"]
+    assert a == b and a["every"] is b["every"] and a["command"][0] is b["command"][0]
+    assert [id(key) for key in a] == [id(key) for key in b]

@@ -256,7 +256,8 @@ def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, s
     if isinstance(event, yaml.ScalarEvent):
         if tag is None or tag == "!":
             tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-        return _Node(SCALAR, tag, event.value, start.line, style=event.style)
+        # Interned: the same few keys (and often the same values) in every job, one string each, not one per use.
+        return _Node(SCALAR, tag, sys.intern(event.value), start.line, style=event.style)
     kind, pyyaml_kind = (
         (SEQUENCE, yaml.SequenceNode) if isinstance(event, yaml.SequenceStartEvent) else (MAPPING, yaml.MappingNode)
     )
