@@ -9,6 +9,7 @@ SQLAlchemy connection (or Session): the job exists if and only if the app's tran
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Iterable, Mapping
@@ -216,7 +217,7 @@ def job_of(row: JobRow) -> Job | None:
         job = parse_job(row.id, spec)
     except ConfigError:
         return None
-    return Job(**{**job.__dict__, "version": row.version, "origin": row.origin})
+    return dataclasses.replace(job, version=row.version, origin=row.origin)
 
 
 def _compare(

@@ -1139,3 +1139,17 @@ def test_the_clock_runs_its_schedule_without_the_lines_once_the_environment_is_c
     assert main(["run", "-c", str(path)]) == 0
     (schedule,) = given
     assert list(schedule.jobs) == ["a"] and schedule.lines == {}
+
+
+def test_a_loaded_job_and_what_it_holds_keep_no_attribute_dict(write_schedule):
+    # One of each per job, 10,000 jobs in a schedule: an attribute dict each was megabytes of the clock's memory.
+    path = write_schedule(
+        'jobs:\n  a: {cron: "0 3 * * *", start: "2030-01-01T00:00:00Z", python: "tests.jobs_for_tests:echo_args"}\n'
+        "  b: {every: 10m, command: [sh]}\n  c: {at: 2030-01-01T00:00:00Z, sql: SELECT 1, database: 'sqlite://'}\n"
+    )
+    jobs = load_schedule(str(path), env={}).jobs
+    held = [(job, job.trigger, job.window, job.action) for job in jobs.values()]
+    assert [type(o).__name__ for o in held[0] + held[1][1:2] + held[2][1:2] + held[1][3:] + held[2][3:]] == [
+        "Job", "CronTrigger", "Window", "PythonAction", "EveryTrigger", "AtTrigger", "CommandAction", "SqlAction",
+    ]  # fmt: skip
+    assert not [o for objects in held for o in objects if hasattr(o, "__dict__")]

@@ -26,7 +26,7 @@ NO_BROKER = "no broker: set 'broker:' in celery, or CELERY_BROKER_URL / REDIS_UR
 NO_CELERY = "celery: jobs need the celery package: pip install celery"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CeleryAction:
     task: str
     broker: str | None = None  # None: $CELERY_BROKER_URL, else $REDIS_URL, at run time

@@ -32,7 +32,7 @@ CHUNK = 65536  # bytes read from a pipe at a time
 POLL = 0.05  # seconds between checks whether the command exited, where the system has no pidfd
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommandAction:
     argv: tuple[str, ...]  # with shell: a single item, the shell script
     shell: bool = False

@@ -25,7 +25,7 @@ NO_REDIS = "no Redis: set 'redis:' in enqueue, or REDIS_URL"
 _FUNC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EnqueueAction:
     func: str
     queue: str = "default"

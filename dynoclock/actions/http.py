@@ -39,7 +39,7 @@ JOB_KEYS: tuple[str, ...] = ()
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HttpAction:
     url: str
     method: str = "POST"

@@ -23,7 +23,7 @@ _SIZE = re.compile(r"(\d{1,12})\s*([KMG]i?B?|B)?", re.IGNORECASE)
 ISOLATE_DEFAULT = "thread"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PythonAction:
     target: str  # module:function
     args: tuple[JSONValue, ...] = ()

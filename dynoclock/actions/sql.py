@@ -22,7 +22,7 @@ JOB_KEYS: tuple[str, ...] = ("database",)
 CANCEL_WAIT = 10.0  # seconds a cancel request may wait for a silent server; its statement_timeout still applies
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SqlAction:
     statements: tuple[str, ...]
     database: str | None  # None: $DATABASE_URL at run time

@@ -71,7 +71,7 @@ NOTIFY_OPTIONS = ("ping", "ping_style", "on_failure", "on_recovery")
 VIEW_KEYS = frozenset((*TRIGGER_KEYS, *SPECIAL, *(k for k in OPTIONS if k not in NOTIFY_OPTIONS)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One validated job: when (trigger, window, zone), what (action), and how (options)."""
 

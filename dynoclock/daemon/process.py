@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 class SlotTrigger(BaseTrigger):  # type: ignore[misc]
     """Feeds APScheduler a job's slots (UTC) from our own triggers: cron semantics, anchored intervals."""
 
+    __slots__ = ("job", "since")  # one per job: no attribute dict
+
     def __init__(self, job: Job, since: datetime):
         self.job = job
         self.since = since  # slots up to here belong to the catch-up at start

@@ -33,7 +33,7 @@ class Trigger(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CronTrigger:
     """A 5-field crontab expression (normalized by cron.normalize) evaluated in ``zone``."""
 
@@ -47,7 +47,7 @@ class CronTrigger:
         return cron.describe(self.expr)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EveryTrigger:
     """Slots at ``anchor + k * interval`` for every integer k: absolute time, not wall time."""
 
@@ -68,7 +68,7 @@ class EveryTrigger:
         return text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AtTrigger:
     """One run at one instant."""
 
@@ -81,7 +81,7 @@ class AtTrigger:
         return f"Once at {self.instant.strftime('%Y-%m-%d %H:%M:%S')} UTC"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """Optional ``start`` / ``end`` bounds (inclusive) on a job's slots."""
 
