@@ -1153,3 +1153,14 @@ def test_a_loaded_job_and_what_it_holds_keep_no_attribute_dict(write_schedule):
         "Job", "CronTrigger", "Window", "PythonAction", "EveryTrigger", "AtTrigger", "CommandAction", "SqlAction",
     ]  # fmt: skip
     assert not [o for objects in held for o in objects if hasattr(o, "__dict__")]
+
+
+def test_jobs_with_the_same_trigger_or_window_share_one(write_schedule):
+    path = write_schedule(
+        'jobs:\n  a: {cron: "0 3 * * *", start: "2030-01-01T00:00:00Z", command: [sh]}\n'
+        '  b: {cron: "0 3 * * *", start: "2030-01-01T01:00:00+01:00", command: [sh]}\n'
+        "  c: {every: 1h, command: [sh]}\n  d: {every: 60m, command: [sh]}\n  e: {every: 2h, command: [sh]}\n"
+    )
+    a, b, c, d, e = load_schedule(str(path), env={}).jobs.values()
+    assert a.trigger is b.trigger and a.window is b.window and c.window is d.window is e.window
+    assert c.trigger is d.trigger and c.trigger is not e.trigger and e.trigger == EveryTrigger(timedelta(hours=2))

@@ -38,7 +38,7 @@ from dynoclock.config.values import (
 )
 from dynoclock.jsontypes import JSONValue
 from dynoclock.schedule import cron
-from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Trigger, Window
+from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Trigger, Window, shared
 
 JOB_ID = re.compile(r"[a-z0-9_-]{1,100}")
 TRIGGER_KEYS = ("cron", "every", "at")
@@ -262,7 +262,7 @@ def _job(
     tz_raw, tz_path = _pick("timezone", spec, defaults, path)
     if tz_path is not None:
         job_zone = report.parse(tz_path, tz_raw, as_zone) or zone
-    window = Window(*(_instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
+    window = shared(Window, *(_instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
     if window.start and window.end and window.start > window.end:
         report.error((*path, "end"), "end lies before start")
 
@@ -367,13 +367,13 @@ def _trigger(
         report.error((*path, "anchor"), f"'anchor' applies to 'every' only, and this job uses '{key}'")
     if key == "cron":
         expr = report.parse(where, spec[key], _as_cron)
-        return CronTrigger(expr, zone) if expr else None
+        return shared(CronTrigger, expr, zone) if expr else None
     if key == "every":
         interval = report.parse(where, spec[key], as_duration)
         anchor = _instant(report, "anchor", spec, defaults, path, zone) or EPOCH
         if interval and jitter and jitter >= interval:
             report.error((*path, "jitter"), f"jitter must be shorter than the interval ({spec[key]})")
-        return EveryTrigger(interval, anchor) if interval else None
+        return shared(EveryTrigger, interval, anchor) if interval else None
     instant = report.parse(where, spec[key], as_instant(zone))
     if instant is None:
         return None

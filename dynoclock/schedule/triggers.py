@@ -9,16 +9,19 @@ interval: counted from start-up, "every 3 days" would never fire on a dyno resta
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from dynoclock.config.durations import format_duration
 from dynoclock.schedule import cron
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
 
 
 class Trigger(Protocol):
@@ -120,3 +123,11 @@ def jitter_offset(job_id: str, slot: datetime, jitter: timedelta) -> timedelta:
     digest = hashlib.sha256(f"{job_id}@{slot.isoformat()}".encode()).digest()
     span_ms = int(jitter.total_seconds() * 1000)
     return timedelta(milliseconds=int.from_bytes(digest[:8], "big") % span_ms)
+
+
+@functools.lru_cache(maxsize=256)
+def shared(kind: Callable[..., T], *fields: object) -> T:
+    """One frozen ``kind(*fields)`` for the jobs that have the same (a window, a cron or every trigger): with 10,000
+    jobs, most repeat a few, and each is kept as long as the clock runs. Few entries: one costs more than the
+    object, and values that do not repeat (most crons of a big schedule) only pass through."""
+    return kind(*fields)
