@@ -493,7 +493,7 @@ def test_the_leader_round_stores_instants_as_every_other_write_does(store: Ledge
     store.heartbeat("clock-b", "standby", started)
     with store.engine.connect() as conn:  # what the driver holds: text on SQLite
         rows = conn.exec_driver_sql(f"SELECT clock, started_at FROM {qualified(store.schema, 'clock_clocks')}")
-        raw = dict(rows.all())
+        raw: dict[str, object] = {clock: started for clock, started in rows}
     assert raw["clock-a"] == raw["clock-b"]
 
 
