@@ -161,6 +161,27 @@ def test_last_slots_ignore_manual_runs(store: Ledger) -> None:
     assert store.last_slots() == {"tick": minutes(1), "tock": minutes(3)}
 
 
+def test_catch_up_reads_of_many_jobs_in_chunks_match_each_job_read_alone(
+    store: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs read a chunk a statement (ids as JSON), over several chunks and two `since` groups: each job's latest
+    slot before its `since` and its slots from it to `until`, manual runs left out, jobs with no row included."""
+    since = {f"job-{n:02d}": minutes(10 if n % 3 else 20) for n in range(23)}
+    for n, job in enumerate(since):
+        if n % 4 == 0:
+            continue  # no row at all
+        for m in (2, 9, 10, 12, 20, 25, 40):
+            if (n + m) % 3:
+                store.claim(rid(), job, minutes(m), "a")
+        store.claim(rid(), job, minutes(11), "a:manual", reason="manual")
+    alone = {job: store.catch_up_slots(job, moment, minutes(30)) for job, moment in since.items()}
+    monkeypatch.setattr("dynoclock.state.ledger.CATCH_UP_CHUNK", 5)
+    assert store.catch_up_slots_of(since, minutes(30)) == alone
+    assert alone["job-01"] == (minutes(9), [minutes(10), minutes(12), minutes(25)])
+    assert alone["job-03"] == (minutes(10), [minutes(20), minutes(25)])  # since 20: 2 and 10 before it
+    assert alone["job-04"] == (None, [])
+
+
 # ---- runs of dead clocks --------------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from dynoclock.daemon.apijobs import ApiJobs
 from dynoclock.daemon.dispatch import Dispatcher
 from dynoclock.daemon.leadership import Leadership
 from dynoclock.daemon.reload import Reloader
+from dynoclock.daemon.slotstore import ALIAS, SlotStore
 from dynoclock.observe.logs import EventLog, log
 from dynoclock.observe.redact import redact
 from dynoclock.run.claims import LEAD
@@ -127,17 +128,17 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     leadership = Leadership(schedule, ledger, runner, events, me, clock)
     since = clock.now()
     dispatcher = Dispatcher(runner.claims, runner, leading=leadership.is_leader)
-    scheduler = BlockingScheduler(timezone=UTC, executors={"default": RunnerExecutor(dispatcher)})
+    store = SlotStore()
+    scheduler = BlockingScheduler(
+        timezone=UTC, executors={"default": RunnerExecutor(dispatcher)}, jobstores={ALIAS: store}
+    )
     slots = SchedulerSlots(scheduler)
     api = ApiJobs(ledger, runner, slots, dispatcher.due, events, leadership.is_leader, leadership.refresh_controls,
                   clock)  # fmt: skip
     leadership.api = api
     reloader = Reloader(schedule, runner, slots, api, events, leadership.leader, clock)
     jobs = [job for job in schedule.jobs.values() if job.enabled and job.action is not None]
-    for job in jobs:
-        scheduler.add_job(
-            _unused, trigger=SlotTrigger(job, since), id=job.id, name=job.id, misfire_grace_time=None, coalesce=False
-        )
+    store.load(scheduler, _unused, ((job.id, SlotTrigger(job, since)) for job in jobs), since)
 
     def started(event: object) -> None:  # on the scheduler's thread, before its loop's first wait
         # The schedule's and the scheduler's objects live as long as the process: keep the cyclic GC from walking

@@ -82,9 +82,13 @@ def row_of(row: sa.Row[Any]) -> JobRow:
     )  # fmt: skip
 
 
+_SPEC_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)  # json.dumps with these
+# options builds an encoder at every call: a third of the cost of a small spec, 10,000 at a takeover
+
+
 def spec_text(spec: JSONObject) -> str:
     """The stored form of a spec: canonical JSON, so that the same spec given twice compares equal."""
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _SPEC_JSON.encode(spec)
 
 
 class JobStore:

@@ -28,6 +28,9 @@ class Specs(Mapping[str, JSONObject], Generic[T]):
     def __getitem__(self, key: str) -> JSONObject:
         return self._make(self._items[key])
 
+    def __contains__(self, key: object) -> bool:  # Mapping's would make the spec
+        return key in self._items
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
