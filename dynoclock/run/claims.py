@@ -13,7 +13,6 @@ claim of that slot lose (state/ledger.py). Three ways in:
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Job
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.run.outcome import RunFields
+from dynoclock.runid import new_run_id
 from dynoclock.state.lease import Fence
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import Claim, LeaseLost, Run
@@ -64,7 +64,7 @@ class Claims:
 
     def new(self, job_id: str, slot: datetime, version: int | None = None) -> Claim:
         """A claim to make, under the run id this clock will use if it wins (``version``: an api job's)."""
-        return Claim(uuid.uuid4().hex, job_id, slot, self.clock_id, version=version)
+        return Claim(new_run_id(), job_id, slot, self.clock_id, version=version)
 
     def batch(self, claims: list[Claim], stale: set[str] | None = None) -> set[str]:
         """Claim due slots in one transaction; returns the run ids won. Raises if the database is away: the batch

@@ -11,7 +11,6 @@ run/claims.py; every row written after the claim goes through state/writer.py.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,6 +31,7 @@ from dynoclock.run.registry import Registry
 from dynoclock.run.timer import Timer
 from dynoclock.run.watchdog import STOP_GRACE, Watch, Watchdog
 from dynoclock.run.workers import WorkerPool
+from dynoclock.runid import new_run_id
 from dynoclock.schedule.triggers import jitter_offset
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import Run
@@ -179,7 +179,7 @@ class Runner:
     def run_foreground(self, job: Job, reason: RunReason = "manual") -> Outcome:
         """``run JOB``: one attempt now; returns its outcome, even when the job will not stop (a Python function
         stuck in C code past its timeout is written off by the watchdog, and this returns what it recorded)."""
-        run_id = uuid.uuid4().hex
+        run_id = new_run_id()
         done = self.inflight.expect(run_id)
 
         def work() -> None:
@@ -211,7 +211,7 @@ class Runner:
         """
         if claimed_as is None and self.is_leader is not None and not self.is_leader():
             return Outcome("standby")  # the leader runs this slot; standbys only keep time
-        run_id = claimed_as or (reclaimed.run_id if reclaimed else run_id or uuid.uuid4().hex)
+        run_id = claimed_as or (reclaimed.run_id if reclaimed else run_id or new_run_id())
         fields: RunFields = {"job": job.id, "run_id": run_id, "scheduled_for": slot}
         if reason != "schedule":
             fields["reason"] = reason

@@ -9,13 +9,13 @@ version, in Postgres or SQLite alike (SQLAlchemy Core).
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from dynoclock.observe.timefmt import iso_utc
+from dynoclock.runid import new_run_id
 from dynoclock.state import bulk, totals
 from dynoclock.state.database import StateDatabase
 from dynoclock.state.lease import Fence
@@ -181,7 +181,7 @@ class Ledger(StateDatabase):
     ) -> bool:
         """A slot that did not run (missed, skipped), recorded unless it already has a row."""
         row = {
-            "run_id": uuid.uuid4().hex, "job": job, "scheduled_for": to_db(slot), "claimed_at": to_db(self.clock.now()),
+            "run_id": new_run_id(), "job": job, "scheduled_for": to_db(slot), "claimed_at": to_db(self.clock.now()),
             "finished_at": to_db(self.clock.now()), "status": status, "attempt": 0, "clock": clock, "reason": reason,
             "error": error,
         }  # fmt: skip
