@@ -20,11 +20,14 @@ from sqlalchemy import event
 
 from dynoclock.config.loader import load_schedule
 from dynoclock.observe.logs import EventLog
+from dynoclock.observe.timefmt import to_ms
+from dynoclock.run.claims import BEGIN_AHEAD
 from dynoclock.run.runner import Runner
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM
 from tests.jobs_for_tests import gate
+from tests.support.clock import FakeClock
 from tests.support.processes import write_schedule
 
 SLOT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -186,3 +189,35 @@ def test_runs_falling_due_together_ask_for_their_start_before_a_worker_is_free_a
     assert statuses(store) == {claims["first"].run_id: ("ok", "me")}
     released = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert sorted(e["job"] for e in released if e["event"] == "run.released") == ["a", "b"]
+
+
+def test_a_runs_start_write_is_made_just_ahead_of_its_start_which_still_waits_for_its_time(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # The start write is asked for BEGIN_AHEAD before the start, so that its answer (a round trip) is in when the
+    # run starts. On a clock that moves only when told: at 3 ms before the slot the row says running and the job
+    # has not started; it starts at its slot, not before.
+    clock = FakeClock(SLOT - timedelta(seconds=1))
+    schedule = load_schedule(str(write_schedule(tmp_path, "jobs:\n  probe:\n    every: 1h\n    command: ['true']\n")))
+    stream = io.StringIO()
+    runner = Runner(schedule, EventLog(stream, fmt="json"), "me", Ledger(store.url), clock=clock)
+    assert runner.claims is not None and runner.writer is not None
+    claim = runner.claims.new("probe", SLOT)
+    assert runner.claims.batch([claim]) == {claim.run_id}
+    runner.submit("probe", SLOT, claimed_as=claim.run_id)
+    clock.advance(timedelta(seconds=1) - BEGIN_AHEAD / 2)
+    deadline = time.monotonic() + 20
+    while statuses(store)[claim.run_id][0] != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert statuses(store)[claim.run_id] == ("running", "me")
+    time.sleep(0.2)  # time enough for a run that did not wait for its slot to start
+    assert "run.start" not in stream.getvalue()
+    clock.advance(BEGIN_AHEAD)
+    while "run.ok" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.writer.flush(10)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["event"], e["lateness_ms"]) for e in events if e["event"] == "run.start"] == [
+        ("run.start", to_ms(BEGIN_AHEAD / 2))
+    ]
+    assert statuses(store)[claim.run_id] == ("ok", "me")

@@ -33,6 +33,11 @@ from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import Clock
 
 LEAD = timedelta(milliseconds=250)  # how early a slot is claimed before it is due
+# How early a claimed run's start write is asked for before it starts: its answer (a round trip to Postgres, a
+# turn of the writer's thread) is in by the start, which only waits for a worker's wake-up. A clock killed in
+# those milliseconds leaves the row `running` (closed as interrupted by the next leader, not run twice); a
+# clock that stops gives the start write back with the claim.
+BEGIN_AHEAD = timedelta(milliseconds=5)
 ClaimResult = Literal["won", "lost", "gave_up", "standby"]
 
 

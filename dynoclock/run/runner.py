@@ -23,7 +23,7 @@ from dynoclock.observe.logs import EventLog, clip, log, short_error
 from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import to_ms
 from dynoclock.run.backlog import Backlog
-from dynoclock.run.claims import Begin, ClaimResult, Claims
+from dynoclock.run.claims import BEGIN_AHEAD, Begin, ClaimResult, Claims
 from dynoclock.run.inflight import InFlight
 from dynoclock.run.notify import Notifier, RunInfo
 from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields, recorded, run_action
@@ -114,7 +114,8 @@ class Runner:
             self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id,
                          requested=requested[0] if requested else None)  # fmt: skip
 
-        self.start_at(task, slot + jitter_offset(job.id, slot, job.jitter), due)
+        # Due BEGIN_AHEAD early: the start write is asked for then, and execute waits for the start time itself.
+        self.start_at(task, slot + jitter_offset(job.id, slot, job.jitter) - BEGIN_AHEAD, due)
 
     def submit_in_order(
         self, job_id: str, slots: list[datetime], reason: RunReason, run_ids: list[str] | None = None
@@ -244,9 +245,9 @@ class Runner:
                 ctx.cancel("replaced")
         # Slots are claimed a moment ahead (claims.LEAD), and jitter delays a start: wait for the start time.
         start_at = slot + jitter_offset(job.id, slot, job.jitter)
-        early = (start_at - self.clock.now()).total_seconds()
-        if early > 0 and self.clock.wait(self.stopping, early):
-            return self._release(fields, requested)
+        while (early := (start_at - self.clock.now()).total_seconds()) > 0:  # a wait may end a hair early
+            if self.clock.wait(self.stopping, early):
+                return self._release(fields, requested)
         if (
             said is None
             and self.claims
