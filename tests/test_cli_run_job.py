@@ -57,3 +57,13 @@ def test_an_unknown_job_exits_2_naming_the_known_ones(run_job: Callable[[str], t
     assert "run: no job 'nope'" in err
     assert "(jobs: works, fails)" in err
     assert "Traceback" not in out + err
+
+
+def test_an_unknown_job_in_a_large_schedule_names_only_the_first_ten(write_schedule: Write, tmp_path: Path) -> None:
+    path = write_schedule(
+        "jobs:\n" + "".join(f"  job-{n:03d}:\n    every: 1h\n    command: ['true']\n" for n in range(25))
+    )
+    done = run_cli("run", "nope", "-c", str(path), env={"CLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/state.db"})
+    assert done.returncode == 2
+    names = ", ".join(f"job-{n:03d}" for n in range(10))
+    assert f"(jobs: {names}, and 15 more)" in done.stderr

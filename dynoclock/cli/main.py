@@ -143,13 +143,20 @@ def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
     return run_once(schedule, args.job, clock)
 
 
+def _some(names: list[str], limit: int = 10) -> str:
+    """The first ``limit`` names: a schedule of 10,000 jobs is not printed whole."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])}, and {len(names) - limit:,} more"
+
+
 def run_once(schedule: Schedule, job_id: str, clock: Clock = SYSTEM) -> int:
     """``run JOB``: one attempt now, in the foreground; Ctrl-C or SIGTERM stops it."""
     from dynoclock.run.runner import Runner
 
     job = schedule.jobs.get(job_id)
     if job is None:
-        known = ", ".join(schedule.jobs) or "none"
+        known = _some(list(schedule.jobs)) or "none"
         print(f"run: no job {job_id!r} in {schedule.file} (jobs: {known})", file=sys.stderr)
         return EXIT_INVALID
     if job.action is None:
