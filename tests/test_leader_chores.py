@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 
 from dynoclock.config.loader import Schedule, load_schedule
 from dynoclock.daemon.housekeeping import HOUSEKEEPING_EVERY, PRUNE_EVERY
-from dynoclock.daemon.leadership import Leadership
+from dynoclock.daemon.leadership import SHARED_SWITCH, Leadership
 from dynoclock.observe.logs import EventLog
 from dynoclock.run.claims import Claims
 from dynoclock.run.outcome import RunFields
@@ -259,3 +260,38 @@ def test_a_takeover_whose_catch_up_fails_owes_it_and_catches_up_on_the_next_roun
     (caught,) = events_of(stream, "clock.catch_up")
     assert (caught["run"], caught["missed"]) == (1, 4)  # five slots since the last row: the latest runs
     wait_until(lambda: {r.status for r in store.history() if r.run_id != "last"} == {"missed", "ok"}, "the rows")
+
+
+def test_a_start_with_work_meanwhile_does_it_beside_the_first_round_then_leads_as_a_plain_start(
+    tmp_path: Path, store: Ledger
+) -> None:
+    """``meanwhile`` (the scheduler's first fire times at a clock's start) runs on the calling thread while the first
+    round runs on another, under a short GIL switch interval that is put back after; the round's outcome is the
+    same: leading, the takeover's catch-up done."""
+    leadership, _, ledger, stream, _ = chores(tmp_path, store, TICK)
+    seen: dict[str, object] = {}
+    round_running = threading.Event()
+    step = leadership.step
+
+    def first_round(now: datetime | None = None) -> None:
+        round_running.set()
+        seen["round_thread"] = threading.current_thread().name
+        step(now)
+
+    def meanwhile() -> None:
+        seen["meanwhile_thread"] = threading.current_thread().name
+        seen["overlapped"] = round_running.wait(20)  # the round started while this work was still going on
+        seen["interval"] = sys.getswitchinterval()
+
+    leadership.step = first_round  # type: ignore[method-assign]
+    before = sys.getswitchinterval()
+    try:
+        leadership.start(now=ledger.clock.now(), meanwhile=meanwhile)
+        assert seen == {"meanwhile_thread": threading.current_thread().name, "overlapped": True,
+                        "interval": SHARED_SWITCH, "round_thread": "takeover"}  # fmt: skip
+        assert sys.getswitchinterval() == before
+        assert leadership.is_leader()
+        assert [e["event"] for e in events_of(stream, "clock.leader")] == ["clock.leader"]
+        assert leadership._due is None  # the takeover's catch-up is done
+    finally:
+        leadership.stopped.set()
