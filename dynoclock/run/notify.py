@@ -98,6 +98,15 @@ class Notifier:
                     self._starts.pop(next(iter(self._starts))).set()
             self._send("ping.start", info, *_ping_request(ping, style, "start", info), done=done)
 
+    def sends_at_finish(self, job: Job) -> bool:
+        """Whether ``run_finished`` may send anything for ``job``; if not, ``note_final`` is all a run's end needs."""
+        return bool(job.ping or job.on_failure or job.on_recovery or self.sentry is not None)
+
+    def note_final(self, job_id: str, status: str) -> None:
+        """A run's last status, for a recovery alert later (``on_recovery`` added by a reload)."""
+        with self._lock:
+            self._last_final[job_id] = status
+
     def run_finished(self, job: Job, info: RunInfo) -> None:
         """After a run's last attempt: ping success/fail, on_failure, on_recovery, Sentry."""
         ok = info.status == "ok"

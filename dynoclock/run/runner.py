@@ -370,6 +370,9 @@ class Runner:
 
     def _notify_finished(self, job: Job, outcome: Outcome, info: RunInfo, tail: deque[str]) -> None:
         """Pings and alerts once the run is over (after its last retry)."""
+        if not self.notifier.sends_at_finish(job):  # most jobs: no run record built for nothing
+            self.notifier.note_final(job.id, outcome.status)
+            return
         final = replace(
             info, status=outcome.status, attempt=outcome.attempt, error=outcome.error, detail=outcome.detail,
             duration_ms=to_ms(outcome.duration), output="\n".join(tail),
