@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import sqlite3
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from dynoclock.actions.base import JobFailed, JobTimeout, RunContext
 from dynoclock.config.problems import Invalid, Report
@@ -16,6 +16,8 @@ from dynoclock.config.values import as_nonempty_str, show
 from dynoclock.observe.redact import redact_url
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import sqlalchemy.exc
 
 JOB_KEYS: tuple[str, ...] = ("database",)
@@ -52,7 +54,7 @@ class SqlAction:
                             timeout_ms = max(1, int(ctx.remaining * 1000))
                             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
                             ctx.on_cancel(canceller)
-                        elif isinstance(raw, sqlite3.Connection):
+                        elif _sqlite_connection(raw):
                             # SQLite has no statement timeout: abort from its progress handler at the deadline.
                             raw.set_progress_handler(lambda: int(ctx.remaining <= 0 or ctx.cancelled.is_set()), 1000)
                             conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(ctx.remaining * 1000))}")
@@ -65,7 +67,7 @@ class SqlAction:
                                 result = conn.exec_driver_sql(statement)
                                 rows += max(result.rowcount, 0)
                         finally:
-                            if isinstance(raw, sqlite3.Connection):
+                            if _sqlite_connection(raw):
                                 raw.set_progress_handler(None, 0)
                 finally:
                     if canceller is not None and canceller.done(ctx):
@@ -114,6 +116,19 @@ def as_database_url(value: object) -> str:
     return url
 
 
+def _sqlite_connection(raw: object) -> TypeGuard[sqlite3.Connection]:
+    """Whether ``raw`` is a sqlite3 connection; without the module loaded it cannot be one: a clock on Postgres
+    need not load SQLite (1.5 MB of memory) for its ``sql:`` jobs."""
+    module = sys.modules.get("sqlite3")
+    return module is not None and isinstance(raw, module.Connection)
+
+
+def _sqlite_error(exc: object) -> bool:
+    """Whether ``exc`` is sqlite3's OperationalError (as ``_sqlite_connection``: not loaded, it is not one)."""
+    module = sys.modules.get("sqlite3")
+    return module is not None and isinstance(exc, module.OperationalError)
+
+
 class _Canceller:
     """The cancel hook of one run's Postgres connection. It runs on a hook thread, maybe late: it asks the server
     to cancel only while the run still holds the connection, and a cancelled run's connection is closed, never
@@ -147,9 +162,7 @@ def _failure(exc: sqlalchemy.exc.DBAPIError, ctx: RunContext, url: str) -> JobFa
     orig = exc.orig
     name = type(orig).__name__
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else name
-    if name in ("QueryCanceled", "QueryCanceledError") or (
-        isinstance(orig, sqlite3.OperationalError) and text == "interrupted"
-    ):
+    if name in ("QueryCanceled", "QueryCanceledError") or (_sqlite_error(orig) and text == "interrupted"):
         return JobTimeout(ctx.timeout)
     if exc.connection_invalidated or (name == "OperationalError" and "connect" in text.lower()):
         return JobFailed(f"cannot reach the database {redact_url(db.normalize_url(url))}: {text}")

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from dynoclock.observe.redact import redact_url
 from dynoclock.state import engines as db
 from dynoclock.state.runs import SchemaTooNew
 from dynoclock.state.schema import Migrated, clock_schema, prepare, valid_name
-from dynoclock.state.tables import MIGRATIONS, SCHEMA_VERSION, meta, metadata
+from dynoclock.state.tables import MIGRATIONS, SCHEMA_VERSION, insert_for, meta, metadata, partial_indexes
 from dynoclock.timesource import SYSTEM, Clock
 
-Insert = postgresql.Insert | sqlite.Insert
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    Insert = postgresql.Insert | sqlite.Insert
 
 
 class StateDatabase:
@@ -64,6 +67,7 @@ class StateDatabase:
             if self.is_postgres:  # serialized: CREATE TABLE IF NOT EXISTS still races on Postgres (pg_type)
                 assert self.schema is not None
                 present, migrated = prepare(conn, self.schema)
+            partial_indexes(conn.dialect.name)
             for table in metadata.sorted_tables:
                 if present is None or table.name not in present:
                     conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
@@ -88,4 +92,4 @@ class StateDatabase:
         conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
 
     def _insert(self, table: sa.Table) -> Insert:
-        return postgresql.insert(table) if self.is_postgres else sqlite.insert(table)
+        return insert_for(self.engine.dialect.name, table)

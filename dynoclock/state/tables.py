@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 SCHEMA_VERSION = 4  # 1: runs, clocks, meta; 2: + requests ("run now") and paused jobs; 3: + the leader lease row;
 # 4: + jobs (added from the app, and the ids of the leading clock's schedule.yaml jobs)
@@ -96,8 +99,9 @@ sa.Index("clock_jobs_next_fire_at", jobs.c.next_fire_at)
 sa.Index("clock_jobs_changed_seq", jobs.c.changed_seq)
 # Every row but the pending one-offs (recurring, schedule.yaml's, removed, over): what the leader's takeover, the
 # listings and the prune read, without a scan of millions of pending one-offs (state/jobstore.py ``unscheduled``).
-sa.Index("clock_jobs_unscheduled", jobs.c.updated_at, postgresql_where=jobs.c.next_fire_at.is_(None),
-         sqlite_where=jobs.c.next_fire_at.is_(None))  # fmt: skip
+# Partial: its WHERE is given per dialect as the tables are made (``partial_indexes``), since a dialect named here
+# would load that SQLAlchemy dialect into every process (the one a clock does not use is 1-2 MB of memory).
+unscheduled_index = sa.Index("clock_jobs_unscheduled", jobs.c.updated_at)
 run_totals = sa.Table(  # counters the metrics read (state/totals.py): they survive pruning, unlike history rows
     "clock_run_totals",
     metadata,
@@ -108,6 +112,23 @@ run_totals = sa.Table(  # counters the metrics read (state/totals.py): they surv
 # Changes to existing tables, by the version that brings them (new tables are created above as needed).
 MIGRATIONS: dict[int, list[str]] = {2: [], 3: [], 4: []}
 SCHEMA_LOCK = 0x636C6F64  # advisory lock class (Postgres) serializing schema creation, per schema
+
+
+def partial_indexes(dialect: str) -> None:
+    """The partial indexes' WHERE for ``dialect`` (postgresql, sqlite): before their CREATE INDEX is compiled."""
+    unscheduled_index.dialect_kwargs[f"{dialect}_where"] = jobs.c.next_fire_at.is_(None)
+
+
+def insert_for(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` with the dialect's ON CONFLICT (postgresql, sqlite); the dialect's module is
+    imported here, so that a process loads only the one it uses (the other is 1-2 MB of memory)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def to_db(moment: datetime) -> datetime:

@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from dynoclock.state import bulk
-from dynoclock.state.tables import from_db, run_totals, runs
+from dynoclock.state.tables import from_db, insert_for, run_totals, runs
 
 if TYPE_CHECKING:
     from dynoclock.state.writer import RunUpdate
@@ -84,8 +83,7 @@ def add(conn: Connection, into: Increments, schema: str | None) -> None:
     if len(into) >= bulk.MIN_ROWS:  # a burst of 1,000 jobs adds 5,000: one statement, not one each
         bulk.add_totals(conn, schema, [(job, series, n) for (job, series), n in sorted(into.items())])
         return
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(run_totals)
+    stmt = insert_for(conn.dialect.name, run_totals)
     stmt = stmt.on_conflict_do_update(
         index_elements=["job", "series"], set_={"value": run_totals.c.value + stmt.excluded.value}
     )
