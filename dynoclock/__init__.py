@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing itself is 1 MB: every process of the clock imports this package, the supervisor too
 if TYPE_CHECKING:
     from dynoclock.client import ConfigError, Scheduler, UnknownJob, connect
     from dynoclock.signing import require_signature, verify_signature

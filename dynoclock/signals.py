@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
-from types import FrameType
+import time
 
-from dynoclock.timesource import SYSTEM
+TYPE_CHECKING = False  # typing itself is 1 MB: the supervisor process imports this module and little else
+if TYPE_CHECKING:
+    from types import FrameType
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: a reload, held too (its default kills)
 _held: list[tuple[int, float]] = []  # (signal number, monotonic time it arrived)
@@ -38,4 +40,4 @@ def release() -> None:
 
 
 def _hold(signum: int, frame: FrameType | None) -> None:
-    _held.append((signum, SYSTEM.monotonic()))
+    _held.append((signum, time.monotonic()))  # the time every Clock's monotonic() reads (timesource.py)

@@ -70,7 +70,9 @@ def test_the_partial_index_is_made_on_postgres(pg_schema_url: str) -> None:
     try:
         with engine.connect() as conn:
             found = conn.execute(
-                sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = :s AND indexname = 'clock_jobs_unscheduled'"),
+                sa.text(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = :s AND indexname = 'clock_jobs_unscheduled'"
+                ),
                 {"s": schema_of(pg_schema_url)},
             ).scalar_one()
     finally:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from dynoclock.cli.args import parse_args, plainly_runs_the_clock, runs_the_clock
+from dynoclock.daemon.supervisor import Child
 from tests.support.processes import (
     TICK_COMMAND,
     ClockProcess,
@@ -99,3 +106,74 @@ def test_clock_supervise_0_runs_the_scheduler_in_the_first_process(
     clock = start_clock(write_schedule(TICKS), env={"CLOCK_SUPERVISE": "0"})
     assert clock.scheduler_pid() == clock.pid
     assert clock.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [], ["run"], ["-c", "s.yaml"], ["run", "-c", "s.yaml"], ["--config", "s.yaml"], ["--config=s.yaml"],
+        ["-c", "a.yaml", "--config", "b.yaml"], ["-c", "check"], ["--config="], ["-c", ""],
+        ["check"], ["run", "job"], ["-c", "s.yaml", "job"], ["run", "run"], ["-c"], ["-c", "-x"], ["-c", "-"],
+        ["--conf", "s.yaml"], ["-cs.yaml"], ["-h"], ["run", "--help"], ["--", "x"], ["-x"], ["next", "-c", "s.yaml"],
+    ],
+)  # fmt: skip
+def test_the_quick_look_at_the_arguments_runs_the_clock_only_where_the_parser_would(argv: list[str]) -> None:
+    # python clock.py supervises on the quick look alone (no argparse in the supervisor process): where it says
+    # yes, the parser must read the same arguments as the daemon; where it says no, the parser decides.
+    if plainly_runs_the_clock(argv):
+        assert runs_the_clock(parse_args(argv))
+
+
+def test_the_quick_look_says_yes_to_the_usual_forms() -> None:
+    for argv in ([], ["run"], ["-c", "schedule.yaml"], ["run", "--config", "s.yaml"], ["--config=s.yaml"]):
+        assert plainly_runs_the_clock(argv), argv
+
+
+def test_the_supervisor_imports_no_parser_subprocess_threading_or_typing() -> None:
+    code = (
+        "import sys; sys.argv = ['clock.py', '-c', 'schedule.yaml']\n"
+        "from dynoclock import __main__, signals\n"
+        "from dynoclock.cli.args import plainly_runs_the_clock\n"
+        "from dynoclock.daemon import supervisor\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "dynoclock.daemon.supervisor" in loaded
+    assert {"argparse", "subprocess", "threading", "typing", "datetime"} & set(loaded) == set()
+
+
+def test_the_child_handle_reports_exit_codes_and_signals_as_popen_does(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    try:
+        script = "import os, sys; os.write(int(sys.argv[1]), b'ok'); sys.exit(int(sys.argv[2]))"
+        child = Child.start([sys.executable, "-c", script, str(write), "3"], dict(os.environ), write)
+        assert child.wait() == 3 and child.poll() == 3
+        assert os.read(read, 10) == b"ok"  # the descriptor passed on, as pass_fds does
+        sleeper = Child.start([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), write)
+        assert sleeper.poll() is None
+        sleeper.send_signal(signal.SIGTERM)
+        assert sleeper.wait() == -signal.SIGTERM
+        sleeper.kill()  # reaped: nothing is sent (its pid may be another process's)
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_the_child_gets_no_other_descriptor_of_the_supervisor(tmp_path: Path) -> None:
+    inherited = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY)
+    os.set_inheritable(inherited, True)  # as one the supervisor's own parent passed down
+    keep_r, keep_w = os.pipe()
+    try:
+        script = "import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))"
+        out = tmp_path / "out"
+        code = (
+            f"import os, sys; fd = os.open({str(out)!r}, os.O_CREAT | os.O_WRONLY); os.dup2(fd, 1)\n"
+            "from dynoclock.daemon.supervisor import Child\n"
+            f"sys.exit(Child.start([sys.executable, '-c', {script!r}], dict(os.environ), {keep_w}).wait())"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, pass_fds=(inherited, keep_w))
+        listed = json.loads(out.read_text())  # the child's descriptors: 0-2, the kept one, and its own listing's
+        assert keep_w in listed and inherited not in listed, listed
+    finally:
+        for fd in (inherited, keep_r, keep_w):
+            os.close(fd)

@@ -1,15 +1,20 @@
-"""The command line's parser: argparse only, so that ``run`` can start its supervisor (daemon/supervisor.py)
-before anything heavier is imported or the schedule is read."""
+"""The command line's parser, and the check ``python clock.py`` makes before it: whether the arguments run the
+clock, so that its supervisor (daemon/supervisor.py) starts before anything else is imported (argparse included:
+the supervisor process keeps what it imported) or the schedule is read."""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 COMMANDS = ("run", "check", "next", "history", "status", "crontab", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="clock.py", description="A clock process for PaaS apps.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -49,3 +54,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def runs_the_clock(args: argparse.Namespace) -> bool:
     """Whether these arguments run the daemon (``run`` without a job)."""
     return bool(args.command == "run" and args.job is None)
+
+
+def plainly_runs_the_clock(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` runs the daemon in a form the parser surely reads so: ``[run] [-c FILE | --config FILE |
+    --config=FILE]...``. False says nothing: the parser decides (other commands, a job, abbreviations, help, errors)."""
+    rest = list(argv[1:] if argv[:1] == ["run"] else argv)
+    while rest:
+        option = rest.pop(0)
+        if option.startswith("--config="):
+            continue
+        if option not in ("-c", "--config") or not rest or rest[0].startswith("-"):
+            return False
+        rest.pop(0)
+    return True

@@ -8,7 +8,9 @@ or C code holding the GIL) is killed with SIGKILL, then restarted. Each restart 
 with the reason. The supervisor wakes only for a beat, a signal (SIGCHLD included) or a deadline: an idle clock's
 CPU is counted in wake-ups.
 
-The supervisor reads no schedule and imports next to nothing (it costs about one bare interpreter): the child
+The supervisor reads no schedule and imports next to nothing (it costs about one bare interpreter; ``python
+clock.py`` decides to supervise before any other import, ``__main__.py``), and it starts the child with
+``fork`` and ``exec`` itself (``Child``), as ``subprocess`` would, without its imports: the child
 tells it its ``shutdown_grace`` in its first message on the heartbeat pipe (``g25.0``), then writes ``.`` at each
 beat. Exit codes stay the child's: 0 after a clean stop, 2 for an invalid schedule (never restarted). A signal that
 arrives before the child handles signals is forwarded once it does (its first heartbeat). The child dies with the
@@ -22,18 +24,25 @@ import contextlib
 import os
 import select
 import signal
-import subprocess
 import sys
-import threading
-from collections.abc import Mapping
-from types import FrameType
-from typing import TYPE_CHECKING
+import time
 
 from dynoclock import signals
-from dynoclock.timesource import SYSTEM, Clock
 
+# What this module imports is what the supervisor process holds: the standard library's lightest modules only
+# (subprocess, threading and typing would be 3 MB more). The child's part imports what it needs when it runs.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
+    from typing import Protocol
+
     from dynoclock.observe.logs import EventLog
+    from dynoclock.timesource import Clock
+
+    class Monotonic(Protocol):
+        def monotonic(self) -> float: ...
+
 
 HEARTBEAT_FD = "CLOCK_HEARTBEAT_FD"  # set in the child: where it writes its heartbeat
 PARENT_PID = "CLOCK_SUPERVISOR_PID"
@@ -66,9 +75,14 @@ def beat_every(timeout: float) -> float:
     return timeout / 4
 
 
-def start_heartbeat(grace_s: float, clock: Clock = SYSTEM) -> None:
+def start_heartbeat(grace_s: float, clock: Clock | None = None) -> None:
     """In the child: die with the supervisor, tell it ``grace_s`` (the schedule's shutdown_grace), and write a
     heartbeat every ``beat_every`` seconds on a thread of its own."""
+    import threading
+
+    from dynoclock.timesource import SYSTEM
+
+    sleep = (clock or SYSTEM).sleep
     fd = int(os.environ[HEARTBEAT_FD])
     period = beat_every(heartbeat_timeout())
     os.set_inheritable(fd, False)  # no job's process may keep the pipe open
@@ -82,7 +96,7 @@ def start_heartbeat(grace_s: float, clock: Clock = SYSTEM) -> None:
                 os.write(fd, b".")
             except OSError:  # the supervisor is gone (and the parent-death signal is on its way)
                 return
-            clock.sleep(period)
+            sleep(period)
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
 
@@ -102,15 +116,15 @@ def die_with_parent(parent: int) -> None:
 class Supervisor:
     """Runs the scheduler child until a clean stop; see the module's doc."""
 
-    def __init__(self, events: EventLog | None = None, clock: Clock = SYSTEM):
+    def __init__(self, events: EventLog | None = None, clock: Monotonic | None = None):
         self._events = events  # the log (observe/logs.py, with the redaction it loads) is imported at a restart
-        self.clock = clock
+        self.clock = clock or _MONOTONIC
         self.stop_bound = DEFAULT_GRACE + STOP_SLACK
         self.heartbeat_timeout = heartbeat_timeout()
         self.stopping_since: float | None = None
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
-        self.child: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
         self.beating = False  # the child handles signals (it has written a heartbeat)
         self.forwarded = False
         self.first_signal: int = signal.SIGTERM  # forwarded as it came (SIGINT stays SIGINT)
@@ -146,8 +160,10 @@ class Supervisor:
         """Start the child and watch it; (exit code, None) to exit with, or (_, why) to restart it."""
         beat_r, beat_w = os.pipe()
         env = {**os.environ, HEARTBEAT_FD: str(beat_w), PARENT_PID: str(os.getpid())}
-        self.child = subprocess.Popen([sys.executable, *sys.orig_argv[1:]], env=env, pass_fds=(beat_w,))
-        os.close(beat_w)
+        try:
+            self.child = Child.start([sys.executable, *sys.orig_argv[1:]], env, beat_w)
+        finally:
+            os.close(beat_w)
         self.beating = self.forwarded = False
         last_beat = self.clock.monotonic()
         watched, killed = [beat_r, self.wake_r], False
@@ -210,28 +226,27 @@ class Supervisor:
     def _forward(self) -> None:
         assert self.child is not None
         self.forwarded = True
-        with contextlib.suppress(ProcessLookupError):
-            self.child.send_signal(self.first_signal)
+        self.child.send_signal(self.first_signal)
 
     def _on_child(self, signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.wake_w, b"c")
+        self._wake(b"c")
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         """SIGHUP reloads schedule.yaml in the scheduler child (daemon/reload.py); one before the child handles
         signals is not needed: the child reads the file as it starts."""
         if self.child is not None and self.beating:
-            with contextlib.suppress(ProcessLookupError):
-                self.child.send_signal(signal.SIGHUP)
+            self.child.send_signal(signal.SIGHUP)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping_since is None:
             self.stopping_since, self.first_signal = self.clock.monotonic(), signum
         elif self.child is not None and self.beating:
-            with contextlib.suppress(ProcessLookupError):
-                self.child.send_signal(signum)  # a second signal: the child logs it, as it did unsupervised
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.wake_w, b"!")
+            self.child.send_signal(signum)  # a second signal: the child logs it, as it did unsupervised
+        self._wake(b"!")
+
+    def _wake(self, why: bytes) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: the loop has a wake-up to read already
+            os.write(self.wake_w, why)
 
     def _sleep(self, seconds: float) -> bool:
         """Wait ``seconds``, or until a stop signal; whether one came."""
@@ -239,3 +254,70 @@ class Supervisor:
         while self.stopping_since is None and self.clock.monotonic() < end:
             select.select([self.wake_r], [], [], max(0.0, end - self.clock.monotonic()))
         return self.stopping_since is not None
+
+
+class _Monotonic:
+    """The supervisor's time: it only measures intervals (timesource.SYSTEM imports datetime and threading)."""
+
+    monotonic = staticmethod(time.monotonic)
+
+
+_MONOTONIC = _Monotonic()
+
+
+class Child:
+    """The scheduler process, started as ``subprocess.Popen(argv, env=env, pass_fds=(fd,))`` would (every other
+    descriptor closed, signals the supervisor ignores back to their defaults), with the few calls of Popen's the
+    supervisor makes: Popen's module and its imports were a quarter of the supervisor's memory."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None  # as Popen's: the exit code, or -N after signal N
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], keep_fd: int) -> Child:
+        pid = os.fork()
+        if pid == 0:  # the child: nothing here may return into the supervisor's code
+            try:
+                os.closerange(3, keep_fd)
+                os.closerange(keep_fd + 1, _max_fd())
+                os.set_inheritable(keep_fd, True)
+                for signum in _RESTORED:
+                    signal.signal(signum, signal.SIG_DFL)
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)  # exec failed
+        return cls(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is not None:  # reaped: its pid may be another process's now
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+# Ignored by Python at start: Popen's restore_signals gives them back their default actions in the child.
+_RESTORED = [getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)]
+
+
+def _max_fd() -> int:
+    try:
+        return max(os.sysconf("SC_OPEN_MAX"), 256)
+    except (OSError, ValueError):
+        return 256
