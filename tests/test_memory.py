@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from dynoclock.config.loader import load_schedule
+from dynoclock.config.source import load
 from dynoclock.daemon import process
 from dynoclock.state.engines import SQLITE_CACHE_KIB, normalize_url
 from dynoclock.state.ledger import Ledger
@@ -97,3 +99,37 @@ def test_every_scheduler_job_shares_one_function_reference(write_schedule: Calla
     assert a.func is b.func is process._unused
     assert a.func_ref is b.func_ref  # one string, not one per job
     assert a.func_ref == "dynoclock.daemon.process:_unused"
+
+
+def test_jobs_with_the_same_action_share_one_and_arguments_keep_theirs(write_schedule: Callable[[str], Path]) -> None:
+    text = (
+        "jobs:\n"
+        "  c1: {every: 1h, command: ['true']}\n  c2: {every: 2h, command: ['true']}\n"
+        "  c3: {every: 1h, command: ['true'], env: {A: b}}\n  c4: {every: 1h, command: ['true'], cwd: /tmp}\n"
+        "  p1: {every: 1h, python: 'tests.jobs_for_tests:echo_args'}\n"
+        "  p2: {every: 3h, python: 'tests.jobs_for_tests:echo_args'}\n"
+        "  p3: {every: 1h, python: 'tests.jobs_for_tests:echo_args', args: [1]}\n"
+        "  p4: {every: 1h, python: 'tests.jobs_for_tests:echo_args', args: [true]}\n"
+    )
+    jobs = load_schedule(str(write_schedule(text))).jobs
+    action = {job_id: job.action for job_id, job in jobs.items()}
+    assert action["c1"] is action["c2"] and action["p1"] is action["p2"]
+    assert action["c3"] is not action["c1"] and action["c4"] is not action["c1"]
+    assert [a.env for a in (action["c1"], action["c3"])] == [{}, {"A": "b"}]  # type: ignore[union-attr]
+    assert [a.cwd for a in (action["c1"], action["c4"])] == [None, "/tmp"]  # type: ignore[union-attr]
+    assert [a.args for a in (action["p1"], action["p3"], action["p4"])] == [(), (1,), (True,)]  # type: ignore[union-attr]
+    assert type(action["p4"].args[0]) is bool  # type: ignore[union-attr]
+
+
+def test_the_files_texts_are_one_string_each_and_not_in_the_interpreters_table(
+    write_schedule: Callable[[str], Path],
+) -> None:
+    job_id = f"job-{uuid.uuid4().hex}"  # a text no code of the process has
+    text = f"jobs:\n  {job_id}: {{every: 1h, command: ['true']}}\n  other: {{every: 1h, command: ['true']}}\n"
+    data = load(str(write_schedule(text)), write_schedule(text).read_bytes()).data
+    assert isinstance(data, dict)
+    first, second = data["jobs"][job_id], data["jobs"]["other"]
+    assert first["every"] is second["every"]  # one string for the two
+    # sys.intern's table never shrinks: the file's texts are shared through a dict of the load's own.
+    key = next(k for k in data["jobs"] if k == job_id)
+    assert sys.intern("".join(job_id)) is not key

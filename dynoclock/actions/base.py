@@ -8,13 +8,14 @@ An action kind is a module (``actions/http.py``...) with ``JOB_KEYS`` and ``pars
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from dynoclock.config.durations import format_duration
 from dynoclock.observe.timefmt import iso_utc
@@ -186,3 +187,14 @@ class RunContext:
 def _quietly(hook: Callable[[], None]) -> None:
     with contextlib.suppress(BaseException):  # a process that already exited, a connection already closed
         hook()
+
+
+A = TypeVar("A")
+
+
+@functools.lru_cache(maxsize=256)
+def shared(kind: Callable[..., A], *fields: str | bool | int | tuple[str, ...] | None) -> A:
+    """One ``kind(*fields)`` for the jobs whose action is the same, as triggers are shared (schedule/triggers.py):
+    with 10,000 jobs, most repeat a few, and each is kept as long as the clock runs. Actions are frozen and a run
+    never changes one. The fields are text, flags and numbers of one type each (the cache would take 1 for True)."""
+    return kind(*fields)

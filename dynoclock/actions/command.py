@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.actions.base import JobFailed, RunContext, shared
 from dynoclock.actions.shellvars import shell_script
 from dynoclock.config.envvars import Expanded
 from dynoclock.config.problems import Invalid, Report
@@ -109,7 +109,14 @@ def parse(report: Report, path: Path, value: object, extras: dict[str, tuple[obj
     if command is None or len(report.problems) > before:
         return None
     argv, values = command
-    return CommandAction(argv, values=values, **opts)
+    if values or opts.get("env"):
+        return CommandAction(argv, values=values, **opts)
+    action: CommandAction = shared(_plain_command, argv, shell, opts.get("cwd"))  # no per-job dict: one for all
+    return action
+
+
+def _plain_command(argv: tuple[str, ...], shell: bool, cwd: str | None) -> CommandAction:
+    return CommandAction(argv, shell=shell, cwd=cwd)
 
 
 def as_command(value: object, shell: bool) -> tuple[tuple[str, ...], dict[str, str]]:

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from dynoclock.actions.base import JobFailed, RunContext
+from dynoclock.actions.base import JobFailed, RunContext, shared
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
 from dynoclock.config.values import as_enum, as_mapping, as_nonempty_str, as_tuple, show
@@ -81,7 +81,16 @@ def parse(report: Report, path: Path, value: object, extras: dict[str, tuple[obj
         )
     if target is None or len(report.problems) > before:
         return None
-    return PythonAction(target, **kw)
+    if kw.get("args") or kw.get("kwargs"):  # JSON values: 1 and true would be one key of a cache
+        return PythonAction(target, **kw)
+    action: PythonAction = shared(
+        _no_arguments, target, kw.get("app"), kw.get("isolate", ISOLATE_DEFAULT), kw.get("max_memory", 0)
+    )
+    return action
+
+
+def _no_arguments(target: str, app: str | None, isolate: str, max_memory: int) -> PythonAction:
+    return PythonAction(target, app=app, isolate=isolate, max_memory=max_memory)
 
 
 as_isolate = as_enum("process", "thread")
