@@ -195,6 +195,7 @@ def _compose(file: str, loader: Loader) -> tuple[_Node | None, int]:
     root: _Node | None = None
     root_mark: yaml.Mark | None = None
     aliases = written = 0
+    texts: dict[str, str] = {}  # the scalars' texts, one string each (_node)
     get_event = cast("Callable[[], _Event]", loader.get_event)  # typed once: the loop reads every event
     while root is None:
         event = get_event()
@@ -219,7 +220,7 @@ def _compose(file: str, loader: Loader) -> tuple[_Node | None, int]:
             target = anchors[event.anchor]
             node = _Node(ALIAS, target.tag, target, mark.line, event.anchor)
         else:
-            node = _node(loader, event, mark)
+            node = _node(loader, event, mark, texts)
             written += 1
             if event.anchor is not None:
                 if event.anchor in anchors:
@@ -248,7 +249,9 @@ def _compose(file: str, loader: Loader) -> tuple[_Node | None, int]:
     return root, written
 
 
-def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, start: yaml.Mark) -> _Node:
+def _node(
+    loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, start: yaml.Mark, texts: dict[str, str]
+) -> _Node:
     """A scalar, or an empty sequence or mapping, for ``event`` (starting at ``start``), its tag resolved as PyYAML's
     composer does."""
     tag = event.tag
@@ -256,8 +259,9 @@ def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, s
     if isinstance(event, yaml.ScalarEvent):
         if tag is None or tag == "!":
             tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-        # Interned: the same few keys (and often the same values) in every job, one string each, not one per use.
-        return _Node(SCALAR, tag, sys.intern(event.value), start.line, style=event.style)
+        # One string per text: the same few keys (and often the same values) in every job, not one per use. In a
+        # dict of this file's, not sys.intern's table: that one never shrinks (1 MB kept for a 10,000-job file).
+        return _Node(SCALAR, tag, texts.setdefault(event.value, event.value), start.line, style=event.style)
     kind, pyyaml_kind = (
         (SEQUENCE, yaml.SequenceNode) if isinstance(event, yaml.SequenceStartEvent) else (MAPPING, yaml.MappingNode)
     )
