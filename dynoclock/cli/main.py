@@ -124,6 +124,9 @@ def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
         # them and turns the GC back on.
         collecting = gc.isenabled()
         gc.disable()
+        from dynoclock.daemon.memory import fix_mmap_threshold
+
+        fix_mmap_threshold()  # before the schedule's large blocks come and go (daemon/memory.py)
         try:
             schedule = _load(args)
             if supervisor.supervised():
