@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from dynoclock.config.loader import load_schedule
-from dynoclock.config.source import load
+from dynoclock.config.source import SCALAR, _Node, load
 from dynoclock.daemon import process
+from dynoclock.daemon.memory import fix_mmap_threshold
 from dynoclock.state.engines import SQLITE_CACHE_KIB, normalize_url
 from dynoclock.state.ledger import Ledger
 from tests.support.postgres import schema_of
@@ -133,3 +134,42 @@ def test_the_files_texts_are_one_string_each_and_not_in_the_interpreters_table(
     # sys.intern's table never shrinks: the file's texts are shared through a dict of the load's own.
     key = next(k for k in data["jobs"] if k == job_id)
     assert sys.intern("".join(job_id)) is not key
+
+
+def test_a_tree_node_is_served_from_other_pools_than_the_texts_that_outlive_it() -> None:
+    def size_class(size: int) -> int:  # CPython's small-object allocator: 16-byte classes up to 512 bytes
+        return (size + 15) // 16 * 16
+
+    node = _Node(SCALAR, "tag:yaml.org,2002:str", "value", 0)
+    texts = {size_class(sys.getsizeof("x" * length)) for length in range(16, 31)}
+    assert size_class(sys.getsizeof(node)) not in texts
+
+
+def test_the_mmap_threshold_is_fixed_where_the_c_library_has_mallopt() -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Glibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    class Musl:  # its mallopt exists and does nothing
+        def mallopt(self, param: int, value: int) -> int:
+            return 0
+
+    assert fix_mmap_threshold(Glibc()) is True
+    assert calls == [(-3, 128 * 1024)]  # M_MMAP_THRESHOLD: fixed at its default, it no longer moves up
+    assert fix_mmap_threshold(Musl()) is False
+    assert fix_mmap_threshold(object()) is False  # no mallopt at all
+
+
+def glibc() -> bool:
+    try:
+        return sys.platform.startswith("linux") and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not glibc(), reason="Linux with glibc")
+def test_the_mmap_threshold_is_fixed_in_this_process_on_glibc() -> None:
+    assert fix_mmap_threshold() is True
