@@ -121,3 +121,16 @@ def test_a_repeated_id_is_refused_as_add_job_refuses_it() -> None:
     scheduler = BackgroundScheduler(timezone=UTC, jobstores={"default": store})
     with pytest.raises(ConflictingIdError):
         store.load(scheduler, work, [("x", Never()), ("x", Never())], NOW)
+
+
+def test_loaded_jobs_share_one_empty_kwargs_that_modify_job_replaces_for_one() -> None:
+    scheduler, _ = by_load()
+    try:
+        first, second = scheduler.get_job("job-1"), scheduler.get_job("job-2")
+        assert first.kwargs == {} and first.kwargs is second.kwargs  # one dict for every loaded job, not one each
+        mine: dict[str, object] = {}
+        scheduler.modify_job("job-1", kwargs=mine)  # (work takes no arguments: an empty dict of its own)
+        assert scheduler.get_job("job-1").kwargs is mine  # replaced, the shared one untouched
+        assert second.kwargs is scheduler.get_job("job-3").kwargs == {}
+    finally:
+        scheduler.shutdown(wait=False)

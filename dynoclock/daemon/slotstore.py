@@ -22,6 +22,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import datetime_to_utc_timestamp, obj_to_ref
 
 ALIAS = "default"
+# Every loaded job's kwargs: one empty dict, not one each (0.6 MB for 10,000). Never changed: APScheduler replaces a
+# job's kwargs (modify_job), and reads them only to call its function, which the clock's executor never does.
+_NO_KWARGS: dict[str, Any] = {}
 _LAST = float("inf")
 
 
@@ -49,7 +52,7 @@ class SlotStore(MemoryJobStore):  # type: ignore[misc]
             job.id = job.name = job_id
             job.func, job.func_ref = func, ref
             job.trigger, job.executor = trigger, "default"
-            job.args, job.kwargs = (), {}
+            job.args, job.kwargs = (), _NO_KWARGS
             job.misfire_grace_time, job.coalesce, job.max_instances = None, False, 1
             job.next_run_time = first = trigger.get_next_fire_time(None, now)
             job._scheduler, job._jobstore_alias = scheduler, ALIAS
