@@ -12,22 +12,16 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeAlias, cast
+from typing import cast
 
 import yaml
 
+from dynoclock.config.compose import ALIAS, MAPPING, MAX_DEPTH, SCALAR, SEQUENCE, Loader, Node, compose
 from dynoclock.config.problems import ConfigError, Problem
 from dynoclock.jsontypes import JSONValue
 
 Path = tuple[str | int, ...]
-# PyYAML's own parser, or libyaml's (5x faster) when PyYAML has it: their events, nodes and values are alike.
-Loader: TypeAlias = "yaml.SafeLoader | yaml.CSafeLoader"
-# What the parser yields inside a document (stream and document events are read around the loop).
-_Event: TypeAlias = (
-    "yaml.ScalarEvent | yaml.SequenceStartEvent | yaml.MappingStartEvent | yaml.AliasEvent | yaml.CollectionEndEvent"
-)
 
 
 def dotted(path: Path) -> str:
@@ -70,11 +64,10 @@ _QUOTE_HINT = ' (a value starting with * or @ must be quoted, e.g. cron: "*/5 * 
 _YAML_HINTS = ("while scanning an alias", "found undefined alias", "found character '@'", "found character '`'")
 _STD_TAG = "tag:yaml.org,2002:"
 _MERGE = _STD_TAG + "merge"
+_TEXT_TAGS = frozenset((_STD_TAG + "str", _STD_TAG + "timestamp"))  # values read as their text
 
 # Bounds far beyond any real schedule, so that a hostile file (a "billion laughs" alias bomb, nesting
 # thousands deep) is refused in well under a second and a few MB instead of minutes and gigabytes.
-MAX_DEPTH = 100  # collections nested in one another, the top mapping included
-MAX_ALIASES = 10_000  # uses of anchors (*name) in the file
 MAX_ALIAS_VALUES = 100_000  # values that expanding aliases (and merge keys) may add to those written out
 _MULTIPLY = "found aliases that multiply (an alias bomb)"
 _NESTED = f"found {MAX_DEPTH + 1} levels once it is expanded"
@@ -114,7 +107,7 @@ def _load(file: str, raw: bytes) -> Source:
         what = f"unacceptable character #x{exc.character:04x}" if isinstance(exc.character, int) else exc.reason
         raise ConfigError([Problem(file, bad_line, "", f"not YAML text: {what} (is this a YAML file?)")]) from None
     try:
-        node, written = _compose(file, loader)
+        node, written = compose(file, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -129,7 +122,7 @@ def _load(file: str, raw: bytes) -> Source:
     return _finish(file, loader, node, written)
 
 
-def _compose_fast(file: str, text: str) -> tuple[Loader, _Node | None, int] | None:
+def _compose_fast(file: str, text: str) -> tuple[Loader, Node | None, int] | None:
     """Parse with libyaml when PyYAML has it (5x faster on a 10,000-job schedule). On any YAML error, None:
     the pure-Python parser then reads the file again for its clearer, located message."""
     c_loader: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
@@ -137,140 +130,14 @@ def _compose_fast(file: str, text: str) -> tuple[Loader, _Node | None, int] | No
         return None
     loader = c_loader(text)
     try:
-        return loader, *_compose(file, loader)
+        return loader, *compose(file, loader)
     except yaml.YAMLError:
         return None
     finally:
         loader.dispose()
 
 
-SCALAR, SEQUENCE, MAPPING, ALIAS = range(4)
-
-
-class _Node:
-    """One node of the composed tree, smaller than PyYAML's (a line instead of two marks, no attribute dict: for a
-    10,000-job file the tree took 25 MB at the peak of the clock's start-up, now about a quarter).
-
-    ``kind`` is SCALAR, SEQUENCE, MAPPING or ALIAS; ``tag`` as resolved; ``line`` 0-based, where it starts;
-    ``value``: a scalar's text (``style``: its quoting), a sequence's items, a mapping's keys and values in turn
-    (key, value, key, value...), an alias's anchored node. ``name``: an alias's anchor name (``*name``); on an
-    anchored node, the mark where the anchor was defined (for the duplicate-anchor message)."""
-
-    __slots__ = ("kind", "line", "name", "style", "tag", "value")
-
-    def __init__(
-        self,
-        kind: int,
-        tag: str,
-        value: str | list[_Node] | _Node,
-        line: int,
-        name: str | yaml.Mark | None = None,
-        style: str | None = None,
-    ):
-        self.kind, self.tag, self.value, self.line, self.name, self.style = kind, tag, value, line, name, style
-
-    def items(self) -> list[_Node]:
-        """A collection's items (a mapping's: key, value, key, value...)."""
-        return cast("list[_Node]", self.value)
-
-    def target(self) -> _Node:
-        """An alias's anchored node."""
-        return cast("_Node", self.value)
-
-
-def _compose(file: str, loader: Loader) -> tuple[_Node | None, int]:
-    """The document's node tree and how many nodes it writes out, composed from the parser's events as
-    PyYAML's composer does, but without recursion (its C composer crashes at 100,000 levels) and within
-    ``MAX_DEPTH`` and ``MAX_ALIASES``: past them, ConfigError at the line of the offending node or alias.
-    ``loader`` is a SafeLoader or a CSafeLoader (their events are alike; the type stubs tell them apart).
-
-    Every event read here has its marks; libyaml's Mark has the fields of PyYAML's (the stubs name two classes)."""
-    loader.get_event()  # stream start
-    if loader.check_event(yaml.StreamEndEvent):
-        return None, 0
-    loader.get_event()  # document start
-    anchors: dict[str, _Node] = {}
-    open_: list[_Node] = []  # collections being read
-    items: list[_Node] = []  # the items so far of the innermost one
-    root: _Node | None = None
-    root_mark: yaml.Mark | None = None
-    aliases = written = 0
-    get_event = cast("Callable[[], _Event]", loader.get_event)  # typed once: the loop reads every event
-    while root is None:
-        event = get_event()
-        mark = cast("yaml.Mark", event.start_mark)
-        if isinstance(event, yaml.CollectionEndEvent):
-            done = open_.pop()
-            if open_:
-                items = open_[-1].items()
-            else:
-                root = done
-            continue
-        if root_mark is None:
-            root_mark = mark
-        node: _Node
-        if isinstance(event, yaml.AliasEvent):
-            aliases += 1
-            if aliases > MAX_ALIASES:
-                what = f"more than {MAX_ALIASES:,} YAML aliases: expected a few *name references"
-                raise _at(file, mark, f"{what}, found the {MAX_ALIASES + 1:,}st here")
-            if event.anchor not in anchors:
-                raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", mark)
-            target = anchors[event.anchor]
-            node = _Node(ALIAS, target.tag, target, mark.line, event.anchor)
-        else:
-            node = _node(loader, event, mark)
-            written += 1
-            if event.anchor is not None:
-                if event.anchor in anchors:
-                    first = cast("yaml.Mark", anchors[event.anchor].name)
-                    what = f"found duplicate anchor {event.anchor!r}; first occurrence"
-                    raise yaml.composer.ComposerError(what, first, "second occurrence", mark)
-                node.name = mark
-                anchors[event.anchor] = node
-        if open_:
-            items.append(node)
-        elif not isinstance(event, yaml.CollectionStartEvent):
-            root = node  # the whole document is one value
-        if isinstance(event, yaml.CollectionStartEvent):
-            if len(open_) == MAX_DEPTH:
-                what = f"nested more than {MAX_DEPTH} levels deep: expected a schedule a few levels deep"
-                raise _at(file, mark, f"{what}, found a {MAX_DEPTH + 1}st level here")
-            items = node.items()
-            open_.append(node)
-    loader.get_event()  # document end
-    if not loader.check_event(yaml.StreamEndEvent):
-        following = get_event()
-        raise yaml.composer.ComposerError(
-            "expected a single document in the stream", root_mark, "but found another document",
-            cast("yaml.Mark", following.start_mark),
-        )  # fmt: skip
-    return root, written
-
-
-def _node(loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, start: yaml.Mark) -> _Node:
-    """A scalar, or an empty sequence or mapping, for ``event`` (starting at ``start``), its tag resolved as PyYAML's
-    composer does."""
-    tag = event.tag
-    resolve: Callable[[type[yaml.Node], str | None, object], str] = loader.resolve  # untyped in the stubs
-    if isinstance(event, yaml.ScalarEvent):
-        if tag is None or tag == "!":
-            tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-        # Interned: the same few keys (and often the same values) in every job, one string each, not one per use.
-        return _Node(SCALAR, tag, sys.intern(event.value), start.line, style=event.style)
-    kind, pyyaml_kind = (
-        (SEQUENCE, yaml.SequenceNode) if isinstance(event, yaml.SequenceStartEvent) else (MAPPING, yaml.MappingNode)
-    )
-    if tag is None or tag == "!":
-        tag = resolve(pyyaml_kind, None, event.implicit)
-    return _Node(kind, tag, [], start.line)
-
-
-def _at(file: str, mark: yaml.Mark, message: str) -> ConfigError:
-    return ConfigError([Problem(file, mark.line + 1, "", message)])
-
-
-def _finish(file: str, loader: Loader, node: _Node | None, written: int) -> Source:
+def _finish(file: str, loader: Loader, node: Node | None, written: int) -> Source:
     if node is None:
         raise ConfigError([Problem(file, 1, "", "the file is empty; expected a mapping with a 'jobs:' key")])
     src = Source(file, None)
@@ -290,9 +157,9 @@ class _Builder:
         self.problems: list[Problem] = []
         self.budget = written + MAX_ALIAS_VALUES  # values built, merge sources each time they are merged
         self.active: set[int] = set()  # the collections being built, to catch an alias to itself
-        self.aliases: list[tuple[_Node, Path]] = []  # the aliases being expanded, outermost first
+        self.aliases: list[tuple[Node, Path]] = []  # the aliases being expanded, outermost first
 
-    def build(self, node: _Node, path: Path, src: Source, depth: int) -> JSONValue:
+    def build(self, node: Node, path: Path, src: Source, depth: int) -> JSONValue:
         """Plain data for ``node`` at ``path``, inside ``depth`` collections; lines and unreadable go to ``src``."""
         if node.kind == ALIAS:
             self.aliases.append((node, path))
@@ -324,9 +191,9 @@ class _Builder:
                 self.active.discard(id(node))
         return self._scalar(node, path, src)
 
-    def _scalar(self, node: _Node, path: Path, src: Source) -> JSONValue:
+    def _scalar(self, node: Node, path: Path, src: Source) -> JSONValue:
         tag, value = node.tag, cast("str", node.value)
-        if tag in (_STD_TAG + "str", _STD_TAG + "timestamp"):  # most values: the text, as PyYAML's str constructor
+        if tag in _TEXT_TAGS:  # most values: the text, as PyYAML's str constructor
             return value  # returns it; timestamps stay text (our parser decides what an instant means)
         longest = sys.get_int_max_str_digits()
         if tag == _STD_TAG + "int" and longest and len(value) > longest:  # int() would raise
@@ -347,10 +214,10 @@ class _Builder:
         self.problems.append(Problem(self.file, line, dotted(path), message))
         src.unreadable.add(path)
 
-    def _refuse(self, alias: _Node, path: Path, message: str) -> ConfigError:
+    def _refuse(self, alias: Node, path: Path, message: str) -> ConfigError:
         return ConfigError([Problem(self.file, alias.line + 1, dotted(path), message)])
 
-    def _mapping(self, node: _Node, path: Path, src: Source, depth: int) -> dict[str, JSONValue]:
+    def _mapping(self, node: Node, path: Path, src: Source, depth: int) -> dict[str, JSONValue]:
         out: dict[str, JSONValue] = {}
         merges = []
         pairs = node.items()
@@ -362,14 +229,19 @@ class _Builder:
             if key_node.kind != SCALAR:
                 self.problems.append(Problem(self.file, line, dotted(path), "a key must be a plain word"))
                 continue
-            key = str(key_node.value)
+            key = cast("str", key_node.value)  # a scalar's text
+            sub = (*path, key)
             if key in out:
-                first = src.lines.get((*path, key))
+                first = src.lines.get(sub)
                 what = f"duplicate key (first defined at line {first})"
-                self.problems.append(Problem(self.file, line, dotted((*path, key)), what))
+                self.problems.append(Problem(self.file, line, dotted(sub), what))
                 continue
-            src.lines[(*path, key)] = line
-            out[key] = self.build(value_node, (*path, key), src, depth)
+            src.lines[sub] = line
+            if value_node.kind == SCALAR and value_node.tag in _TEXT_TAGS and self.budget > 0:
+                self.budget -= 1  # what build does for text, without the call: most values of a schedule are text
+                out[key] = cast("str", value_node.value)
+            else:
+                out[key] = self.build(value_node, sub, src, depth)
         # YAML merge keys (<<: *common): the mapping's own keys win, then earlier sources over later ones.
         for merge_node in merges:
             sources = merge_node.items() if merge_node.kind == SEQUENCE else [merge_node]
