@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
 from dynoclock.config.credentials import schedule_secrets
-from dynoclock.config.envvars import expand
-from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
+from dynoclock.config.jobparts import instant, names_unset, pick, trigger
+from dynoclock.config.problems import ConfigError, Problem, Report
 from dynoclock.config.source import Path, Source, load, quoted
 from dynoclock.config.values import (
     Parser,
@@ -28,17 +28,14 @@ from dynoclock.config.values import (
     as_duration,
     as_duration_or_zero,
     as_enum,
-    as_instant,
     as_int,
     as_mapping,
     as_str,
     as_zone,
     interpolate,
-    show,
 )
 from dynoclock.jsontypes import JSONValue
-from dynoclock.schedule import cron
-from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Trigger, Window, shared
+from dynoclock.schedule.triggers import Trigger, Window, shared
 
 JOB_ID = re.compile(r"[a-z0-9_-]{1,100}")
 TRIGGER_KEYS = ("cron", "every", "at")
@@ -223,7 +220,7 @@ def _job(
     report.check_keys(path, spec, JOB_KEYS_ALL)  # before the filter below: a typo is reported even when disabled
     before = len(report.problems)
     enabled = True
-    value, where = _pick("enabled", spec, defaults, path)
+    value, where = pick("enabled", spec, defaults, path)
     if where is not None:
         if "enabled" in spec and env is not None:  # defaults are expanded already
             value = interpolate(report, where, value, env)
@@ -259,26 +256,26 @@ def _job(
         else:
             options[key] = parsed_defaults.get(key, default)
     job_zone = zone
-    tz_raw, tz_path = _pick("timezone", spec, defaults, path)
+    tz_raw, tz_path = pick("timezone", spec, defaults, path)
     if tz_path is not None:
         job_zone = report.parse(tz_path, tz_raw, as_zone) or zone
-    window = shared(Window, *(_instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
+    window = shared(Window, *(instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
     if window.start and window.end and window.start > window.end:
         report.error((*path, "end"), "end lies before start")
 
-    trigger = None
+    when = None
     if len(triggers) == 1:
-        trigger = _trigger(report, path, triggers[0], spec, defaults, job_zone, options["jitter"], now)
+        when = trigger(report, path, triggers[0], spec, defaults, job_zone, options["jitter"], now)
     action = None
     runnable = True
     if kind is not None and view:
-        runnable = enabled or not _names_unset(
-            [spec[kind], *(_pick(k, spec, defaults, path)[0] for k in JOB_KEYS[kind])], job_env
+        runnable = enabled or not names_unset(
+            [spec[kind], *(pick(k, spec, defaults, path)[0] for k in JOB_KEYS[kind])], job_env
         )
     elif kind is not None:
         extras = {}
         for key in JOB_KEYS[kind]:
-            value, where = _pick(key, spec, defaults, path)
+            value, where = pick(key, spec, defaults, path)
             if where is not None:
                 extras[key] = (value, where)
         action = KINDS[kind].parse(report, (*path, kind), spec[kind], extras)
@@ -288,13 +285,13 @@ def _job(
             p for p in report.problems[before:] if not any(p.path == u or p.path.startswith(u + ".") for u in unset)
         ]
     # A disabled job whose action names unset variables is still listed, with no action.
-    if len(report.problems) > before or trigger is None or kind is None or (action is None and enabled and not view):
+    if len(report.problems) > before or when is None or kind is None or (action is None and enabled and not view):
         return None
     return Job(
         id=job_id,
         trigger_key=triggers[0],
         trigger_text=str(spec[triggers[0]]),
-        trigger=trigger,
+        trigger=when,
         zone=job_zone,
         kind=kind,
         action=action,
@@ -317,76 +314,6 @@ def parse_job(job_id: str, spec: Mapping[str, JSONValue], now: datetime | None =
     if job is None:  # pragma: no cover - every None comes with a problem
         raise ConfigError([Problem("", None, f"jobs.{job_id}", "invalid job")])
     return job
-
-
-def _names_unset(value: object, env: Mapping[str, str]) -> bool:
-    """Whether ``value`` refers to a variable that ``env`` does not set (``${VAR}``, with no default)."""
-    if isinstance(value, str):
-        try:
-            expand(value, env)
-        except Invalid as exc:
-            return "is not set" in str(exc)
-        return False
-    if isinstance(value, dict):
-        return any(_names_unset(v, env) for v in value.values())
-    if isinstance(value, list):
-        return any(_names_unset(v, env) for v in value)
-    return False
-
-
-def _pick(
-    key: str, spec: dict[str, JSONValue], defaults: dict[str, JSONValue], path: Path
-) -> tuple[JSONValue, Path | None]:
-    """The job's own value for ``key``, else the default, with the path it came from."""
-    if key in spec:
-        return spec[key], (*path, key)
-    if key in defaults:
-        return defaults[key], ("defaults", key)
-    return None, None
-
-
-def _instant(
-    report: Report, key: str, spec: dict[str, JSONValue], defaults: dict[str, JSONValue], path: Path, zone: ZoneInfo
-) -> datetime | None:
-    value, where = _pick(key, spec, defaults, path)
-    return None if where is None else report.parse(where, value, as_instant(zone))
-
-
-def _trigger(
-    report: Report,
-    path: Path,
-    key: str,
-    spec: dict[str, JSONValue],
-    defaults: dict[str, JSONValue],
-    zone: ZoneInfo,
-    jitter: timedelta | None,
-    now: datetime | None,
-) -> Trigger | None:
-    where = (*path, key)
-    if "anchor" in spec and key != "every":
-        report.error((*path, "anchor"), f"'anchor' applies to 'every' only, and this job uses '{key}'")
-    if key == "cron":
-        expr = report.parse(where, spec[key], _as_cron)
-        return shared(CronTrigger, expr, zone) if expr else None
-    if key == "every":
-        interval = report.parse(where, spec[key], as_duration)
-        anchor = _instant(report, "anchor", spec, defaults, path, zone) or EPOCH
-        if interval and jitter and jitter >= interval:
-            report.error((*path, "jitter"), f"jitter must be shorter than the interval ({spec[key]})")
-        return shared(EveryTrigger, interval, anchor) if interval else None
-    instant = report.parse(where, spec[key], as_instant(zone))
-    if instant is None:
-        return None
-    if now is not None and instant <= now:
-        report.warn(where, f"{spec[key]} lies in the past: this job will not run")
-    return AtTrigger(instant)
-
-
-def _as_cron(value: object) -> str:
-    # The longest sensible expression lists every minute, hour, day and month (about 400 characters).
-    if not isinstance(value, str) or len(value) > 1000:
-        raise Invalid(f'expected a crontab expression like "0 2 * * *" or @daily, got {show(value)}')
-    return cron.normalize(value)
 
 
 def _secrets(tree: object, env: Mapping[str, str]) -> frozenset[str]:
