@@ -4,13 +4,21 @@ job's settings into another's."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from textwrap import dedent
+from typing import cast
 
 import pytest
 import yaml
 
+from dynoclock.actions.command import CommandAction
+from dynoclock.actions.python import PythonAction
 from dynoclock.config import source
+from dynoclock.config.loader import Job, load_schedule, parse_job
+from dynoclock.config.problems import ConfigError
 from dynoclock.config.source import load
+from dynoclock.schedule.triggers import Window
 
 # The same texts plain and quoted (a plain 1 is a number, a quoted one text), in keys and values, repeated; an
 # anchor, an alias and a merge; tags written out; nesting in flow and block style.
@@ -70,3 +78,131 @@ def test_plain_and_quoted_texts_keep_their_own_types_however_often_they_recur(mo
         assert data["text"] == "two\nlines\n"
         assert src.lines[("a", "retries")] == 9 and src.lines[("a", "timeout")] == 1
         assert src.lines[("b", "deep", 0, 1)] == 14
+
+
+# ---- what the jobs of one schedule share -------------------------------------------------------------------
+
+
+def _jobs(write_schedule, text: str, env: dict[str, str] | None = None) -> dict[str, Job]:
+    return load_schedule(str(write_schedule(dedent(text))), env=env or {}).jobs
+
+
+def test_jobs_with_the_same_cron_keep_their_own_zones_windows_and_options(write_schedule):
+    jobs = _jobs(
+        write_schedule,
+        """\
+        defaults: {timeout: 1m, retries: 2}
+        jobs:
+          a: {cron: "0 2 * * *", command: [x]}
+          b: {cron: "0 2 * * *", command: [x], timezone: Europe/London, timeout: 2m}
+          c: {cron: "0 2 * * *", command: [x], start: "2030-01-01T00:00:00Z", retries: 0}
+          d: {cron: "0 2 * * *", command: [x]}
+        """,
+    )
+    a, b, c, d = jobs["a"], jobs["b"], jobs["c"], jobs["d"]
+    assert a.trigger == d.trigger and a.trigger != b.trigger
+    assert (a.zone.key, b.zone.key) == ("UTC", "Europe/London")
+    assert (a.timeout, b.timeout, c.timeout) == (timedelta(minutes=1), timedelta(minutes=2), timedelta(minutes=1))
+    assert (a.retries, b.retries, c.retries) == (2, 2, 0)
+    assert a.window == d.window == Window() and c.window == Window(datetime(2030, 1, 1, tzinfo=UTC), None)
+    assert a == replace(d, id="a")
+
+
+def test_jobs_with_the_same_action_text_keep_their_own_arguments_and_settings(write_schedule):
+    jobs = _jobs(
+        write_schedule,
+        """\
+        defaults: {args: [1]}
+        jobs:
+          by-default: {every: 1h, python: "tests.jobs_for_tests:echo_args"}
+          same: {every: 1h, python: "tests.jobs_for_tests:echo_args"}
+          an-int: {every: 1h, python: "tests.jobs_for_tests:echo_args", args: [1]}
+          a-float: {every: 1h, python: "tests.jobs_for_tests:echo_args", args: [1.0]}
+          a-bool: {every: 1h, python: "tests.jobs_for_tests:echo_args", args: [true]}
+          text: {every: 1h, python: "tests.jobs_for_tests:echo_args", args: ["1"]}
+          isolated: {every: 1h, python: "tests.jobs_for_tests:echo_args", isolate: process}
+          listed: {every: 1h, command: ["true"]}
+          split: {every: 1h, command: "true"}
+          env: {every: 1h, command: ["true"], env: {A: "1"}}
+          env-int: {every: 1h, command: ["true"], env: {A: 1}}
+        """,
+    )
+    args = {name: _python(jobs[name]).args for name in ("by-default", "an-int", "a-float", "a-bool")}
+    assert [type(a[0]) for a in args.values()] == [int, int, float, bool]
+    assert _python(jobs["text"]).args == ("1",)
+    assert jobs["same"].action is jobs["by-default"].action  # read once
+    assert (_python(jobs["isolated"]).isolate, _python(jobs["by-default"]).isolate) == ("process", "thread")
+    assert _command(jobs["listed"]).argv == _command(jobs["split"]).argv
+    assert _command(jobs["listed"]).env == {}
+    assert _command(jobs["env"]).env == _command(jobs["env-int"]).env == {"A": "1"}
+
+
+def _python(job: Job) -> PythonAction:
+    return cast("PythonAction", job.action)
+
+
+def _command(job: Job) -> CommandAction:
+    return cast("CommandAction", job.action)
+
+
+def test_a_problem_in_a_repeated_action_is_reported_for_every_job_that_has_it(write_schedule):
+    path = write_schedule(
+        dedent("""\
+        jobs:
+          a: {every: 1h, python: "tests.jobs_for_tests:echo_args"}
+          b: {every: 1h, python: "tests.jobs_for_tests:echo_args", isolate: nowhere}
+          c: {every: 1h, python: "tests.jobs_for_tests:echo_args", isolate: nowhere}
+          d: {every: 1h, python: "not a target"}
+          e: {every: 1h, python: "not a target"}
+        """)
+    )
+    with pytest.raises(ConfigError) as info:
+        load_schedule(str(path), env={})
+    assert [(p.line, p.path) for p in info.value.problems] == [
+        (3, "jobs.b.isolate"),
+        (4, "jobs.c.isolate"),
+        (5, "jobs.d.python"),
+        (6, "jobs.e.python"),
+    ]
+
+
+def test_text_from_the_environment_is_read_for_each_job_even_when_it_reads_alike(write_schedule):
+    jobs = _jobs(
+        write_schedule,
+        """\
+        jobs:
+          from-env: {every: 1h, command: "echo ${WORD}", shell: true}
+          written: {every: 1h, command: "echo x", shell: true}
+          from-env-too: {every: 1h, command: "echo ${WORD}", shell: true}
+          first: {every: 1h, command: "echo ${X}y", shell: true}
+          second: {every: 1h, command: "echo x${Y}", shell: true}
+        """,
+        env={"WORD": "x", "X": "x", "Y": "y"},
+    )
+    from_env, written = _command(jobs["from-env"]), _command(jobs["written"])
+    assert from_env.values and not written.values  # the variable's value goes to sh as a variable, not as script
+    assert from_env.argv != written.argv
+    assert jobs["from-env-too"].action == from_env
+    assert _command(jobs["first"]).argv != _command(jobs["second"]).argv  # both "echo xy" once expanded
+
+
+def test_the_jobs_of_a_schedule_are_those_each_read_alone(write_schedule):
+    """Every job loaded with the others (shared defaults, actions read once) equals the job read on its own,
+    through the Python API's path (nothing shared with any other job)."""
+    text = dedent("""\
+        jobs:
+          a: {cron: "*/5 * * * *", python: "tests.jobs_for_tests:echo_args", retries: 3}
+          b: {cron: "*/5 * * * *", python: "tests.jobs_for_tests:echo_args"}
+          c: {every: 10m, command: ["true"], jitter: 1m, anchor: "2026-01-01T00:00:05Z"}
+          d: {every: 10m, command: ["true"], timezone: Asia/Tokyo}
+          e: {at: "2030-01-01T00:00:00", command: "true", timezone: Asia/Tokyo, enabled: false}
+          f: {cron: "@daily", http: {url: "https://example.com/x", method: POST}, start: "2030-01-01T00:00:00Z"}
+          g: {cron: "@daily", http: {url: "https://example.com/x", method: POST}, end: "2040-01-01T00:00:00Z"}
+          h: {cron: "0 0 * * 1-5", sql: "SELECT 1", database: "postgresql://u@h/db", overlap: allow}
+        """)
+    raw = yaml.safe_load(text)["jobs"]
+    jobs = _jobs(write_schedule, text)
+    assert list(jobs) == list(raw)
+    for job_id, spec in raw.items():
+        alone = parse_job(job_id, spec)
+        assert jobs[job_id] == replace(alone, origin="schedule"), job_id

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import cast
 from zoneinfo import ZoneInfo
 
+from dynoclock.actions import KINDS, Action
 from dynoclock.config.envvars import expand
 from dynoclock.config.problems import Invalid, Report
 from dynoclock.config.source import Path
@@ -84,3 +86,53 @@ def as_cron(value: object) -> str:
     if not isinstance(value, str) or len(value) > 1000:
         raise Invalid(f'expected a crontab expression like "0 2 * * *" or @daily, got {show(value)}')
     return cron.normalize(value)
+
+
+class ActionCache:
+    """Actions read once for the jobs of one schedule that write the same one (the same ``python:`` target and
+    arguments, the same ``command:``...): real schedules repeat them, and an action is frozen, so the jobs share
+    it as they share triggers (``triggers.shared``). Kept only when reading it raised no problem and no warning
+    (those name the job), and looked up only for values of plain types, compared with their types: ``1``, ``1.0``
+    and ``true`` are different keys, and text from the environment (``Expanded``: two may read alike and hold
+    different pieces) is never looked up."""
+
+    def __init__(self) -> None:
+        self.actions: dict[object, Action] = {}
+
+    def parse(
+        self, report: Report, kind: str, path: Path, value: JSONValue, extras: dict[str, tuple[JSONValue, Path]]
+    ) -> Action | None:
+        """``KINDS[kind].parse(report, path, value, extras)``, or the same action read for an earlier job."""
+        try:
+            key = (kind, _key(value), tuple(sorted((name, _key(raw)) for name, (raw, _) in extras.items())))
+        except _NotPlain:
+            return KINDS[kind].parse(report, path, value, extras)
+        action = self.actions.get(key)
+        if action is not None:
+            return action
+        problems, warnings = len(report.problems), len(report.warnings)
+        action = KINDS[kind].parse(report, path, value, extras)
+        if action is not None and len(report.problems) == problems and len(report.warnings) == warnings:
+            self.actions[key] = action
+        return action
+
+
+class _NotPlain(Exception):
+    """A value that is not only lists, mappings and plain values: not looked up."""
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _key(value: object) -> object:
+    """``value`` as a hashable key that compares its types too (``1`` is not ``1.0`` nor ``True``)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return kind, value
+    if kind is float:
+        return kind, repr(value)  # -0.0 == 0.0, and nan is not equal to itself
+    if kind is list:
+        return kind, tuple(_key(item) for item in cast("list[object]", value))
+    if kind is dict:
+        return kind, tuple((k, _key(v)) for k, v in cast("dict[object, object]", value).items())
+    raise _NotPlain

@@ -8,6 +8,7 @@ path (``schedule.yaml:14: jobs.import-feeds.every: expected ...``).
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo
 from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
 from dynoclock.config.credentials import schedule_secrets
-from dynoclock.config.jobparts import instant, names_unset, pick, trigger
+from dynoclock.config.jobparts import ActionCache, instant, names_unset, pick, trigger
 from dynoclock.config.problems import ConfigError, Problem, Report
 from dynoclock.config.source import Path, Source, load, quoted
 from dynoclock.config.values import (
@@ -62,6 +63,7 @@ OPTIONS: dict[str, tuple[Parser, object]] = {
 SPECIAL = ("enabled", "timezone", "start", "end", "anchor")
 JOB_KEYS_ALL = frozenset((*OPTIONS, *SPECIAL, *TRIGGER_KEYS, *KINDS, *ALL_JOB_KEYS))
 DEFAULT_KEYS = JOB_KEYS_ALL - set(TRIGGER_KEYS) - set(KINDS)
+OPTION_KEYS = frozenset(OPTIONS)
 # What a job is read for when the schedule is only viewed (status, next, crontab, the page): when it runs.
 # Every other key (the action, its job-level keys, pings and webhooks) is neither interpolated nor validated.
 NOTIFY_OPTIONS = ("ping", "ping_style", "on_failure", "on_recovery")
@@ -133,7 +135,16 @@ def load_schedule(
     ``view=True`` reads only what says when jobs run (triggers, zones, windows, ``enabled``, timing options),
     for the read-only commands and the status page: actions are not parsed (``Job.action`` is None), and a
     variable only an action, a ping or a webhook names need not be set where the schedule is only viewed."""
-    env = os.environ if env is None else env
+    collecting = gc.isenabled()
+    gc.disable()  # a load makes 10,000s of objects that live on and no cycles: a collection only walks them again
+    try:
+        return _load_schedule(file, os.environ if env is None else env, now, view)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load_schedule(file: str, env: Mapping[str, str], now: datetime | None, view: bool) -> Schedule:
     try:
         with open(file, "rb") as fh:
             raw = fh.read()
@@ -181,8 +192,9 @@ def load_schedule(
         raw_jobs = report.parse(("jobs",), top["jobs"], as_mapping) or {}
         if not raw_jobs and "jobs" in top and isinstance(top["jobs"], dict):
             report.warn(("jobs",), "no jobs are defined")
+        common = _common(zone, defaults, parsed_defaults, env, now, view)
         for job_id, raw in raw_jobs.items():
-            job = _job(report, job_id, raw, zone, defaults, parsed_defaults, env, now, view)
+            job = _job(report, job_id, raw, common)
             if job is not None:
                 jobs[job_id] = job
 
@@ -198,19 +210,42 @@ def load_schedule(
     )
 
 
-def _job(
-    report: Report,
-    job_id: str,
-    raw: JSONValue,
+@dataclass(frozen=True)
+class _Common:
+    """What the jobs of one schedule share (its zone, defaults, environment, ``now``, ``view``), and what follows
+    from it, worked out once rather than for each of 10,000 jobs."""
+
+    zone: ZoneInfo
+    defaults: dict[str, JSONValue]
+    env: Mapping[str, str] | None  # None: a job of the Python API, every value taken literally
+    now: datetime | None
+    view: bool
+    options: dict[str, object]  # each option of a job that does not set it: the default's, else OPTIONS'
+    extras: dict[str, dict[str, tuple[JSONValue, Path]]]  # per action kind, its job keys that defaults set
+    window: Window | None  # of a job that sets neither start nor end, if defaults set neither; else None
+    actions: ActionCache
+
+
+def _common(
     zone: ZoneInfo,
     defaults: dict[str, JSONValue],
     parsed_defaults: dict[str, object],
     env: Mapping[str, str] | None,
     now: datetime | None,
     view: bool = False,
-) -> Job | None:
+) -> _Common:
+    options = {key: parsed_defaults.get(key, default) for key, (_, default) in OPTIONS.items()}
+    extras: dict[str, dict[str, tuple[JSONValue, Path]]] = {
+        kind: {k: (defaults[k], ("defaults", k)) for k in keys if k in defaults} for kind, keys in JOB_KEYS.items()
+    }
+    window = None if "start" in defaults or "end" in defaults else shared(Window, None, None)
+    return _Common(zone, defaults, env, now, view, options, extras, window, ActionCache())
+
+
+def _job(report: Report, job_id: str, raw: JSONValue, common: _Common) -> Job | None:
     """One job of the file (``env``: its ``${VAR}`` are expanded), or of the Python API (``env`` None: every value
     is taken literally)."""
+    zone, defaults, env, now, view = common.zone, common.defaults, common.env, common.now, common.view
     path: Path = ("jobs", job_id)
     if not JOB_ID.fullmatch(job_id):
         report.error(path, f"job id {quoted(job_id)} must be 1-100 of a-z, 0-9, '_' and '-'")
@@ -233,7 +268,11 @@ def _job(
     if env is not None:
         job_env = env if enabled else {k: v for k, v in env.items() if v}
         read = VIEW_KEYS if view else spec.keys()  # viewed: the action and notifications are kept as written
-        spec = {k: interpolate(report, (*path, k), v, job_env, unset) if k in read else v for k, v in spec.items()}
+        spec = {
+            # A text without "$" is itself once expanded (most values): not passed through interpolate.
+            k: interpolate(report, (*path, k), v, job_env, unset) if k in read and not _plain(v) else v
+            for k, v in spec.items()
+        }
 
     triggers = [k for k in TRIGGER_KEYS if k in spec]
     kinds = [k for k in KINDS if k in spec]
@@ -244,24 +283,26 @@ def _job(
         found = f"got {' and '.join(kinds)}" if kinds else "found none"
         report.error(path, f"expected exactly one action: {', '.join(KINDS)}; {found}")
     kind = kinds[0] if len(kinds) == 1 else None
-    for key in ALL_JOB_KEYS & spec.keys():
-        if kind is not None and key not in JOB_KEYS[kind]:
-            owners = " or ".join(k for k, keys in JOB_KEYS.items() if key in keys)
-            report.error((*path, key), f"'{key}' applies to {owners} jobs only, and this is a {kind} job")
+    if kind is not None and not ALL_JOB_KEYS.isdisjoint(spec):  # most jobs set none
+        for key in ALL_JOB_KEYS & spec.keys():
+            if key not in JOB_KEYS[kind]:
+                owners = " or ".join(k for k, keys in JOB_KEYS.items() if key in keys)
+                report.error((*path, key), f"'{key}' applies to {owners} jobs only, and this is a {kind} job")
 
-    options: dict[str, Any] = {}  # Job's keyword arguments, each of its parser's type (or its default)
-    for key, (parser, default) in OPTIONS.items():
-        if key in spec and (key in VIEW_KEYS or not view):
-            options[key] = report.parse((*path, key), spec[key], parser)
-        else:
-            options[key] = parsed_defaults.get(key, default)
+    options: dict[str, Any] = dict(common.options)  # Job's keyword arguments, each of its parser's type
+    if not OPTION_KEYS.isdisjoint(spec):  # in OPTIONS' order, as the problems they may raise always were
+        for key, (parser, _) in OPTIONS.items():
+            if key in spec and (key in VIEW_KEYS or not view):
+                options[key] = report.parse((*path, key), spec[key], parser)
     job_zone = zone
     tz_raw, tz_path = pick("timezone", spec, defaults, path)
     if tz_path is not None:
         job_zone = report.parse(tz_path, tz_raw, as_zone) or zone
-    window = shared(Window, *(instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
-    if window.start and window.end and window.start > window.end:
-        report.error((*path, "end"), "end lies before start")
+    window = common.window
+    if window is None or "start" in spec or "end" in spec:
+        window = shared(Window, *(instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
+        if window.start and window.end and window.start > window.end:
+            report.error((*path, "end"), "end lies before start")
 
     when = None
     if len(triggers) == 1:
@@ -273,12 +314,10 @@ def _job(
             [spec[kind], *(pick(k, spec, defaults, path)[0] for k in JOB_KEYS[kind])], job_env
         )
     elif kind is not None:
-        extras = {}
-        for key in JOB_KEYS[kind]:
-            value, where = pick(key, spec, defaults, path)
-            if where is not None:
-                extras[key] = (value, where)
-        action = KINDS[kind].parse(report, (*path, kind), spec[kind], extras)
+        extras = common.extras[kind]  # the job's own job keys win over the defaults'
+        if not JOB_KEYS[kind].isdisjoint(spec):
+            extras = extras | {key: (spec[key], (*path, key)) for key in JOB_KEYS[kind] if key in spec}
+        action = common.actions.parse(report, kind, (*path, kind), spec[kind], extras)
 
     if unset:
         report.problems[before:] = [
@@ -303,13 +342,18 @@ def _job(
     )
 
 
+def _plain(value: object) -> bool:
+    """Text that interpolate would return as it is: a str (not one already expanded) without "$"."""
+    return type(value) is str and "$" not in value
+
+
 def parse_job(job_id: str, spec: Mapping[str, JSONValue], now: datetime | None = None) -> Job:
     """One job given from the app (``dynoclock.connect().add``): the keys of a schedule.yaml job, validated by
     the same code with the same messages, each naming its key path (``jobs.digest-42.cron: ...``). Values are
     taken literally (no ``${VAR}`` expansion: ``$`` is not special); zone UTC unless the job says ``timezone``.
     Raises ConfigError with every problem."""
     report = Report(Source("", dict(spec)))
-    job = _job(report, job_id, dict(spec), ZoneInfo("UTC"), {}, {}, None, now)
+    job = _job(report, job_id, dict(spec), _common(ZoneInfo("UTC"), {}, {}, None, now))
     report.raise_if_failed()
     if job is None:  # pragma: no cover - every None comes with a problem
         raise ConfigError([Problem("", None, f"jobs.{job_id}", "invalid job")])
