@@ -41,6 +41,9 @@ class Node:
     anchored node, the mark where the anchor was defined (for the duplicate-anchor message)."""
 
     __slots__ = ("kind", "line", "name", "style", "tag", "value")
+    # What ``kind`` says (str, list[Node] or Node). Any: the loops over every node read it without typing.cast,
+    # which is a call; items() and target() give it typed elsewhere.
+    value: Any
 
     def __init__(
         self,
@@ -132,7 +135,7 @@ def compose(file: str, loader: Loader) -> tuple[Node | None, int]:
         elif kind == _END_EVENT:
             done = open_.pop()
             if open_:
-                items = open_[-1].items()
+                items = open_[-1].value
             else:
                 root = done
             continue
@@ -167,7 +170,7 @@ def compose(file: str, loader: Loader) -> tuple[Node | None, int]:
             if len(open_) == MAX_DEPTH:
                 what = f"nested more than {MAX_DEPTH} levels deep: expected a schedule a few levels deep"
                 raise _at(file, event.start_mark, f"{what}, found a {MAX_DEPTH + 1}st level here")
-            items = node.items()
+            items = node.value
             open_.append(node)
     loader.get_event()  # document end
     if not loader.check_event(yaml.StreamEndEvent):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import sys
 from dataclasses import dataclass, field
-from typing import cast
 
 import yaml
 
@@ -186,13 +185,13 @@ class _Builder:
             try:
                 if node.kind == MAPPING:
                     return self._mapping(node, path, src, depth + 1)
-                return [self.build(item, (*path, i), src, depth + 1) for i, item in enumerate(node.items())]
+                return [self.build(item, (*path, i), src, depth + 1) for i, item in enumerate(node.value)]
             finally:
                 self.active.discard(id(node))
         return self._scalar(node, path, src)
 
     def _scalar(self, node: Node, path: Path, src: Source) -> JSONValue:
-        tag, value = node.tag, cast("str", node.value)
+        tag, value = node.tag, node.value
         if tag in _TEXT_TAGS:  # most values: the text, as PyYAML's str constructor
             return value  # returns it; timestamps stay text (our parser decides what an instant means)
         longest = sys.get_int_max_str_digits()
@@ -220,7 +219,7 @@ class _Builder:
     def _mapping(self, node: Node, path: Path, src: Source, depth: int) -> dict[str, JSONValue]:
         out: dict[str, JSONValue] = {}
         merges = []
-        pairs = node.items()
+        pairs: list[Node] = node.value
         for key_node, value_node in zip(pairs[::2], pairs[1::2], strict=True):
             if key_node.tag == _MERGE:
                 merges.append(value_node)
@@ -229,7 +228,7 @@ class _Builder:
             if key_node.kind != SCALAR:
                 self.problems.append(Problem(self.file, line, dotted(path), "a key must be a plain word"))
                 continue
-            key = cast("str", key_node.value)  # a scalar's text
+            key: str = key_node.value  # a scalar's text
             sub = (*path, key)
             if key in out:
                 first = src.lines.get(sub)
@@ -239,7 +238,7 @@ class _Builder:
             src.lines[sub] = line
             if value_node.kind == SCALAR and value_node.tag in _TEXT_TAGS and self.budget > 0:
                 self.budget -= 1  # what build does for text, without the call: most values of a schedule are text
-                out[key] = cast("str", value_node.value)
+                out[key] = value_node.value
             else:
                 out[key] = self.build(value_node, sub, src, depth)
         # YAML merge keys (<<: *common): the mapping's own keys win, then earlier sources over later ones.
