@@ -4,7 +4,7 @@ job's settings into another's."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, fields, replace
 from datetime import UTC, datetime, timedelta
 from textwrap import dedent
 from typing import cast
@@ -14,7 +14,7 @@ import yaml
 
 from dynoclock.actions.command import CommandAction
 from dynoclock.actions.python import PythonAction
-from dynoclock.config import source
+from dynoclock.config import credentials, loader, source
 from dynoclock.config.loader import Job, load_schedule, parse_job
 from dynoclock.config.problems import ConfigError
 from dynoclock.config.source import load
@@ -206,3 +206,57 @@ def test_the_jobs_of_a_schedule_are_those_each_read_alone(write_schedule):
     for job_id, spec in raw.items():
         alone = parse_job(job_id, spec)
         assert jobs[job_id] == replace(alone, origin="schedule"), job_id
+
+
+@pytest.mark.parametrize("slots", ["set directly", "through Job()"])
+def test_a_job_made_by_setting_its_slots_is_the_job_its_constructor_makes(write_schedule, monkeypatch, slots):
+    if slots == "through Job()":
+        monkeypatch.setattr(loader, "_JOB_SLOTS", None)
+    else:
+        assert loader._JOB_SLOTS is not None  # the way a load takes
+    job = _jobs(write_schedule, "jobs:\n  a: {every: 10m, command: [x], retries: 2, start: '2030-01-01T00:00:00Z'}\n")[
+        "a"
+    ]
+    values = {f.name: getattr(job, f.name) for f in fields(Job)}
+    made = loader.new_job(dict(values))
+    assert made == Job(**values) and repr(made) == repr(Job(**values))
+    assert [getattr(made, f.name) for f in fields(Job)] == list(values.values())
+    with pytest.raises(FrozenInstanceError):
+        made.retries = 3  # type: ignore[misc]
+    if slots == "set directly":  # every field must be given: a default would be a job's value silently
+        with pytest.raises(KeyError):
+            loader.new_job({k: v for k, v in values.items() if k != "jitter"})
+    with pytest.raises(TypeError):
+        loader.new_job(dict(values), nonsense=1)
+
+
+def test_secrets_are_those_every_value_would_give(write_schedule):
+    """schedule_secrets looks into only the values that can hold a secret: it finds what looking into every
+    value finds."""
+    text = dedent("""\
+        jobs:
+          a:
+            every: 1h
+            http:
+              url: "https://user:pa%73s@example.com/x?token=${API_TOKEN}"
+              headers: {Authorization: "Bearer abc", X-Api-Key: k1, Accept: text/plain, Cookie: "a=1; b=2"}
+              params: {access_token: t1, page: 2}
+              sign: s1
+          b: {every: 1h, command: [x, "${DB_PASSWORD}"], env: {MY_SECRET: s2, PLAIN: p, PORT: 5432}}
+          c: {every: 1h, sql: SELECT 1, database: "postgresql://u:pw@h/db"}
+          d: {every: 1h, command: "echo $${NOT_A_VAR} ${HOME}"}
+        """)
+    env = {"API_TOKEN": "t0k", "DB_PASSWORD": "dbpw", "HOME": "/home/x"}
+    tree = load_schedule(str(write_schedule(text)), env=env).secrets
+    found: list[str] = []
+    todo: list[tuple[object, str, str]] = [(yaml.safe_load(text), "", "")]
+    while todo:
+        value, key, parent = todo.pop()
+        if isinstance(value, dict):
+            todo.extend((item, str(name), key) for name, item in value.items())
+        elif isinstance(value, list):
+            todo.extend((item, key, parent) for item in value)
+        elif value is not None and not isinstance(value, bool):
+            found.extend(credentials._secrets_of(str(value), env, key, parent))
+    assert tree == frozenset(found)
+    assert {"t0k", "dbpw", "abc", "k1", "1", "2", "t1", "s1", "s2", "pw", "pa%73s", "pass"} <= tree
