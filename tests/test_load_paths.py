@@ -4,8 +4,10 @@ job's settings into another's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import FrozenInstanceError, fields, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from textwrap import dedent
 from typing import cast
 
@@ -19,6 +21,8 @@ from dynoclock.config.loader import Job, load_schedule, parse_job
 from dynoclock.config.problems import ConfigError
 from dynoclock.config.source import load
 from dynoclock.schedule.triggers import Window
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # The same texts plain and quoted (a plain 1 is a number, a quoted one text), in keys and values, repeated; an
 # anchor, an alias and a merge; tags written out; nesting in flow and block style.
@@ -260,3 +264,71 @@ def test_secrets_are_those_every_value_would_give(write_schedule):
             found.extend(credentials._secrets_of(str(value), env, key, parent))
     assert tree == frozenset(found)
     assert {"t0k", "dbpw", "abc", "k1", "1", "2", "t1", "s1", "s2", "pw", "pa%73s", "pass"} <= tree
+
+
+# ---- one pass from the events (plain.py) and the node tree ------------------------------------------------
+
+# Documents the one pass reads: block and flow, nesting, empty collections, every plain type, values that are
+# not text (and unreadable ones: an int too long, which is a problem), keys that read as numbers or booleans.
+ONE_PASS = [
+    "jobs: {}\n",
+    "a: 1\n",
+    "{}\n",
+    "# a comment\n\ntimezone: UTC\njobs:\n  a: {every: 10m, command: [x, 'y', \"z\"]}\n",
+    "a:\n  - 1\n  - [2, [3, {b: [4, {}]}], []]\n  -\n    c: d\n    e: [f, g]\nh: ~\n",
+    "1: one\ntrue: yes\nnull: 2.5\n3.0: 0o17\nx: 2026-01-01\ny: '2026-01-01'\nz: |\n  two\n  lines\n",
+    "a: " + "9" * 5000 + "\nb: [1, " + "8" * 5000 + "]\nc: 3\n",
+    "a: .inf\nb: -.nan\nc: 0x_1f\nd: +12_000\ne: 1:20\nf: !\n  x\n",
+    "deep: " + "[" * 99 + "]" * 99 + "\n",
+]
+# Documents that need the tree: the one pass gives up on each, and the tree's way reads it.
+TREE = [
+    "",
+    "just text\n",
+    "- a\n- b\n",
+    "x: &a {b: 1}\ny: *a\n",
+    "x: {<<: {a: 1}, b: 2}\n",
+    "a: 1\nb: 2\na: 3\n",
+    "a: !!str 1\n",
+    "a: !!python/name:os.system\n",
+    "? [a, b]\n: c\n",
+    "!!map {a: 1}\n",
+    "a: 1\n---\nb: 2\n",
+    "deep: " + "[" * 100 + "]" * 100 + "\n",
+    "a: [1\n",
+    "a: *nope\n",
+]
+
+
+def _either(load_it: Callable[[], source.Source]) -> object:
+    try:
+        src = load_it()
+    except ConfigError as exc:
+        return [str(p) for p in exc.problems]
+    return src.data, src.lines, src.problems, src.unreadable
+
+
+@pytest.mark.skipif(not hasattr(yaml, "CSafeLoader"), reason="the one pass reads libyaml's events")
+@pytest.mark.parametrize("text", ONE_PASS + TREE)
+def test_one_pass_gives_what_the_tree_gives(monkeypatch, text):
+    one_pass = source._plain_fast("s.yaml", text) is not None
+    assert one_pass == (text in ONE_PASS)
+    fast = _read(text)
+    monkeypatch.setattr(source, "_plain_fast", lambda file, text: None)
+    assert fast == _read(text)
+
+
+@pytest.mark.skipif(not hasattr(yaml, "CSafeLoader"), reason="the one pass reads libyaml's events")
+def test_one_pass_reads_the_shipped_and_the_benchmark_schedules_as_the_tree_does(monkeypatch, tmp_path):
+    from bench import gen
+
+    texts = [(ROOT / "schedule.yaml").read_text(), gen.mixed(tmp_path / "mixed.yaml", 300).read_text()]
+    for text in texts:
+        assert source._plain_fast("s.yaml", text) is not None
+    fast = [_read(text) for text in texts]
+    monkeypatch.setattr(source, "_plain_fast", lambda file, text: None)
+    assert fast == [_read(text) for text in texts]
+
+
+def _read(text: str) -> object:
+    return _either(lambda: load("s.yaml", text.encode()))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from dynoclock.config import plain
 from dynoclock.config.compose import ALIAS, MAPPING, MAX_DEPTH, SCALAR, SEQUENCE, Loader, Node, compose
 from dynoclock.config.problems import ConfigError, Problem
 from dynoclock.jsontypes import JSONValue
@@ -96,6 +97,9 @@ def _load(file: str, raw: bytes) -> Source:
     except UnicodeDecodeError as exc:
         bad_line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Problem(file, bad_line, "", "not UTF-8 text (is this a YAML file?)")]) from None
+    src = _plain_fast(file, text)
+    if src is not None:
+        return src
     fast = _compose_fast(file, text)
     if fast is not None:
         return _finish(file, *fast)
@@ -119,6 +123,28 @@ def _load(file: str, raw: bytes) -> Source:
     finally:
         loader.dispose()
     return _finish(file, loader, node, written)
+
+
+def _plain_fast(file: str, text: str) -> Source | None:
+    """The document in one pass with libyaml's parser (plain.py), when PyYAML has it and the document needs no
+    node tree; else None, and the tree's way reads it again (a YAML error included, for its located message)."""
+    c_loader: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+    if c_loader is None:
+        return None
+    loader = c_loader(text)
+    src = Source(file, None)
+    builder = _Builder(loader, file, 0)
+    try:
+        data = plain.build(loader, src, builder.scalar)
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+    if data is None:
+        return None
+    src.data = data
+    src.problems = list(dict.fromkeys(builder.problems))
+    return src
 
 
 def _compose_fast(file: str, text: str) -> tuple[Loader, Node | None, int] | None:
@@ -188,9 +214,10 @@ class _Builder:
                 return [self.build(item, (*path, i), src, depth + 1) for i, item in enumerate(node.value)]
             finally:
                 self.active.discard(id(node))
-        return self._scalar(node, path, src)
+        return self.scalar(node, path, src)
 
-    def _scalar(self, node: Node, path: Path, src: Source) -> JSONValue:
+    def scalar(self, node: Node, path: Path, src: Source) -> JSONValue:
+        """A scalar's value (its problem recorded, and None, if it has none we read)."""
         tag, value = node.tag, node.value
         if tag in _TEXT_TAGS:  # most values: the text, as PyYAML's str constructor
             return value  # returns it; timestamps stay text (our parser decides what an instant means)
