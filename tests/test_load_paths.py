@@ -18,8 +18,9 @@ from dynoclock.actions.command import CommandAction
 from dynoclock.actions.python import PythonAction
 from dynoclock.config import credentials, loader, source
 from dynoclock.config.loader import Job, load_schedule, parse_job
-from dynoclock.config.problems import ConfigError
+from dynoclock.config.problems import ConfigError, Invalid
 from dynoclock.config.source import load
+from dynoclock.schedule import cron
 from dynoclock.schedule.triggers import Window
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,3 +333,13 @@ def test_one_pass_reads_the_shipped_and_the_benchmark_schedules_as_the_tree_does
 
 def _read(text: str) -> object:
     return _either(lambda: load("s.yaml", text.encode()))
+
+
+def test_a_cron_field_read_once_is_checked_again_in_another_position():
+    assert cron.normalize("0 0 31 jan *") == "0 0 31 jan *"
+    assert cron.normalize("31 0 * * *") == "31 0 * * *"  # 31 was read as a day of the month
+    with pytest.raises(Invalid, match="bad hour '31'"):
+        cron.normalize("0 31 * * *")
+    with pytest.raises(Invalid, match="bad day-of-week 'jan'"):
+        cron.normalize("0 0 * * jan")
+    assert cron.normalize("0 0 * * MON-fri") == cron.normalize("0 0 * * mon-FRI") == "0 0 * * mon-fri"
