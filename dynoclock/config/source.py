@@ -203,7 +203,7 @@ class _Builder:
                 return self._unreadable(src, path, node.line + 1, _unsupported(node.tag))
             if id(node) in self.active:
                 return self._unreadable(src, path, src.lines[path], "a YAML alias refers to itself")
-            if depth == MAX_DEPTH:  # only through aliases: the file as written was bounded by _compose
+            if depth == MAX_DEPTH:  # only through aliases: the file as written was bounded by compose
                 alias, where = self.aliases[-1]
                 what = f"YAML alias *{alias.name} nests the file more than {MAX_DEPTH} levels deep"
                 raise self._refuse(alias, where, f"{what}: expected a schedule a few levels deep, {_NESTED}")
