@@ -281,6 +281,8 @@ ONE_PASS = [
     "a: " + "9" * 5000 + "\nb: [1, " + "8" * 5000 + "]\nc: 3\n",
     "a: .inf\nb: -.nan\nc: 0x_1f\nd: +12_000\ne: 1:20\nf: !\n  x\n",
     "deep: " + "[" * 99 + "]" * 99 + "\n",
+    "a: [1, '1', yes, 'yes', null, 'null', ~, '~', 1.5, '1.5', <<, '<<', ! 1]\nb: [1, '1', yes, 'yes', \"1\"]\n"
+    "'<<': a quoted key is text\n",
 ]
 # Documents that need the tree: the one pass gives up on each, and the tree's way reads it.
 TREE = [

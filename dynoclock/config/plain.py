@@ -42,7 +42,8 @@ def build(loader: Loader, src: Source, scalar: ScalarReader) -> JSONValue | None
     if type(event) is not yaml.MappingStartEvent or event.anchor is not None or event.tag not in (None, "!"):
         return None
     resolve: Callable[[type[yaml.Node], str, object], str] = loader.resolve
-    tags: dict[tuple[str, object], str] = {}  # a plain scalar's tag, by its text and implicitness
+    tags: dict[str, str] = {}  # a plain scalar's tag, by its text: the resolver tries its expressions in turn
+    text_tag = resolve(yaml.ScalarNode, "", (False, False))  # of any other scalar (the resolver's default)
     intern = sys.intern  # one string per text, as compose keeps them
     lines = src.lines
     root: dict[str, JSONValue] = {}
@@ -62,9 +63,12 @@ def build(loader: Loader, src: Source, scalar: ScalarReader) -> JSONValue | None
                 return None
             value = intern(event.value)
             implicit = event.implicit
-            tag = tags.get((value, implicit))
-            if tag is None:
-                tag = tags[value, implicit] = resolve(yaml.ScalarNode, value, implicit)
+            if implicit[0]:  # plain (or tagged "!"): the resolver reads its text
+                tag = tags.get(value)
+                if tag is None:
+                    tag = tags[value] = resolve(yaml.ScalarNode, value, implicit)
+            else:  # quoted or a block: text, whatever it reads
+                tag = text_tag
             line = event.start_mark.line + 1
             if mapping and key is None:  # a key
                 if value in container or tag == _STD_TAG + "merge":
