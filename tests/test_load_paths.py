@@ -20,6 +20,7 @@ from dynoclock.config import credentials, loader, source
 from dynoclock.config.loader import Job, load_schedule, parse_job
 from dynoclock.config.problems import ConfigError, Invalid
 from dynoclock.config.source import load
+from dynoclock.config.values import as_duration, as_duration_or_zero
 from dynoclock.schedule import cron
 from dynoclock.schedule.triggers import Window
 
@@ -345,3 +346,18 @@ def test_a_cron_field_read_once_is_checked_again_in_another_position():
     with pytest.raises(Invalid, match="bad day-of-week 'jan'"):
         cron.normalize("0 0 * * jan")
     assert cron.normalize("0 0 * * MON-fri") == cron.normalize("0 0 * * mon-FRI") == "0 0 * * mon-fri"
+
+
+def test_a_duration_read_once_is_refused_where_zero_is_not_allowed(write_schedule):
+    path = write_schedule(
+        dedent("""\
+        jobs:
+          a: {every: 10m, command: [x], jitter: 0s, misfire_grace: 0s}
+          b: {every: 0s, command: [x]}
+          c: {every: 10m, command: [x], timeout: 0s}
+        """)
+    )
+    with pytest.raises(ConfigError) as info:
+        load_schedule(str(path), env={})
+    assert [(p.line, p.path) for p in info.value.problems] == [(3, "jobs.b.every"), (4, "jobs.c.timeout")]
+    assert as_duration_or_zero("0s") == timedelta(0) and as_duration("10m") == as_duration_or_zero("10m")

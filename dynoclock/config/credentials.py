@@ -32,7 +32,12 @@ def schedule_secrets(tree: object, env: Mapping[str, str]) -> frozenset[str]:
     while todo:
         value, key, parent = todo.pop()
         if isinstance(value, dict):
-            todo.extend((item, str(name), key) for name, item in value.items())
+            for name, item in value.items():
+                if type(item) is str:  # most values: looked at here rather than pushed and popped
+                    if "$" in item or "://" in item or key in _CREDENTIAL_PARENTS:
+                        found.extend(_secrets_of(item, env, str(name), key))
+                else:
+                    todo.append((item, str(name), key))
         elif isinstance(value, list):
             todo.extend((item, key, parent) for item in value)
         elif value is not None and not isinstance(value, bool):
