@@ -361,3 +361,13 @@ def test_a_duration_read_once_is_refused_where_zero_is_not_allowed(write_schedul
         load_schedule(str(path), env={})
     assert [(p.line, p.path) for p in info.value.problems] == [(3, "jobs.b.every"), (4, "jobs.c.timeout")]
     assert as_duration_or_zero("0s") == timedelta(0) and as_duration("10m") == as_duration_or_zero("10m")
+
+
+def test_jobs_given_from_the_app_one_by_one_keep_their_own_settings():
+    first = parse_job("a", {"every": "1h", "python": "m:f", "args": [1], "retries": 3, "timezone": "Asia/Tokyo"})
+    second = parse_job("b", {"every": "1h", "python": "m:f", "args": [1.0]})
+    assert (first.retries, second.retries) == (3, 0)
+    assert (first.zone.key, second.zone.key) == ("Asia/Tokyo", "UTC")
+    assert type(_python(second).args[0]) is float and second.origin == "api"
+    late = parse_job("c", {"at": "2020-01-01T00:00:00Z", "python": "m:f"}, now=datetime(2021, 1, 1, tzinfo=UTC))
+    assert late.trigger_text == "2020-01-01T00:00:00Z"

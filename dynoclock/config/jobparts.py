@@ -18,6 +18,11 @@ from dynoclock.schedule import cron
 from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Trigger, shared
 
 
+def literal(value: object) -> bool:
+    """Text that interpolate would return as it is: a str (not one already expanded) without "$"."""
+    return type(value) is str and "$" not in value
+
+
 def names_unset(value: object, env: Mapping[str, str]) -> bool:
     """Whether ``value`` refers to a variable that ``env`` does not set (``${VAR}``, with no default)."""
     if isinstance(value, str):

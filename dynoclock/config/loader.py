@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
 from dynoclock.config.credentials import schedule_secrets
-from dynoclock.config.jobparts import ActionCache, instant, names_unset, pick, trigger
+from dynoclock.config.jobparts import ActionCache, instant, literal, names_unset, pick, trigger
 from dynoclock.config.problems import ConfigError, Problem, Report
 from dynoclock.config.source import Path, Source, load, quoted
 from dynoclock.config.values import (
@@ -253,7 +253,7 @@ class _Common:
     options: dict[str, object]  # each option of a job that does not set it: the default's, else OPTIONS'
     extras: dict[str, dict[str, tuple[JSONValue, Path]]]  # per action kind, its job keys that defaults set
     window: Window | None  # of a job that sets neither start nor end, if defaults set neither; else None
-    actions: ActionCache
+    actions: ActionCache | None  # None for a job of the Python API: read alone, nothing to share
 
 
 def _common(
@@ -269,7 +269,8 @@ def _common(
         kind: {k: (defaults[k], ("defaults", k)) for k in keys if k in defaults} for kind, keys in JOB_KEYS.items()
     }
     window = None if "start" in defaults or "end" in defaults else shared(Window, None, None)
-    return _Common(zone, defaults, env, now, view, options, extras, window, ActionCache())
+    actions = ActionCache() if env is not None else None
+    return _Common(zone, defaults, env, now, view, options, extras, window, actions)
 
 
 def _job(report: Report, job_id: str, raw: JSONValue, common: _Common) -> Job | None:
@@ -300,7 +301,7 @@ def _job(report: Report, job_id: str, raw: JSONValue, common: _Common) -> Job | 
         read = VIEW_KEYS if view else spec.keys()  # viewed: the action and notifications are kept as written
         spec = {
             # A text without "$" is itself once expanded (most values): not passed through interpolate.
-            k: interpolate(report, (*path, k), v, job_env, unset) if k in read and not _plain(v) else v
+            k: interpolate(report, (*path, k), v, job_env, unset) if k in read and not literal(v) else v
             for k, v in spec.items()
         }
 
@@ -347,7 +348,10 @@ def _job(report: Report, job_id: str, raw: JSONValue, common: _Common) -> Job | 
         extras = common.extras[kind]  # the job's own job keys win over the defaults'
         if not JOB_KEYS[kind].isdisjoint(spec):
             extras = extras | {key: (spec[key], (*path, key)) for key in JOB_KEYS[kind] if key in spec}
-        action = common.actions.parse(report, kind, (*path, kind), spec[kind], extras)
+        if common.actions is None:
+            action = KINDS[kind].parse(report, (*path, kind), spec[kind], extras)
+        else:
+            action = common.actions.parse(report, kind, (*path, kind), spec[kind], extras)
 
     if unset:
         report.problems[before:] = [
@@ -373,9 +377,8 @@ def _job(report: Report, job_id: str, raw: JSONValue, common: _Common) -> Job | 
     )
 
 
-def _plain(value: object) -> bool:
-    """Text that interpolate would return as it is: a str (not one already expanded) without "$"."""
-    return type(value) is str and "$" not in value
+# What every job given from the app shares (zone UTC, no defaults, values taken literally): made once.
+_API = _common(ZoneInfo("UTC"), {}, {}, None, None)
 
 
 def parse_job(job_id: str, spec: Mapping[str, JSONValue], now: datetime | None = None) -> Job:
@@ -384,7 +387,8 @@ def parse_job(job_id: str, spec: Mapping[str, JSONValue], now: datetime | None =
     taken literally (no ``${VAR}`` expansion: ``$`` is not special); zone UTC unless the job says ``timezone``.
     Raises ConfigError with every problem."""
     report = Report(Source("", dict(spec)))
-    job = _job(report, job_id, dict(spec), _common(ZoneInfo("UTC"), {}, {}, None, now))
+    common = _API if now is None else _common(ZoneInfo("UTC"), {}, {}, None, now)
+    job = _job(report, job_id, dict(spec), common)
     report.raise_if_failed()
     if job is None:  # pragma: no cover - every None comes with a problem
         raise ConfigError([Problem("", None, f"jobs.{job_id}", "invalid job")])
