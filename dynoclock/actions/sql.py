@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ class SqlAction:
 
     def run(self, ctx: RunContext) -> str:
         """Run the statements in one transaction, bounded by the run's timeout; report rows affected."""
+        import sqlite3  # here, as below: check and next need no database driver
+
         import sqlalchemy.exc  # here, not at the top: check and next need no database driver
 
         from dynoclock.state import engines as db
@@ -142,6 +143,8 @@ class _Canceller:
 
 def _failure(exc: sqlalchemy.exc.DBAPIError, ctx: RunContext, url: str) -> JobFailed:
     """The database's own complaint, first line only; a timeout in the schedule's words."""
+    import sqlite3
+
     from dynoclock.state import engines as db
 
     orig = exc.orig
