@@ -4,6 +4,7 @@ job's settings into another's."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -371,3 +372,53 @@ def test_jobs_given_from_the_app_one_by_one_keep_their_own_settings():
     assert type(_python(second).args[0]) is float and second.origin == "api"
     late = parse_job("c", {"at": "2020-01-01T00:00:00Z", "python": "m:f"}, now=datetime(2021, 1, 1, tzinfo=UTC))
     assert late.trigger_text == "2020-01-01T00:00:00Z"
+
+
+# ---- merge sources read once ---------------------------------------------------------------------------------
+
+MERGES = [
+    # plain values merged into every job, a job's own key winning, and a list of sources (earlier wins)
+    "x-a: &a {timeout: 30s, retries: 1}\nx-b: &b {retries: 5, overlap: allow}\njobs:\n"
+    + "".join(f"  j{i}: {{<<: *a, every: 1m, command: [x]}}\n" for i in range(5))
+    + "  own:\n    <<: *a\n    retries: 3\n    every: 1m\n  both: {<<: [*b, *a], every: 1m}\n  again: {<<: [*a, *b]}\n",
+    # a source holding a mapping or a list: read again for each job, not reused
+    "x-n: &n {env: {A: 1}, args: [1, 2]}\njobs:\n  a: {<<: *n}\n  b: {<<: *n, args: [3]}\n  c: {<<: *n}\n",
+    # a source with a problem (an unreadable value): reported for each job that merges it
+    "x-u: &u {timeout: !!int x, retries: 2}\njobs:\n  a: {<<: *u}\n  b: {<<: *u}\n  c: {<<: *u, timeout: 1m}\n",
+    # merged at different depths, a source that merges another, and a mapping merged inline
+    "x-a: &a {k: 1}\nx-c: &c {<<: *a, m: 2}\nout: {<<: *c}\n"
+    "jobs:\n  a: {<<: *c}\n  b: {deep: {<<: *c}}\n  d: {<<: {k: 3}}\n",
+    # a source that merges itself
+    "x: &x {a: 1, b: {<<: *x}}\njobs:\n  a: {<<: *x}\n  b: {<<: *x}\n",
+]
+
+
+@pytest.mark.parametrize("text", MERGES)
+def test_a_merge_source_read_once_gives_what_reading_it_each_time_gives(monkeypatch, text):
+    reused = _read(text)
+    monkeypatch.setattr(source, "REUSE_MERGES", False)
+    assert reused == _read(text)
+
+
+def test_a_merge_source_read_once_still_counts_against_the_alias_budget(monkeypatch):
+    """Each merge of a source takes what it holds from MAX_ALIAS_VALUES, reused or not: the file is refused at
+    the same merge, with the same message."""
+    monkeypatch.setattr(source, "MAX_ALIAS_VALUES", 50)
+    text = "x: &x {a: 1, b: 2, c: 3}\njobs:\n" + "".join(f"  j{i}: {{<<: *x}}\n" for i in range(30))
+    reused = _read(text)
+    monkeypatch.setattr(source, "REUSE_MERGES", False)
+    assert reused == _read(text)
+    assert isinstance(reused, list) and "past 50 values added by aliases" in reused[0]
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_a_file_past_the_alias_budget_is_refused_wherever_the_budget_runs_out(monkeypatch, reuse):
+    """The budget may run out inside an alias, or on a value written out just after one took the last of it:
+    either way the file is refused naming an alias (it once failed with an IndexError)."""
+    monkeypatch.setattr(source, "MAX_ALIAS_VALUES", 50)
+    monkeypatch.setattr(source, "REUSE_MERGES", reuse)
+    for jobs in range(10, 30):
+        text = "x: &x {a: 1, b: 2, c: 3}\njobs:\n" + "".join(f"  j{i}: {{<<: *x, k: v}}\n" for i in range(jobs))
+        outcome = _read(text)
+        refused = r":\d+: jobs\.j\d+: YAML alias \*x takes the file past 50 values"
+        assert isinstance(outcome, tuple) or (isinstance(outcome, list) and re.search(refused, outcome[0]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import sys
 from dataclasses import dataclass, field
+from typing import cast
 
 import yaml
 
@@ -68,6 +69,7 @@ _TEXT_TAGS = frozenset((_STD_TAG + "str", _STD_TAG + "timestamp"))  # values rea
 
 # Bounds far beyond any real schedule, so that a hostile file (a "billion laughs" alias bomb, nesting
 # thousands deep) is refused in well under a second and a few MB instead of minutes and gigabytes.
+REUSE_MERGES = True  # _Builder._merge reuses what it read of a merge source (off: to compare with reading it again)
 MAX_ALIAS_VALUES = 100_000  # values that expanding aliases (and merge keys) may add to those written out
 _MULTIPLY = "found aliases that multiply (an alias bomb)"
 _NESTED = f"found {MAX_DEPTH + 1} levels once it is expanded"
@@ -183,18 +185,24 @@ class _Builder:
         self.budget = written + MAX_ALIAS_VALUES  # values built, merge sources each time they are merged
         self.active: set[int] = set()  # the collections being built, to catch an alias to itself
         self.aliases: list[tuple[Node, Path]] = []  # the aliases being expanded, outermost first
+        self.last_alias: tuple[Node, Path] | None = None  # the alias expanded last, and where
+        # A merge source of plain values read once (<<: *common in every job): by (id of its node, depth), its
+        # values, its keys' lines and what building it took from the budget. See _merge.
+        self.merged: dict[tuple[int, int], tuple[dict[str, JSONValue], list[tuple[str, int]], int]] = {}
 
     def build(self, node: Node, path: Path, src: Source, depth: int) -> JSONValue:
         """Plain data for ``node`` at ``path``, inside ``depth`` collections; lines and unreadable go to ``src``."""
         if node.kind == ALIAS:
             self.aliases.append((node, path))
+            self.last_alias = (node, path)
             try:
                 return self.build(node.target(), path, src, depth)
             finally:
                 self.aliases.pop()
         self.budget -= 1
         if self.budget < 0:  # only through aliases: without them no value is built twice
-            alias, where = self.aliases[0]
+            # The budget may run out on a value written out, just after an alias took the last of it: that alias.
+            alias, where = self.aliases[0] if self.aliases else cast("tuple[Node, Path]", self.last_alias)
             what = f"YAML alias *{alias.name} takes the file past {MAX_ALIAS_VALUES:,} values added by aliases"
             raise self._refuse(alias, where, f"{what}: expected aliases that repeat a few settings, {_MULTIPLY}")
         src.lines.setdefault(path, node.line + 1)
@@ -277,19 +285,44 @@ class _Builder:
                     what = "'<<' merges a mapping or a list of them (<<: *common)"
                     self.problems.append(Problem(self.file, source.line + 1, dotted(path), what))
                     continue
-                scratch = Source(self.file, None)
-                merged = self.build(source, path, scratch, depth - 1) or {}
-                taken = [key for key in merged if key not in out]
-                out.update((key, merged[key]) for key in taken)
-                taken_keys = set(taken)
-                inside = len(path)  # one pass over the source's lines: a merge costs what the source holds
-                for sub, line in scratch.lines.items():
-                    if len(sub) > inside and sub[inside] in taken_keys:
-                        src.lines.setdefault(sub, line)
-                src.unreadable.update(
-                    sub for sub in scratch.unreadable if len(sub) > inside and sub[inside] in taken_keys
-                )
+                self._merge(source, target, out, (path, src, depth))
         return out
+
+    def _merge(self, source: Node, target: Node, out: dict[str, JSONValue], at: tuple[Path, Source, int]) -> None:
+        """The keys of ``target`` (merged through ``source``, an alias or the mapping itself) that ``out`` lacks.
+
+        A source whose values are all plain (no mapping, no list) and read without a problem is read once per
+        depth and reused: its values cannot be changed, what it took from the budget is taken again each time,
+        and where that would not fit (the budget runs out inside it), it is read again to fail as it would.
+        ``at``: the merging mapping's path, its Source and depth."""
+        path, src, depth = at
+        memo = self.merged.get((id(target), depth)) if REUSE_MERGES else None
+        if memo is not None and memo[2] <= self.budget and id(target) not in self.active:
+            values, key_lines, cost = memo
+            self.budget -= cost
+            if source.kind == ALIAS:
+                self.last_alias = (source, path)
+            for key, line in key_lines:
+                if key not in out:
+                    out[key] = values[key]
+                    src.lines.setdefault((*path, key), line)
+            return
+        problems, budget = len(self.problems), self.budget
+        scratch = Source(self.file, None)
+        merged = self.build(source, path, scratch, depth - 1) or {}
+        taken = [key for key in merged if key not in out]
+        out.update((key, merged[key]) for key in taken)
+        taken_keys = set(taken)
+        inside = len(path)  # one pass over the source's lines: a merge costs what the source holds
+        for sub, line in scratch.lines.items():
+            if len(sub) > inside and sub[inside] in taken_keys:
+                src.lines.setdefault(sub, line)
+        src.unreadable.update(sub for sub in scratch.unreadable if len(sub) > inside and sub[inside] in taken_keys)
+        plain = isinstance(merged, dict) and not any(isinstance(v, (dict, list)) for v in merged.values())
+        if plain and len(self.problems) == problems and not scratch.unreadable:
+            key_lines = [(key, scratch.lines.get((*path, key), 0)) for key in merged]
+            if all(line for _, line in key_lines):
+                self.merged[id(target), depth] = (merged, key_lines, budget - self.budget)
 
 
 def _unsupported(tag: str) -> str:
