@@ -18,8 +18,9 @@ import pytest
 import sqlalchemy as sa
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from dynoclock.config.compose import SCALAR, Node
 from dynoclock.config.loader import load_schedule
-from dynoclock.config.source import SCALAR, _Node, load
+from dynoclock.config.source import load
 from dynoclock.daemon import process
 from dynoclock.daemon.memory import fix_mmap_threshold
 from dynoclock.state.engines import SQLITE_CACHE_KIB, normalize_url
@@ -140,7 +141,7 @@ def test_a_tree_node_is_served_from_other_pools_than_the_texts_that_outlive_it()
     def size_class(size: int) -> int:  # CPython's small-object allocator: 16-byte classes up to 512 bytes
         return (size + 15) // 16 * 16
 
-    node = _Node(SCALAR, "tag:yaml.org,2002:str", "value", 0)
+    node = Node(SCALAR, "tag:yaml.org,2002:str", "value", 0)
     texts = {size_class(sys.getsizeof("x" * length)) for length in range(16, 31)}
     assert size_class(sys.getsizeof(node)) not in texts
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +38,8 @@ class CeleryAction:
         broker = broker_url(self.broker, os.environ, *BROKER_VARIABLES)
         if not broker:
             raise JobFailed(NO_BROKER)
+        import uuid  # here: check and next need not import it (nor platform, which it imports)
+
         task_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"dynoclock:{ctx.job}:{iso_utc(ctx.scheduled_for)}"))
         try:
             app = _app(broker)

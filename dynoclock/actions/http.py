@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json as jsonlib
-import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -187,6 +186,8 @@ class _Body:
     def stop(self) -> None:
         with self._lock:
             if self._ours and self.conn is not None and self.conn.sock is not None:
+                import socket  # here: check and next read http jobs without opening any
+
                 self.conn.sock.shutdown(socket.SHUT_RD)
 
 

@@ -31,6 +31,7 @@ class SqlAction:
 
     def run(self, ctx: RunContext) -> str:
         """Run the statements in one transaction, bounded by the run's timeout; report rows affected."""
+
         import sqlalchemy.exc  # here, not at the top: check and next need no database driver
 
         from dynoclock.state import engines as db
@@ -157,6 +158,7 @@ class _Canceller:
 
 def _failure(exc: sqlalchemy.exc.DBAPIError, ctx: RunContext, url: str) -> JobFailed:
     """The database's own complaint, first line only; a timeout in the schedule's words."""
+
     from dynoclock.state import engines as db
 
     orig = exc.orig

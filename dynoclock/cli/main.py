@@ -26,7 +26,6 @@ from dynoclock.config.loader import Job, Schedule, default_path, load_schedule
 from dynoclock.config.preflight import check_environment
 from dynoclock.config.problems import ConfigError
 from dynoclock.daemon import supervisor
-from dynoclock.observe.logs import short_error
 from dynoclock.observe.redact import redact, redact_url
 from dynoclock.observe.status import StateMisconfigured, StateUnavailable
 from dynoclock.schedule.triggers import jitter_offset, upcoming
@@ -80,6 +79,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
 
 def _ledger() -> Ledger:
     """The state database, schema ensured (imported here: check and next need no database driver)."""
+    from dynoclock.observe.logs import short_error  # here: logging is not imported for check and next
     from dynoclock.state import engines as db
     from dynoclock.state.ledger import Ledger
     from dynoclock.state.location import state_url

@@ -32,12 +32,23 @@ def schedule_secrets(tree: object, env: Mapping[str, str]) -> frozenset[str]:
     while todo:
         value, key, parent = todo.pop()
         if isinstance(value, dict):
-            todo.extend((item, str(name), key) for name, item in value.items())
+            for name, item in value.items():
+                if type(item) is str:  # most values: looked at here rather than pushed and popped
+                    if "$" in item or "://" in item or key in _CREDENTIAL_PARENTS:
+                        found.extend(_secrets_of(item, env, str(name), key))
+                else:
+                    todo.append((item, str(name), key))
         elif isinstance(value, list):
             todo.extend((item, key, parent) for item in value)
         elif value is not None and not isinstance(value, bool):
-            found.extend(_secrets_of(str(value), env, key, parent))
+            text = str(value)
+            # What _secrets_of looks for, checked here first: most values of a big schedule have none of it.
+            if "$" in text or "://" in text or parent in _CREDENTIAL_PARENTS:
+                found.extend(_secrets_of(text, env, key, parent))
     return frozenset(found)
+
+
+_CREDENTIAL_PARENTS = frozenset(("headers", "params", "env", "http"))  # where is_credential can be true
 
 
 def _secrets_of(text: str, env: Mapping[str, str], key: str, parent: str) -> Iterator[str]:

@@ -8,19 +8,21 @@ path (``schedule.yaml:14: jobs.import-feeds.every: expected ...``).
 
 from __future__ import annotations
 
+import gc
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from types import MemberDescriptorType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from dynoclock.actions import ALL_JOB_KEYS, JOB_KEYS, KINDS, Action
 from dynoclock.actions.http import as_url
 from dynoclock.config.credentials import schedule_secrets
-from dynoclock.config.envvars import expand
-from dynoclock.config.problems import ConfigError, Invalid, Problem, Report
+from dynoclock.config.jobparts import ActionCache, instant, literal, names_unset, pick, trigger
+from dynoclock.config.problems import ConfigError, Problem, Report
 from dynoclock.config.source import Path, Source, load, quoted
 from dynoclock.config.values import (
     Parser,
@@ -28,17 +30,14 @@ from dynoclock.config.values import (
     as_duration,
     as_duration_or_zero,
     as_enum,
-    as_instant,
     as_int,
     as_mapping,
     as_str,
     as_zone,
     interpolate,
-    show,
 )
 from dynoclock.jsontypes import JSONValue
-from dynoclock.schedule import cron
-from dynoclock.schedule.triggers import EPOCH, AtTrigger, CronTrigger, EveryTrigger, Trigger, Window, shared
+from dynoclock.schedule.triggers import Trigger, Window, shared
 
 JOB_ID = re.compile(r"[a-z0-9_-]{1,100}")
 TRIGGER_KEYS = ("cron", "every", "at")
@@ -65,6 +64,7 @@ OPTIONS: dict[str, tuple[Parser, object]] = {
 SPECIAL = ("enabled", "timezone", "start", "end", "anchor")
 JOB_KEYS_ALL = frozenset((*OPTIONS, *SPECIAL, *TRIGGER_KEYS, *KINDS, *ALL_JOB_KEYS))
 DEFAULT_KEYS = JOB_KEYS_ALL - set(TRIGGER_KEYS) - set(KINDS)
+OPTION_KEYS = frozenset(OPTIONS)
 # What a job is read for when the schedule is only viewed (status, next, crontab, the page): when it runs.
 # Every other key (the action, its job-level keys, pings and webhooks) is neither interpolated nor validated.
 NOTIFY_OPTIONS = ("ping", "ping_style", "on_failure", "on_recovery")
@@ -110,6 +110,35 @@ class Job:
         return self.trigger.describe()
 
 
+def _slot_setters() -> tuple[tuple[str, Callable[[Job, object], None]], ...] | None:
+    """Each of Job's fields with its slot's setter, or None if Job is not a plain frozen slots dataclass."""
+    setters = []
+    for spec in fields(Job):
+        slot = Job.__dict__.get(spec.name)
+        if not isinstance(slot, MemberDescriptorType):
+            return None
+        setters.append((spec.name, slot.__set__))
+    return None if hasattr(Job, "__post_init__") else tuple(setters)
+
+
+_JOB_SLOTS = _slot_setters()
+
+
+def new_job(values: dict[str, Any], **more: Any) -> Job:
+    """``Job(**values, **more)``, every field given, for 10,000 jobs: a frozen dataclass's __init__ sets each of
+    its 26 fields through object.__setattr__, looked up each time (a tenth of a load); this sets the slots
+    directly. ``values`` is taken over (updated with ``more``). KeyError if a field is missing."""
+    values.update(more)
+    if _JOB_SLOTS is None:  # Job grew a __post_init__ or lost its slots
+        return Job(**values)
+    job = object.__new__(Job)
+    for name, set_field in _JOB_SLOTS:
+        set_field(job, values[name])
+    if len(values) != len(_JOB_SLOTS):  # as Job() would: an unknown keyword is an error
+        raise TypeError(f"unexpected fields for Job: {sorted(values.keys() - Job.__dataclass_fields__.keys())}")
+    return job
+
+
 @dataclass(frozen=True)
 class Schedule:
     file: str
@@ -136,7 +165,16 @@ def load_schedule(
     ``view=True`` reads only what says when jobs run (triggers, zones, windows, ``enabled``, timing options),
     for the read-only commands and the status page: actions are not parsed (``Job.action`` is None), and a
     variable only an action, a ping or a webhook names need not be set where the schedule is only viewed."""
-    env = os.environ if env is None else env
+    collecting = gc.isenabled()
+    gc.disable()  # a load makes 10,000s of objects that live on and no cycles: a collection only walks them again
+    try:
+        return _load_schedule(file, os.environ if env is None else env, now, view)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load_schedule(file: str, env: Mapping[str, str], now: datetime | None, view: bool) -> Schedule:
     try:
         with open(file, "rb") as fh:
             raw = fh.read()
@@ -184,8 +222,9 @@ def load_schedule(
         raw_jobs = report.parse(("jobs",), top["jobs"], as_mapping) or {}
         if not raw_jobs and "jobs" in top and isinstance(top["jobs"], dict):
             report.warn(("jobs",), "no jobs are defined")
+        common = _common(zone, defaults, parsed_defaults, env, now, view)
         for job_id, raw in raw_jobs.items():
-            job = _job(report, job_id, raw, zone, defaults, parsed_defaults, env, now, view)
+            job = _job(report, job_id, raw, common)
             if job is not None:
                 jobs[job_id] = job
 
@@ -195,25 +234,49 @@ def load_schedule(
         zone=zone,
         jobs=jobs,
         warnings=report.warnings,
-        secrets=_secrets(src.data, env),
+        secrets=schedule_secrets(src.data, env),  # values to mask (of secret-named variables, credentials)
         lines=src.lines,
         **{k: v for k, v in settings.items() if v is not None},
     )
 
 
-def _job(
-    report: Report,
-    job_id: str,
-    raw: JSONValue,
+@dataclass(frozen=True)
+class _Common:
+    """What the jobs of one schedule share (its zone, defaults, environment, ``now``, ``view``), and what follows
+    from it, worked out once rather than for each of 10,000 jobs."""
+
+    zone: ZoneInfo
+    defaults: dict[str, JSONValue]
+    env: Mapping[str, str] | None  # None: a job of the Python API, every value taken literally
+    now: datetime | None
+    view: bool
+    options: dict[str, object]  # each option of a job that does not set it: the default's, else OPTIONS'
+    extras: dict[str, dict[str, tuple[JSONValue, Path]]]  # per action kind, its job keys that defaults set
+    window: Window | None  # of a job that sets neither start nor end, if defaults set neither; else None
+    actions: ActionCache | None  # None for a job of the Python API: read alone, nothing to share
+
+
+def _common(
     zone: ZoneInfo,
     defaults: dict[str, JSONValue],
     parsed_defaults: dict[str, object],
     env: Mapping[str, str] | None,
     now: datetime | None,
     view: bool = False,
-) -> Job | None:
+) -> _Common:
+    options = {key: parsed_defaults.get(key, default) for key, (_, default) in OPTIONS.items()}
+    extras: dict[str, dict[str, tuple[JSONValue, Path]]] = {
+        kind: {k: (defaults[k], ("defaults", k)) for k in keys if k in defaults} for kind, keys in JOB_KEYS.items()
+    }
+    window = None if "start" in defaults or "end" in defaults else shared(Window, None, None)
+    actions = ActionCache() if env is not None else None
+    return _Common(zone, defaults, env, now, view, options, extras, window, actions)
+
+
+def _job(report: Report, job_id: str, raw: JSONValue, common: _Common) -> Job | None:
     """One job of the file (``env``: its ``${VAR}`` are expanded), or of the Python API (``env`` None: every value
     is taken literally)."""
+    zone, defaults, env, now, view = common.zone, common.defaults, common.env, common.now, common.view
     path: Path = ("jobs", job_id)
     if not JOB_ID.fullmatch(job_id):
         report.error(path, f"job id {quoted(job_id)} must be 1-100 of a-z, 0-9, '_' and '-'")
@@ -223,7 +286,7 @@ def _job(
     report.check_keys(path, spec, JOB_KEYS_ALL)  # before the filter below: a typo is reported even when disabled
     before = len(report.problems)
     enabled = True
-    value, where = _pick("enabled", spec, defaults, path)
+    value, where = pick("enabled", spec, defaults, path)
     if where is not None:
         if "enabled" in spec and env is not None:  # defaults are expanded already
             value = interpolate(report, where, value, env)
@@ -236,7 +299,11 @@ def _job(
     if env is not None:
         job_env = env if enabled else {k: v for k, v in env.items() if v}
         read = VIEW_KEYS if view else spec.keys()  # viewed: the action and notifications are kept as written
-        spec = {k: interpolate(report, (*path, k), v, job_env, unset) if k in read else v for k, v in spec.items()}
+        spec = {
+            # A text without "$" is itself once expanded (most values): not passed through interpolate.
+            k: interpolate(report, (*path, k), v, job_env, unset) if k in read and not literal(v) else v
+            for k, v in spec.items()
+        }
 
     triggers = [k for k in TRIGGER_KEYS if k in spec]
     kinds = [k for k in KINDS if k in spec]
@@ -247,54 +314,58 @@ def _job(
         found = f"got {' and '.join(kinds)}" if kinds else "found none"
         report.error(path, f"expected exactly one action: {', '.join(KINDS)}; {found}")
     kind = kinds[0] if len(kinds) == 1 else None
-    for key in ALL_JOB_KEYS & spec.keys():
-        if kind is not None and key not in JOB_KEYS[kind]:
-            owners = " or ".join(k for k, keys in JOB_KEYS.items() if key in keys)
-            report.error((*path, key), f"'{key}' applies to {owners} jobs only, and this is a {kind} job")
+    if kind is not None and not ALL_JOB_KEYS.isdisjoint(spec):  # most jobs set none
+        for key in ALL_JOB_KEYS & spec.keys():
+            if key not in JOB_KEYS[kind]:
+                owners = " or ".join(k for k, keys in JOB_KEYS.items() if key in keys)
+                report.error((*path, key), f"'{key}' applies to {owners} jobs only, and this is a {kind} job")
 
-    options: dict[str, Any] = {}  # Job's keyword arguments, each of its parser's type (or its default)
-    for key, (parser, default) in OPTIONS.items():
-        if key in spec and (key in VIEW_KEYS or not view):
-            options[key] = report.parse((*path, key), spec[key], parser)
-        else:
-            options[key] = parsed_defaults.get(key, default)
+    options: dict[str, Any] = dict(common.options)  # Job's keyword arguments, each of its parser's type
+    if not OPTION_KEYS.isdisjoint(spec):  # in OPTIONS' order, as the problems they may raise always were
+        for key, (parser, _) in OPTIONS.items():
+            if key in spec and (key in VIEW_KEYS or not view):
+                options[key] = report.parse((*path, key), spec[key], parser)
     job_zone = zone
-    tz_raw, tz_path = _pick("timezone", spec, defaults, path)
+    tz_raw, tz_path = pick("timezone", spec, defaults, path)
     if tz_path is not None:
         job_zone = report.parse(tz_path, tz_raw, as_zone) or zone
-    window = shared(Window, *(_instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
-    if window.start and window.end and window.start > window.end:
-        report.error((*path, "end"), "end lies before start")
+    window = common.window
+    if window is None or "start" in spec or "end" in spec:
+        window = shared(Window, *(instant(report, key, spec, defaults, path, job_zone) for key in ("start", "end")))
+        if window.start and window.end and window.start > window.end:
+            report.error((*path, "end"), "end lies before start")
 
-    trigger = None
+    when = None
     if len(triggers) == 1:
-        trigger = _trigger(report, path, triggers[0], spec, defaults, job_zone, options["jitter"], now)
+        when = trigger(report, path, triggers[0], spec, defaults, job_zone, options["jitter"], now)
     action = None
     runnable = True
     if kind is not None and view:
-        runnable = enabled or not _names_unset(
-            [spec[kind], *(_pick(k, spec, defaults, path)[0] for k in JOB_KEYS[kind])], job_env
+        runnable = enabled or not names_unset(
+            [spec[kind], *(pick(k, spec, defaults, path)[0] for k in JOB_KEYS[kind])], job_env
         )
     elif kind is not None:
-        extras = {}
-        for key in JOB_KEYS[kind]:
-            value, where = _pick(key, spec, defaults, path)
-            if where is not None:
-                extras[key] = (value, where)
-        action = KINDS[kind].parse(report, (*path, kind), spec[kind], extras)
+        extras = common.extras[kind]  # the job's own job keys win over the defaults'
+        if not JOB_KEYS[kind].isdisjoint(spec):
+            extras = extras | {key: (spec[key], (*path, key)) for key in JOB_KEYS[kind] if key in spec}
+        if common.actions is None:
+            action = KINDS[kind].parse(report, (*path, kind), spec[kind], extras)
+        else:
+            action = common.actions.parse(report, kind, (*path, kind), spec[kind], extras)
 
     if unset:
         report.problems[before:] = [
             p for p in report.problems[before:] if not any(p.path == u or p.path.startswith(u + ".") for u in unset)
         ]
     # A disabled job whose action names unset variables is still listed, with no action.
-    if len(report.problems) > before or trigger is None or kind is None or (action is None and enabled and not view):
+    if len(report.problems) > before or when is None or kind is None or (action is None and enabled and not view):
         return None
-    return Job(
+    return new_job(
+        options,  # and the rest of Job's fields:
         id=job_id,
         trigger_key=triggers[0],
         trigger_text=str(spec[triggers[0]]),
-        trigger=trigger,
+        trigger=when,
         zone=job_zone,
         kind=kind,
         action=action,
@@ -302,8 +373,12 @@ def _job(
         runnable=runnable if view else action is not None,
         window=window,
         origin="schedule" if env is not None else "api",
-        **options,
+        version=None,
     )
+
+
+# What every job given from the app shares (zone UTC, no defaults, values taken literally): made once.
+_API = _common(ZoneInfo("UTC"), {}, {}, None, None)
 
 
 def parse_job(job_id: str, spec: Mapping[str, JSONValue], now: datetime | None = None) -> Job:
@@ -312,84 +387,9 @@ def parse_job(job_id: str, spec: Mapping[str, JSONValue], now: datetime | None =
     taken literally (no ``${VAR}`` expansion: ``$`` is not special); zone UTC unless the job says ``timezone``.
     Raises ConfigError with every problem."""
     report = Report(Source("", dict(spec)))
-    job = _job(report, job_id, dict(spec), ZoneInfo("UTC"), {}, {}, None, now)
+    common = _API if now is None else _common(ZoneInfo("UTC"), {}, {}, None, now)
+    job = _job(report, job_id, dict(spec), common)
     report.raise_if_failed()
     if job is None:  # pragma: no cover - every None comes with a problem
         raise ConfigError([Problem("", None, f"jobs.{job_id}", "invalid job")])
     return job
-
-
-def _names_unset(value: object, env: Mapping[str, str]) -> bool:
-    """Whether ``value`` refers to a variable that ``env`` does not set (``${VAR}``, with no default)."""
-    if isinstance(value, str):
-        try:
-            expand(value, env)
-        except Invalid as exc:
-            return "is not set" in str(exc)
-        return False
-    if isinstance(value, dict):
-        return any(_names_unset(v, env) for v in value.values())
-    if isinstance(value, list):
-        return any(_names_unset(v, env) for v in value)
-    return False
-
-
-def _pick(
-    key: str, spec: dict[str, JSONValue], defaults: dict[str, JSONValue], path: Path
-) -> tuple[JSONValue, Path | None]:
-    """The job's own value for ``key``, else the default, with the path it came from."""
-    if key in spec:
-        return spec[key], (*path, key)
-    if key in defaults:
-        return defaults[key], ("defaults", key)
-    return None, None
-
-
-def _instant(
-    report: Report, key: str, spec: dict[str, JSONValue], defaults: dict[str, JSONValue], path: Path, zone: ZoneInfo
-) -> datetime | None:
-    value, where = _pick(key, spec, defaults, path)
-    return None if where is None else report.parse(where, value, as_instant(zone))
-
-
-def _trigger(
-    report: Report,
-    path: Path,
-    key: str,
-    spec: dict[str, JSONValue],
-    defaults: dict[str, JSONValue],
-    zone: ZoneInfo,
-    jitter: timedelta | None,
-    now: datetime | None,
-) -> Trigger | None:
-    where = (*path, key)
-    if "anchor" in spec and key != "every":
-        report.error((*path, "anchor"), f"'anchor' applies to 'every' only, and this job uses '{key}'")
-    if key == "cron":
-        expr = report.parse(where, spec[key], _as_cron)
-        return shared(CronTrigger, expr, zone) if expr else None
-    if key == "every":
-        interval = report.parse(where, spec[key], as_duration)
-        anchor = _instant(report, "anchor", spec, defaults, path, zone) or EPOCH
-        if interval and jitter and jitter >= interval:
-            report.error((*path, "jitter"), f"jitter must be shorter than the interval ({spec[key]})")
-        return shared(EveryTrigger, interval, anchor) if interval else None
-    instant = report.parse(where, spec[key], as_instant(zone))
-    if instant is None:
-        return None
-    if now is not None and instant <= now:
-        report.warn(where, f"{spec[key]} lies in the past: this job will not run")
-    return AtTrigger(instant)
-
-
-def _as_cron(value: object) -> str:
-    # The longest sensible expression lists every minute, hour, day and month (about 400 characters).
-    if not isinstance(value, str) or len(value) > 1000:
-        raise Invalid(f'expected a crontab expression like "0 2 * * *" or @daily, got {show(value)}')
-    return cron.normalize(value)
-
-
-def _secrets(tree: object, env: Mapping[str, str]) -> frozenset[str]:
-    """Values to mask wherever they might be printed: of secret-named variables the schedule refers to, of
-    credentials written in it (headers, ``sign``, URL passwords and their Basic-auth base64; see credentials.py)."""
-    return schedule_secrets(tree, env)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -76,6 +75,8 @@ class Report:
         """Unknown keys are errors: a typo must never silently disable a setting."""
         for key in mapping:
             if key not in allowed:
+                import difflib  # here: most schedules have no unknown key
+
                 close = difflib.get_close_matches(key, list(allowed), n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(sorted(allowed))}"
                 self.error((*path, key), f"unknown key '{key}'{hint}")

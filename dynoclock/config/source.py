@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeAlias, cast
+from typing import cast
 
 import yaml
 
+from dynoclock.config import plain
+from dynoclock.config.compose import ALIAS, MAPPING, MAX_DEPTH, SCALAR, SEQUENCE, Loader, Node, compose
 from dynoclock.config.problems import ConfigError, Problem
 from dynoclock.jsontypes import JSONValue
 
 Path = tuple[str | int, ...]
-# PyYAML's own parser, or libyaml's (5x faster) when PyYAML has it: their events, nodes and values are alike.
-Loader: TypeAlias = "yaml.SafeLoader | yaml.CSafeLoader"
-# What the parser yields inside a document (stream and document events are read around the loop).
-_Event: TypeAlias = (
-    "yaml.ScalarEvent | yaml.SequenceStartEvent | yaml.MappingStartEvent | yaml.AliasEvent | yaml.CollectionEndEvent"
-)
 
 
 def dotted(path: Path) -> str:
@@ -70,11 +65,11 @@ _QUOTE_HINT = ' (a value starting with * or @ must be quoted, e.g. cron: "*/5 * 
 _YAML_HINTS = ("while scanning an alias", "found undefined alias", "found character '@'", "found character '`'")
 _STD_TAG = "tag:yaml.org,2002:"
 _MERGE = _STD_TAG + "merge"
+_TEXT_TAGS = frozenset((_STD_TAG + "str", _STD_TAG + "timestamp"))  # values read as their text
 
 # Bounds far beyond any real schedule, so that a hostile file (a "billion laughs" alias bomb, nesting
 # thousands deep) is refused in well under a second and a few MB instead of minutes and gigabytes.
-MAX_DEPTH = 100  # collections nested in one another, the top mapping included
-MAX_ALIASES = 10_000  # uses of anchors (*name) in the file
+REUSE_MERGES = True  # _Builder._merge reuses what it read of a merge source (off: to compare with reading it again)
 MAX_ALIAS_VALUES = 100_000  # values that expanding aliases (and merge keys) may add to those written out
 _MULTIPLY = "found aliases that multiply (an alias bomb)"
 _NESTED = f"found {MAX_DEPTH + 1} levels once it is expanded"
@@ -104,6 +99,9 @@ def _load(file: str, raw: bytes) -> Source:
     except UnicodeDecodeError as exc:
         bad_line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Problem(file, bad_line, "", "not UTF-8 text (is this a YAML file?)")]) from None
+    src = _plain_fast(file, text)
+    if src is not None:
+        return src
     fast = _compose_fast(file, text)
     if fast is not None:
         return _finish(file, *fast)
@@ -114,7 +112,7 @@ def _load(file: str, raw: bytes) -> Source:
         what = f"unacceptable character #x{exc.character:04x}" if isinstance(exc.character, int) else exc.reason
         raise ConfigError([Problem(file, bad_line, "", f"not YAML text: {what} (is this a YAML file?)")]) from None
     try:
-        node, written = _compose(file, loader)
+        node, written = compose(file, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -129,7 +127,29 @@ def _load(file: str, raw: bytes) -> Source:
     return _finish(file, loader, node, written)
 
 
-def _compose_fast(file: str, text: str) -> tuple[Loader, _Node | None, int] | None:
+def _plain_fast(file: str, text: str) -> Source | None:
+    """The document in one pass with libyaml's parser (plain.py), when PyYAML has it and the document needs no
+    node tree; else None, and the tree's way reads it again (a YAML error included, for its located message)."""
+    c_loader: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+    if c_loader is None:
+        return None
+    loader = c_loader(text)
+    src = Source(file, None)
+    builder = _Builder(loader, file, 0)
+    try:
+        data = plain.build(loader, src, builder.scalar)
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+    if data is None:
+        return None
+    src.data = data
+    src.problems = list(dict.fromkeys(builder.problems))
+    return src
+
+
+def _compose_fast(file: str, text: str) -> tuple[Loader, Node | None, int] | None:
     """Parse with libyaml when PyYAML has it (5x faster on a 10,000-job schedule). On any YAML error, None:
     the pure-Python parser then reads the file again for its clearer, located message."""
     c_loader: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
@@ -137,148 +157,14 @@ def _compose_fast(file: str, text: str) -> tuple[Loader, _Node | None, int] | No
         return None
     loader = c_loader(text)
     try:
-        return loader, *_compose(file, loader)
+        return loader, *compose(file, loader)
     except yaml.YAMLError:
         return None
     finally:
         loader.dispose()
 
 
-SCALAR, SEQUENCE, MAPPING, ALIAS = range(4)
-
-
-class _Node:
-    """One node of the composed tree, smaller than PyYAML's (a line instead of two marks, no attribute dict: for a
-    10,000-job file the tree took 25 MB at the peak of the clock's start-up, now about a quarter).
-
-    ``kind`` is SCALAR, SEQUENCE, MAPPING or ALIAS; ``tag`` as resolved; ``line`` 0-based, where it starts;
-    ``value``: a scalar's text (``style``: its quoting), a sequence's items, a mapping's keys and values in turn
-    (key, value, key, value...), an alias's anchored node. ``name``: an alias's anchor name (``*name``); on an
-    anchored node, the mark where the anchor was defined (for the duplicate-anchor message)."""
-
-    # "_spare" is never set: with it a node takes 88 bytes, which the allocator serves from its 96-byte pools, not
-    # the 80-byte ones where the file's texts of 16 to 30 characters (job ids, instants, commands) are: the few that
-    # outlive the tree, spread among its 100,000 nodes, kept each pool of nodes from being reused once the tree was
-    # freed (4 MB of a 10,000-job clock's memory, CPython's small-object pools: 16-byte size classes).
-    __slots__ = ("_spare", "kind", "line", "name", "style", "tag", "value")
-
-    def __init__(
-        self,
-        kind: int,
-        tag: str,
-        value: str | list[_Node] | _Node,
-        line: int,
-        name: str | yaml.Mark | None = None,
-        style: str | None = None,
-    ):
-        self.kind, self.tag, self.value, self.line, self.name, self.style = kind, tag, value, line, name, style
-
-    def items(self) -> list[_Node]:
-        """A collection's items (a mapping's: key, value, key, value...)."""
-        return cast("list[_Node]", self.value)
-
-    def target(self) -> _Node:
-        """An alias's anchored node."""
-        return cast("_Node", self.value)
-
-
-def _compose(file: str, loader: Loader) -> tuple[_Node | None, int]:
-    """The document's node tree and how many nodes it writes out, composed from the parser's events as
-    PyYAML's composer does, but without recursion (its C composer crashes at 100,000 levels) and within
-    ``MAX_DEPTH`` and ``MAX_ALIASES``: past them, ConfigError at the line of the offending node or alias.
-    ``loader`` is a SafeLoader or a CSafeLoader (their events are alike; the type stubs tell them apart).
-
-    Every event read here has its marks; libyaml's Mark has the fields of PyYAML's (the stubs name two classes)."""
-    loader.get_event()  # stream start
-    if loader.check_event(yaml.StreamEndEvent):
-        return None, 0
-    loader.get_event()  # document start
-    anchors: dict[str, _Node] = {}
-    open_: list[_Node] = []  # collections being read
-    items: list[_Node] = []  # the items so far of the innermost one
-    root: _Node | None = None
-    root_mark: yaml.Mark | None = None
-    aliases = written = 0
-    texts: dict[str, str] = {}  # the scalars' texts, one string each (_node)
-    get_event = cast("Callable[[], _Event]", loader.get_event)  # typed once: the loop reads every event
-    while root is None:
-        event = get_event()
-        mark = cast("yaml.Mark", event.start_mark)
-        if isinstance(event, yaml.CollectionEndEvent):
-            done = open_.pop()
-            if open_:
-                items = open_[-1].items()
-            else:
-                root = done
-            continue
-        if root_mark is None:
-            root_mark = mark
-        node: _Node
-        if isinstance(event, yaml.AliasEvent):
-            aliases += 1
-            if aliases > MAX_ALIASES:
-                what = f"more than {MAX_ALIASES:,} YAML aliases: expected a few *name references"
-                raise _at(file, mark, f"{what}, found the {MAX_ALIASES + 1:,}st here")
-            if event.anchor not in anchors:
-                raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", mark)
-            target = anchors[event.anchor]
-            node = _Node(ALIAS, target.tag, target, mark.line, event.anchor)
-        else:
-            node = _node(loader, event, mark, texts)
-            written += 1
-            if event.anchor is not None:
-                if event.anchor in anchors:
-                    first = cast("yaml.Mark", anchors[event.anchor].name)
-                    what = f"found duplicate anchor {event.anchor!r}; first occurrence"
-                    raise yaml.composer.ComposerError(what, first, "second occurrence", mark)
-                node.name = mark
-                anchors[event.anchor] = node
-        if open_:
-            items.append(node)
-        elif not isinstance(event, yaml.CollectionStartEvent):
-            root = node  # the whole document is one value
-        if isinstance(event, yaml.CollectionStartEvent):
-            if len(open_) == MAX_DEPTH:
-                what = f"nested more than {MAX_DEPTH} levels deep: expected a schedule a few levels deep"
-                raise _at(file, mark, f"{what}, found a {MAX_DEPTH + 1}st level here")
-            items = node.items()
-            open_.append(node)
-    loader.get_event()  # document end
-    if not loader.check_event(yaml.StreamEndEvent):
-        following = get_event()
-        raise yaml.composer.ComposerError(
-            "expected a single document in the stream", root_mark, "but found another document",
-            cast("yaml.Mark", following.start_mark),
-        )  # fmt: skip
-    return root, written
-
-
-def _node(
-    loader: Loader, event: yaml.ScalarEvent | yaml.CollectionStartEvent, start: yaml.Mark, texts: dict[str, str]
-) -> _Node:
-    """A scalar, or an empty sequence or mapping, for ``event`` (starting at ``start``), its tag resolved as PyYAML's
-    composer does."""
-    tag = event.tag
-    resolve: Callable[[type[yaml.Node], str | None, object], str] = loader.resolve  # untyped in the stubs
-    if isinstance(event, yaml.ScalarEvent):
-        if tag is None or tag == "!":
-            tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-        # One string per text: the same few keys (and often the same values) in every job, not one per use. In a
-        # dict of this file's, not sys.intern's table: that one never shrinks (1 MB kept for a 10,000-job file).
-        return _Node(SCALAR, tag, texts.setdefault(event.value, event.value), start.line, style=event.style)
-    kind, pyyaml_kind = (
-        (SEQUENCE, yaml.SequenceNode) if isinstance(event, yaml.SequenceStartEvent) else (MAPPING, yaml.MappingNode)
-    )
-    if tag is None or tag == "!":
-        tag = resolve(pyyaml_kind, None, event.implicit)
-    return _Node(kind, tag, [], start.line)
-
-
-def _at(file: str, mark: yaml.Mark, message: str) -> ConfigError:
-    return ConfigError([Problem(file, mark.line + 1, "", message)])
-
-
-def _finish(file: str, loader: Loader, node: _Node | None, written: int) -> Source:
+def _finish(file: str, loader: Loader, node: Node | None, written: int) -> Source:
     if node is None:
         raise ConfigError([Problem(file, 1, "", "the file is empty; expected a mapping with a 'jobs:' key")])
     src = Source(file, None)
@@ -298,19 +184,25 @@ class _Builder:
         self.problems: list[Problem] = []
         self.budget = written + MAX_ALIAS_VALUES  # values built, merge sources each time they are merged
         self.active: set[int] = set()  # the collections being built, to catch an alias to itself
-        self.aliases: list[tuple[_Node, Path]] = []  # the aliases being expanded, outermost first
+        self.aliases: list[tuple[Node, Path]] = []  # the aliases being expanded, outermost first
+        self.last_alias: tuple[Node, Path] | None = None  # the alias expanded last, and where
+        # A merge source of plain values read once (<<: *common in every job): by (id of its node, depth), its
+        # values, its keys' lines and what building it took from the budget. See _merge.
+        self.merged: dict[tuple[int, int], tuple[dict[str, JSONValue], list[tuple[str, int]], int]] = {}
 
-    def build(self, node: _Node, path: Path, src: Source, depth: int) -> JSONValue:
+    def build(self, node: Node, path: Path, src: Source, depth: int) -> JSONValue:
         """Plain data for ``node`` at ``path``, inside ``depth`` collections; lines and unreadable go to ``src``."""
         if node.kind == ALIAS:
             self.aliases.append((node, path))
+            self.last_alias = (node, path)
             try:
                 return self.build(node.target(), path, src, depth)
             finally:
                 self.aliases.pop()
         self.budget -= 1
         if self.budget < 0:  # only through aliases: without them no value is built twice
-            alias, where = self.aliases[0]
+            # The budget may run out on a value written out, just after an alias took the last of it: that alias.
+            alias, where = self.aliases[0] if self.aliases else cast("tuple[Node, Path]", self.last_alias)
             what = f"YAML alias *{alias.name} takes the file past {MAX_ALIAS_VALUES:,} values added by aliases"
             raise self._refuse(alias, where, f"{what}: expected aliases that repeat a few settings, {_MULTIPLY}")
         src.lines.setdefault(path, node.line + 1)
@@ -319,7 +211,7 @@ class _Builder:
                 return self._unreadable(src, path, node.line + 1, _unsupported(node.tag))
             if id(node) in self.active:
                 return self._unreadable(src, path, src.lines[path], "a YAML alias refers to itself")
-            if depth == MAX_DEPTH:  # only through aliases: the file as written was bounded by _compose
+            if depth == MAX_DEPTH:  # only through aliases: the file as written was bounded by compose
                 alias, where = self.aliases[-1]
                 what = f"YAML alias *{alias.name} nests the file more than {MAX_DEPTH} levels deep"
                 raise self._refuse(alias, where, f"{what}: expected a schedule a few levels deep, {_NESTED}")
@@ -327,14 +219,15 @@ class _Builder:
             try:
                 if node.kind == MAPPING:
                     return self._mapping(node, path, src, depth + 1)
-                return [self.build(item, (*path, i), src, depth + 1) for i, item in enumerate(node.items())]
+                return [self.build(item, (*path, i), src, depth + 1) for i, item in enumerate(node.value)]
             finally:
                 self.active.discard(id(node))
-        return self._scalar(node, path, src)
+        return self.scalar(node, path, src)
 
-    def _scalar(self, node: _Node, path: Path, src: Source) -> JSONValue:
-        tag, value = node.tag, cast("str", node.value)
-        if tag in (_STD_TAG + "str", _STD_TAG + "timestamp"):  # most values: the text, as PyYAML's str constructor
+    def scalar(self, node: Node, path: Path, src: Source) -> JSONValue:
+        """A scalar's value (its problem recorded, and None, if it has none we read)."""
+        tag, value = node.tag, node.value
+        if tag in _TEXT_TAGS:  # most values: the text, as PyYAML's str constructor
             return value  # returns it; timestamps stay text (our parser decides what an instant means)
         longest = sys.get_int_max_str_digits()
         if tag == _STD_TAG + "int" and longest and len(value) > longest:  # int() would raise
@@ -355,13 +248,13 @@ class _Builder:
         self.problems.append(Problem(self.file, line, dotted(path), message))
         src.unreadable.add(path)
 
-    def _refuse(self, alias: _Node, path: Path, message: str) -> ConfigError:
+    def _refuse(self, alias: Node, path: Path, message: str) -> ConfigError:
         return ConfigError([Problem(self.file, alias.line + 1, dotted(path), message)])
 
-    def _mapping(self, node: _Node, path: Path, src: Source, depth: int) -> dict[str, JSONValue]:
+    def _mapping(self, node: Node, path: Path, src: Source, depth: int) -> dict[str, JSONValue]:
         out: dict[str, JSONValue] = {}
         merges = []
-        pairs = node.items()
+        pairs: list[Node] = node.value
         for key_node, value_node in zip(pairs[::2], pairs[1::2], strict=True):
             if key_node.tag == _MERGE:
                 merges.append(value_node)
@@ -370,14 +263,19 @@ class _Builder:
             if key_node.kind != SCALAR:
                 self.problems.append(Problem(self.file, line, dotted(path), "a key must be a plain word"))
                 continue
-            key = str(key_node.value)
+            key: str = key_node.value  # a scalar's text
+            sub = (*path, key)
             if key in out:
-                first = src.lines.get((*path, key))
+                first = src.lines.get(sub)
                 what = f"duplicate key (first defined at line {first})"
-                self.problems.append(Problem(self.file, line, dotted((*path, key)), what))
+                self.problems.append(Problem(self.file, line, dotted(sub), what))
                 continue
-            src.lines[(*path, key)] = line
-            out[key] = self.build(value_node, (*path, key), src, depth)
+            src.lines[sub] = line
+            if value_node.kind == SCALAR and value_node.tag in _TEXT_TAGS and self.budget > 0:
+                self.budget -= 1  # what build does for text, without the call: most values of a schedule are text
+                out[key] = value_node.value
+            else:
+                out[key] = self.build(value_node, sub, src, depth)
         # YAML merge keys (<<: *common): the mapping's own keys win, then earlier sources over later ones.
         for merge_node in merges:
             sources = merge_node.items() if merge_node.kind == SEQUENCE else [merge_node]
@@ -387,19 +285,44 @@ class _Builder:
                     what = "'<<' merges a mapping or a list of them (<<: *common)"
                     self.problems.append(Problem(self.file, source.line + 1, dotted(path), what))
                     continue
-                scratch = Source(self.file, None)
-                merged = self.build(source, path, scratch, depth - 1) or {}
-                taken = [key for key in merged if key not in out]
-                out.update((key, merged[key]) for key in taken)
-                taken_keys = set(taken)
-                inside = len(path)  # one pass over the source's lines: a merge costs what the source holds
-                for sub, line in scratch.lines.items():
-                    if len(sub) > inside and sub[inside] in taken_keys:
-                        src.lines.setdefault(sub, line)
-                src.unreadable.update(
-                    sub for sub in scratch.unreadable if len(sub) > inside and sub[inside] in taken_keys
-                )
+                self._merge(source, target, out, (path, src, depth))
         return out
+
+    def _merge(self, source: Node, target: Node, out: dict[str, JSONValue], at: tuple[Path, Source, int]) -> None:
+        """The keys of ``target`` (merged through ``source``, an alias or the mapping itself) that ``out`` lacks.
+
+        A source whose values are all plain (no mapping, no list) and read without a problem is read once per
+        depth and reused: its values cannot be changed, what it took from the budget is taken again each time,
+        and where that would not fit (the budget runs out inside it), it is read again to fail as it would.
+        ``at``: the merging mapping's path, its Source and depth."""
+        path, src, depth = at
+        memo = self.merged.get((id(target), depth)) if REUSE_MERGES else None
+        if memo is not None and memo[2] <= self.budget and id(target) not in self.active:
+            values, key_lines, cost = memo
+            self.budget -= cost
+            if source.kind == ALIAS:
+                self.last_alias = (source, path)
+            for key, line in key_lines:
+                if key not in out:
+                    out[key] = values[key]
+                    src.lines.setdefault((*path, key), line)
+            return
+        problems, budget = len(self.problems), self.budget
+        scratch = Source(self.file, None)
+        merged = self.build(source, path, scratch, depth - 1) or {}
+        taken = [key for key in merged if key not in out]
+        out.update((key, merged[key]) for key in taken)
+        taken_keys = set(taken)
+        inside = len(path)  # one pass over the source's lines: a merge costs what the source holds
+        for sub, line in scratch.lines.items():
+            if len(sub) > inside and sub[inside] in taken_keys:
+                src.lines.setdefault(sub, line)
+        src.unreadable.update(sub for sub in scratch.unreadable if len(sub) > inside and sub[inside] in taken_keys)
+        plain = isinstance(merged, dict) and not any(isinstance(v, (dict, list)) for v in merged.values())
+        if plain and len(self.problems) == problems and not scratch.unreadable:
+            key_lines = [(key, scratch.lines.get((*path, key), 0)) for key in merged]
+            if all(line for _, line in key_lines):
+                self.merged[id(target), depth] = (merged, key_lines, budget - self.budget)
 
 
 def _unsupported(tag: str) -> str:

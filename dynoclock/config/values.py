@@ -7,6 +7,7 @@ every problem at once rather than one per run of ``check``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -159,6 +160,19 @@ def as_duration_or_zero(value: object) -> timedelta:
 
 
 def _duration(value: object, allow_zero: bool) -> timedelta:
+    if type(value) is str:  # most durations: text, and a schedule repeats a few (every: 5m, timeout: 30s)
+        return _text_duration(value, allow_zero)
+    return _checked_duration(value, allow_zero)
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_duration(text: str, allow_zero: bool) -> timedelta:
+    """A duration written as text (a plain str, not an Expanded one), cached: a timedelta is immutable, and a
+    refused text is not cached (Invalid propagates), so its message is made again each time."""
+    return _checked_duration(text, allow_zero)
+
+
+def _checked_duration(value: object, allow_zero: bool) -> timedelta:
     """``parse_duration``, after refusing what it is not meant to see: other digits than ASCII ('１０m', '١٢m'),
     text longer than any duration (its digits would reach int()'s 4,300-digit limit), and inf or NaN."""
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -57,8 +57,7 @@ def normalize(expr: str) -> str:
     fields = text.split(" ")
     if len(fields) != 5:
         raise Invalid(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)} in {expr!r}")
-    for i, (value, (name, low, high, names)) in enumerate(zip(fields, _FIELDS, strict=False)):
-        fields[i] = ",".join(_check_item(item, name, low, high, names) for item in value.split(","))
+    fields = [_check_field(value, i) for i, value in enumerate(fields)]
     text = " ".join(fields)
     if fields[2] == "*" or fields[3] == "*":  # every month has day 1, some month every day: it fires
         return text
@@ -67,6 +66,14 @@ def normalize(expr: str) -> str:
     except CronSimError:  # the only case left: a day that no listed month has
         raise Invalid(f"{expr!r} never fires: no listed month has that day-of-month") from None
     return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_field(value: str, index: int) -> str:
+    """One field (the ``index``-th) validated, each of its list items as _check_item gives it. Cached: the
+    expressions of a big schedule differ (most are not repeated) but their fields mostly do ("0", "*", "1-5")."""
+    name, low, high, names = _FIELDS[index]
+    return ",".join(_check_item(item, name, low, high, names) for item in value.split(","))
 
 
 @functools.lru_cache(maxsize=4096)
