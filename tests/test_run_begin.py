@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import event
 
 from dynoclock.config.loader import load_schedule
@@ -221,3 +222,48 @@ def test_a_runs_start_write_is_made_just_ahead_of_its_start_which_still_waits_fo
         ("run.start", to_ms(BEGIN_AHEAD / 2))
     ]
     assert statuses(store)[claim.run_id] == ("ok", "me")
+
+
+def test_overlap_is_judged_at_the_start_not_when_the_run_is_handed_over_ahead_of_it(
+    tmp_path: Path, store: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # overlap: skip. The first run is still running when the second is handed over (BEGIN_AHEAD before its slot)
+    # and ends before that slot: the second runs, as it would have had it been handed over at its slot. A wider
+    # BEGIN_AHEAD here: the history writer's batch window moves this clock 50 ms a batch by itself.
+    ahead = timedelta(seconds=1)
+    monkeypatch.setattr("dynoclock.run.runner.BEGIN_AHEAD", ahead)
+    held = f"overlap-{uuid.uuid4().hex}"
+    job = f"every: 1h\n    overlap: skip\n    python: tests.jobs_for_tests:hold\n    kwargs: {{name: {held}}}"
+    text = f"jobs:\n  probe:\n    {job}\n"
+    clock = FakeClock(SLOT - timedelta(seconds=1))
+    schedule = load_schedule(str(write_schedule(tmp_path, text)))
+    stream = io.StringIO()
+    runner = Runner(schedule, EventLog(stream, fmt="json"), "me", Ledger(store.url), clock=clock)
+    assert runner.claims is not None and runner.writer is not None
+    first, second = runner.claims.new("probe", SLOT), runner.claims.new("probe", SLOT + timedelta(seconds=2))
+    assert runner.claims.batch([first, second]) == {first.run_id, second.run_id}
+    runner.submit("probe", SLOT, claimed_as=first.run_id)
+    runner.submit("probe", SLOT + timedelta(seconds=2), claimed_as=second.run_id)
+    clock.advance(1)  # the first slot: it runs, held
+    deadline = time.monotonic() + 20
+    while "run.start" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.writer.flush(10)  # its start time written: the writer's batch window moves this clock by itself
+    handed = threading.Event()
+    start = runner.inflight.start
+
+    def handing(run_id: str) -> bool:
+        handed.set() if run_id == second.run_id else None
+        return start(run_id)
+
+    runner.inflight.start = handing  # type: ignore[method-assign]
+    clock.advance(timedelta(seconds=2) - ahead / 2)  # the second is handed over, the first still runs
+    assert handed.wait(20)
+    time.sleep(0.3)  # for its worker to take it (before the change, it judged overlap there: skipped)
+    gate(held).set()  # the first ends before the second slot
+    while statuses(store)[first.run_id][0] != "ok" and time.monotonic() < deadline:
+        runner.writer.flush(1)
+    clock.advance(ahead)
+    while statuses(store)[second.run_id][0] in ("claimed", "running") and time.monotonic() < deadline:
+        runner.writer.flush(1)
+    assert statuses(store) == {first.run_id: ("ok", "me"), second.run_id: ("ok", "me")}

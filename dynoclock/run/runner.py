@@ -233,6 +233,12 @@ class Runner:
             and (said := self.claims.begin(job, slot, run_id, first, fields, requested)) != "won"
         ):
             return Outcome(NOT_CLAIMED[said])
+        # Slots are claimed a moment ahead (claims.LEAD), a claimed run is handed over BEGIN_AHEAD before its start,
+        # and jitter delays a start: wait for the start time. Pause and overlap are judged then.
+        start_at = slot + jitter_offset(job.id, slot, job.jitter)
+        while (early := (start_at - self.clock.now()).total_seconds()) > 0:  # a wait may end a hair early
+            if self.clock.wait(self.stopping, early):
+                return self._release(fields, requested)
         if job.id in self.paused and reason != "manual":
             return self.report(Outcome("skipped", error="paused"), fields, None)
         running = self.inflight.running(job.id)
@@ -243,11 +249,6 @@ class Runner:
         if running and job.overlap == "replace":
             for ctx in running:
                 ctx.cancel("replaced")
-        # Slots are claimed a moment ahead (claims.LEAD), and jitter delays a start: wait for the start time.
-        start_at = slot + jitter_offset(job.id, slot, job.jitter)
-        while (early := (start_at - self.clock.now()).total_seconds()) > 0:  # a wait may end a hair early
-            if self.clock.wait(self.stopping, early):
-                return self._release(fields, requested)
         if (
             said is None
             and self.claims
