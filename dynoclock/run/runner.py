@@ -233,8 +233,7 @@ class Runner:
             and (said := self.claims.begin(job, slot, run_id, first, fields, requested)) != "won"
         ):
             return Outcome(NOT_CLAIMED[said])
-        # Slots are claimed a moment ahead (claims.LEAD), a claimed run is handed over BEGIN_AHEAD before its start,
-        # and jitter delays a start: wait for the start time. Pause and overlap are judged then.
+        # Claimed LEAD ahead, handed over BEGIN_AHEAD ahead, jitter: wait for the start; pause, overlap judged then.
         start_at = slot + jitter_offset(job.id, slot, job.jitter)
         while (early := (start_at - self.clock.now()).total_seconds()) > 0:  # a wait may end a hair early
             if self.clock.wait(self.stopping, early):
