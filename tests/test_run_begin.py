@@ -231,7 +231,7 @@ def test_overlap_is_judged_at_the_start_not_when_the_run_is_handed_over_ahead_of
     # and ends before that slot: the second runs, as it would have had it been handed over at its slot. A wider
     # BEGIN_AHEAD here: the history writer's batch window moves this clock 50 ms a batch by itself.
     ahead = timedelta(seconds=1)
-    monkeypatch.setattr("dynoclock.run.runner.BEGIN_AHEAD", ahead)
+    monkeypatch.setattr("dynoclock.run.handover.BEGIN_AHEAD", ahead)
     held = f"overlap-{uuid.uuid4().hex}"
     job = f"every: 1h\n    overlap: skip\n    python: tests.jobs_for_tests:hold\n    kwargs: {{name: {held}}}"
     text = f"jobs:\n  probe:\n    {job}\n"

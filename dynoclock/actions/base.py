@@ -13,7 +13,6 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -107,34 +106,81 @@ class HookThreads:
 HOOKS = HookThreads()  # one per process: every run's cancel hooks
 
 
-@dataclass
+def _no_output(stream: str, line: str) -> None:
+    """A run's output when nobody listens."""
+
+
 class RunContext:
-    """What a running action knows about its run; a Python job may take it as its ``run`` parameter."""
+    """What a running action knows about its run; a Python job may take it as its ``run`` parameter.
 
-    job: str
-    scheduled_for: datetime
-    run_id: str
-    attempt: int
-    timeout: timedelta
-    deadline: float = 0.0  # clock.monotonic() at which the run times out (0: timeout from now)
-    output: Callable[[str, str], None] = field(default=lambda stream, line: None, repr=False)
-    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
-    cancel_reason: str | None = None  # timeout | shutdown | replaced
-    clock: Clock = field(default=SYSTEM, repr=False)  # what the action asks for the time, and waits with
-    hook_threads: HookThreads = field(default_factory=lambda: HOOKS, repr=False)  # where cancel hooks run
-    _hooks: list[Callable[[], None]] = field(default_factory=list, repr=False)
-    _steps: list[Callable[[], None]] = field(default_factory=list, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    One is made per attempt, on every run's path: a class with slots, and its ``cancelled`` event made only when
+    something asks for it (most runs are never cancelled, and few wait on it)."""
 
-    def __post_init__(self) -> None:
-        if not self.deadline:
-            self.deadline = self.clock.monotonic() + self.timeout.total_seconds()
+    __slots__ = (
+        "_cancelled",
+        "_hooks",
+        "_lock",
+        "_steps",
+        "attempt",
+        "cancel_reason",
+        "clock",
+        "deadline",
+        "hook_threads",
+        "job",
+        "output",
+        "run_id",
+        "scheduled_for",
+        "timeout",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        job: str,
+        scheduled_for: datetime,
+        run_id: str,
+        attempt: int,
+        timeout: timedelta,
+        deadline: float = 0.0,  # clock.monotonic() at which the run times out (0: timeout from now)
+        output: Callable[[str, str], None] = _no_output,
+        clock: Clock = SYSTEM,  # what the action asks for the time, and waits with
+        hook_threads: HookThreads | None = None,  # where cancel hooks run (None: the process's HOOKS)
+    ):
+        self.job = job
+        self.scheduled_for = scheduled_for
+        self.run_id = run_id
+        self.attempt = attempt
+        self.timeout = timeout
+        self.deadline = deadline or clock.monotonic() + timeout.total_seconds()
+        self.output = output
+        self.cancel_reason: str | None = None  # timeout | shutdown | replaced; set once, when cancelled
+        self.clock = clock
+        self.hook_threads = hook_threads or HOOKS
+        self._cancelled: threading.Event | None = None
+        self._hooks: list[Callable[[], None]] = []
+        self._steps: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"RunContext(job={self.job!r}, scheduled_for={self.scheduled_for!r}, run_id={self.run_id!r}, "
+                f"attempt={self.attempt}, timeout={self.timeout!r}, cancel_reason={self.cancel_reason!r})")  # fmt: skip
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set once the run is cancelled (timeout, shutdown, replaced): a job may wait on it."""
+        if (event := self._cancelled) is not None:
+            return event
+        with self._lock:
+            if self._cancelled is None:
+                self._cancelled = threading.Event()
+                if self.cancel_reason is not None:
+                    self._cancelled.set()
+            return self._cancelled
 
     def on_cancel(self, hook: Callable[[], None]) -> None:
         """Register how to stop this run early (kill a process, cancel a query); runs at once if already cancelled.
         Hooks run on the hook threads (``HookThreads``), never in the thread that cancels: they may block."""
         with self._lock:
-            if not self.cancelled.is_set():
+            if self.cancel_reason is None:
                 self._hooks.append(hook)
                 return
         self.hook_threads.submit([hook])
@@ -143,7 +189,7 @@ class RunContext:
         """Register a step of the clock's own that never blocks (the watchdog's escalation): it runs in the
         cancelling thread, so it happens even when every hook thread is stuck."""
         with self._lock:
-            if not self.cancelled.is_set():
+            if self.cancel_reason is None:
                 self._steps.append(step)
                 return
         _quietly(step)
@@ -153,10 +199,11 @@ class RunContext:
         the action's hooks are handed to the hook threads (closing a socket another thread reads from, or a
         cancel request to a silent server, would hold the timer, the scheduler or another run's worker)."""
         with self._lock:
-            if self.cancelled.is_set():
+            if self.cancel_reason is not None:
                 return
             self.cancel_reason = reason
-            self.cancelled.set()
+            if self._cancelled is not None:
+                self._cancelled.set()
             hooks, self._hooks = self._hooks, []
             steps, self._steps = self._steps, []
         for step in steps:
@@ -171,7 +218,7 @@ class RunContext:
 
     def check(self) -> None:
         """Raise if the run was cancelled or ran out of time: long actions call this between steps."""
-        if self.cancelled.is_set() or self.remaining <= 0:
+        if self.cancel_reason is not None or self.remaining <= 0:
             raise JobTimeout(self.timeout)
 
     def env(self) -> dict[str, str]:

@@ -147,9 +147,8 @@ _cache_lock = threading.Lock()
 
 def resolve(target: str) -> Callable[..., Any]:
     """Import ``module:attr`` once; JobFailed (in the schedule's words) if that fails."""
-    with _cache_lock:
-        if target in _functions:
-            return _functions[target]
+    if (found := _functions.get(target)) is not None:  # a dict read is atomic: no lock on every run's path
+        return found
     module_name, _, attr = target.partition(":")
     try:
         obj: object = importlib.import_module(module_name)
@@ -180,9 +179,8 @@ def flask_app(factory: str) -> FlaskApp:
 
 def takes_run(target: str, func: Callable[..., Any]) -> bool:
     """Whether ``func`` has a ``run`` parameter (looked up once per target: inspect is slow)."""
-    with _cache_lock:
-        if target in _takes_run_cache:
-            return _takes_run_cache[target]
+    if (known := _takes_run_cache.get(target)) is not None:
+        return known
     try:
         takes = "run" in inspect.signature(func).parameters
     except (TypeError, ValueError):

@@ -18,10 +18,12 @@ import os
 import re
 import sys
 import threading
+from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
+from dynoclock import quiet
 from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.timesource import SYSTEM, Clock
@@ -49,18 +51,21 @@ class EventLog:
         # Reentrant: a signal handler (a second SIGTERM) may log while the main thread it interrupted
         # holds the lock mid-line; a plain Lock would deadlock the clock there, until SIGKILL.
         self._lock = threading.RLock()
-        self._pending: list[Emitted] | None = None  # set by write_behind(): events waiting for the writer thread
+        self._pending: deque[Emitted] | None = None  # set by write_behind(): events waiting for the writer thread
+        self._idle = False  # the writer thread waits for the next event
         self._writing = False
         self._cond = threading.Condition(self._lock)
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         at = self.clock.now()
+        pending = self._pending
+        if pending is not None:  # the writer thread formats it (redaction included) with the others
+            pending.append((at, event, level, fields))  # atomic: no lock on the runs' path
+            if self._idle:  # set before the writer looks at an empty queue: a line is never left waiting
+                with self._lock:
+                    self._cond.notify_all()  # flush() may wait on it too
+            return
         with self._lock:
-            if self._pending is not None:  # the writer thread formats it (redaction included) with the others
-                self._pending.append((at, event, level, fields))
-                if len(self._pending) == 1:
-                    self._cond.notify()
-                return
             self._write([self._entry((at, event, level, fields))])
 
     def _entry(self, emitted: Emitted) -> Entry:
@@ -84,7 +89,7 @@ class EventLog:
         (an event's values are read when its line is written: they are immutable, or no longer changed)."""
         with self._lock:
             if self._pending is None:
-                self._pending = []
+                self._pending = deque()
                 threading.Thread(target=self._writer, name="log-writer", daemon=True).start()
 
     def flush(self, timeout: float = 2.0) -> None:
@@ -95,12 +100,17 @@ class EventLog:
                 self._cond.wait(0.01)
 
     def _writer(self) -> None:
+        pending = self._pending
+        assert pending is not None
         while True:
             with self._lock:
-                while not self._pending:
+                self._idle = True
+                while not pending:
                     self._cond.wait()
-                emitted, self._pending = self._pending, []
+                self._idle = False
                 self._writing = True
+            quiet.wait_for_quiet()  # runs starting first (dynoclock/quiet.py); their lines gather meanwhile
+            emitted = [pending.popleft() for _ in range(len(pending))]
             entries = []
             for one in emitted:
                 try:

@@ -12,9 +12,9 @@ claim of that slot lose (state/ledger.py). Three ways in:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -29,7 +29,7 @@ from dynoclock.state.lease import Fence
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import Claim, LeaseLost, Run
 from dynoclock.state.tables import RunReason
-from dynoclock.state.writer import RunWriter
+from dynoclock.state.writer import RunWriter, StartAnswer
 from dynoclock.timesource import Clock
 
 LEAD = timedelta(milliseconds=250)  # how early a slot is claimed before it is due
@@ -45,7 +45,7 @@ ClaimResult = Literal["won", "lost", "gave_up", "standby"]
 class Begin:
     """A start write asked for at ``at`` (``Claims.request_begin``), its answer to come."""
 
-    answer: Future[bool]
+    answer: StartAnswer
     at: datetime
 
 
@@ -112,6 +112,10 @@ class Claims:
         (recorded missed once the database is back), or the clock is stopping (the next leader runs it).
         ``requested``: the start already asked for when the run fell due (``Runner.submit``): its answer first.
         """
+        if requested is not None:
+            with contextlib.suppress(Exception):  # the database was away: retried below
+                if requested.answer.result():  # asked for as the run fell due, and in before it was handed over
+                    return "won"
         at = requested.at if requested is not None else self.clock.now()
         first = [requested.answer] if requested is not None else []
 

@@ -98,6 +98,10 @@ class Notifier:
                     self._starts.pop(next(iter(self._starts))).set()
             self._send("ping.start", info, *_ping_request(ping, style, "start", info), done=done)
 
+    def sends_at_start(self, job: Job) -> bool:
+        """Whether ``run_started`` may send anything for ``job`` (a start ping, a Sentry check-in)."""
+        return bool(job.ping or self.sentry is not None)
+
     def sends_at_finish(self, job: Job) -> bool:
         """Whether ``run_finished`` may send anything for ``job``; if not, ``note_final`` is all a run's end needs."""
         return bool(job.ping or job.on_failure or job.on_recovery or self.sentry is not None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, NotRequired, TypedDict, TypeGuard, get_args
 
@@ -26,7 +26,7 @@ def recorded(status: OutcomeStatus) -> TypeGuard[RunStatus]:
     return status in _RECORDED
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """How one attempt ended."""
 
@@ -34,7 +34,7 @@ class Outcome:
     detail: str = ""  # what an ok run reports (status=200, rows=3, exit=0)
     error: str = ""  # why it failed, in the schedule's words
     attempt: int = 1
-    duration: timedelta = field(default_factory=timedelta)
+    duration: timedelta = timedelta(0)
 
 
 class RunFields(TypedDict):

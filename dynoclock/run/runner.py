@@ -22,8 +22,10 @@ from dynoclock.config.loader import Job, Schedule
 from dynoclock.observe.logs import EventLog, clip, log, short_error
 from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import to_ms
+from dynoclock.quiet import starting
 from dynoclock.run.backlog import Backlog
-from dynoclock.run.claims import BEGIN_AHEAD, Begin, ClaimResult, Claims
+from dynoclock.run.claims import Begin, ClaimResult, Claims
+from dynoclock.run.handover import Due, HandOver
 from dynoclock.run.inflight import InFlight
 from dynoclock.run.notify import Notifier, RunInfo
 from dynoclock.run.outcome import NOT_CLAIMED, Outcome, RunFields, recorded, run_action
@@ -36,8 +38,10 @@ from dynoclock.schedule.triggers import jitter_offset
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import Run
 from dynoclock.state.tables import RunReason
-from dynoclock.state.writer import RunWriter
+from dynoclock.state.writer import RunWriter, StartAnswer
 from dynoclock.timesource import SYSTEM, Clock
+
+LEVELS = {"ok": "info", "skipped": "warning"}  # an outcome's log level; any other: error
 
 
 class Runner:
@@ -72,6 +76,7 @@ class Runner:
         self.timer = Timer(clock=clock)
         self.watchdog = Watchdog(self.timer, clock=clock)
         self.inflight = InFlight(clock)  # pending, waiting and running runs
+        self.handover = HandOver(self.inflight, self.pool, self.timer, clock)
         self.backlog = Backlog(self)  # slots that run in order (submit_in_order)
         self.jobs = Registry(schedule.jobs, clock)  # what ``submit`` finds by id
         redact.add(schedule.secrets)
@@ -99,23 +104,24 @@ class Runner:
         if claimed_as is not None:
             self.inflight.wait_for_start({"job": job.id, "run_id": claimed_as, "scheduled_for": slot})
 
-        def due() -> bool:
-            """On the timer's thread: a claimed run's start write is asked for as it falls due, before it waits
-            for a worker, so that the runs of a burst do not each wait for theirs in waves of ``workers``."""
+        def due() -> bool | StartAnswer:
+            """On the timer's thread, BEGIN_AHEAD before the start: a claimed run's start write is asked for then, so
+            that its answer is in by the start, and so that the runs of a burst do not each wait for theirs in waves
+            of ``workers``; the run goes to a worker at its start once the answer is in (``start_at``)."""
             if claimed_as is None:
                 return True
             if not self.inflight.start(claimed_as):
                 return False  # released at shutdown while it waited
             if self.claims is not None and not self.stopping.is_set() and self._may_start(job):
                 requested.append(self.claims.request_begin(claimed_as, reclaimed.attempt + 1 if reclaimed else 1))
+                return requested[0].answer
             return True
 
         def task() -> None:
             self.execute(job, slot, reason=reason, reclaimed=reclaimed, claimed_as=claimed_as, run_id=run_id,
                          requested=requested[0] if requested else None)  # fmt: skip
 
-        # Due BEGIN_AHEAD early: the start write is asked for then, and execute waits for the start time itself.
-        self.start_at(task, slot + jitter_offset(job.id, slot, job.jitter) - BEGIN_AHEAD, due)
+        self.start_at(task, slot + jitter_offset(job.id, slot, job.jitter), due)
 
     def submit_in_order(
         self, job_id: str, slots: list[datetime], reason: RunReason, run_ids: list[str] | None = None
@@ -124,35 +130,10 @@ class Runner:
         claims that waited for the database: run/backlog.py); ``run_ids`` as ``run_id`` for ``execute``."""
         self.backlog.add(job_id, slots, reason, run_ids)
 
-    def start_at(self, task: Callable[[], None], start_at: datetime, due: Callable[[], bool] | None = None) -> None:
-        """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread.
-        ``due``, called then (on the timer's thread), may drop it instead (False)."""
-        self.inflight.pending()
-
-        def counted() -> None:
-            try:
-                task()
-            finally:
-                self.inflight.done()
-
-        def hand_over() -> None:
-            try:
-                go = due is None or due()
-            except Exception:  # a bug there must not lose the run: it runs as it would have without ``due``
-                go = True
-            if go:
-                self.pool.submit(counted)
-            else:
-                self.inflight.done()
-
-        delay = (start_at - self.clock.now()).total_seconds()
-        if delay > 0.001:
-            # A thread for each run in hand (up to ``workers``), started while it waits: a burst claimed LEAD ahead
-            # finds its workers up, and a clock with nothing due for years holds no idle threads.
-            self.pool.prestart(self.inflight.count())
-            self.timer.at(self.clock.monotonic() + delay, hand_over)
-        else:
-            hand_over()
+    def start_at(self, task: Callable[[], None], start_at: datetime, due: Due | None = None) -> None:
+        """Hand ``task`` to the pool at ``start_at`` (run/handover.py); ``due`` may drop it, or have it wait for
+        its start write's answer."""
+        self.handover.at(task, start_at, due)
 
     def _may_start(self, job: Job) -> bool:
         """Whether a run of ``job`` falling due now would start (not paused, no overlap to skip)."""
@@ -234,7 +215,7 @@ class Runner:
         ):
             return Outcome(NOT_CLAIMED[said])
         # Claimed LEAD ahead, handed over BEGIN_AHEAD ahead, jitter: wait for the start; pause, overlap judged then.
-        start_at = slot + jitter_offset(job.id, slot, job.jitter)
+        start_at = slot + jitter_offset(job.id, slot, job.jitter) if job.jitter else slot
         while (early := (start_at - self.clock.now()).total_seconds()) > 0:  # a wait may end a hair early
             if self.clock.wait(self.stopping, early):
                 return self._release(fields, requested)
@@ -257,14 +238,14 @@ class Runner:
             return Outcome(NOT_CLAIMED[said])
         begun = said == "won"  # the row says started: from then on the run runs, even if the clock starts stopping
         tail: deque[str] = deque(maxlen=20)  # the run's last output lines, for pings
-        info = RunInfo(job.id, run_id, slot, first, "running")
-        self.notifier.run_started(job.ping, job.ping_style, info, job)
+        if self.notifier.sends_at_start(job):
+            self.notifier.run_started(job.ping, job.ping_style, RunInfo(job.id, run_id, slot, first, "running"), job)
         outcome = self._attempts(job, slot, run_id, first, retries, fields, tail, begun)
         if outcome.status == "abandoned":
             written_off = self.inflight.settled(run_id)
             return written_off if written_off is not None else outcome
         if outcome.status in ("ok", "failed", "timeout"):
-            self._notify_finished(job, outcome, info, tail)
+            self._notify_finished(job, outcome, RunInfo(job.id, run_id, slot, first, "running"), tail)
         return outcome
 
     def _attempts(
@@ -315,6 +296,7 @@ class Runner:
                 return self._release(fields)
             return self.report(Outcome("interrupted", error="the clock stopped before the retry"), fields, None)
         started = self.clock.now()
+        starting()
         ctx = RunContext(
             job.id, slot, run_id, attempt, job.timeout, output=self._output_logger(fields, tail), clock=self.clock
         )
@@ -352,15 +334,18 @@ class Runner:
         it never started)."""
         # Every outcome passes here before it is stored, logged, shown or sent: mask secrets once, for all of them
         # (an error page or a failing statement may echo a token).
-        outcome.error, outcome.detail = redact(outcome.error), redact(outcome.detail)
+        if outcome.error:
+            outcome.error = redact(outcome.error)
+        if outcome.detail:
+            outcome.detail = redact(outcome.detail)
         duration = to_ms(outcome.duration) if started is not None else None
         if self.writer is not None and recorded(outcome.status):
             self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration, self.clock.now())
-        level = {"ok": "info", "skipped": "warning"}.get(outcome.status, "error")
+        level = LEVELS.get(outcome.status, "error")
         extra: dict[str, object] = {"status": outcome.status}
         if started is not None:
             lateness = to_ms(started - fields["scheduled_for"])
-            extra |= {"attempt": outcome.attempt, "lateness_ms": lateness, "duration_ms": to_ms(outcome.duration)}
+            extra |= {"attempt": outcome.attempt, "lateness_ms": lateness, "duration_ms": duration}
         if outcome.detail:
             extra["detail"] = clip(outcome.detail)
         if outcome.error:

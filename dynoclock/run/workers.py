@@ -72,9 +72,8 @@ class WorkerPool:
         me = threading.get_ident()
         with self._lock:
             self._idents.add(me)
+            self._idle += 1
         while True:
-            with self._lock:
-                self._idle += 1
             task = self._queue.get()
             with self._lock:
                 self._idle -= 1
@@ -85,3 +84,4 @@ class WorkerPool:
                 if me in self._written_off:  # came back after being written off: a replacement exists
                     self._written_off.discard(me)
                     return
+                self._idle += 1

@@ -113,13 +113,16 @@ def upcoming(trigger: Trigger, after: datetime, count: int, window: Window = Win
     return slots
 
 
+NO_JITTER = timedelta(0)
+
+
 def jitter_offset(job_id: str, slot: datetime, jitter: timedelta) -> timedelta:
     """A delay in [0, jitter) derived from (job, slot), so every clock picks the same one.
 
     The slot (``scheduled_for``) stays the run's identity; jitter only delays its start.
     """
-    if jitter <= timedelta(0):
-        return timedelta(0)
+    if not jitter or jitter < NO_JITTER:
+        return NO_JITTER
     digest = hashlib.sha256(f"{job_id}@{slot.isoformat()}".encode()).digest()
     span_ms = int(jitter.total_seconds() * 1000)
     return timedelta(milliseconds=int.from_bytes(digest[:8], "big") % span_ms)

@@ -17,15 +17,16 @@ never ran, and the next leader may run it). What follows is history:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from datetime import datetime
 from typing import TypedDict
 
 from sqlalchemy import exc as sa_exc
 
+from dynoclock import quiet
 from dynoclock.observe.logs import EventLog, short_error
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import Run
@@ -49,7 +50,62 @@ class RunUpdate(TypedDict, total=False):
 BATCH_WINDOW = 0.05  # seconds the writer lets updates gather before a commit
 MAX_QUEUED = 100_000  # updates kept while the database is away; older ones are dropped (and said so)
 MAX_DURATION_MS = 2**31 - 1  # the column is a 32-bit integer: a run over 24.8 days is recorded as that long
+# Start writes a transaction at most: the first runs of a burst wait for the first 100, not for all 1,000 (20 ms
+# on SQLite), and the next ones are written while those start.
+BEGIN_CHUNK = 100
+BEGIN_MERGE = 5  # full batches written in one transaction at most, once the first has gone alone
 LATER_TRIES = 30  # tries of a row written later, with doubling pauses up to 30 s: about 13 minutes
+
+
+class _Starts:
+    """One batch of start writes (one transaction), and their answers, set at once when it is over."""
+
+    __slots__ = ("after", "begun", "done", "error", "lock", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, int, datetime]] = []  # (run id, attempt, at)
+        self.after: list[Callable[[], None]] = []  # called once the answers are in (``StartAnswer.then``)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.begun: set[str] = set()  # the run ids the ledger marked started
+        self.error: Exception | None = None  # the database was away
+
+    def answered(self) -> None:
+        with self.lock:
+            self.done.set()
+            after, self.after = self.after, []
+        for call in after:
+            with contextlib.suppress(Exception):  # a hand-over (WorkerPool.submit) never raises; the thread lives on
+                call()
+
+
+class StartAnswer:
+    """One run's answer to its start write (``RunWriter.request_begin``)."""
+
+    __slots__ = ("_batch", "_run_id")
+
+    def __init__(self, batch: _Starts, run_id: str):
+        self._batch = batch
+        self._run_id = run_id
+
+    def result(self) -> bool:
+        """Wait for the answer: True if the ledger shows the run started, False if the claim is no longer this
+        clock's; raises what the database raised."""
+        batch = self._batch
+        if not batch.done.is_set():  # it is, for a run handed over with its answer (run/handover.py)
+            batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return self._run_id in batch.begun
+
+    def then(self, call: Callable[[], None]) -> None:
+        """Call ``call`` once the answer is in: now if it is, else from the thread that writes the starts."""
+        batch = self._batch
+        with batch.lock:
+            if not batch.done.is_set():
+                batch.after.append(call)
+                return
+        call()
 
 
 class RunWriter:
@@ -65,7 +121,7 @@ class RunWriter:
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name="run-writer", daemon=True)
         self._thread.start()
-        self._starts: list[tuple[str, int, datetime, Future[bool]]] = []
+        self._batches: deque[_Starts] = deque()  # start writes asked for, up to BEGIN_CHUNK a transaction
         self._starting = threading.Condition()
         threading.Thread(target=self._begin_loop, name="run-begins", daemon=True).start()
 
@@ -74,31 +130,42 @@ class RunWriter:
         clock's (then it must not run). Raises if the database is away."""
         return self.request_begin(run_id, attempt, at).result()
 
-    def request_begin(self, run_id: str, attempt: int, at: datetime) -> Future[bool]:
-        """``begin`` without waiting: its answer comes in the future returned (an exception if the database is away).
+    def request_begin(self, run_id: str, attempt: int, at: datetime) -> StartAnswer:
+        """``begin`` without waiting: its answer comes in the object returned (``result()`` raises if the database is
+        away).
 
         The ``run-begins`` thread writes the starts queued while its last transaction was in flight in the next
-        one: runs starting together (a burst of 1,000) cost a few commits, and each caller waits for its answer."""
-        done: Future[bool] = Future()
+        one: runs starting together (a burst of 1,000) cost a few commits, and each caller waits for its answer.
+        A batch's answers come together, with one wake-up (a future per run cost a lock and a notify each)."""
         with self._starting:
-            self._starts.append((run_id, attempt, at, done))
-            self._starting.notify()
-        return done
+            batches = self._batches
+            if not batches or len(batches[-1].starts) >= BEGIN_CHUNK:
+                batches.append(_Starts())
+                self._starting.notify()
+            batch = batches[-1]
+            batch.starts.append((run_id, attempt, at))
+            return StartAnswer(batch, run_id)
 
     def _begin_loop(self) -> None:
         while True:
             with self._starting:
-                while not self._starts:
+                while not self._batches:
                     self._starting.wait()
-                batch, self._starts = self._starts, []
+                # The first batch alone (its runs are the first due), then what queued behind it meanwhile, in one
+                # transaction: a few commits for a burst, not one per BEGIN_CHUNK.
+                batches = [self._batches.popleft()]  # no more starts join these
+                while self._batches and len(batches) < BEGIN_MERGE and len(self._batches[0].starts) >= BEGIN_CHUNK:
+                    batches.append(self._batches.popleft())
             try:
-                begun = self.ledger.begin([(run_id, attempt, at) for run_id, attempt, at, _ in batch], self.clock_id)
+                begun = self.ledger.begin([start for batch in batches for start in batch.starts], self.clock_id)
             except Exception as exc:
-                for *_, done in batch:
-                    done.set_exception(exc)
-                continue
-            for run_id, _, _, done in batch:
-                done.set_result(run_id in begun)
+                for batch in batches:
+                    batch.error = exc
+            else:
+                for batch in batches:
+                    batch.begun = begun
+            for batch in batches:
+                batch.answered()
 
     # ---- progress, batched -------------------------------------------------------------------
 
@@ -184,23 +251,27 @@ class RunWriter:
                                      note="this update of the run's row was dropped")  # fmt: skip
 
     def _put(self, run_id: str, values: RunUpdate) -> None:
-        with self._cond:
-            if len(self._queue) >= MAX_QUEUED:
-                self._queue.popleft()
-                self.events.emit("ledger.dropped", level="warning", note="history queue full; oldest update dropped")
-            self._queue.append((run_id, values))
-            if len(self._queue) == 1:  # wake the writer once per batch, not once per update
-                self._wake.set()
+        # No lock on the runs' path: a deque's append and popleft are atomic. The writer clears ``_wake`` before it
+        # takes the queue, so an update that finds it set is taken by the batch about to be.
+        queue = self._queue
+        queue.append((run_id, values))
+        if len(queue) > MAX_QUEUED:
+            with contextlib.suppress(IndexError):
+                queue.popleft()
+            self.events.emit("ledger.dropped", level="warning", note="history queue full; oldest update dropped")
+        if not self._wake.is_set():  # wake the writer once per batch, not once per update
+            self._wake.set()
 
     def _loop(self) -> None:
         delay = 0.5
         while True:
             self._wake.wait()
             self.clock.sleep(BATCH_WINDOW)  # let a burst gather: one commit for many runs
+            quiet.wait_for_quiet()  # and runs starting go first (dynoclock/quiet.py)
             with self._cond:
                 self._wake.clear()
-                batch = list(self._queue)
-                self._queue.clear()
+                queue = self._queue
+                batch = [queue.popleft() for _ in range(len(queue))]  # updates put meanwhile wait for the next
                 self._busy = bool(batch)
             if not batch:
                 continue
