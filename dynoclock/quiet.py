@@ -27,10 +27,11 @@ def starting() -> None:
     _last_start = time.monotonic()
 
 
-def wait_for_quiet(limit: float = MAX_HOLD) -> float:
-    """Wait until no run has started for ``HOLD``, or ``limit`` seconds have passed; the seconds waited."""
+def wait_for_quiet(limit: float | None = None) -> float:
+    """Wait until no run has started for ``HOLD``, or ``limit`` seconds (``MAX_HOLD``) have passed; the seconds
+    waited."""
     began = now = time.monotonic()
-    end = began + limit
+    end = began + (MAX_HOLD if limit is None else limit)
     while (until := min(_last_start + HOLD, end)) > now:
         time.sleep(until - now)
         now = time.monotonic()

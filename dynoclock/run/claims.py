@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from dynoclock.config.durations import format_duration
 from dynoclock.config.loader import Job
@@ -41,8 +40,7 @@ BEGIN_AHEAD = timedelta(milliseconds=5)
 ClaimResult = Literal["won", "lost", "gave_up", "standby"]
 
 
-@dataclass(frozen=True)
-class Begin:
+class Begin(NamedTuple):
     """A start write asked for at ``at`` (``Claims.request_begin``), its answer to come."""
 
     answer: StartAnswer

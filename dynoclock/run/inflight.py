@@ -18,7 +18,8 @@ class InFlight:
     def __init__(self, clock: Clock):
         self.clock = clock
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # notified as runs end
+        self._changed = threading.Condition(self._lock)  # notified as runs end, if anyone waits (_watchers)
+        self._watchers = 0
         self._active: dict[str, list[RunContext]] = {}  # job id -> its running attempts
         self._pending = 0  # runs submitted and not yet over (waiting, queued or running)
         self._released = 0  # of _pending: runs given back at shutdown whose timer entries have not fired yet
@@ -35,7 +36,8 @@ class InFlight:
     def done(self) -> None:
         with self._lock:
             self._pending -= 1
-            self._changed.notify_all()
+            if self._watchers:  # most runs end with nobody waiting: no Condition call on every run's path
+                self._changed.notify_all()
 
     def count(self) -> int:
         """Runs submitted and not over (waiting for their start, queued or running)."""
@@ -45,8 +47,12 @@ class InFlight:
     def wait_idle(self, until: float) -> None:
         """Wait until no run is pending (those given back excepted), or the clock's monotonic ``until``."""
         with self._lock:
-            while self._pending > self._released and self.clock.monotonic() < until:
-                self._changed.wait(min(0.1, max(0.0, until - self.clock.monotonic())))
+            self._watchers += 1
+            try:
+                while self._pending > self._released and self.clock.monotonic() < until:
+                    self._changed.wait(min(0.1, max(0.0, until - self.clock.monotonic())))
+            finally:
+                self._watchers -= 1
 
     # ---- claimed runs waiting for their start ---------------------------------------------
 
@@ -95,8 +101,12 @@ class InFlight:
     def wait_for_job(self, job_id: str, stopping: threading.Event) -> None:
         """Until no attempt of ``job_id`` runs (or the clock stops)."""
         with self._lock:
-            while self._active.get(job_id) and not stopping.is_set():
-                self._changed.wait(0.1)  # woken as runs end; the timeout covers one that ends without a wake-up
+            self._watchers += 1
+            try:
+                while self._active.get(job_id) and not stopping.is_set():
+                    self._changed.wait(0.1)  # woken as runs end; the timeout covers one that ends without a wake-up
+            finally:
+                self._watchers -= 1
 
     # ---- attempts the watchdog wrote off ---------------------------------------------------
 

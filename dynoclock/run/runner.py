@@ -309,8 +309,9 @@ class Runner:
         self.inflight.forget(ctx)
         if outcome.status == "abandoned":
             return outcome  # written off by the watchdog, which reported it
-        outcome.attempt, outcome.duration = attempt, self.clock.now() - started
-        return self.report(outcome, fields, started)
+        ended = self.clock.now()
+        outcome.attempt, outcome.duration = attempt, ended - started
+        return self.report(outcome, fields, started, ended)
 
     def _written_off(self, watch: Watch, job: Job, fields: RunFields, attempt: int, started: datetime) -> None:
         """The watchdog gave up on an attempt that would not stop: report it for it, and replace its worker."""
@@ -329,9 +330,11 @@ class Runner:
 
     # ---- reporting -------------------------------------------------------------------------
 
-    def report(self, outcome: Outcome, fields: RunFields, started: datetime | None) -> Outcome:
+    def report(
+        self, outcome: Outcome, fields: RunFields, started: datetime | None, ended: datetime | None = None
+    ) -> Outcome:
         """Store (if its status is recorded), log and return the outcome of a run started at ``started`` (None:
-        it never started)."""
+        it never started) and over at ``ended`` (None: now)."""
         # Every outcome passes here before it is stored, logged, shown or sent: mask secrets once, for all of them
         # (an error page or a failing statement may echo a token).
         if outcome.error:
@@ -340,7 +343,7 @@ class Runner:
             outcome.detail = redact(outcome.detail)
         duration = to_ms(outcome.duration) if started is not None else None
         if self.writer is not None and recorded(outcome.status):
-            self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration, self.clock.now())
+            self.writer.finished(fields["run_id"], outcome.status, outcome.error, duration, ended or self.clock.now())
         level = LEVELS.get(outcome.status, "error")
         extra: dict[str, object] = {"status": outcome.status}
         if started is not None:
