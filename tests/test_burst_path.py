@@ -118,7 +118,12 @@ def test_a_claimed_run_goes_to_a_worker_only_once_its_start_write_is_answered(tm
     assert runner.claims is not None and runner.writer is not None
     handed: list[Callable[[], None]] = []
     submit = runner.pool.submit
-    runner.pool.submit = lambda task: (handed.append(task), submit(task))  # type: ignore[method-assign]
+
+    def recording(task: Callable[[], None]) -> None:
+        handed.append(task)
+        submit(task)
+
+    runner.pool.submit = recording  # type: ignore[method-assign]
     slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     claim = runner.claims.new("probe", slot)
     assert runner.claims.batch([claim]) == {claim.run_id}
