@@ -90,7 +90,7 @@ def begin(conn: sa.Connection, schema: str | None, starts: Sequence[tuple[str, i
     rows = [{"rid": run_id, "att": attempt, "at": text_of(at)} for run_id, attempt, at in sorted(starts)]
     sql = _PG_BEGIN if conn.dialect.name == "postgresql" else _SQLITE_BEGIN
     params = {"rows": json.dumps(rows), "me": clock}
-    return {run_id for (run_id,) in conn.execute(_statement(sql, schema), params)}
+    return set(conn.execute(_statement(sql, schema), params).scalars())
 
 
 def update(conn: sa.Connection, schema: str | None, columns: tuple[str, ...], rows: list[dict[str, object]]) -> None:
