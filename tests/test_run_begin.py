@@ -183,6 +183,8 @@ def test_runs_falling_due_together_ask_for_their_start_before_a_worker_is_free_a
     while {s for s, _ in statuses(store).values()} != {"running"} and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [s for s, _ in statuses(store).values()] == ["running"] * 3  # a and b still wait for the one worker
+    while not runner.inflight.running("first") and time.monotonic() < deadline:
+        time.sleep(0.02)  # a run goes to the worker once its start write is answered: first is in it, held
     runner.release_waiting()  # the clock starts stopping
     gate(held).set()
     runner.drain(time.monotonic() + 20)
