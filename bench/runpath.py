@@ -4,8 +4,9 @@ No clock process, no scheduler: a ``Runner`` on a generated schedule, its event 
 writer thread, as in the clock. Two figures:
 - ``sequential``: CPU per run of ``Runner.execute`` with no ledger (one thread, ``bench.jobs:noop``);
 - ``burst``: 1,000 claimed runs of ``bench.jobs:io_20ms`` submitted for the same instant, as the dispatcher
-  does, on the default 200 workers, with the ledger on each store: the process's CPU per run, and lateness
-  (``started_at`` - slot, from the ledger).
+  does, on the default 200 workers, with the ledger on each store and the GC frozen as the clock's is at ready:
+  the process's CPU per run until the last run ended, each kind of thread's CPU per run until the history is
+  written, and lateness (``started_at`` - slot, from the ledger).
 These are diagnostics, not targets (bench.burst judges the burst against plain APScheduler); ``--profile``
 prints where the sequential path's time goes (cProfile: it slows calls down, so read the shares, not the times).
 
@@ -15,8 +16,11 @@ prints where the sequential path's time goes (cProfile: it slows calls down, so 
 from __future__ import annotations
 
 import cProfile
+import gc
 import os
 import pstats
+import re
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,18 +68,46 @@ def burst(wd: Path, store: stores.Store, jobs: int) -> dict[str, Any]:
     runner.pool.prestart(min(len(schedule.jobs), schedule.workers))
     claims = [Claim(f"run-{n:05d}", job, at, "bench") for n, job in enumerate(schedule.jobs)]
     assert len(ledger.claim_many(claims)) == jobs
+    gc.freeze()  # as the clock does at ready: what start-up made is not walked again
+    before = thread_cpu()
     start = time.process_time()
     for claim in claims:
         runner.submit(claim.job, claim.slot, claimed_as=claim.run_id)
-    runner.inflight.wait_idle(time.monotonic() + 60)
+    deadline = time.monotonic() + 60
+    while runner.inflight.count() and time.monotonic() < deadline:  # polled: a waiter is woken as each run ends
+        time.sleep(0.01)
     cpu = time.process_time() - start
     assert runner.writer is not None
     runner.writer.flush(30)
+    after = thread_cpu()
+    gc.unfreeze()
+    threads = {name: round((ns - before.get(name, 0)) / 1e3 / jobs) for name, ns in after.items()}
     rows = stores.ledger_rows(store.url)
     late = [common.ms_between(row["started_at"], row["scheduled_for"]) for row in rows]
     lateness = [ms for ms in late if ms is not None]
     ok = sum(1 for row in rows if row["status"] == "ok")
-    return {"store": store.kind, "cpu_us_per_run": cpu / jobs * 1e6, "ok": ok, **common.summary(lateness)}
+    return {
+        "store": store.kind,
+        "cpu_us_per_run": cpu / jobs * 1e6,
+        "ok": ok,
+        "thread_us_per_run": {name: us for name, us in sorted(threads.items(), key=lambda kv: -kv[1]) if us},
+        **common.summary(lateness),
+    }
+
+
+def thread_cpu() -> dict[str, int]:
+    """Nanoseconds on a CPU so far, per kind of thread (``worker-17`` counts as ``worker``), from schedstat."""
+    names = {t.native_id: re.sub(r"-\d+$", "", t.name) for t in threading.enumerate()}
+    out: dict[str, int] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as fh:
+                ns = int(fh.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0) + ns
+    return out
 
 
 def main() -> None:
@@ -102,6 +134,9 @@ def main() -> None:
         ["store", "CPU us/run", "ok", "median ms", "p99 ms"],
         rows,
     )
+    for r in results:  # the history and log writers' share is spent mostly after the last start (quiet.py)
+        threads = ", ".join(f"{name} {us}" for name, us in r["thread_us_per_run"].items())
+        print(f"  {r['store']}: CPU us per run by thread, until the history is written: {threads}")
     common.publish("runpath", info, args.json, sequential_us_per_run=seq, burst=results)
 
 
