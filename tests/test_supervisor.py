@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -177,3 +179,34 @@ def test_the_child_gets_no_other_descriptor_of_the_supervisor(tmp_path: Path) ->
     finally:
         for fd in (inherited, keep_r, keep_w):
             os.close(fd)
+
+
+def test_a_child_that_exits_2_is_not_taken_for_frozen_when_its_exit_signal_is_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The child beats once, closes its end of the pipe, and exits 2 a moment later. With SIGCHLD's wake-up lost,
+    # the supervisor once waited for the heartbeat bound, called the dead child frozen and started it again (a
+    # schema error printed twice). It sees the exit itself now.
+    from dynoclock.daemon.supervisor import Supervisor
+    from dynoclock.observe.logs import EventLog
+
+    script = (
+        "import os, time; fd = int(os.environ['CLOCK_HEARTBEAT_FD']); os.write(fd, b'g1\\n.'); os.close(fd); "
+        "time.sleep(0.3); raise SystemExit(2)"
+    )
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", script])
+    monkeypatch.setenv("CLOCK_HEARTBEAT_TIMEOUT", "1.5")
+    monkeypatch.setattr(Supervisor, "_on_child", lambda self, signum, frame: None)  # SIGCHLD's wake-up lost
+    saved = {
+        signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+    }
+    stream = io.StringIO()
+    bound = threading.Timer(10, os.kill, (os.getpid(), signal.SIGTERM))  # a supervisor restarting it stops here
+    bound.start()
+    try:
+        code = Supervisor(events=EventLog(stream)).run()
+    finally:
+        bound.cancel()
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert (code, stream.getvalue()) == (2, "")

@@ -170,6 +170,10 @@ class Supervisor:
         try:
             while True:
                 now = self.clock.monotonic()
+                # Its end first: a child that ended while the loop waited is never taken for a frozen one.
+                code = self.child.poll()
+                if code is not None:
+                    return self._ended(code)
                 if self.stopping_since is not None and self.beating and not self.forwarded:
                     self._forward()
                 deadlines = []
@@ -186,12 +190,13 @@ class Supervisor:
                         self.child.wait()
                         return 1, f"no heartbeat for {bound:g} s: the scheduler process was frozen, killed"
                     deadlines.append(last_beat + bound)
-                code = self.child.poll()
-                if code is not None:
-                    return self._ended(code)
                 # Until the next beat, a signal (SIGCHLD: the child ended) or the first deadline, just past it; with
-                # none (a killed child not ended yet), a look each second.
+                # none (a killed child not ended yet), a look each second. Once the child closed its end of the
+                # pipe it is exiting: a look every 50 ms, so that its end is seen even if SIGCHLD's wake-up is not
+                # (a child that exited 2 was once taken for frozen 10 s later, and started again).
                 wait = max(0.0, min(deadlines, default=now + 1.0) - now) + 0.01
+                if beat_r not in watched:
+                    wait = min(wait, 0.05)
                 ready, _, _ = select.select(watched, [], [], wait)
                 if beat_r in ready:
                     data = os.read(beat_r, 4096)
