@@ -50,10 +50,10 @@ class RunUpdate(TypedDict, total=False):
 BATCH_WINDOW = 0.05  # seconds the writer lets updates gather before a commit
 MAX_QUEUED = 100_000  # updates kept while the database is away; older ones are dropped (and said so)
 MAX_DURATION_MS = 2**31 - 1  # the column is a 32-bit integer: a run over 24.8 days is recorded as that long
-# Start writes a transaction at most: the first runs of a burst wait for the first 100, not for all 1,000 (20 ms
-# on SQLite), and the next ones are written while those start.
+# Start writes a batch: a burst's first runs wait for the first transaction, which holds what came by the time it
+# started (a batch at most), not for all 1,000 (20 ms on SQLite); the next ones are written while those start.
 BEGIN_CHUNK = 100
-BEGIN_MERGE = 5  # full batches written in one transaction at most, once the first has gone alone
+BEGIN_MERGE = 5  # batches written in one transaction at most
 LATER_TRIES = 30  # tries of a row written later, with doubling pauses up to 30 s: about 13 minutes
 
 
@@ -151,8 +151,9 @@ class RunWriter:
             with self._starting:
                 while not self._batches:
                     self._starting.wait()
-                # The first batch alone (its runs are the first due), then what queued behind it meanwhile, in one
-                # transaction: a few commits for a burst, not one per BEGIN_CHUNK.
+                # The oldest batch and the full ones queued behind it (BEGIN_MERGE at most) in one transaction. In a
+                # burst the first transaction starts with the first start asked for and holds what came by then;
+                # the later ones take several batches: a few commits for a burst, not one per BEGIN_CHUNK.
                 batches = [self._batches.popleft()]  # no more starts join these
                 while self._batches and len(batches) < BEGIN_MERGE and len(self._batches[0].starts) >= BEGIN_CHUNK:
                     batches.append(self._batches.popleft())
