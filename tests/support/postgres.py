@@ -61,17 +61,26 @@ def schema_of(url: str) -> str:
 
 
 def drop_schema(engine: sa.Engine, schema: str) -> None:
-    """DROP SCHEMA ... CASCADE, first ending sessions that still hold locks on its tables."""
-    with engine.connect() as conn:
-        conn.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND l.pid <> pg_backend_pid()"
-            ),
-            {"s": schema},
-        )
-        conn.execute(sa.text("SET lock_timeout = '20s'"))
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    """DROP SCHEMA ... CASCADE, first ending sessions that still hold locks on its tables. A test's clock may
+    still write its history (the writer waits while runs start, up to 0.5 s): a write that begins between the
+    two can deadlock with the DROP, which Postgres then cancels; it is tried again."""
+    for attempt in range(5):
+        try:
+            with engine.connect() as conn:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s "
+                        "AND l.pid <> pg_backend_pid()"
+                    ),
+                    {"s": schema},
+                )
+                conn.execute(sa.text("SET lock_timeout = '20s'"))
+                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            return
+        except sa.exc.OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == 4:
+                raise
 
 
 @pytest.fixture(name="pg_schemas")
