@@ -135,6 +135,40 @@ def test_prestart_starts_idle_workers_up_to_the_size_that_then_run_tasks(
     wait_until(lambda: len(started) == 6, "the sixth task run")
 
 
+def test_workers_idle_past_idle_exit_end_and_the_pool_starts_them_again_for_later_tasks(
+    pool_name: str, release: threading.Event
+) -> None:
+    pool = WorkerPool(4, pool_name, idle_exit=0.2)
+    started: list[str] = []
+    lock = threading.Lock()
+    for _ in range(3):
+        pool.submit(blocking(release, started, lock))
+    wait_until(lambda: len(started) == 3, "three tasks running")
+    assert len(pool_threads(pool)) == 3
+    release.set()
+    wait_until(lambda: not pool_threads(pool), "the idle workers ended")
+    later: list[str] = []
+    done = threading.Event()
+    for n in range(6):  # more than the size: the pool grows again, up to it, and runs them all
+        pool.submit(then(lambda n=n: later.append(str(n)), lambda: len(later) == 6 and done.set()))
+    assert done.wait(WAIT)
+    assert sorted(later) == [str(n) for n in range(6)]
+    assert len(pool_threads(pool)) <= 4
+
+
+def test_no_task_is_left_queued_by_a_worker_ending_as_it_is_put(pool_name: str) -> None:
+    # A worker ends after 1 ms idle, and a task comes every 0.5-1.5 ms, each waited for: time and again the one
+    # worker's wait ends just as the task is put. It must not end when that task counted on it (the pool does not
+    # grow for a task an idle worker can take), or the task waits forever.
+    pool = WorkerPool(1, pool_name, idle_exit=0.001)
+    for n in range(2000):
+        ran = threading.Event()
+        time.sleep(0.0005 * (1 + n % 3))
+        pool.submit(ran.set)
+        assert ran.wait(5), f"task {n} was left in the queue"
+    wait_until(lambda: not pool_threads(pool), "the worker ended once idle")
+
+
 def test_a_task_that_raises_does_not_kill_its_worker(pool_name: str) -> None:
     pool = WorkerPool(1, pool_name)
     ran_on: list[str] = []

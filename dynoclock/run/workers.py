@@ -2,7 +2,9 @@
 
 Runs wait for their start in the timer's heap (run/timer.py), then queue here. A job runs in its worker
 thread; when the watchdog (run/watchdog.py) gives up on a job that will not stop, its worker is written off
-and a fresh thread takes its place, so a hung job never shrinks the pool.
+and a fresh thread takes its place, so a hung job never shrinks the pool. A worker that has had nothing to do
+for ``IDLE_EXIT`` ends: after a burst, the clock does not keep hundreds of idle threads (and their stacks)
+until the next one, which starts them again ahead of its runs (``prestart``).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import threading
 from collections.abc import Callable
 
 Task = Callable[[], None]
+IDLE_EXIT = 600.0  # seconds a worker waits for a task before it ends
 
 
 class WorkerPool:
     """Up to ``size`` long-lived threads taking tasks from one queue, started as the load needs them."""
 
-    def __init__(self, size: int, name: str = "worker"):
+    def __init__(self, size: int, name: str = "worker", idle_exit: float = IDLE_EXIT):
         self.size = size
         self.name = name
+        self.idle_exit = idle_exit
         self._queue: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0  # live workers, written-off ones not counted
@@ -43,7 +47,7 @@ class WorkerPool:
 
     def prestart(self, count: int) -> None:
         """Have ``count`` workers (up to the size), the missing ones started now, so that runs about to fall due
-        do not wait on thread creation; they stay, idle, for the next ones."""
+        do not wait on thread creation; they stay, idle, for the next ones (up to ``idle_exit``)."""
         with self._lock:
             count = max(0, min(count, self.size) - self._threads)
             self._threads += count
@@ -74,7 +78,18 @@ class WorkerPool:
             self._idents.add(me)
             self._idle += 1
         while True:
-            task = self._queue.get()
+            try:
+                task = self._queue.get(timeout=self.idle_exit)
+            except queue.Empty:
+                with self._lock:
+                    # A task put since the wait ended counted this worker as idle (``submit`` grows the pool only
+                    # for tasks beyond the idle workers): it leaves only if the others are enough for those queued.
+                    if self._queued < self._idle:
+                        self._idle -= 1
+                        self._threads -= 1
+                        self._idents.discard(me)
+                        return
+                continue
             with self._lock:
                 self._idle -= 1
                 self._queued -= 1
