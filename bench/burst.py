@@ -1,7 +1,7 @@
 """Burst: 1,000 jobs due in the same second, each sleeping 20 ms, ledger on, on SQLite and on Postgres.
 
 The clock runs ``python clock.py -c FILE`` with a fresh state database, once with the default
-``workers`` (200) and once with ``workers: 100``. Lateness = started_at - scheduled_for, read from
+``workers`` (300) and once with ``workers: 100``. Lateness = started_at - scheduled_for, read from
 the ledger after the clock stopped; missed = jobs without an ``ok`` row. In the same run, a plain
 APScheduler BlockingScheduler script runs the same 1,000 DateTrigger jobs (lateness = the job's start -
 its scheduled time), once with its defaults (10 threads, misfire_grace_time 1 s) and once with 100 threads
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, gen, procs, profile, stores
+from dynoclock.config.loader import DEFAULT_WORKERS
 
 BASELINE_THREADS = 100
 BASELINE_LABEL = f"plain APScheduler, {BASELINE_THREADS} threads, no misfire limit"
@@ -39,12 +40,12 @@ ISSUE_JOBS = 1000
 class Config:
     subject: str  # clock | plain
     store: str  # sqlite | postgres | memory (plain)
-    workers: int | None  # clock: schedule's workers (None = default 200); plain: threads (None = default 10)
+    workers: int | None  # clock: schedule's workers (None = the default); plain: threads (None = default 10)
 
     @property
     def label(self) -> str:
         if self.subject == "clock":
-            return f"dynoclock {self.store}, workers={self.workers or 'default (200)'}"
+            return f"dynoclock {self.store}, workers={self.workers or f'default ({DEFAULT_WORKERS})'}"
         if self.workers:  # a bigger pool, and no misfire limit: every run runs however late
             return f"plain APScheduler, {self.workers} threads, no misfire limit"
         return "plain APScheduler, defaults (10 threads, grace 1 s)"
@@ -302,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=ISSUE_JOBS)
     p.add_argument("--repeat", type=int, default=3, help="repetitions of every configuration (default 3)")
     p.add_argument(
-        "--workers", nargs="+", type=int, default=[0, 100], help="clock workers; 0 = the schedule's default (200)"
+        "--workers", nargs="+", type=int, default=[0, 100], help="clock workers; 0 = the schedule's default (300)"
     )
     p.add_argument(
         "--plain-threads",

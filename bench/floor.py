@@ -1,10 +1,11 @@
 """The floor of a burst: threads that do nothing but take a run, note the time and sleep 20 ms.
 
 1,000 runs handed at one instant to ``--workers`` threads waiting on one queue, as the clock's pool does, with
-none of the clock's work: what 200 workers in waves cost by themselves on this machine (about 0.42x of plain
-APScheduler's 100 threads on a 2-core AMD EPYC), to read the burst's target against.
+none of the clock's work: what the default 300 workers in waves cost by themselves on this machine (on a 2-core
+AMD EPYC, about 0.2x of plain APScheduler's 100 threads at the median and 0.3x at p99; 0.4x with 200 workers), to
+read the burst's target against.
 
-    .venv/bin/python -m bench.floor [--workers 200] [--jobs 1000]
+    .venv/bin/python -m bench.floor [--workers 300] [--jobs 1000]
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import queue
 import statistics
 import threading
 import time
+
+from dynoclock.config.loader import DEFAULT_WORKERS
 
 
 def burst(workers: int, jobs: int) -> list[float]:
@@ -41,7 +44,7 @@ def burst(workers: int, jobs: int) -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="bench.floor", description=__doc__)
-    p.add_argument("--workers", type=int, default=200)
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     p.add_argument("--jobs", type=int, default=1000)
     args = p.parse_args()
     late = burst(args.workers, args.jobs)

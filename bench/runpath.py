@@ -4,7 +4,7 @@ No clock process, no scheduler: a ``Runner`` on a generated schedule, its event 
 writer thread, as in the clock. Two figures:
 - ``sequential``: CPU per run of ``Runner.execute`` with no ledger (one thread, ``bench.jobs:noop``);
 - ``burst``: 1,000 claimed runs of ``bench.jobs:io_20ms`` submitted for the same instant, as the dispatcher
-  does, on the default 200 workers, with the ledger on each store and the GC frozen as the clock's is at ready:
+  does, on the default 300 workers, with the ledger on each store and the GC frozen as the clock's is at ready:
   the process's CPU per run until the last run ended, each kind of thread's CPU per run until the history is
   written, and lateness (``started_at`` - slot, from the ledger).
 These are diagnostics, not targets (bench.burst judges the burst against plain APScheduler); ``--profile``
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, gen, stores
-from dynoclock.config.loader import load_schedule
+from dynoclock.config.loader import DEFAULT_WORKERS, load_schedule
 from dynoclock.observe.logs import EventLog
 from dynoclock.run.runner import Runner
 from dynoclock.state.ledger import Ledger
@@ -130,7 +130,7 @@ def main() -> None:
         for r in results
     ]
     common.print_table(
-        f"burst in process: {args.jobs} x 20 ms due at one instant, 200 workers",
+        f"burst in process: {args.jobs} x 20 ms due at one instant, {DEFAULT_WORKERS} workers",
         ["store", "CPU us/run", "ok", "median ms", "p99 ms"],
         rows,
     )

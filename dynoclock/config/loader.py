@@ -41,6 +41,7 @@ from dynoclock.schedule.triggers import Trigger, Window, shared
 
 JOB_ID = re.compile(r"[a-z0-9_-]{1,100}")
 TRIGGER_KEYS = ("cron", "every", "at")
+DEFAULT_WORKERS = 300  # runs executing at once by default: threads (run/workers.py says why 300)
 TOP_KEYS = ("timezone", "defaults", "jobs", "shutdown_grace", "history_keep", "workers")
 
 # Job options that every kind of job has, with their parsers and defaults.
@@ -146,7 +147,7 @@ class Schedule:
     jobs: dict[str, Job]
     shutdown_grace: timedelta = timedelta(seconds=25)
     history_keep: timedelta = timedelta(days=30)
-    workers: int = 200  # runs executing at once: threads, mostly waiting on I/O
+    workers: int = DEFAULT_WORKERS  # runs executing at once: threads, mostly waiting on I/O
     warnings: list[Problem] = field(default_factory=list)
     secrets: frozenset[str] = frozenset()  # values to mask wherever they might be printed
     lines: dict[Path, int] = field(default_factory=dict, repr=False)  # key path -> line, for later problems
