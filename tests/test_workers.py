@@ -147,12 +147,19 @@ def test_workers_idle_past_idle_exit_end_and_the_pool_starts_them_again_for_late
     assert len(pool_threads(pool)) == 3
     release.set()
     wait_until(lambda: not pool_threads(pool), "the idle workers ended")
-    later: list[str] = []
+    later: list[int] = []
     done = threading.Event()
+
+    def task(n: int) -> None:
+        with lock:
+            later.append(n)
+            if len(later) == 6:
+                done.set()
+
     for n in range(6):  # more than the size: the pool grows again, up to it, and runs them all
-        pool.submit(then(lambda n=n: later.append(str(n)), lambda: len(later) == 6 and done.set()))
+        pool.submit(functools.partial(task, n))
     assert done.wait(WAIT)
-    assert sorted(later) == [str(n) for n in range(6)]
+    assert sorted(later) == list(range(6))
     assert len(pool_threads(pool)) <= 4
 
 
