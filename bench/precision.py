@@ -1,6 +1,10 @@
 """Precision: one ``every: 1s`` job for 60 s; lateness of each run = started_at - scheduled_for (ledger).
 
-Only runs with reason=schedule count (not a catch-up the clock may run at start).
+Only runs with reason=schedule count (not a catch-up the clock may run at start), and only slots at or after the
+clock said it was ready (the ``clock.ready`` line's time): the job's slots fall on whole seconds, so the first one
+may come while the clock is still starting, late by its start-up, which ``bench.startup`` measures. The plain
+script's first run comes a second after it started, never during its start-up. The slots left out are counted
+(``excluded_before_ready``).
 
 Beside it, a plain APScheduler BlockingScheduler script with ``IntervalTrigger(seconds=1)``
 (lateness = the job's start - its scheduled run time).
@@ -15,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +47,9 @@ def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[s
         exit_code = proc.stop()
         rows = stores.ledger_rows(store.url)
     # Only slots the scheduler fired: a catch-up at start (reason=catch_up) is late by design.
-    timed = [r for r in rows if r["started_at"] and r["reason"] == "schedule"]
+    scheduled = [r for r in rows if r["started_at"] and r["reason"] == "schedule"]
+    since = ready_at(wd / f"precision-{store_kind}.log", marker)
+    timed = [r for r in scheduled if since is None or utc(r["scheduled_for"]) >= since]
     lateness = [common.ms_between(r["started_at"], r["scheduled_for"]) for r in timed]
     return {
         "subject": "clock",
@@ -49,12 +57,25 @@ def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[s
         "label": f"dynoclock {store_kind}",
         "lateness_ms": [round(x, 3) for x in lateness if x is not None],
         "statuses": {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
-        "excluded_not_scheduled": len(rows) - len(timed),
+        "excluded_not_scheduled": len(rows) - len(scheduled),
+        "excluded_before_ready": len(scheduled) - len(timed),
         "ready_s": ready,
         "ready_marker": marker,
         "note": note,
         "exit_code": exit_code,
     }
+
+
+def ready_at(log: Path, marker: str) -> datetime | None:
+    """The time on the clock's first log line with ``marker`` (logfmt ``ts=...Z``)."""
+    for line in log.read_text().splitlines():
+        if marker in line and (found := re.search(r"\bts=(\S+?)Z", line)):
+            return datetime.fromisoformat(found.group(1)).replace(tzinfo=UTC)
+    return None
+
+
+def utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def run_plain(duration: float, wd: Path) -> dict[str, Any]:
@@ -114,6 +135,8 @@ def print_results(results: list[dict[str, Any]], checks: list[dict[str, Any]], d
     for r in results:
         if r.get("note"):
             print(f"note: {r['note']}")
+        if r.get("excluded_before_ready"):
+            print(f"{r['label']}: {r['excluded_before_ready']} slot(s) before the clock was ready not counted")
     common.print_verdicts("Precision target", checks)
 
 
