@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import io
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -186,6 +187,40 @@ def test_history_waits_while_runs_are_starting_and_is_written_after(
     assert [run.status for run in store.history()] == ["claimed"]
     assert writer.flush(WAIT)
     assert [run.status for run in store.history()] == ["running"]
+
+
+def test_a_rush_of_starts_lengthens_the_switch_interval_until_the_starts_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quiet, "HOLD", 0.2)
+    wait_until(lambda: not quiet._rush.locked(), "no rush left by an earlier test")
+    normal = sys.getswitchinterval()
+    assert normal == quiet.NORMAL_SWITCH != quiet.RUSH_SWITCH
+    time.sleep(0.25)  # a pause: the starts below are a series of their own
+    for _ in range(quiet.RUSH_STARTS - 1):
+        quiet.starting()
+    assert sys.getswitchinterval() == normal  # one start short of a rush
+    quiet.starting()
+    assert sys.getswitchinterval() == pytest.approx(quiet.RUSH_SWITCH)
+    for _ in range(6):  # the rush goes on: starts 50 ms apart, inside HOLD, for longer than HOLD
+        time.sleep(0.05)
+        quiet.starting()
+        assert sys.getswitchinterval() == pytest.approx(quiet.RUSH_SWITCH)
+    wait_until(lambda: sys.getswitchinterval() == normal, "the normal interval once the starts paused")
+    wait_until(lambda: not quiet._rush.locked(), "the rush over")
+
+
+def test_starts_with_pauses_between_them_make_no_rush(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quiet, "HOLD", 0.05)
+    monkeypatch.setattr(quiet, "RUSH_STARTS", 3)
+    wait_until(lambda: not quiet._rush.locked(), "no rush left by an earlier test")
+    normal = sys.getswitchinterval()
+    for _ in range(8):  # more starts than a rush, each after a pause of HOLD
+        time.sleep(0.07)
+        quiet.starting()
+        assert sys.getswitchinterval() == normal
+    for _ in range(3):  # then three in a row: a rush
+        quiet.starting()
+    assert sys.getswitchinterval() == pytest.approx(quiet.RUSH_SWITCH)
+    wait_until(lambda: sys.getswitchinterval() == normal, "the normal interval once the starts paused")
 
 
 # ---- per attempt --------------------------------------------------------------------------------
