@@ -10,7 +10,7 @@ not wait here.
 Only the real monotonic time is read (a heuristic about CPU, not about when things happen): a test's fake clock
 sees at most ``MAX_HOLD`` of real time pass before a line or a row is written.
 
-In a rush (``RUSH_STARTS`` runs starting with no pause of ``HOLD``), the interpreter's switch interval goes from
+In a rush (``RUSH_STARTS`` starts with no pause of ``HOLD``), the interpreter's switch interval goes from
 CPython's 5 ms to ``RUSH_SWITCH`` until the starts pause. Hundreds of threads then want the lock at once: runs
 woken from their jobs, workers starting the next ones. Each waiting thread asks the one holding the lock to let go
 every switch interval, so with 5 ms a worker was pushed off the lock halfway through a start, again and again, and
@@ -28,7 +28,8 @@ import time
 
 HOLD = 0.03  # seconds after the latest start before deferred work goes ahead
 MAX_HOLD = 0.5  # the longest one batch of deferred work waits, however long the starts go on
-RUSH_STARTS = 50  # starts with no pause of HOLD between them that make a rush
+RUSH_STARTS = 50  # starts with no pause of HOLD between them that make a rush (a run counts at its hand-over and
+# again as its attempt starts: 25 runs handed over together are a rush)
 RUSH_SWITCH = 0.05  # seconds: the interpreter's switch interval during a rush
 NORMAL_SWITCH = sys.getswitchinterval()  # what it goes back to (CPython's 5 ms, unless the process changed it first)
 
