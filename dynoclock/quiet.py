@@ -15,9 +15,9 @@ CPython's 5 ms to ``RUSH_SWITCH`` until the starts pause. Hundreds of threads th
 woken from their jobs, workers starting the next ones. Each waiting thread asks the one holding the lock to let go
 every switch interval, so with 5 ms a worker was pushed off the lock halfway through a start, again and again, and
 queued behind all the others to finish it. Measured (bench.burst, 1,000 jobs of 20 ms, 300 workers, 3 runs each,
-two rounds): the p99 start went from 126.5 and 97.0 ms to 94.7 and 75.7 ms on SQLite, from 97.7 and 93.0 ms to
-90.8 and 89.9 ms on Postgres. Outside a rush the interval stays CPython's: a job computing in Python gives the
-timer its turn within 5 ms.
+two rounds, SQLite): the p99 start went from 122.1 and 104.4 ms to 112.1 and 80.4 ms (50 ms for the whole
+process: from 126.5 and 97.0 ms to 94.7 and 75.7 ms; on Postgres from 97.7 and 93.0 ms to 90.8 and 89.9 ms).
+Outside a rush the interval stays CPython's: a job computing in Python gives the timer its turn within 5 ms.
 """
 
 from __future__ import annotations
