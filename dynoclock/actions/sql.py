@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -52,7 +53,8 @@ class SqlAction:
                     with conn.begin():
                         if canceller is not None:
                             # Enforced by the server: a hung statement is cancelled there, not only abandoned here.
-                            timeout_ms = max(1, int(ctx.remaining * 1000))
+                            # Rounded up: the server's timeout never ends the statement before the run's deadline.
+                            timeout_ms = max(1, math.ceil(ctx.remaining * 1000))
                             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
                             ctx.on_cancel(canceller)
                         elif _sqlite_connection(raw):
@@ -150,10 +152,12 @@ class _Canceller:
             self.raw.cancel()
 
     def done(self, ctx: RunContext) -> bool:
-        """The run lets go of the connection; True if it was cancelled (a hook may have run: close it)."""
+        """The run lets go of the connection; True if it was cancelled or ran out of time (close it). The server's
+        statement_timeout may end a statement a moment before the watchdog cancels the run: that connection is
+        closed too, whichever came first."""
         with self._lock:
             self._holding = False
-        return ctx.cancelled.is_set()
+        return ctx.cancelled.is_set() or ctx.remaining <= 0
 
 
 def _failure(exc: sqlalchemy.exc.DBAPIError, ctx: RunContext, url: str) -> JobFailed:
