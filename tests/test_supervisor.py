@@ -181,27 +181,19 @@ def test_the_child_gets_no_other_descriptor_of_the_supervisor(tmp_path: Path) ->
             os.close(fd)
 
 
-def test_a_child_that_exits_2_is_not_taken_for_frozen_when_its_exit_signal_is_lost(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The child beats once, closes its end of the pipe, and exits 2 a moment later. With SIGCHLD's wake-up lost,
-    # the supervisor once waited for the heartbeat bound, called the dead child frozen and started it again (a
-    # schema error printed twice). It sees the exit itself now.
+def supervise(monkeypatch: pytest.MonkeyPatch, child: list[str], timeout: str, bound_s: float = 30) -> tuple[int, str]:
+    """Run the supervisor here, on a child ``python -c CHILD...`` (SIGTERM after ``bound_s``): (exit code, its log)."""
     from dynoclock.daemon.supervisor import Supervisor
     from dynoclock.observe.logs import EventLog
 
-    script = (
-        "import os, time; fd = int(os.environ['CLOCK_HEARTBEAT_FD']); os.write(fd, b'g1\\n.'); os.close(fd); "
-        "time.sleep(0.3); raise SystemExit(2)"
-    )
-    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", script])
-    monkeypatch.setenv("CLOCK_HEARTBEAT_TIMEOUT", "1.5")
-    monkeypatch.setattr(Supervisor, "_on_child", lambda self, signum, frame: None)  # SIGCHLD's wake-up lost
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", *child])
+    monkeypatch.setenv("CLOCK_HEARTBEAT_TIMEOUT", timeout)
+    monkeypatch.setenv("SUPERVISOR_TID", str(threading.get_native_id()))
     saved = {
         signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
     }
     stream = io.StringIO()
-    bound = threading.Timer(10, os.kill, (os.getpid(), signal.SIGTERM))  # a supervisor restarting it stops here
+    bound = threading.Timer(bound_s, os.kill, (os.getpid(), signal.SIGTERM))  # a supervisor restarting it stops here
     bound.start()
     try:
         code = Supervisor(events=EventLog(stream)).run()
@@ -209,4 +201,57 @@ def test_a_child_that_exits_2_is_not_taken_for_frozen_when_its_exit_signal_is_lo
         bound.cancel()
         for signum, handler in saved.items():
             signal.signal(signum, handler)
-    assert (code, stream.getvalue()) == (2, "")
+    return code, stream.getvalue()
+
+
+def test_a_child_that_exits_2_is_not_taken_for_frozen_when_its_exit_signal_is_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The child beats once, closes its end of the pipe, and exits 2 a moment later. With SIGCHLD's wake-up lost,
+    # the supervisor once waited for the heartbeat bound, called the dead child frozen and started it again (a
+    # schema error printed twice). It sees the exit itself now.
+    from dynoclock.daemon.supervisor import Supervisor
+
+    script = (
+        "import os, time; fd = int(os.environ['CLOCK_HEARTBEAT_FD']); os.write(fd, b'g1\\n.'); os.close(fd); "
+        "time.sleep(0.3); raise SystemExit(2)"
+    )
+    monkeypatch.setattr(Supervisor, "_on_child", lambda self, signum, frame: None)  # SIGCHLD's wake-up lost
+    assert supervise(monkeypatch, [script], "1.5", bound_s=10) == (2, "")
+
+
+# A child that beats as the scheduler does, every PERIOD s, each beat stamped BEHIND s before it is written, for
+# LAST s; then it writes how often the supervisor's thread was switched out meanwhile to OUT, and exits 0.
+BEATING = """import os, sys, time
+def switches():
+    with open(f"/proc/{os.getppid()}/task/{os.environ['SUPERVISOR_TID']}/status") as status:
+        return sum(int(line.split()[1]) for line in status if "ctxt_switches" in line)
+period, behind, last, out = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+fd = int(os.environ["CLOCK_HEARTBEAT_FD"]); os.write(fd, b"g1\\n")
+time.sleep(0.2)
+before, end = switches(), time.monotonic() + last
+while time.monotonic() < end:
+    os.write(fd, b"b%.6f\\n" % (time.monotonic() - behind)); time.sleep(period)
+with open(out, "w") as f:
+    f.write(str(switches() - before))
+"""
+
+
+def test_the_supervisor_reads_beats_at_its_deadlines_not_at_each_beat(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An idle clock's CPU is counted in wake-ups: 100 beats in 2 s, and the supervisor wakes for none of them (its
+    # bound, 10 s, is not reached). Waking at each beat, as it did, it was switched out at least once per beat.
+    out = tmp_path / "switches"
+    code, log = supervise(monkeypatch, [BEATING, "0.02", "0", "2", str(out)], "10")
+    assert (code, log) == (0, "")
+    assert int(out.read_text()) < 10
+
+
+def test_beats_read_late_count_from_when_they_were_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Beats every 0.2 s with a 1 s bound, read only at the bound: the child is never called frozen.
+    code, log = supervise(monkeypatch, [BEATING, "0.2", "0", "4", str(tmp_path / "a")], "1")
+    assert (code, log) == (0, "")
+    # The same beats stamped 5 s old: none is within the bound, so the child is frozen as far as it can tell.
+    code, log = supervise(monkeypatch, [BEATING, "0.2", "5", "4", str(tmp_path / "b")], "1", bound_s=3)
+    assert "no heartbeat for 1 s: the scheduler process was frozen, killed" in log, log

@@ -5,13 +5,15 @@ The parent starts the scheduler as a child (the same command line, ``sys.orig_ar
 30 s), when it dies unexpectedly (exit 1, a signal) or stops writing its heartbeat (one byte every quarter of the
 timeout, 2.5 s, from a thread of its own) for ``CLOCK_HEARTBEAT_TIMEOUT`` seconds (10): a frozen process (stopped,
 or C code holding the GIL) is killed with SIGKILL, then restarted. Each restart is logged as ``clock.restarted``
-with the reason. The supervisor wakes only for a beat, a signal (SIGCHLD included) or a deadline: an idle clock's
-CPU is counted in wake-ups.
+with the reason. A beat carries the instant it was written (``b<monotonic seconds>``; CLOCK_MONOTONIC is the
+machine's, the same in both processes), so once the first one came the supervisor reads the pipe only at its
+deadlines (the last beat plus the timeout: every 7.5-10 s) rather than at each beat: it wakes only for a signal
+(SIGCHLD included) or a deadline, since an idle clock's CPU is counted in wake-ups.
 
 The supervisor reads no schedule and imports next to nothing (it costs about one bare interpreter; ``python
 clock.py`` decides to supervise before any other import, ``__main__.py``), and it starts the child with
 ``fork`` and ``exec`` itself (``Child``), as ``subprocess`` would, without its imports: the child
-tells it its ``shutdown_grace`` in its first message on the heartbeat pipe (``g25.0``), then writes ``.`` at each
+tells it its ``shutdown_grace`` in its first message on the heartbeat pipe (``g25.0``), then writes a line per
 beat. Exit codes stay the child's: 0 after a clean stop, 2 for an invalid schedule (never restarted). A signal that
 arrives before the child handles signals is forwarded once it does (its first heartbeat). The child dies with the
 parent (a parent-death signal, Linux), so a SIGKILL to the parent ends both, as before. ``CLOCK_SUPERVISE=0``
@@ -82,7 +84,7 @@ def start_heartbeat(grace_s: float, clock: Clock | None = None) -> None:
 
     from dynoclock.timesource import SYSTEM
 
-    sleep = (clock or SYSTEM).sleep
+    sleep, monotonic = (clock or SYSTEM).sleep, (clock or SYSTEM).monotonic
     fd = int(os.environ[HEARTBEAT_FD])
     period = beat_every(heartbeat_timeout())
     os.set_inheritable(fd, False)  # no job's process may keep the pipe open
@@ -93,7 +95,7 @@ def start_heartbeat(grace_s: float, clock: Clock | None = None) -> None:
     def beat() -> None:
         while True:
             try:
-                os.write(fd, b".")
+                os.write(fd, b"b%.6f\n" % monotonic())
             except OSError:  # the supervisor is gone (and the parent-death signal is on its way)
                 return
             sleep(period)
@@ -165,12 +167,15 @@ class Supervisor:
         finally:
             os.close(beat_w)
         self.beating = self.forwarded = False
-        last_beat = self.clock.monotonic()
-        watched, killed = [beat_r, self.wake_r], False
+        self._last_beat, self._partial = self.clock.monotonic(), b""
+        os.set_blocking(beat_r, False)
+        open_pipe, killed = True, False
         try:
             while True:
+                # What the child wrote meanwhile, and its end first: a child that ended while the loop waited is
+                # never taken for a frozen one.
+                open_pipe = open_pipe and self._read_beats(beat_r)
                 now = self.clock.monotonic()
-                # Its end first: a child that ended while the loop waited is never taken for a frozen one.
                 code = self.child.poll()
                 if code is not None:
                     return self._ended(code)
@@ -185,38 +190,60 @@ class Supervisor:
                         deadlines.append(self.stopping_since + self.stop_bound)
                 bound = self.heartbeat_timeout if self.beating else FIRST_BEAT_TIMEOUT
                 if self.stopping_since is None:
-                    if now - last_beat > bound:
+                    if now - self._last_beat > bound:
                         self.child.kill()
                         self.child.wait()
                         return 1, f"no heartbeat for {bound:g} s: the scheduler process was frozen, killed"
-                    deadlines.append(last_beat + bound)
-                # Until the next beat, a signal (SIGCHLD: the child ended) or the first deadline, just past it; with
-                # none (a killed child not ended yet), a look each second. Once the child closed its end of the
-                # pipe it is exiting: a look every 50 ms, so that its end is seen even if SIGCHLD's wake-up is not
-                # (a child that exited 2 was once taken for frozen 10 s later, and started again).
+                    deadlines.append(self._last_beat + bound)
+                # Until a signal (SIGCHLD: the child ended) or the first deadline, just past it; with none (a killed
+                # child not ended yet), a look each second. The pipe is watched only until the first beat (from it
+                # on the child handles signals: one held is forwarded at once); later beats are read at the next
+                # wake-up. Once the child closed its end of the pipe it is exiting: a look every 50 ms, so that its
+                # end is seen even if SIGCHLD's wake-up is not (a child that exited 2 was once taken for frozen 10 s
+                # later, and started again).
                 wait = max(0.0, min(deadlines, default=now + 1.0) - now) + 0.01
-                if beat_r not in watched:
+                if not open_pipe:
                     wait = min(wait, 0.05)
+                watched = [self.wake_r] if self.beating or not open_pipe else [beat_r, self.wake_r]
                 ready, _, _ = select.select(watched, [], [], wait)
-                if beat_r in ready:
-                    data = os.read(beat_r, 4096)
-                    if data:
-                        self.beating, last_beat = True, self.clock.monotonic()
-                        self._heard(data)
-                    else:  # the child closed the pipe as it exited: SIGCHLD follows
-                        watched = [self.wake_r]
                 if self.wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_r, 4096)
         finally:
             os.close(beat_r)
 
+    def _read_beats(self, beat_r: int) -> bool:
+        """Read what the child wrote on the pipe (non-blocking); False once it closed its end (it is exiting)."""
+        while True:
+            try:
+                data = os.read(beat_r, 4096)
+            except BlockingIOError:
+                return True
+            if not data:
+                return False
+            self._heard(data)
+
     def _heard(self, data: bytes) -> None:
-        """A message from the child: ``g<seconds>\\n`` is its shutdown_grace; the rest are heartbeats."""
-        for part in data.split(b"\n"):
-            if part.startswith(b"g"):
+        """Messages from the child, a line each: ``g<seconds>`` is its shutdown_grace, ``b<monotonic seconds>`` a
+        beat written then (``.`` alone: a beat, taken as written when read)."""
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()  # a line not ended yet waits for its end (dots alone are whole beats)
+        if not self._partial.strip(b"."):
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            beat: float | None = None
+            if line.startswith(b"g"):
+                beat = self.clock.monotonic()  # the first message: the child handles signals from now on
                 with contextlib.suppress(ValueError):
-                    self.stop_bound = float(part[1:].strip(b".")) + STOP_SLACK
+                    self.stop_bound = float(line[1:].strip(b".")) + STOP_SLACK
+            elif line.startswith(b"b"):
+                with contextlib.suppress(ValueError):
+                    beat = min(float(line[1:]), self.clock.monotonic())
+            elif line and not line.strip(b"."):
+                beat = self.clock.monotonic()
+            if beat is not None:
+                self.beating, self._last_beat = True, max(self._last_beat, beat)
 
     def _ended(self, code: int) -> tuple[int, str | None]:
         if self.stopping_since is not None:  # stopped by our signal (perhaps before it could handle it)
