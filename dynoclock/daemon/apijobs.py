@@ -9,7 +9,9 @@ own heartbeat among them, nothing else wakes the loop), or every ``POLL`` second
 (state/changes.py), and applies the rows changed since (state/jobstore.py). On Postgres the poll runs every
 ``POLL_PG`` seconds until the ``listen`` thread has heard a probe this clock sent on the channel from another
 session (proof that NOTIFY reaches it), then every ``POLL_HEARD`` seconds, each of those polls sending a new
-probe; a probe not heard back, a reconnect or an error, and the poll is back to ``POLL_PG``. Every ``SLIDE``
+probe; a probe not heard back by the next poll, a reconnect or an error, and the poll is back to ``POLL_PG``.
+On SQLite a read woken by the WAL on a quiet database is *settled* (state/changes.py): it waits for the writer
+whose frames woke it, so it needs no second look. Every ``SLIDE``
 seconds the window moves on: one-offs are read from the index on next_fire_at, a window at a time, never all of
 them, and not at all while the first pending one lies beyond the window and nothing changed. A run's claim commits
 only while the job's row still has the version the run was planned under (state/ledger.py ``claim_many``): a
@@ -34,7 +36,7 @@ from dynoclock.observe.redact import redact
 from dynoclock.observe.timefmt import iso_utc
 from dynoclock.run.claims import LEAD
 from dynoclock.run.runner import Runner
-from dynoclock.schedule.triggers import AtTrigger, CronTrigger, EveryTrigger
+from dynoclock.schedule.triggers import trigger_keys
 from dynoclock.state.engines import postgres_connect_args
 from dynoclock.state.jobstore import CHANNEL, JobRow, JobStore, schema_of
 from dynoclock.state.ledger import Ledger
@@ -87,12 +89,14 @@ class ApiJobs:
         self.counter = self.store.counter()
         self._probe: str | None = None  # the probe sent last, until the listen thread hears it
         self._heard = False  # the last probe came back: LISTEN works
+        self._trusted = False  # the probe before the last one had come back when the last one was sent
         self._next_probe = float("inf")  # when the next poll sends a probe (set when LISTEN is on)
         self._quiet: tuple[int, datetime | None] | None = None  # (seen, first pending one-off after the window)
         self._finish_at = 0.0  # monotonic: when one-offs over are looked for next
         self._wal: WalWatch | None = None  # SQLite: the kernel's word that the WAL changed (state/walwatch.py)
         self._stirred = self._checked = float("-inf")  # monotonic: the WAL's last event; the last read
         self._recheck = float("inf")  # monotonic: a read due after a WAL event, whatever comes meanwhile
+        self._settle = False  # the WAL moved and was quiet before: the next read is a settled one
         self._held_at = float("-inf")  # monotonic: when a one-off was last held (it ends within about two slides)
 
     def start(self) -> None:
@@ -144,7 +148,7 @@ class ApiJobs:
         if self._failures:  # the database failed: backoff to 16 times the poll, whatever woke the loop lately
             return base * 2.0 ** min(self._failures, 4)
         if self.ledger.is_postgres:
-            return POLL_HEARD if self._heard else POLL_PG
+            return POLL_HEARD if self._trusted else POLL_PG
         if self._wal is not None:  # the WAL moved lately: its next change wakes the loop
             now = self.clock.monotonic()
             return min(max(POLL, self._stirred + WAL_TRUSTED - now), max(0.0, self._recheck - now))
@@ -156,12 +160,14 @@ class ApiJobs:
             self.clock.wait(self.wake, timeout)
             self.wake.clear()
             return
-        self._recheck = float("inf")
+        self._recheck, self._settle = float("inf"), False
         if select.select([self._wal], [], [], timeout)[0]:
             if self._wal.drain():
                 # A commit's frames are written before it is visible (the WAL index, in shared memory, says
-                # nothing): read again WAL_GAP after this read, in case this one came too early.
-                self._stirred = self.clock.monotonic()
+                # nothing): the read waits for the writer's lock (a settled read, state/changes.py), or, if that
+                # lock is held on to or the WAL is busy (where it would hold up the clock's own writes), it is
+                # made again WAL_GAP later, in case it came too early.
+                self._stirred, self._settle = self.clock.monotonic(), True
                 self._recheck = self._stirred + WAL_GAP
             else:  # the WAL file went (the database was replaced): polled from now on
                 self._wal.close()
@@ -169,7 +175,12 @@ class ApiJobs:
             pause = self._checked + WAL_GAP - self.clock.monotonic()
             if pause > 0:  # a busy WAL: 4 reads a second
                 self.clock.sleep(pause)
-                self._recheck = self.clock.monotonic() + WAL_GAP
+                self._recheck, self._settle = self.clock.monotonic() + WAL_GAP, False
+
+    def _drain(self) -> None:
+        """The WAL's events so far, dropped: under the write lock, they are of commits the read will see."""
+        if self._wal is not None:
+            self._wal.drain()
 
     def _loop(self) -> None:
         if not self.ledger.is_postgres:
@@ -186,7 +197,12 @@ class ApiJobs:
                 if self.horizon is None:
                     self.lead_sync()
                 with self._lock:
-                    if self.counter.read(self._probing()) != self.seen:
+                    value = self.counter.read_settled(self._drain) if self._settle else None
+                    if value is None:
+                        value = self.counter.read(self._probing())
+                    else:
+                        self._recheck = float("inf")  # settled: no second read
+                    if value != self.seen:
                         self.apply_changes()
                     if self.clock.monotonic() >= self._next_slide:
                         self.slide()
@@ -194,7 +210,8 @@ class ApiJobs:
                     self._failures = 0
                     self.events.emit("ledger.reachable", note="runtime jobs")
             except Exception as exc:  # the database is away: the next round tries again; nothing is lost
-                self._heard, self._next_probe = False, min(self._next_probe, self.clock.monotonic())
+                self._heard = self._trusted = False
+                self._next_probe = min(self._next_probe, self.clock.monotonic())
                 self._failures += 1
                 if self._failures == 1:
                     self.events.emit("api_jobs.error", level="warning", error=short_error(exc))
@@ -204,7 +221,11 @@ class ApiJobs:
         now = self.clock.monotonic()
         if now < self._next_probe:
             return None
-        self._heard, self._next_probe = False, now + POLL_HEARD
+        # Whether the last probe came back is asked as the next is sent (a poll later), not a second after it:
+        # a second read for each probe was a third of an idle clock's reads. A probe lost, and polls are back to
+        # POLL_PG from this one on, each with a probe, until one comes back.
+        self._trusted = self._heard
+        self._heard, self._next_probe = False, now + (POLL_HEARD if self._trusted else POLL_PG)
         self._probe = f"probe:{uuid.uuid4().hex}"
         return self._probe
 
@@ -237,7 +258,9 @@ class ApiJobs:
                             elif self._probe is not None and note.payload == self._probe:
                                 self._heard = True  # from the next poll on, the loop relies on NOTIFY
             except Exception:
-                self._heard, self._next_probe = False, float("inf")  # polled every POLL_PG until LISTEN is back
+                self._heard = self._trusted = False  # polled every POLL_PG until LISTEN is back
+                self._next_probe = float("inf")
+                self.wake.set()  # a wait of POLL_HEARD under way ends now
                 self.clock.wait(self.stopped, 5.0)  # the poll goes on meanwhile
 
     def apply_changes(self) -> None:
@@ -369,22 +392,3 @@ class ApiJobs:
         if row.spec:
             redact.add(schedule_secrets({"jobs": {row.id: row.spec}}, {}))
         return job
-
-
-def trigger_keys(job: Job) -> dict[str, str | bool]:
-    """A schedule.yaml job's trigger as keys (no action, no secret): what ``jobs()`` needs for its next run."""
-    keys: dict[str, str | bool] = {}
-    trigger = job.trigger
-    if isinstance(trigger, CronTrigger):
-        keys = {"cron": trigger.expr, "timezone": trigger.zone.key}
-    elif isinstance(trigger, EveryTrigger):
-        keys = {"every": format_duration(trigger.interval), "anchor": trigger.anchor.isoformat()}
-    elif isinstance(trigger, AtTrigger):
-        keys = {"at": trigger.instant.isoformat()}
-    for key in ("start", "end"):
-        value = getattr(job.window, key)
-        if value is not None:
-            keys[key] = value.isoformat()
-    if not job.enabled:
-        keys["enabled"] = False
-    return keys

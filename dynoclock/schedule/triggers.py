@@ -14,11 +14,14 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from dynoclock.config.durations import format_duration
 from dynoclock.schedule import cron
+
+if TYPE_CHECKING:
+    from dynoclock.config.loader import Job
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
@@ -134,3 +137,22 @@ def shared(kind: Callable[..., T], *fields: object) -> T:
     jobs, most repeat a few, and each is kept as long as the clock runs. Few entries: one costs more than the
     object, and values that do not repeat (most crons of a big schedule) only pass through."""
     return kind(*fields)
+
+
+def trigger_keys(job: Job) -> dict[str, str | bool]:
+    """A schedule.yaml job's trigger as keys (no action, no secret): what ``jobs()`` needs for its next run."""
+    keys: dict[str, str | bool] = {}
+    trigger = job.trigger
+    if isinstance(trigger, CronTrigger):
+        keys = {"cron": trigger.expr, "timezone": trigger.zone.key}
+    elif isinstance(trigger, EveryTrigger):
+        keys = {"every": format_duration(trigger.interval), "anchor": trigger.anchor.isoformat()}
+    elif isinstance(trigger, AtTrigger):
+        keys = {"at": trigger.instant.isoformat()}
+    for key in ("start", "end"):
+        value = getattr(job.window, key)
+        if value is not None:
+            keys[key] = value.isoformat()
+    if not job.enabled:
+        keys["enabled"] = False
+    return keys
