@@ -5,6 +5,7 @@ changed (driven by a fake clock through the public methods the api-jobs loop cal
 
 from __future__ import annotations
 
+import gc
 import io
 import select
 import sqlite3
@@ -124,6 +125,24 @@ def test_a_settled_read_gives_up_on_a_lock_held_on_to(tmp_path: Path, monkeypatc
         release.set()
         writer.join(30)
     assert counter.read_settled() == before  # the lock is free again, and the connection still usable
+
+
+def test_the_settled_reads_short_lock_wait_stays_on_its_own_connection(tmp_path: Path) -> None:
+    # The counter's connection waits SETTLE_WAIT_MS for the write lock; the clock's other connections wait 15 s (a
+    # write of theirs must not fail because another clock or the app holds the lock a moment). Once the counter is
+    # gone its connection is closed, not given back to the pool with its short wait.
+    ledger = Ledger(f"sqlite:///{tmp_path / 'state.db'}")
+    ledger.ensure_schema()
+    counter = JobStore(ledger).counter()
+    counter.read_settled()
+    del counter
+    gc.collect()
+    raws = [ledger.engine.raw_connection() for _ in range(3)]  # the pool's, the counter's among them if it went back
+    try:
+        assert {raw.cursor().execute("PRAGMA busy_timeout").fetchone()[0] for raw in raws} == {15_000}
+    finally:
+        for raw in raws:
+            raw.close()
 
 
 def test_a_commit_on_a_quiet_wal_is_read_once_settled_with_no_second_look(tmp_path: Path) -> None:

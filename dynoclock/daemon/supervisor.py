@@ -2,7 +2,7 @@
 
 The parent starts the scheduler as a child (the same command line, ``sys.orig_argv``, with
 ``CLOCK_HEARTBEAT_FD`` set), forwards SIGTERM/SIGINT to it, and restarts it, with a growing pause (1 s doubling to
-30 s), when it dies unexpectedly (exit 1, a signal) or stops writing its heartbeat (one byte every quarter of the
+30 s), when it dies unexpectedly (exit 1, a signal) or stops writing its heartbeat (a line every quarter of the
 timeout, 2.5 s, from a thread of its own) for ``CLOCK_HEARTBEAT_TIMEOUT`` seconds (10): a frozen process (stopped,
 or C code holding the GIL) is killed with SIGKILL, then restarted. Each restart is logged as ``clock.restarted``
 with the reason. A beat carries the instant it was written (``b<monotonic seconds>``; CLOCK_MONOTONIC is the

@@ -53,7 +53,8 @@ class Counter:
                 raw = self._raw = self.ledger.engine.raw_connection()
                 if self.ledger.is_postgres and raw.driver_connection is not None:
                     raw.driver_connection.autocommit = True
-                if not self.ledger.is_postgres:
+                if not self.ledger.is_postgres:  # this connection's own lock wait: never back to the pool
+                    raw.detach()
                     raw.cursor().execute(f"PRAGMA busy_timeout = {SETTLE_WAIT_MS}").close()
             cursor = self._raw.cursor()
             locked = False
