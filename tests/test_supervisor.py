@@ -213,7 +213,7 @@ def test_a_child_that_exits_2_is_not_taken_for_frozen_when_its_exit_signal_is_lo
     from dynoclock.daemon.supervisor import Supervisor
 
     script = (
-        "import os, time; fd = int(os.environ['CLOCK_HEARTBEAT_FD']); os.write(fd, b'g1\\n.'); os.close(fd); "
+        "import os, time; fd = int(os.environ['CLOCK_HEARTBEAT_FD']); os.write(fd, b'g1\\n'); os.close(fd); "
         "time.sleep(0.3); raise SystemExit(2)"
     )
     monkeypatch.setattr(Supervisor, "_on_child", lambda self, signum, frame: None)  # SIGCHLD's wake-up lost

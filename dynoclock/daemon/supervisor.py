@@ -224,24 +224,19 @@ class Supervisor:
             self._heard(data)
 
     def _heard(self, data: bytes) -> None:
-        """Messages from the child, a line each: ``g<seconds>`` is its shutdown_grace, ``b<monotonic seconds>`` a
-        beat written then (``.`` alone: a beat, taken as written when read)."""
+        """Messages from the child, a line each: ``g<seconds>`` is its shutdown_grace (and its first beat, taken as
+        written when read), ``b<monotonic seconds>`` a beat written then."""
         lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()  # a line not ended yet waits for its end (dots alone are whole beats)
-        if not self._partial.strip(b"."):
-            lines.append(self._partial)
-            self._partial = b""
+        self._partial = lines.pop()  # a line not ended yet waits for its end
         for line in lines:
             beat: float | None = None
             if line.startswith(b"g"):
                 beat = self.clock.monotonic()  # the first message: the child handles signals from now on
                 with contextlib.suppress(ValueError):
-                    self.stop_bound = float(line[1:].strip(b".")) + STOP_SLACK
+                    self.stop_bound = float(line[1:]) + STOP_SLACK
             elif line.startswith(b"b"):
                 with contextlib.suppress(ValueError):
                     beat = min(float(line[1:]), self.clock.monotonic())
-            elif line and not line.strip(b"."):
-                beat = self.clock.monotonic()
             if beat is not None:
                 self.beating, self._last_beat = True, max(self._last_beat, beat)
 
