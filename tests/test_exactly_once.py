@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from dynoclock.config.loader import load_schedule
 from dynoclock.daemon.leadership import STANDBY_POLL, Leadership
 from dynoclock.observe.logs import EventLog
+from dynoclock.run.claims import LEAD
 from dynoclock.run.runner import Runner
 from dynoclock.state.ledger import Ledger
 from dynoclock.state.runs import Run
@@ -130,8 +131,9 @@ def test_takeovers_run_each_slot_at_most_once_and_leave_none_without_a_row(
 
     def in_flight_when_killed(run: Run) -> bool:
         """The run the killed leader had claimed or started: left claimed/running (interrupted once it is
-        found dead), whether or not its command got to write."""
-        near = killed_at - 2 * SECOND <= run.scheduled_for <= killed_at
+        found dead), whether or not its command got to write. A slot is claimed LEAD before it is due, so a kill
+        in those 250 ms leaves the claim of a slot just after the kill."""
+        near = killed_at - 2 * SECOND <= run.scheduled_for <= killed_at + LEAD
         return near and run.clock == dead and run.status in ("claimed", "running", "interrupted")
 
     ran = set(slots)
