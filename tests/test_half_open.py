@@ -77,7 +77,7 @@ def lead_then_drop(
     figure("drop -> clock.lease_lost on the cut-off leader", dropped_at, ts(lost))
     figure("drop -> clock.leader on the standby", dropped_at, ts(took))
     # It stopped claiming before its lease could expire in the database: never two leaders at once.
-    assert ts(lost) < ts(took), (lost, took)
+    assert ts(lost) < ts(took), (lost, took, cut_off.text()[-4000:], standby.text()[-2000:])
     assert "not renewed" in lost["note"], lost
     assert cut_off.alive(), cut_off.text()[-4000:]  # the clock is stuck on its network, not dead
     return cut_off, standby, dropped_at, lost, took
@@ -128,9 +128,18 @@ def test_a_leader_whose_packets_are_dropped_stops_claiming_and_a_standby_takes_o
             assert by_cut_off, (slot, status)
         else:
             assert status in ("skipped", "missed") and slot not in ran, (slot, status, by_cut_off)
-    # Only around the drop did slots go unrun (the lease's expiry), never after the new leader took over.
-    assert all(s in ran for s in window if s > ts(took) + SECOND)
-    assert all(s in ran for s in window if s < dropped_at - 2 * SECOND)
+    # Only around the drop did slots go unrun (the lease's expiry), never after the new leader took over, but for
+    # one case: a slot the cut-off clock claimed and never started is run by the new leader once that clock counts
+    # as dead, however late, and a slot falling due while that run runs is skipped (overlap: skip).
+    reclaimed = [ts(e) for e in standby.events("run.reclaimed")]
+    after = [(s, rows[s].status, rows[s].error) for s in window if s > ts(took) + SECOND and s not in ran]
+    assert [
+        (s, status, error)
+        for s, status, error in after
+        if not (status == "skipped" and "overlap" in (error or "") and any(s - 2 * SECOND <= r <= s for r in reclaimed))
+    ] == [], standby.text()[-6000:]
+    before = [(s, rows[s].status, rows[s].clock, rows[s].error) for s in window if s < dropped_at - 2 * SECOND]
+    assert [b for b in before if b[0] not in ran] == [], cut_off.text()[-6000:]
 
 
 def test_a_cut_off_leader_rejoins_as_standby_when_its_packets_flow_again(
