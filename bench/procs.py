@@ -194,12 +194,21 @@ def _tasks(pid: int) -> list[Path]:
     return out
 
 
+def _on_cpu_ns(task: Path) -> int:
+    return int((task / "schedstat").read_text().split()[0])
+
+
+def _switches(task: Path) -> int:
+    lines = (task / "status").read_text().splitlines()
+    return sum(int(line.split()[1]) for line in lines if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+
+
 def thread_cpu_ns(pid: int) -> int:
     """On-CPU nanoseconds summed over the tree's live threads (/proc/PID/task/*/schedstat): finer than utime+stime."""
     total = 0
     for task in _tasks(pid):
         with contextlib.suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[0])
+            total += _on_cpu_ns(task)
     return total
 
 
@@ -208,10 +217,21 @@ def context_switches(pid: int) -> int:
     total = 0
     for task in _tasks(pid):
         with contextlib.suppress(OSError):
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    total += int(line.split()[1])
+            total += _switches(task)
     return total
+
+
+def threads(pid: int) -> dict[str, tuple[str, int, int]]:
+    """Per live thread of the tree ("pid/tid"): its name (/proc/.../comm), on-CPU ns and context switches."""
+    out: dict[str, tuple[str, int, int]] = {}
+    for task in _tasks(pid):
+        with contextlib.suppress(OSError):  # the thread ended between the listing and the read
+            out[f"{task.parent.parent.name}/{task.name}"] = (
+                (task / "comm").read_text().strip(),
+                _on_cpu_ns(task),
+                _switches(task),
+            )
+    return out
 
 
 def memory_mb(pid: int) -> dict[str, float]:

@@ -24,24 +24,6 @@ from bench import common, gen, procs, stores
 NAMED = Path(__file__).resolve().parent / "named"
 
 
-def snapshot(pid: int) -> dict[str, tuple[str, int, int]]:
-    """Per live thread of ``pid``'s tree: (name, on-CPU ns, context switches)."""
-    out: dict[str, tuple[str, int, int]] = {}
-    for task in procs._tasks(pid):
-        try:
-            name = (task / "comm").read_text().strip()
-            ns = int((task / "schedstat").read_text().split()[0])
-            switches = sum(
-                int(line.split()[1])
-                for line in (task / "status").read_text().splitlines()
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
-            )
-        except OSError:  # the thread ended between the listing and the read
-            continue
-        out[f"{task.parent.parent.name}/{task.name}"] = (name, ns, switches)
-    return out
-
-
 def per_thread(before: dict[str, tuple[str, int, int]], after: dict[str, tuple[str, int, int]]) -> dict[str, list[int]]:
     """Name -> [ns, switches] used between the two snapshots (a thread started meanwhile counts from zero)."""
     used: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -66,9 +48,9 @@ def run_clock(schedule: Path, kind: str, duration: float, wd: Path, pg_url: str)
             proc.stop()
             return {"store": kind, "error": procs.stderr_tail(proc) or "never ready"}
         time.sleep(2.0)  # the start's last writes settle
-        before, cpu0 = snapshot(proc.pid), procs.cpu_seconds(proc.pid)
+        before, cpu0 = procs.threads(proc.pid), procs.cpu_seconds(proc.pid)
         time.sleep(duration)
-        after, cpu1 = snapshot(proc.pid), procs.cpu_seconds(proc.pid)
+        after, cpu1 = procs.threads(proc.pid), procs.cpu_seconds(proc.pid)
         proc.stop()
     scale = 60.0 / duration
     threads = {
