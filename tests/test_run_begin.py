@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from dynoclock.config.loader import load_schedule
 from dynoclock.observe.logs import EventLog
 from dynoclock.observe.timefmt import to_ms
 from dynoclock.run.claims import BEGIN_AHEAD
+from dynoclock.run.handover import EARLY_MAX
 from dynoclock.run.runner import Runner
 from dynoclock.state.ledger import Ledger
+from dynoclock.state.runs import Claim
 from dynoclock.state.writer import RunWriter
 from dynoclock.timesource import SYSTEM
 from tests.jobs_for_tests import gate
@@ -269,3 +272,108 @@ def test_overlap_is_judged_at_the_start_not_when_the_run_is_handed_over_ahead_of
     while statuses(store)[second.run_id][0] in ("claimed", "running") and time.monotonic() < deadline:
         runner.writer.flush(1)
     assert statuses(store) == {first.run_id: ("ok", "me"), second.run_id: ("ok", "me")}
+
+
+# ---- a lone run waits for its start in its worker ---------------------------------------------------------------
+
+
+def _recorded_hand_overs(runner: Runner, clock: FakeClock) -> list[datetime]:
+    """The clock's time at each hand-over of a run to the worker pool, as it happens."""
+    handed: list[datetime] = []
+    submit = runner.pool.submit
+
+    def recording(task: Callable[[], None]) -> None:
+        handed.append(clock.now())
+        submit(task)
+
+    runner.pool.submit = recording  # type: ignore[method-assign]
+    return handed
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _lone_run_handed_over(
+    tmp_path: Path, store: Ledger
+) -> tuple[FakeClock, Runner, io.StringIO, list[datetime], Claim]:
+    """A claimed run submitted alone, its clock moved to BEGIN_AHEAD / 2 before its slot and the run handed over."""
+    clock = FakeClock(SLOT - timedelta(seconds=1))
+    schedule = load_schedule(str(write_schedule(tmp_path, "jobs:\n  probe:\n    every: 1h\n    command: ['true']\n")))
+    stream = io.StringIO()
+    runner = Runner(schedule, EventLog(stream, fmt="json"), "me", Ledger(store.url), clock=clock)
+    assert runner.claims is not None and runner.writer is not None
+    handed = _recorded_hand_overs(runner, clock)
+    claim = runner.claims.new("probe", SLOT)
+    assert runner.claims.batch([claim]) == {claim.run_id}
+    runner.submit("probe", SLOT, claimed_as=claim.run_id)
+    clock.advance(timedelta(seconds=1) - BEGIN_AHEAD / 2)
+    _wait_for(lambda: len(handed) == 1, "the hand-over")
+    return clock, runner, stream, handed, claim
+
+
+def test_a_lone_run_goes_to_its_worker_once_its_start_is_written_and_the_worker_waits_for_its_start(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # Handed over at the answer, BEGIN_AHEAD before its slot, not at the slot by the timer: its start is then one
+    # thread's wake-up (the worker's own timer), not two. It still starts at its slot, not at the hand-over.
+    clock, runner, stream, handed, claim = _lone_run_handed_over(tmp_path, store)
+    assert runner.writer is not None
+    assert handed == [SLOT - BEGIN_AHEAD / 2]  # before its slot: the clock has not moved since
+    assert statuses(store)[claim.run_id] == ("running", "me")  # handed over once its start was written
+    time.sleep(0.2)  # time enough for a run that did not wait for its slot to start
+    assert "run.start" not in stream.getvalue()
+    clock.advance(BEGIN_AHEAD)
+    _wait_for(lambda: "run.ok" in stream.getvalue(), "the run")
+    runner.writer.flush(10)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["lateness_ms"] for e in events if e["event"] == "run.start"] == [to_ms(BEGIN_AHEAD / 2)]
+    assert statuses(store)[claim.run_id] == ("ok", "me")
+
+
+def test_of_runs_falling_due_together_only_a_few_wait_in_workers_and_the_rest_are_handed_over_at_their_start(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # A burst's workers are not woken ahead of its start: they would hold the start writes' thread off the
+    # interpreter lock. EARLY_MAX of them are handed over early; the others at the slot, and every one runs.
+    count = EARLY_MAX + 6
+    text = "jobs:\n" + "".join(f"  job-{i}:\n    every: 1h\n    command: ['true']\n" for i in range(count))
+    clock = FakeClock(SLOT - timedelta(seconds=1))
+    schedule = load_schedule(str(write_schedule(tmp_path, text)))
+    stream = io.StringIO()
+    runner = Runner(schedule, EventLog(stream, fmt="json"), "me", Ledger(store.url), clock=clock)
+    assert runner.claims is not None and runner.writer is not None
+    handed = _recorded_hand_overs(runner, clock)
+    claims = [runner.claims.new(f"job-{i}", SLOT) for i in range(count)]
+    assert runner.claims.batch(claims) == {c.run_id for c in claims}
+    for claim in claims:
+        runner.submit(claim.job, SLOT, claimed_as=claim.run_id)
+    clock.advance(timedelta(seconds=1) - BEGIN_AHEAD / 2)
+    _wait_for(lambda: {s for s, _ in statuses(store).values()} == {"running"}, "the start writes")
+    _wait_for(lambda: len(handed) == EARLY_MAX, "the early hand-overs")
+    time.sleep(0.2)  # time enough for the others to be handed over, had they been
+    assert handed == [SLOT - BEGIN_AHEAD / 2] * EARLY_MAX
+    assert "run.start" not in stream.getvalue()
+    clock.advance(BEGIN_AHEAD)
+    _wait_for(lambda: stream.getvalue().count("run.ok") == count, "the runs")
+    assert len(handed) == count and min(handed[EARLY_MAX:]) >= SLOT  # (the history writer's pauses move this clock)
+    runner.writer.flush(10)
+    assert {s for s, _ in statuses(store).values()} == {"ok"}
+
+
+def test_a_run_waiting_in_its_worker_for_its_start_is_given_back_when_the_clock_stops(
+    tmp_path: Path, store: Ledger
+) -> None:
+    # Stopped between the hand-over and the start: the run never starts, and its row goes (start write and
+    # claim), so that the next leader's catch-up finds the slot free and runs it.
+    _, runner, stream, _, claim = _lone_run_handed_over(tmp_path, store)
+    assert runner.writer is not None
+    assert statuses(store) == {claim.run_id: ("running", "me")}
+    runner.drain(time.monotonic() + 20)  # the clock stops before the slot
+    runner.writer.flush(10)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["event"] for e in events if e["event"].startswith("run.")] == ["run.released"]
+    assert statuses(store) == {}
