@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from dynoclock.config.loader import Schedule, load_schedule
 from dynoclock.daemon.housekeeping import HOUSEKEEPING_EVERY, PRUNE_EVERY
-from dynoclock.daemon.leadership import SHARED_SWITCH, Leadership
+from dynoclock.daemon.leadership import LEADER_CHECK, PROMPT_TRIES, SHARED_SWITCH, STANDBY_POLL, Leadership
 from dynoclock.observe.logs import EventLog
 from dynoclock.run.claims import Claims
 from dynoclock.run.outcome import RunFields
@@ -252,11 +252,18 @@ def test_a_takeover_whose_catch_up_fails_owes_it_and_catches_up_on_the_next_roun
     assert ledger.claim("last", "tick", clock.now() - timedelta(hours=5), "old")
     ledger.heartbeat("old", "leader", clock.now() - timedelta(hours=6))
     leadership = Leadership(schedule, ledger, Runner(schedule, events, "me", ledger, clock=clock), events, "me", clock)
+    leadership._failures = 3  # rounds failed before this one (the database was away): the backoff is long
     with contextlib.suppress(Exception):
         leadership.step()
     assert ledger.dropped and events_of(stream, "clock.catch_up") == []
+    # Still leading (the lease was renewed after the failure), with slots waiting on the catch-up: the next rounds
+    # come within STANDBY_POLL, not after the backoff of failed rounds; after PROMPT_TRIES, the backoff again.
+    assert leadership.is_leader()
+    waits = [leadership._next_wait() for _ in range(PROMPT_TRIES + 1)]
+    assert waits[0] == STANDBY_POLL and waits == [STANDBY_POLL] * PROMPT_TRIES + [15.0]
     leadership.step()
     assert leadership.is_leader()
+    assert leadership._next_wait() == LEADER_CHECK  # caught up, and the round went through: no backoff
     (caught,) = events_of(stream, "clock.catch_up")
     assert (caught["run"], caught["missed"]) == (1, 4)  # five slots since the last row: the latest runs
     wait_until(lambda: {r.status for r in store.history() if r.run_id != "last"} == {"missed", "ok"}, "the rows")

@@ -34,6 +34,7 @@ from dynoclock.timesource import SYSTEM, Clock
 
 STANDBY_POLL = 1.0  # seconds between a standby's tries for the lease
 LEADER_CHECK = 5.0  # seconds between the leader's lease checks and heartbeats
+PROMPT_TRIES = 3  # rounds tried within STANDBY_POLL for a catch-up owed, before the backoff applies
 RENEW_MARGIN = 2.0  # seconds before the lease could expire in the database that the leader stops claiming
 # The GIL's switch interval while the first round waits on the database beside the caller's own work: with
 # CPython's 5 ms, each answer waited up to 5 ms for the busy thread to let go (a takeover makes dozens of trips).
@@ -140,12 +141,22 @@ class Leadership:
         """The rounds, one after the other. One that hangs (a database gone silent, its packets dropped) holds
         only this thread: ``_watch`` sees the lease's bound pass."""
         while not self.stopped.is_set():
-            wait = LEADER_CHECK if self.leader.is_set() else STANDBY_POLL
-            if self._failures:
-                wait = min(STANDBY_POLL * 2**self._failures, 15.0)
-            if self.clock.wait(self.stopped, wait):
+            if self.clock.wait(self.stopped, self._next_wait()):
                 return
             self.step()
+
+    def _next_wait(self) -> float:
+        """Seconds until the next round: backing off while rounds fail, but a catch-up still owed by a leader (its
+        round failed after the lease was renewed: the database answered) is tried again within STANDBY_POLL,
+        ``PROMPT_TRIES`` times, since slots wait on it (a pooled connection killed before an outage ended used to
+        hold them for the backoff, up to 15 s)."""
+        due = self._due
+        if self.leader.is_set() and due is not None and due.prompt_tries < PROMPT_TRIES:
+            due.prompt_tries += 1
+            return STANDBY_POLL
+        if self._failures:
+            return min(STANDBY_POLL * 2.0**self._failures, 15.0)
+        return LEADER_CHECK if self.leader.is_set() else STANDBY_POLL
 
     def _watch(self) -> None:
         """A lease that expires (Postgres): wakes when the last renewal's bound passes, so that a clock whose round
@@ -342,3 +353,4 @@ class _Due:
     led_until: datetime | None
     until: datetime
     done: set[str] = field(default_factory=set)
+    prompt_tries: int = 0  # rounds tried again at once for it (Leadership._next_wait)
