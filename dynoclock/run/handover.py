@@ -52,7 +52,9 @@ class HandOver:
     def at(self, task: Callable[[], None], start_at: datetime, due: Due | None = None) -> None:
         """Hand ``task`` to the pool at ``start_at``: until then it waits in the timer's heap, not in a thread.
         ``due``, called BEGIN_AHEAD before (on the timer's thread), may drop it (False), or return the answer to a
-        start write: the task then goes to the pool at ``start_at`` or when the answer is in, whichever is later."""
+        start write: the task then goes to the pool at ``start_at`` or when the answer is in, whichever is later;
+        or, for one of at most ``EARLY_MAX`` runs starting within BEGIN_AHEAD, when the answer is in (its worker
+        waits for ``start_at``)."""
         inflight, pool, clock = self.inflight, self.pool, self.clock
         inflight.pending()
 
