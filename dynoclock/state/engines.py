@@ -102,16 +102,34 @@ def _create(url: str, state: bool) -> Engine:
 
 # Bounds on the server's side for every transaction of the clock's own state: a statement, a wait for a lock, and
 # a transaction whose client went silent (its locks would block the next leader's claims and housekeeping forever,
-# a session lasting as long as the server keeps the connection). Set per transaction, in one statement: PgBouncer
-# in transaction pooling shares server sessions, so a session-wide SET would leak into other clients' sessions.
+# a session lasting as long as the server keeps the connection). Set per transaction: PgBouncer in transaction
+# pooling shares server sessions, so a session-wide SET would leak into other clients' sessions.
 _BOUNDS = (
     "SELECT set_config('statement_timeout', '30s', true), set_config('lock_timeout', '15s', true), "
     "set_config('idle_in_transaction_session_timeout', '15s', true)"
 )
+# The transaction's start and its bounds in one round trip: psycopg would send its own BEGIN and wait for the
+# answer before the bounds, one round trip more on every transaction (a run's claim and its record are one each).
+# No parameters, so psycopg sends it as one simple query, which may hold several statements.
+_BEGIN_BOUNDED = "BEGIN; " + _BOUNDS
 
 
 def _bound_transaction(conn: Connection) -> None:
-    conn.exec_driver_sql(_BOUNDS)
+    """The "begin" event of the state's Postgres engine: BEGIN and the bounds, sent together.
+
+    The driver's connection is put in autocommit, so that it sends no BEGIN of its own; from our BEGIN on, the
+    server holds a transaction block, which the driver's ``commit()`` and ``rollback()`` end as usual (they look
+    at the server's transaction status, not at the autocommit flag). A connection used with SQLAlchemy's
+    ``AUTOCOMMIT`` isolation level gets no transaction and no bounds: each of its statements commits alone."""
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
+    raw = conn.connection.driver_connection
+    pgconn = getattr(raw, "pgconn", None)
+    if pgconn is None or pgconn.transaction_status != 0:  # not psycopg 3, or not idle (0: TransactionStatus.IDLE)
+        conn.exec_driver_sql(_BOUNDS)
+        return
+    raw.autocommit = True  # type: ignore[union-attr]
+    conn.exec_driver_sql(_BEGIN_BOUNDED)
 
 
 def _sqlite_state_pragmas(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
