@@ -9,8 +9,9 @@ are timed apart too (each one update_runs call, as when they land in different b
 after a warm-up, each round a new run of one job: median / p99 / max per round and per call, in ms.
 Beside it, what a plain APScheduler pays to persist one fire with ``SQLAlchemyJobStore`` on the same
 database (``update_job``: one UPDATE and commit per fire, done in the scheduler's loop; the default
-MemoryJobStore persists nothing), and floors: a ``SELECT 1`` through the ledger's engine (whose pool
-pre-pings each checkout) and through a pool without pre-ping (one round trip).
+MemoryJobStore persists nothing), and floors: a ``SELECT 1`` through the ledger's engine (its transaction: on
+Postgres BEGIN with the bounds, the SELECT, ROLLBACK; state/engines.py) and through a plain engine (the driver's
+BEGIN, the SELECT, ROLLBACK).
 
     .venv/bin/python -m bench.ledger_cost [--rounds 500] [--stores sqlite postgres] [--json FILE]
 
@@ -50,7 +51,7 @@ def ledger_rounds(url: str, rounds: int) -> dict[str, list[float]]:
     ledger = Ledger(url)
     ledger.ensure_schema()
     base = datetime(2030, 1, 1, tzinfo=UTC)
-    bare = sa.create_engine(ledger.engine.url)  # the same database, without the pool's pre-ping
+    bare = sa.create_engine(ledger.engine.url)  # the same database, without the ledger's transaction bounds
     out: dict[str, list[float]] = {
         "round": [],
         "claim": [],
@@ -150,7 +151,7 @@ def measure(kind: str, rounds: int, wd: Path, pg_url: str) -> list[dict[str, Any
     )
     rows.append(
         {
-            "label": f"floor {kind}: SELECT 1 via the ledger's engine (pre-ping on)",
+            "label": f"floor {kind}: SELECT 1 via the ledger's engine (bounded transaction)",
             "store": kind,
             "subject": "floor",
             "stats": common.summary(ledger["select_1"]),
@@ -158,7 +159,7 @@ def measure(kind: str, rounds: int, wd: Path, pg_url: str) -> list[dict[str, Any
     )
     rows.append(
         {
-            "label": f"floor {kind}: SELECT 1, pool without pre-ping",
+            "label": f"floor {kind}: SELECT 1 via a plain engine",
             "store": kind,
             "subject": "floor",
             "stats": common.summary(ledger["round_trip"]),

@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.run_all [--quick | --smoke] [--only burst precision ...] [--stores sqlite postgres]
         [--py-spy BIN] [--json PATH]
 
-Full: burst 3 repetitions, precision 60 s, start-up 5 repetitions, footprint 60 s, ledger 500 rounds
-(about 15 minutes). Quick: burst 1 repetition, precision 15 s, start-up 3 repetitions, footprint 15 s,
+Full: burst 3 repetitions, precision 300 s, start-up 5 repetitions, footprint 60 s, ledger 500 rounds
+(about 25 minutes). Quick: burst 1 repetition, precision 15 s, start-up 3 repetitions, footprint 15 s,
 ledger 200 rounds (about 4 minutes). Smoke: burst 50 jobs once, precision 5 s, start-up 200 jobs once, footprint
 200 jobs 3 s, ledger 20 rounds (about 2 minutes; its figures say nothing about the targets).
 
