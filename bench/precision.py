@@ -31,6 +31,7 @@ from bench import common, gen, procs, stores
 
 TARGET = common.Target(2)
 PLAIN_LABEL = "plain APScheduler, IntervalTrigger(seconds=1)"
+COMMIT_PROBE_S = 30.0  # after the Postgres run: one commit every 50 ms, timed
 ISSUE_DURATION = 300.0  # the record's length: 300 runs, so that the p99 is not the worst run
 
 
@@ -48,6 +49,8 @@ def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[s
         time.sleep(duration)
         exit_code = proc.stop()
         rows = stores.ledger_rows(store.url)
+        # Postgres: what a commit took right after, the floor of each run's start write (made durable first).
+        probe = stores.commit_latency(store.url, COMMIT_PROBE_S) if store_kind == "postgres" else []
     # Only slots the scheduler fired: a catch-up at start (reason=catch_up) is late by design.
     scheduled = [r for r in rows if r["started_at"] and r["reason"] == "schedule"]
     since = ready_at(wd / f"precision-{store_kind}.log", marker)
@@ -65,6 +68,7 @@ def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[s
         "ready_marker": marker,
         "note": note,
         "exit_code": exit_code,
+        "commit_ms": [round(x, 3) for x in probe],
     }
 
 
@@ -139,6 +143,11 @@ def print_results(results: list[dict[str, Any]], checks: list[dict[str, Any]], d
             print(f"note: {r['note']}")
         if r.get("excluded_before_ready"):
             print(f"{r['label']}: {r['excluded_before_ready']} slot(s) before the clock was ready not counted")
+        if r.get("commit_ms"):
+            c = common.summary(r["commit_ms"])
+            print(f"{r['label']}: a one-row commit on that database right after ({COMMIT_PROBE_S:g} s, {c['n']} "
+                  f"of them): median {c['median']:.2f} ms, p99 {c['p99']:.2f} ms, max {c['max']:.2f} ms (a run waits "
+                  "for its start write's commit)")  # fmt: skip
     common.print_verdicts("Precision target", checks)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,29 @@ def fresh_store(kind: str, workdir: Path, pg_url: str = DEFAULT_PG) -> Iterator[
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.dispose()
+
+
+def commit_latency(url: str, duration: float, every: float = 0.05) -> list[float]:
+    """Milliseconds per one-row INSERT committed alone (autocommit), one every ``every`` s for ``duration`` s, on the
+    store at ``url``: on Postgres a commit waits for its WAL to reach the disk (fsync), which is the floor of a
+    run's start write, made durable before the run starts."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_psycopg(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    out: list[float] = []
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TABLE bench_commit_probe (id serial PRIMARY KEY, at timestamptz)")
+            end = time.monotonic() + duration
+            while time.monotonic() < end:
+                start = time.perf_counter()
+                conn.exec_driver_sql("INSERT INTO bench_commit_probe (at) VALUES (now())")
+                out.append((time.perf_counter() - start) * 1000)
+                time.sleep(every)
+            conn.exec_driver_sql("DROP TABLE bench_commit_probe")
+    finally:
+        engine.dispose()
+    return out
 
 
 def _psycopg(url: str) -> str:
