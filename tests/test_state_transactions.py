@@ -97,7 +97,7 @@ def test_the_bounds_hold_in_a_transaction_and_never_outlive_it(ledger: Ledger) -
         assert {name: conn.exec_driver_sql(f"SHOW {name}").scalar() for name in BOUNDS} == BOUNDS
 
 
-def test_an_autocommit_connection_opens_no_transaction(ledger: Ledger, pg_schema_url: str) -> None:
+def test_an_autocommit_connection_opens_no_transaction(ledger: Ledger) -> None:
     table = f"scratch_{uuid.uuid4().hex[:8]}"
     with ledger.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql(f"CREATE TABLE {table} (n int)")
