@@ -14,7 +14,7 @@ Beside it, a plain APScheduler BlockingScheduler script with ``IntervalTrigger(s
 Target (issue), on SQLite and Postgres: p99 lateness <= 2 ms (absolute; the plain script's p99 from the same
 run is printed beside, with the ratio). A p99 needs more than 100 runs to be other than the worst one (nearest
 rank: the 60th of 60 is the maximum), so the record's runs last 300 s: the p99 is the 297th of 300, and the
-three latest runs are left to this machine's noise (the worst is printed beside: ``max``).
+three runs that started latest are left to this machine's noise (the worst is printed beside: ``max``).
 """
 
 from __future__ import annotations
