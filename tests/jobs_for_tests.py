@@ -153,3 +153,22 @@ def own_row_status(run: RunContext, url: str) -> str:
 
     rows = [r for r in Ledger(url).history(run.job, limit=1_000) if r.run_id == run.run_id]
     return rows[0].status if rows else "no row"
+
+
+def fill_state_wal(url: str, pages: int = 1500) -> str:
+    """Writes about ``pages`` pages to the clock's own state database through the clock's own state engine (a
+    scratch table), and reports, as JSON, that engine's ``wal_autocheckpoint`` and the WAL's pages waiting after
+    the commit (what the clock process's state connections do with a WAL past SQLite's checkpoint mark)."""
+    from dynoclock.state import engines
+    from dynoclock.state.checkpoint import pending_pages
+
+    engine = engines.engine_for(url, state=True)
+    with engine.begin() as conn:
+        setting = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS scratch (blob BLOB)")
+        conn.exec_driver_sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO scratch SELECT randomblob(3000) FROM n",
+            (pages,),
+        )
+    return json.dumps({"autocheckpoint": setting, "pending": pending_pages(str(engine.url.database))})

@@ -63,6 +63,7 @@ class Leadership:
         self.denied: SchemaDenied | None = None  # the role may not make or use the clock's schema
         self._said_standby = False
         self._failures = 0
+        self._checkpoint_failed = False
         self._held_until = float("-inf")  # monotonic: until when the lease is surely ours
         self._said_expired = False
         self._thread: threading.Thread | None = None
@@ -144,6 +145,21 @@ class Leadership:
             if self.clock.wait(self.stopped, self._next_wait()):
                 return
             self.step()
+            if self.leader.is_set() and not self.stopped.is_set():
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """SQLite: the WAL checkpointed after the round (state/checkpoint.py), outside the round's lock, so that a
+        slow disk delays neither a stop nor the next round's claims. A failure is said once until one succeeds."""
+        try:
+            self.ledger.checkpoint()
+        except Exception as exc:
+            if not self._checkpoint_failed:
+                self._checkpoint_failed = True
+                self.events.emit("ledger.checkpoint_failed", level="warning", clock=self.clock_id,
+                                 error=short_error(exc))  # fmt: skip
+            return
+        self._checkpoint_failed = False
 
     def _next_wait(self) -> float:
         """Seconds until the next round: backing off while rounds fail, but a catch-up still owed by a leader (its

@@ -117,6 +117,7 @@ def run_clock(schedule: Schedule, events: EventLog = log, state: str | None = No
     except db.DatabaseUrlError as exc:
         print(f"clock: state database: {exc}", file=sys.stderr)
         return 2
+    ledger.checkpoint_in_rounds()  # SQLite: the leader checkpoints the WAL, no run's commit does
     if os.environ.get("DYNO") and not ledger.is_postgres:
         events.emit("clock.warning", level="warning", state=ledger.location,
                     note="SQLite state on a Heroku dyno is lost at every restart and cannot keep two clocks "

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from dynoclock.observe.redact import redact_url
 from dynoclock.state import engines as db
+from dynoclock.state.checkpoint import WalCheckpoints
 from dynoclock.state.runs import SchemaTooNew
 from dynoclock.state.schema import Migrated, clock_schema, prepare, valid_name
 from dynoclock.state.tables import MIGRATIONS, SCHEMA_VERSION, insert_for, meta, metadata, partial_indexes
@@ -40,6 +41,7 @@ class StateDatabase:
             # Every statement built from state/tables.py names the schema; no connection's search_path is set.
             engine = engine.execution_options(schema_translate_map={None: self.schema})
         self.engine = engine
+        self.checkpoints: WalCheckpoints | None = None  # SQLite, the daemon's leader's: checkpoint_in_rounds
 
     @property
     def location(self) -> str:
@@ -49,6 +51,14 @@ class StateDatabase:
     @property
     def sqlite_path(self) -> str | None:
         return None if self.is_postgres else self.engine.url.database
+
+    def checkpoint_in_rounds(self) -> None:
+        """SQLite, in the clock daemon: its commits run no checkpoint of the WAL; the leader's rounds do
+        (state/checkpoint.py). Postgres: nothing to do."""
+        path = self.sqlite_path
+        if path and path != ":memory:" and not path.startswith("file:") and self.checkpoints is None:
+            db.checkpoint_elsewhere(self.engine)
+            self.checkpoints = WalCheckpoints(path, self.clock)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:

@@ -132,6 +132,22 @@ def _bound_transaction(conn: Connection) -> None:
     conn.exec_driver_sql(_BEGIN_BOUNDED)
 
 
+def checkpoint_elsewhere(engine: Engine) -> None:
+    """The state's SQLite engine in the clock daemon: no commit runs a checkpoint (state/checkpoint.py); the
+    leader's round does. Connections made before are closed, to be made again with the pragma."""
+    if not event.contains(engine, "connect", _no_autocheckpoint):
+        event.listen(engine, "connect", _no_autocheckpoint)
+        engine.dispose()
+
+
+def _no_autocheckpoint(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+    finally:
+        cursor.close()
+
+
 def _sqlite_state_pragmas(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
     """WAL: readers never block the writer, and a commit is an append (synchronous=NORMAL keeps it
     durable across a process crash; only an OS crash may lose the last commits)."""

@@ -340,6 +340,10 @@ class Ledger(StateDatabase):
         """The same with the Postgres lease renewed by the same statement; None if it was not (nothing written)."""
         return self._round(clock, started_at, lease)
 
+    def checkpoint(self) -> bool:
+        """After a leader's round, on SQLite in the clock daemon: the WAL checkpointed if due (state/checkpoint.py)."""
+        return self._round.checkpoint()
+
     def _heartbeat(self, conn: sa.Connection, clock: str, role: str, started_at: datetime) -> None:
         now = to_db(self.clock.now())
         stmt = self._insert(clocks).values(clock=clock, role=role, started_at=to_db(started_at), heartbeat_at=now)

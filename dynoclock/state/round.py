@@ -97,6 +97,19 @@ class LeaderRound:
             self.close()
             raise
 
+    def checkpoint(self) -> bool:
+        """SQLite in the clock daemon: the WAL checkpointed on the round's connection if enough of it waits
+        (state/checkpoint.py); True if it was."""
+        checkpoints = self.db.checkpoints
+        if checkpoints is None or not checkpoints.due():
+            return False
+        try:
+            checkpoints.run(self._connection())
+        except Exception:
+            self.close()
+            raise
+        return True
+
     def _stored(self, value: datetime) -> object:
         return value if self._datetime is None else self._datetime(value)
 
