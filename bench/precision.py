@@ -35,14 +35,17 @@ COMMIT_PROBE_S = 30.0  # after the Postgres run: one commit every 50 ms, timed
 ISSUE_DURATION = 300.0  # the record's length: 300 runs, so that the p99 is not the worst run
 
 
-def run_clock(store_kind: str, duration: float, wd: Path, pg_url: str) -> dict[str, Any]:
+def run_clock(
+    store_kind: str, duration: float, wd: Path, pg_url: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``env``: more of the clock's environment (bench.slowdisk: its flushes slowed down)."""
     marker, note = procs.ready_marker()
     with stores.fresh_store(store_kind, wd, pg_url) as store:
         schedule = gen.precision(wd / f"precision-{store_kind}.yaml")
         proc = procs.spawn(
             procs.clock_argv(schedule),
             wd / f"precision-{store_kind}.log",
-            env={"CLOCK_DATABASE_URL": store.url},
+            env={"CLOCK_DATABASE_URL": store.url} | (env or {}),
             markers=(marker,),
         )
         ready = proc.wait_for(marker, timeout=60)
