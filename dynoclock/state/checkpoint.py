@@ -63,7 +63,6 @@ class WalCheckpoints:
         self.database = database
         self.clock = clock
         self._last = clock.monotonic()
-        self.made = 0  # checkpoints run (for tests and the curious)
 
     def due(self) -> bool:
         pending = pending_pages(self.database)
@@ -81,4 +80,3 @@ class WalCheckpoints:
             cursor.fetchall()
         finally:
             cursor.close()
-        self.made += 1
